@@ -1,0 +1,307 @@
+//! The few MQTT bytes the front layer reads or writes itself: frame
+//! boundaries, the protocol level of a CONNECT, and the CONNACK and
+//! DISCONNECT packets it sends on its own. Everything else is decoded and
+//! encoded with `rumqttd::protocol`.
+//!
+//! CONNACK and DISCONNECT are written by hand on purpose: rumqttd's v5 encoder
+//! writes `DISCONNECT(0x98)` without properties as `E0 01 98 00`, which
+//! clients such as rumqttc reject, and its CONNACK encoders panic on a return
+//! code of the other protocol version.
+
+use rumqttd::protocol::v4;
+
+/// MQTT control packet types (the high nibble of the first byte).
+pub mod packet_type {
+    pub const CONNECT: u8 = 1;
+    pub const CONNACK: u8 = 2;
+    pub const PUBLISH: u8 = 3;
+    pub const SUBSCRIBE: u8 = 8;
+    pub const DISCONNECT: u8 = 14;
+}
+
+/// Why a byte stream cannot be framed as MQTT.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    #[error("packet of {0} bytes is larger than the {1}-byte limit")]
+    TooLarge(usize, usize),
+    #[error("malformed remaining length")]
+    Malformed,
+    #[error("a client may not send packet type {0} after CONNECT")]
+    Forbidden(u8),
+}
+
+/// The length of the first complete frame in `buf`, `None` if more bytes are
+/// needed.
+pub fn frame_len(buf: &[u8], max_packet_size: usize) -> Result<Option<usize>, FrameError> {
+    use rumqttd::protocol::Error;
+    match v4::check(buf.iter(), max_packet_size) {
+        Ok(header) => Ok(Some(header.frame_length())),
+        Err(Error::InsufficientBytes(_)) => Ok(None),
+        Err(Error::PayloadSizeLimitExceeded(n)) => Err(FrameError::TooLarge(n, max_packet_size)),
+        Err(_) => Err(FrameError::Malformed),
+    }
+}
+
+/// The length of the prefix of `buf` made of complete frames, and how many
+/// frames it holds.
+pub fn whole_frames(buf: &[u8], max_packet_size: usize) -> Result<(usize, u64), FrameError> {
+    let mut at = 0;
+    let mut count = 0;
+    while let Some(len) = frame_len(&buf[at..], max_packet_size)? {
+        at += len;
+        count += 1;
+    }
+    Ok((at, count))
+}
+
+/// Whether a client may send packets of this type once connected. The
+/// others (a second CONNECT, CONNACK, SUBACK, UNSUBACK, PINGRESP, AUTH and
+/// the reserved 0) are protocol errors, and some of them crash rumqttd's
+/// decoder, so they never reach it.
+pub fn client_may_send(packet_type: u8) -> bool {
+    matches!(packet_type, 3..=8 | 10 | 12 | 14)
+}
+
+/// The packet type of a frame.
+pub fn frame_type(frame: &[u8]) -> u8 {
+    frame.first().map_or(0, |b| b >> 4)
+}
+
+/// The protocol level of a complete CONNECT frame: 3 (MQTT 3.1, `MQIsdp`),
+/// 4 (3.1.1) or 5. `None` if the frame is too short to say.
+pub fn connect_protocol_level(frame: &[u8]) -> Option<u8> {
+    // fixed header: 1 byte + 1..4 bytes of remaining length
+    let mut at = 1;
+    while *frame.get(at)? & 0x80 != 0 {
+        at += 1;
+    }
+    at += 1;
+    let name_len = u16::from_be_bytes([*frame.get(at)?, *frame.get(at + 1)?]) as usize;
+    frame.get(at + 2 + name_len).copied()
+}
+
+/// CONNACK for MQTT 3.1.1 with a return code (0 accepted, 1 bad protocol
+/// version, 2 identifier rejected, 3 server unavailable, 4 bad username or
+/// password, 5 not authorized).
+pub fn connack_v4(return_code: u8) -> Vec<u8> {
+    vec![0x20, 0x02, 0x00, return_code]
+}
+
+/// CONNACK for MQTT 5 with a reason code and, if given, a reason string that
+/// tells the client what to fix.
+pub fn connack_v5(reason_code: u8, reason: Option<&str>) -> Vec<u8> {
+    let properties = reason_string_property(reason);
+    let mut body = vec![0x00, reason_code];
+    push_variable_int(&mut body, properties.len());
+    body.extend_from_slice(&properties);
+    with_fixed_header(0x20, body)
+}
+
+/// DISCONNECT for MQTT 5 with a reason code (0x98 administrative action,
+/// 0x8E session taken over, 0x8B server shutting down, ...) and a property
+/// length, so that strict clients accept it.
+pub fn disconnect_v5(reason_code: u8, reason: Option<&str>) -> Vec<u8> {
+    let properties = reason_string_property(reason);
+    let mut body = vec![reason_code];
+    push_variable_int(&mut body, properties.len());
+    body.extend_from_slice(&properties);
+    with_fixed_header(0xE0, body)
+}
+
+/// The session-present flag and return (3.1.1) or reason (5) code of a
+/// complete CONNACK frame. Read by hand: rumqttd's v5 decoder cannot decode
+/// CONNACK (it panics), and the layout is the same in both versions.
+pub fn connack_code(frame: &[u8]) -> Option<(bool, u8)> {
+    if frame_type(frame) != packet_type::CONNACK {
+        return None;
+    }
+    let (_, len_len) = read_variable_int(frame.get(1..)?)?;
+    let flags = *frame.get(1 + len_len)?;
+    let code = *frame.get(2 + len_len)?;
+    Some((flags & 0x01 == 0x01, code))
+}
+
+/// An MQTT 5 CONNACK with an Assigned Client Identifier property added (for
+/// a client that connected with an empty client id, which MQTT 5 requires
+/// the server to tell).
+pub fn connack_v5_with_assigned_id(frame: &[u8], client_id: &str) -> Option<Vec<u8>> {
+    let (_, len_len) = read_variable_int(frame.get(1..)?)?;
+    let body = frame.get(1 + len_len..)?;
+    let (flags, code) = (*body.first()?, *body.get(1)?);
+    let properties = match body.get(2..) {
+        Some(rest) if !rest.is_empty() => {
+            let (props_len, props_len_len) = read_variable_int(rest)?;
+            let start = 2 + props_len_len;
+            body.get(start..start + props_len)?
+        }
+        // A CONNACK without a property length (3.1.1 layout) has no properties.
+        _ => &[][..],
+    };
+    let id = client_id.as_bytes();
+    let id_len = u16::try_from(id.len()).ok()?;
+    let mut new_properties = properties.to_vec();
+    new_properties.push(0x12);
+    new_properties.extend_from_slice(&id_len.to_be_bytes());
+    new_properties.extend_from_slice(id);
+    let mut new_body = vec![flags, code];
+    push_variable_int(&mut new_body, new_properties.len());
+    new_body.extend_from_slice(&new_properties);
+    Some(with_fixed_header(0x20, new_body))
+}
+
+/// An MQTT variable byte integer at the start of `buf`: (value, bytes used).
+fn read_variable_int(buf: &[u8]) -> Option<(usize, usize)> {
+    let mut value = 0usize;
+    for (i, byte) in buf.iter().take(4).enumerate() {
+        value |= ((byte & 0x7F) as usize) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Some((value, i + 1));
+        }
+    }
+    None
+}
+
+fn reason_string_property(reason: Option<&str>) -> Vec<u8> {
+    let mut properties = Vec::new();
+    if let Some(reason) = reason {
+        // Keep the packet small: a reason string is advice, cut at 200 bytes
+        // on a character boundary.
+        let mut end = reason.len().min(200);
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        let reason = &reason[..end];
+        properties.push(0x1F);
+        properties.extend_from_slice(&(reason.len() as u16).to_be_bytes());
+        properties.extend_from_slice(reason.as_bytes());
+    }
+    properties
+}
+
+fn with_fixed_header(byte1: u8, body: Vec<u8>) -> Vec<u8> {
+    let mut out = vec![byte1];
+    push_variable_int(&mut out, body.len());
+    out.extend_from_slice(&body);
+    out
+}
+
+fn push_variable_int(out: &mut Vec<u8>, mut value: usize) {
+    loop {
+        let mut byte = (value % 128) as u8;
+        value /= 128;
+        if value > 0 {
+            byte |= 0x80;
+        }
+        out.push(byte);
+        if value == 0 {
+            break;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::BytesMut;
+    use rumqttd::protocol::{Protocol, v5::V5};
+
+    #[test]
+    fn frames_are_found_whole_or_not_at_all() {
+        // PINGREQ, then half a PUBLISH
+        let buf = [0xC0, 0x00, 0x30, 0x05, 0x00, 0x01];
+        assert_eq!(frame_len(&buf, 100), Ok(Some(2)));
+        assert_eq!(frame_len(&buf[2..], 100), Ok(None));
+        assert_eq!(whole_frames(&buf, 100), Ok((2, 1)));
+        assert_eq!(
+            frame_len(&[0x30, 0xFF, 0xFF, 0xFF, 0xFF, 0x01], 100),
+            Err(FrameError::Malformed)
+        );
+        assert_eq!(
+            frame_len(&[0x30, 0x80, 0x01], 100),
+            Err(FrameError::TooLarge(128, 100))
+        );
+    }
+
+    #[test]
+    fn protocol_level_of_connect() {
+        let v311 = [
+            0x10, 0x0C, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0x02, 0x00, 0x3C, 0x00, 0x00,
+        ];
+        assert_eq!(connect_protocol_level(&v311), Some(4));
+        let v31 = [
+            0x10, 0x0E, 0x00, 0x06, b'M', b'Q', b'I', b's', b'd', b'p', 0x03, 0x02, 0x00, 0x3C,
+        ];
+        assert_eq!(connect_protocol_level(&v31), Some(3));
+        assert_eq!(connect_protocol_level(&[0x10, 0x02, 0x00]), None);
+    }
+
+    /// The hand-written v5 packets decode with a real client's decoder
+    /// (rumqttc's).
+    #[test]
+    fn v5_packets_decode_in_a_client() {
+        use rumqttc::v5::mqttbytes::v5::{
+            ConnectReturnCode, DisconnectReasonCode, Packet as ClientPacket,
+        };
+        let mut buf = BytesMut::from(&disconnect_v5(0x98, Some("kicked"))[..]);
+        match ClientPacket::read(&mut buf, None).unwrap() {
+            ClientPacket::Disconnect(d) => {
+                assert_eq!(d.reason_code, DisconnectReasonCode::AdministrativeAction);
+                assert_eq!(
+                    d.properties.unwrap().reason_string.as_deref(),
+                    Some("kicked")
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(disconnect_v5(0x98, None), vec![0xE0, 0x02, 0x98, 0x00]);
+        let mut buf = BytesMut::from(&connack_v5(0x86, Some("bad signature"))[..]);
+        match ClientPacket::read(&mut buf, None).unwrap() {
+            ClientPacket::ConnAck(ack) => {
+                assert_eq!(ack.code, ConnectReturnCode::BadUserNamePassword);
+                assert_eq!(
+                    ack.properties.unwrap().reason_string.as_deref(),
+                    Some("bad signature")
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(connack_v4(4), vec![0x20, 0x02, 0x00, 0x04]);
+    }
+
+    #[test]
+    fn connack_codes_and_assigned_ids() {
+        assert_eq!(connack_code(&[0x20, 0x02, 0x01, 0x00]), Some((true, 0)));
+        assert_eq!(
+            connack_code(&connack_v5(0x87, Some("no"))),
+            Some((false, 0x87))
+        );
+        assert_eq!(connack_code(&[0x30, 0x02, 0x00, 0x00]), None);
+        // rumqttd's v5 CONNACK without and with properties
+        for original in [
+            vec![0x20, 0x03, 0x00, 0x00, 0x00],
+            connack_v5(0x00, Some("hello")),
+        ] {
+            let patched = connack_v5_with_assigned_id(&original, "mqgate-abc").unwrap();
+            let mut buf = BytesMut::from(&patched[..]);
+            match rumqttc::v5::mqttbytes::v5::Packet::read(&mut buf, None).unwrap() {
+                rumqttc::v5::mqttbytes::v5::Packet::ConnAck(ack) => {
+                    let props = ack.properties.unwrap();
+                    assert_eq!(
+                        props.assigned_client_identifier.as_deref(),
+                        Some("mqgate-abc")
+                    );
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn long_reason_strings_are_cut_on_a_character_boundary() {
+        let long = "é".repeat(300);
+        let packet = disconnect_v5(0x98, Some(&long));
+        let mut buf = BytesMut::from(&packet[..]);
+        assert!(V5.read_mut(&mut buf, 4096).is_ok());
+        assert!(packet.len() < 220);
+    }
+}

@@ -1,0 +1,226 @@
+//! Device authentication the ApsaraMQ for MQTT way, and which instance a
+//! connecting client belongs to.
+//!
+//! Signature mode: username `Signature|<AccessKeyId>|<InstanceId>`, password
+//! `Base64(HMAC-SHA1(key = AccessKeySecret, data = ClientId))`. A client with
+//! no username lands in `mqtt.anonymous_instance` when that is set.
+
+use crate::directory::{Directory, Instance};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use hmac::{Hmac, Mac};
+use sha1::Sha1;
+use std::sync::Arc;
+
+/// Why a CONNECT was refused: the return code for each protocol version and
+/// a sentence for the MQTT 5 reason string and the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// MQTT 3.1.1 CONNACK return code.
+    pub v4_code: u8,
+    /// MQTT 5 CONNACK reason code.
+    pub v5_code: u8,
+    pub reason: String,
+}
+
+impl Refusal {
+    fn bad_credentials(reason: impl Into<String>) -> Refusal {
+        Refusal {
+            v4_code: 0x04,
+            v5_code: 0x86,
+            reason: reason.into(),
+        }
+    }
+
+    fn not_authorized(reason: impl Into<String>) -> Refusal {
+        Refusal {
+            v4_code: 0x05,
+            v5_code: 0x87,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// The instance a client may connect to, given its client id and the
+/// username and password of its CONNECT.
+pub fn authenticate(
+    directory: &Directory,
+    client_id: &str,
+    username: Option<&str>,
+    password: Option<&str>,
+) -> Result<Arc<Instance>, Refusal> {
+    let username = username.filter(|u| !u.is_empty());
+    let Some(username) = username else {
+        return directory.anonymous_instance().cloned().ok_or_else(|| {
+            Refusal::not_authorized(
+                "anonymous clients are not accepted: connect with username \
+                 Signature|AccessKeyId|InstanceId and password Base64(HMAC-SHA1(AccessKeySecret, ClientId))",
+            )
+        });
+    };
+    let mut parts = username.split('|');
+    let (Some(mode), Some(access_key_id), Some(instance_id), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(Refusal::bad_credentials(
+            "username must be Signature|AccessKeyId|InstanceId",
+        ));
+    };
+    if mode != "Signature" {
+        return Err(Refusal::bad_credentials(format!(
+            "authentication mode \"{mode}\" is not supported; use Signature|AccessKeyId|InstanceId"
+        )));
+    }
+    let Some(user) = directory.user(access_key_id) else {
+        return Err(Refusal::bad_credentials(format!(
+            "AccessKeyId \"{access_key_id}\" is not known"
+        )));
+    };
+    if user.disabled {
+        return Err(Refusal::bad_credentials(format!(
+            "AccessKeyId \"{access_key_id}\" is disabled"
+        )));
+    }
+    let Some(instance) = directory
+        .instance(instance_id)
+        .filter(|i| i.account_id == user.account_id)
+    else {
+        return Err(Refusal::bad_credentials(format!(
+            "instance \"{instance_id}\" does not exist in the account of AccessKeyId \"{access_key_id}\""
+        )));
+    };
+    let password = password.unwrap_or("");
+    if !verify_password(user.access_key_secret.expose(), client_id, password) {
+        return Err(Refusal::bad_credentials(
+            "password must be Base64(HMAC-SHA1(AccessKeySecret, ClientId))",
+        ));
+    }
+    Ok(instance.clone())
+}
+
+/// The Signature-mode password of `client_id` under `secret`.
+pub fn signature_password(secret: &str, client_id: &str) -> String {
+    BASE64.encode(password_mac(secret, client_id).finalize().into_bytes())
+}
+
+fn password_mac(secret: &str, client_id: &str) -> Hmac<Sha1> {
+    let mut mac =
+        Hmac::<Sha1>::new_from_slice(secret.as_bytes()).expect("HMAC accepts keys of any length");
+    mac.update(client_id.as_bytes());
+    mac
+}
+
+/// Constant-time check of a Signature-mode password.
+fn verify_password(secret: &str, client_id: &str, password: &str) -> bool {
+    let Ok(provided) = BASE64.decode(password.trim().as_bytes()) else {
+        return false;
+    };
+    password_mac(secret, client_id)
+        .verify_slice(&provided)
+        .is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn directory(anonymous: bool) -> Directory {
+        let mut text = String::from(
+            r#"
+            [[accounts]]
+            id = "1"
+              [[accounts.instances]]
+              id = "inst-a"
+              [[accounts.users]]
+              name = "root"
+              access_key_id = "ka"
+              access_key_secret = "sec-a-7f3"
+              root = true
+              [[accounts.users]]
+              name = "off"
+              access_key_id = "koff"
+              access_key_secret = "soff"
+              disabled = true
+            [[accounts]]
+            id = "2"
+              [[accounts.instances]]
+              id = "inst-b"
+              [[accounts.users]]
+              name = "root"
+              access_key_id = "kb"
+              access_key_secret = "sb"
+              root = true
+            "#,
+        );
+        if anonymous {
+            text = format!("[mqtt]\nanonymous_instance = \"inst-a\"\n{text}");
+        }
+        Directory::from_config(&Config::parse(&text, "t.toml").unwrap())
+    }
+
+    #[test]
+    fn a_correct_signature_lands_in_the_named_instance() {
+        let d = directory(false);
+        let password = signature_password("sec-a-7f3", "GID_x@@@dev1");
+        let instance = authenticate(
+            &d,
+            "GID_x@@@dev1",
+            Some("Signature|ka|inst-a"),
+            Some(&password),
+        )
+        .unwrap();
+        assert_eq!(instance.id, "inst-a");
+    }
+
+    #[test]
+    fn every_wrong_credential_is_refused_with_bad_username_or_password() {
+        let d = directory(false);
+        let good = signature_password("sec-a-7f3", "c1");
+        let cases = [
+            (
+                "c1",
+                "Signature|ka|inst-a",
+                signature_password("sec-a-7f3", "other-client"),
+            ),
+            (
+                "c1",
+                "Signature|ka|inst-a",
+                signature_password("wrong", "c1"),
+            ),
+            ("c1", "Signature|ka|inst-a", "not base64!".to_string()),
+            ("c1", "Signature|unknown|inst-a", good.clone()),
+            (
+                "c1",
+                "Signature|koff|inst-a",
+                signature_password("soff", "c1"),
+            ),
+            ("c1", "Signature|ka|inst-b", good.clone()),
+            ("c1", "Signature|ka|nope", good.clone()),
+            ("c1", "Token|ka|inst-a", good.clone()),
+            ("c1", "Signature|ka", good.clone()),
+            ("c1", "Signature|ka|inst-a|x", good.clone()),
+        ];
+        for (client_id, username, password) in cases {
+            let refusal = authenticate(&d, client_id, Some(username), Some(&password)).unwrap_err();
+            assert_eq!(
+                (refusal.v4_code, refusal.v5_code),
+                (0x04, 0x86),
+                "{username} / {password}"
+            );
+            assert!(
+                !refusal.reason.contains("sec-a-7f3"),
+                "secret leaked: {}",
+                refusal.reason
+            );
+        }
+    }
+
+    #[test]
+    fn anonymous_clients_land_only_where_configured() {
+        let refusal = authenticate(&directory(false), "c", None, None).unwrap_err();
+        assert_eq!((refusal.v4_code, refusal.v5_code), (0x05, 0x87));
+        let instance = authenticate(&directory(true), "c", Some(""), None).unwrap();
+        assert_eq!(instance.id, "inst-a");
+    }
+}

@@ -1,0 +1,479 @@
+//! The MQTT front layer: the public port, in front of every instance's
+//! embedded rumqttd.
+//!
+//! For each TCP connection:
+//! 1. read the CONNECT (within `mqtt.connect_timeout_secs`), tell MQTT 3.1.1
+//!    from 5 by its protocol level;
+//! 2. authenticate it and find its instance ([`device_auth`]); refuse with a
+//!    CONNACK that says why (MQTT 5 adds a reason string);
+//! 3. give an empty client id one of ours, take over an older connection
+//!    with the same client id (MQTT 5: DISCONNECT 0x8E);
+//! 4. open a loopback connection to the instance's rumqttd listener for that
+//!    version, forward the CONNECT with the internal login, and relay the
+//!    CONNACK back;
+//! 5. register the session and relay frames both ways until either side
+//!    closes or the API kicks it (MQTT 5: DISCONNECT 0x98 first).
+//!
+//! Frames are relayed whole: the relay only writes complete MQTT packets to
+//! the client, so a DISCONNECT it injects never lands inside another packet.
+
+use super::Brokers;
+use super::codec::{self, FrameError, packet_type};
+use super::device_auth::{self, Refusal};
+use super::registry::{Control, ProtocolVersion, SessionInfo};
+use crate::directory::DirectoryHandle;
+use bytes::BytesMut;
+use chrono::Utc;
+use rumqttd::protocol::{Packet, Protocol, v4::V4, v5::V5};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+/// Frames from rumqttd are trusted; their size is bounded by rumqttd itself.
+const BROKER_MAX_FRAME: usize = 268_435_455;
+/// How long the front layer waits for rumqttd to connect and answer.
+const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a goodbye packet may take to write before the socket is dropped.
+const GOODBYE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// MQTT 5 DISCONNECT reason codes the front layer sends.
+pub mod reason {
+    pub const SERVER_SHUTTING_DOWN: u8 = 0x8B;
+    pub const SESSION_TAKEN_OVER: u8 = 0x8E;
+    pub const ADMINISTRATIVE_ACTION: u8 = 0x98;
+}
+
+pub struct FrontLayer {
+    brokers: Arc<Brokers>,
+    directory: Arc<DirectoryHandle>,
+    max_packet_size: usize,
+    connect_timeout: Duration,
+}
+
+/// How a relayed connection ended, for the log (read through `Debug`).
+#[derive(Debug)]
+#[allow(dead_code)]
+enum End {
+    ClientClosed,
+    ClientError(std::io::Error),
+    ClientProtocol(FrameError),
+    BrokerClosed,
+    BrokerProtocol(FrameError),
+    Disconnected(u8),
+    HardStop,
+}
+
+impl FrontLayer {
+    pub fn new(
+        brokers: Arc<Brokers>,
+        directory: Arc<DirectoryHandle>,
+        max_packet_size: usize,
+        connect_timeout: Duration,
+    ) -> Arc<FrontLayer> {
+        Arc::new(FrontLayer {
+            brokers,
+            directory,
+            max_packet_size,
+            connect_timeout,
+        })
+    }
+
+    /// Accepts connections until `shutdown` is cancelled.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener, shutdown: CancellationToken) {
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        let front = self.clone();
+                        tokio::spawn(async move { front.handle(stream, peer).await });
+                    }
+                    Err(e) => {
+                        // Out of file descriptors and the like: say so, back
+                        // off a little, keep serving the connections we have.
+                        warn!(error = %e, "mqtt accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+                _ = shutdown.cancelled() => return,
+            }
+        }
+    }
+
+    async fn handle(&self, mut client: TcpStream, peer: SocketAddr) {
+        let _ = client.set_nodelay(true);
+        let mut client_buf = BytesMut::with_capacity(1024);
+        let frame = match tokio::time::timeout(
+            self.connect_timeout,
+            read_frame(&mut client, &mut client_buf, self.max_packet_size),
+        )
+        .await
+        {
+            Ok(Ok(Some(frame))) => frame,
+            Ok(Ok(None)) => return debug!(%peer, "closed before CONNECT"),
+            Ok(Err(e)) => return info!(%peer, error = %e, "unreadable first packet; closing"),
+            Err(_) => return info!(%peer, "no CONNECT in time; closing"),
+        };
+        if codec::frame_type(&frame) != packet_type::CONNECT {
+            return info!(%peer, "first packet is not CONNECT; closing");
+        }
+        let protocol = match codec::connect_protocol_level(&frame) {
+            Some(4) => ProtocolVersion::V311,
+            Some(5) => ProtocolVersion::V5,
+            level => {
+                info!(%peer, ?level, "unsupported MQTT protocol level; refusing");
+                // Return code 1 (unacceptable protocol version) in the 3.1.1
+                // format, which clients of every version can read.
+                let _ = write_goodbye(&mut client, &codec::connack_v4(0x01)).await;
+                return;
+            }
+        };
+        let mut frame = frame;
+        let decoded = match protocol {
+            ProtocolVersion::V311 => V4.read_mut(&mut frame, self.max_packet_size),
+            ProtocolVersion::V5 => V5.read_mut(&mut frame, self.max_packet_size),
+        };
+        let (connect, properties, will, will_properties, login) = match decoded {
+            Ok(Packet::Connect(c, p, w, wp, l)) => (c, p, w, wp, l),
+            other => {
+                info!(%peer, error = ?other.err(), "malformed CONNECT; refusing");
+                if protocol == ProtocolVersion::V5 {
+                    let packet = codec::connack_v5(0x81, Some("malformed CONNECT packet"));
+                    let _ = write_goodbye(&mut client, &packet).await;
+                }
+                return;
+            }
+        };
+
+        let directory = self.directory.current();
+        let (username, password) = match &login {
+            Some(l) => (Some(l.username.as_str()), Some(l.password.as_str())),
+            None => (None, None),
+        };
+        let instance = match device_auth::authenticate(
+            &directory,
+            &connect.client_id,
+            username,
+            password,
+        ) {
+            Ok(instance) => instance,
+            Err(refusal) => {
+                info!(%peer, client_id = %connect.client_id, reason = %refusal.reason, "CONNECT refused");
+                return refuse(&mut client, protocol, &refusal).await;
+            }
+        };
+        let Some(broker) = self.brokers.instance(&instance.id).cloned() else {
+            let refusal = Refusal {
+                v4_code: 0x03,
+                v5_code: 0x88,
+                reason: format!("instance {} has no running broker", instance.id),
+            };
+            warn!(instance = %instance.id, "CONNECT for an instance without a broker");
+            return refuse(&mut client, protocol, &refusal).await;
+        };
+
+        let mut client_id = connect.client_id.clone();
+        let assigned_client_id = client_id.is_empty();
+        if assigned_client_id {
+            if !connect.clean_session {
+                let refusal = Refusal {
+                    v4_code: 0x02,
+                    v5_code: 0x85,
+                    reason: "an empty client id needs clean start (clean session) set".into(),
+                };
+                return refuse(&mut client, protocol, &refusal).await;
+            }
+            client_id = format!("mqgate-{}", uuid::Uuid::new_v4().simple());
+        }
+
+        // MQTT: a new connection with the same client id takes over the old
+        // one. Do it before rumqttd sees the new CONNECT, so the old client
+        // hears why (0x8E) instead of a bare close.
+        if let Some(old) = broker.sessions.get(&client_id) {
+            info!(instance = %instance.id, %client_id, "session taken over");
+            old.disconnect(
+                reason::SESSION_TAKEN_OVER,
+                "another connection with the same client id took over the session",
+            )
+            .await;
+        }
+
+        let mut upstream = match self
+            .connect_upstream(
+                broker.upstream(protocol),
+                protocol,
+                &client_id,
+                &connect,
+                properties.clone(),
+                will,
+                will_properties,
+            )
+            .await
+        {
+            Ok(upstream) => upstream,
+            Err(e) => {
+                warn!(instance = %instance.id, error = %e, "embedded broker unreachable");
+                let refusal = Refusal {
+                    v4_code: 0x03,
+                    v5_code: 0x88,
+                    reason: "the broker is unavailable; try again".into(),
+                };
+                return refuse(&mut client, protocol, &refusal).await;
+            }
+        };
+        let mut upstream_buf = BytesMut::with_capacity(1024);
+        let connack = match tokio::time::timeout(
+            UPSTREAM_TIMEOUT,
+            read_frame(&mut upstream, &mut upstream_buf, BROKER_MAX_FRAME),
+        )
+        .await
+        {
+            Ok(Ok(Some(frame))) if codec::frame_type(&frame) == packet_type::CONNACK => frame,
+            other => {
+                warn!(instance = %instance.id, %client_id, outcome = ?other.map(|r| r.map(|f| f.map(|f| f.len()))), "embedded broker did not answer CONNECT");
+                let refusal = Refusal {
+                    v4_code: 0x03,
+                    v5_code: 0x88,
+                    reason: "the broker did not accept the connection; try again".into(),
+                };
+                return refuse(&mut client, protocol, &refusal).await;
+            }
+        };
+        let (connack, accepted) = match patch_connack(
+            connack,
+            protocol,
+            assigned_client_id.then_some(client_id.as_str()),
+        ) {
+            Ok(patched) => patched,
+            Err(e) => {
+                warn!(error = %e, "unreadable CONNACK from the embedded broker");
+                let refusal = Refusal {
+                    v4_code: 0x03,
+                    v5_code: 0x88,
+                    reason: "the broker answered with an unreadable CONNACK".into(),
+                };
+                return refuse(&mut client, protocol, &refusal).await;
+            }
+        };
+        if !accepted {
+            info!(instance = %instance.id, %client_id, "embedded broker refused CONNECT");
+            let _ = write_goodbye(&mut client, &connack).await;
+            return;
+        }
+
+        // Registered before the client hears CONNACK, so that a status query
+        // made right after the client connected already sees it.
+        let info = SessionInfo {
+            client_id: client_id.clone(),
+            username: login.map(|l| l.username),
+            ip: peer.ip(),
+            port: peer.port(),
+            protocol,
+            keepalive: connect.keep_alive,
+            clean_start: connect.clean_session,
+            session_expiry_interval: properties.and_then(|p| p.session_expiry_interval),
+            connected_at: Utc::now(),
+        };
+        let (_session, handle) = broker.sessions.register(info);
+        if client.write_all(&connack).await.is_err() {
+            return debug!(%client_id, "client left before CONNACK");
+        }
+        info!(instance = %instance.id, %client_id, %peer, ?protocol, "client connected");
+
+        let (client_rd, client_wr) = client.into_split();
+        let (upstream_rd, upstream_wr) = upstream.into_split();
+        let end = tokio::select! {
+            end = relay_to_broker(client_rd, upstream_wr, client_buf, self.max_packet_size) => end,
+            end = relay_to_client(upstream_rd, client_wr, upstream_buf, handle.control, protocol) => end,
+            _ = handle.hard_stop.cancelled() => End::HardStop,
+        };
+        drop(handle.guard);
+        info!(instance = %instance.id, %client_id, ?end, "client disconnected");
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn connect_upstream(
+        &self,
+        addr: SocketAddr,
+        protocol: ProtocolVersion,
+        client_id: &str,
+        connect: &rumqttd::protocol::Connect,
+        properties: Option<rumqttd::protocol::ConnectProperties>,
+        will: Option<rumqttd::protocol::LastWill>,
+        will_properties: Option<rumqttd::protocol::LastWillProperties>,
+    ) -> std::io::Result<TcpStream> {
+        let mut upstream = tokio::time::timeout(UPSTREAM_TIMEOUT, TcpStream::connect(addr))
+            .await
+            .map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
+            })??;
+        let _ = upstream.set_nodelay(true);
+        let forwarded = Packet::Connect(
+            rumqttd::protocol::Connect {
+                // rumqttd refuses keepalive 0 (MQTT's "no keepalive"); the
+                // longest keepalive it accepts is the nearest it can do.
+                keep_alive: if connect.keep_alive == 0 {
+                    u16::MAX
+                } else {
+                    connect.keep_alive
+                },
+                client_id: client_id.to_string(),
+                clean_session: connect.clean_session,
+            },
+            properties,
+            will,
+            will_properties,
+            Some(self.brokers.internal_login().clone()),
+        );
+        let mut out = BytesMut::new();
+        let encoded = match protocol {
+            ProtocolVersion::V311 => V4.write(forwarded, &mut out),
+            ProtocolVersion::V5 => V5.write(forwarded, &mut out),
+        };
+        encoded.map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
+        upstream.write_all(&out).await?;
+        Ok(upstream)
+    }
+}
+
+/// Reads until `buf` holds one complete frame and splits it off; `None` if
+/// the peer closed first.
+async fn read_frame<R: AsyncRead + Unpin>(
+    stream: &mut R,
+    buf: &mut BytesMut,
+    max_packet_size: usize,
+) -> Result<Option<BytesMut>, FrameError> {
+    loop {
+        if let Some(len) = codec::frame_len(buf, max_packet_size)? {
+            return Ok(Some(buf.split_to(len)));
+        }
+        buf.reserve(1024);
+        match stream.read_buf(buf).await {
+            Ok(0) | Err(_) => return Ok(None),
+            Ok(_) => {}
+        }
+    }
+}
+
+/// Decides whether rumqttd accepted the connection and, for an MQTT 5 client
+/// whose client id we assigned, adds the Assigned Client Identifier property
+/// to the CONNACK (MQTT 5 requires it; 3.1.1 has no way to say it).
+fn patch_connack(
+    frame: BytesMut,
+    protocol: ProtocolVersion,
+    assigned_client_id: Option<&str>,
+) -> Result<(BytesMut, bool), &'static str> {
+    let (_, code) = codec::connack_code(&frame).ok_or("not a CONNACK")?;
+    let accepted = code == 0;
+    match (protocol, assigned_client_id) {
+        (ProtocolVersion::V5, Some(id)) if accepted => {
+            let patched =
+                codec::connack_v5_with_assigned_id(&frame, id).ok_or("malformed CONNACK")?;
+            Ok((BytesMut::from(&patched[..]), accepted))
+        }
+        _ => Ok((frame, accepted)),
+    }
+}
+
+async fn refuse(client: &mut TcpStream, protocol: ProtocolVersion, refusal: &Refusal) {
+    let packet = match protocol {
+        ProtocolVersion::V311 => codec::connack_v4(refusal.v4_code),
+        ProtocolVersion::V5 => codec::connack_v5(refusal.v5_code, Some(&refusal.reason)),
+    };
+    let _ = write_goodbye(client, &packet).await;
+}
+
+async fn write_goodbye(client: &mut TcpStream, packet: &[u8]) -> std::io::Result<()> {
+    tokio::time::timeout(GOODBYE_TIMEOUT, async {
+        client.write_all(packet).await?;
+        client.shutdown().await
+    })
+    .await
+    .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
+}
+
+/// Client to broker: forwards whole frames, starting with whatever the
+/// client sent right behind its CONNECT.
+async fn relay_to_broker(
+    mut client: OwnedReadHalf,
+    mut upstream: OwnedWriteHalf,
+    mut buf: BytesMut,
+    max_packet_size: usize,
+) -> End {
+    loop {
+        // Forward every complete frame in the buffer, checking each one's
+        // type on the way.
+        let mut whole = 0;
+        loop {
+            match codec::frame_len(&buf[whole..], max_packet_size) {
+                Ok(Some(len)) => {
+                    let kind = codec::frame_type(&buf[whole..]);
+                    if !codec::client_may_send(kind) {
+                        return End::ClientProtocol(FrameError::Forbidden(kind));
+                    }
+                    whole += len;
+                }
+                Ok(None) => break,
+                Err(e) => return End::ClientProtocol(e),
+            }
+        }
+        if whole > 0 {
+            let chunk = buf.split_to(whole);
+            if upstream.write_all(&chunk).await.is_err() {
+                return End::BrokerClosed;
+            }
+        }
+        buf.reserve(4096);
+        match client.read_buf(&mut buf).await {
+            Ok(0) => return End::ClientClosed,
+            Ok(_) => {}
+            Err(e) => return End::ClientError(e),
+        }
+    }
+}
+
+/// Broker to client: forwards whole frames, and obeys commands from the API
+/// between frames.
+async fn relay_to_client(
+    mut upstream: OwnedReadHalf,
+    mut client: OwnedWriteHalf,
+    mut buf: BytesMut,
+    mut control: mpsc::Receiver<Control>,
+    protocol: ProtocolVersion,
+) -> End {
+    loop {
+        match codec::whole_frames(&buf, BROKER_MAX_FRAME) {
+            Ok((0, _)) => {}
+            Ok((len, _frames)) => {
+                let chunk = buf.split_to(len);
+                if client.write_all(&chunk).await.is_err() {
+                    return End::ClientClosed;
+                }
+            }
+            Err(e) => return End::BrokerProtocol(e),
+        }
+        buf.reserve(4096);
+        tokio::select! {
+            biased;
+            Some(command) = control.recv() => match command {
+                Control::Disconnect { reason_code, reason } => {
+                    if protocol == ProtocolVersion::V5 {
+                        let packet = codec::disconnect_v5(reason_code, Some(&reason));
+                        let _ = tokio::time::timeout(GOODBYE_TIMEOUT, client.write_all(&packet)).await;
+                    }
+                    let _ = tokio::time::timeout(GOODBYE_TIMEOUT, client.shutdown()).await;
+                    return End::Disconnected(reason_code);
+                }
+            },
+            read = upstream.read_buf(&mut buf) => match read {
+                Ok(0) | Err(_) => return End::BrokerClosed,
+                Ok(_) => {}
+            },
+        }
+    }
+}

@@ -1,0 +1,426 @@
+//! The configuration file: its shape, its defaults, the demo set-up, and the
+//! checks that stop start-up with a message naming the file, the field and
+//! what is wrong.
+//!
+//! Parsing is strict (`deny_unknown_fields`): a misspelt key is an error, not
+//! a silently ignored line.
+
+use crate::secret::Secret;
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// The whole configuration, as loaded and validated.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub http: HttpConfig,
+    #[serde(default)]
+    pub mqtt: MqttConfig,
+    #[serde(default)]
+    pub storage: StorageConfig,
+    #[serde(default)]
+    pub accounts: Vec<AccountConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address of the HTTP API (RPC endpoint at `/`). Port 0 picks a free port.
+    #[serde(default = "default_http_listen")]
+    pub listen: SocketAddr,
+    /// How stale `BatchQuerySessionByClientIds` may be, in milliseconds: its
+    /// answers come from a cache of online status with this time to live.
+    #[serde(default = "default_batch_status_ttl_ms")]
+    pub batch_status_ttl_ms: u64,
+    /// Allowed clock difference between a signed request's timestamp and this
+    /// server, in seconds, both ways (Alibaba's gateway uses 15 minutes).
+    #[serde(default = "default_timestamp_window_secs")]
+    pub timestamp_window_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttConfig {
+    /// The public MQTT port (3.1.1 and 5 on one port). Port 0 picks a free port.
+    #[serde(default = "default_mqtt_listen")]
+    pub listen: SocketAddr,
+    /// Instance that clients connecting without a username land in; absent:
+    /// such clients are refused.
+    #[serde(default)]
+    pub anonymous_instance: Option<String>,
+    /// Largest MQTT packet accepted, in bytes.
+    #[serde(default = "default_max_packet_size")]
+    pub max_packet_size: usize,
+    /// Most concurrent connections per instance (rumqttd's router limit).
+    #[serde(default = "default_max_connections")]
+    pub max_connections_per_instance: usize,
+    /// Seconds a new connection has to send its CONNECT.
+    #[serde(default = "default_connect_timeout_secs")]
+    pub connect_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Directory for mqgate's durable state. Created if missing.
+    #[serde(default = "default_storage_dir")]
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountConfig {
+    pub id: String,
+    #[serde(default)]
+    pub instances: Vec<InstanceConfig>,
+    #[serde(default)]
+    pub users: Vec<UserConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceConfig {
+    pub id: String,
+    #[serde(default = "default_region")]
+    pub region: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    pub name: String,
+    pub access_key_id: String,
+    pub access_key_secret: Secret,
+    /// The account's own key: full access to the account's instances.
+    #[serde(default)]
+    pub root: bool,
+    /// A disabled key is refused with `InvalidAccessKeyId.Inactive`.
+    #[serde(default)]
+    pub disabled: bool,
+}
+
+fn default_http_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+fn default_mqtt_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 1883))
+}
+fn default_batch_status_ttl_ms() -> u64 {
+    1000
+}
+fn default_timestamp_window_secs() -> u64 {
+    15 * 60
+}
+fn default_max_packet_size() -> usize {
+    256 * 1024
+}
+fn default_max_connections() -> usize {
+    20_000
+}
+fn default_connect_timeout_secs() -> u64 {
+    10
+}
+fn default_storage_dir() -> PathBuf {
+    PathBuf::from("./mqgate-data")
+}
+fn default_region() -> String {
+    "cn-hangzhou".to_string()
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: default_http_listen(),
+            batch_status_ttl_ms: default_batch_status_ttl_ms(),
+            timestamp_window_secs: default_timestamp_window_secs(),
+        }
+    }
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        MqttConfig {
+            listen: default_mqtt_listen(),
+            anonymous_instance: None,
+            max_packet_size: default_max_packet_size(),
+            max_connections_per_instance: default_max_connections(),
+            connect_timeout_secs: default_connect_timeout_secs(),
+        }
+    }
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            dir: default_storage_dir(),
+        }
+    }
+}
+
+/// Why a configuration was refused. The message names the file, the field
+/// and what to change.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {message}")]
+pub struct ConfigError {
+    pub file: String,
+    pub message: String,
+}
+
+/// Credentials of the demo set-up that `mqgate serve` starts without `--config`.
+pub mod demo {
+    pub const ACCOUNT_ID: &str = "1000000000000001";
+    pub const INSTANCE_ID: &str = "mqtt-demo-0001";
+    pub const REGION: &str = "cn-hangzhou";
+    pub const USER_NAME: &str = "root";
+    pub const ACCESS_KEY_ID: &str = "mqgate-demo-key";
+    pub const ACCESS_KEY_SECRET: &str = "mqgate-demo-secret";
+}
+
+impl Config {
+    /// The demo: loopback only, one account, one instance, one root key, and
+    /// anonymous MQTT clients land in that instance.
+    pub fn demo() -> Config {
+        Config {
+            http: HttpConfig::default(),
+            mqtt: MqttConfig {
+                anonymous_instance: Some(demo::INSTANCE_ID.to_string()),
+                ..MqttConfig::default()
+            },
+            storage: StorageConfig {
+                dir: std::env::temp_dir().join("mqgate-demo"),
+            },
+            accounts: vec![AccountConfig {
+                id: demo::ACCOUNT_ID.to_string(),
+                instances: vec![InstanceConfig {
+                    id: demo::INSTANCE_ID.to_string(),
+                    region: demo::REGION.to_string(),
+                }],
+                users: vec![UserConfig {
+                    name: demo::USER_NAME.to_string(),
+                    access_key_id: demo::ACCESS_KEY_ID.to_string(),
+                    access_key_secret: Secret::new(demo::ACCESS_KEY_SECRET),
+                    root: true,
+                    disabled: false,
+                }],
+            }],
+        }
+    }
+
+    /// Reads and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: file.clone(),
+            message: format!("cannot read the file: {e}"),
+        })?;
+        Config::parse(&text, &file)
+    }
+
+    /// Parses and validates configuration text; `file` names it in errors.
+    pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError {
+            file: file.to_string(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        config.validate().map_err(|message| ConfigError {
+            file: file.to_string(),
+            message,
+        })?;
+        Ok(config)
+    }
+
+    /// Checks what the types alone cannot: ids that must be unique or must
+    /// exist, and values that must be in range.
+    fn validate(&self) -> Result<(), String> {
+        if self.accounts.is_empty() {
+            return Err("accounts: at least one [[accounts]] table is needed".into());
+        }
+        if self.mqtt.max_packet_size < 1024 || self.mqtt.max_packet_size > 268_435_455 {
+            return Err(format!(
+                "mqtt.max_packet_size: {} is out of range; use 1024..=268435455 bytes",
+                self.mqtt.max_packet_size
+            ));
+        }
+        if self.mqtt.max_connections_per_instance == 0 {
+            return Err("mqtt.max_connections_per_instance: must be at least 1".into());
+        }
+        if self.mqtt.connect_timeout_secs == 0 {
+            return Err("mqtt.connect_timeout_secs: must be at least 1".into());
+        }
+        if self.http.timestamp_window_secs == 0 {
+            return Err("http.timestamp_window_secs: must be at least 1".into());
+        }
+        let mut accounts: HashMap<&str, usize> = HashMap::new();
+        let mut instances: HashMap<&str, String> = HashMap::new();
+        let mut keys: HashMap<&str, String> = HashMap::new();
+        for (a, account) in self.accounts.iter().enumerate() {
+            let here = format!("accounts[{a}]");
+            check_id(&account.id, &format!("{here}.id"))?;
+            if let Some(first) = accounts.insert(&account.id, a) {
+                return Err(format!(
+                    "{here}.id: account \"{}\" is already defined at accounts[{first}]",
+                    account.id
+                ));
+            }
+            for (i, instance) in account.instances.iter().enumerate() {
+                let here = format!("{here}.instances[{i}]");
+                check_id(&instance.id, &format!("{here}.id"))?;
+                check_id(&instance.region, &format!("{here}.region"))?;
+                if let Some(first) = instances.insert(&instance.id, here.clone()) {
+                    return Err(format!(
+                        "{here}.id: instance \"{}\" is already defined at {first}; instance ids are unique across accounts",
+                        instance.id
+                    ));
+                }
+            }
+            for (u, user) in account.users.iter().enumerate() {
+                let here = format!("{here}.users[{u}]");
+                if user.name.trim().is_empty() {
+                    return Err(format!("{here}.name: must not be empty"));
+                }
+                check_id(&user.access_key_id, &format!("{here}.access_key_id"))?;
+                if user.access_key_secret.expose().is_empty() {
+                    return Err(format!("{here}.access_key_secret: must not be empty"));
+                }
+                if let Some(first) = keys.insert(&user.access_key_id, here.clone()) {
+                    return Err(format!(
+                        "{here}.access_key_id: \"{}\" is already used at {first}; AccessKeyIds are unique",
+                        user.access_key_id
+                    ));
+                }
+            }
+        }
+        if let Some(anonymous) = &self.mqtt.anonymous_instance
+            && !instances.contains_key(anonymous.as_str())
+        {
+            return Err(format!(
+                "mqtt.anonymous_instance: no instance \"{anonymous}\" is defined in [[accounts.instances]]"
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Ids end up in ARNs (`acs:mq:region:account:instance`) and MQTT usernames
+/// (`Signature|key|instance`), so `:`, `|`, `/`, whitespace and control
+/// characters would make them ambiguous.
+fn check_id(value: &str, field: &str) -> Result<(), String> {
+    if value.is_empty() {
+        return Err(format!("{field}: must not be empty"));
+    }
+    if value.len() > 128 {
+        return Err(format!(
+            "{field}: \"{value}\" is longer than 128 characters"
+        ));
+    }
+    if let Some(bad) = value
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@')))
+    {
+        return Err(format!(
+            "{field}: \"{value}\" contains '{bad}'; use letters, digits, '-', '_', '.' or '@'"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+        [http]
+        listen = "127.0.0.1:8080"
+        [mqtt]
+        listen = "127.0.0.1:1883"
+        anonymous_instance = "post-cn-demo"
+        [storage]
+        dir = "./mqgate-data"
+        [[accounts]]
+        id = "1234567890"
+          [[accounts.instances]]
+          id = "post-cn-demo"
+          region = "cn-hangzhou"
+          [[accounts.users]]
+          name = "root"
+          access_key_id = "testid"
+          access_key_secret = "testsecret"
+          root = true
+    "#;
+
+    #[test]
+    fn the_issue_example_loads() {
+        let c = Config::parse(GOOD, "x.toml").unwrap();
+        assert_eq!(c.accounts[0].instances[0].id, "post-cn-demo");
+        assert_eq!(c.mqtt.anonymous_instance.as_deref(), Some("post-cn-demo"));
+        assert!(c.accounts[0].users[0].root);
+        assert_eq!(c.http.batch_status_ttl_ms, 1000);
+    }
+
+    #[test]
+    fn the_example_file_and_the_demo_are_valid() {
+        let text = include_str!("../mqgate.example.toml");
+        Config::parse(text, "mqgate.example.toml").unwrap();
+        Config::demo().validate().unwrap();
+    }
+
+    /// Each bad file is refused with a message that names the field.
+    #[test]
+    fn bad_files_name_the_field() {
+        let cases: &[(&str, &str, &str)] = &[
+            (
+                "unknown key",
+                "[http]\nlisten = \"127.0.0.1:1\"\nlisten_port = 3\n",
+                "listen_port",
+            ),
+            ("bad address", "[http]\nlisten = \"localhost\"\n", "listen"),
+            ("no accounts", "[http]\n", "accounts"),
+            (
+                "duplicate instance",
+                &GOOD.replace(
+                    "[[accounts.users]]",
+                    "[[accounts.instances]]\nid = \"post-cn-demo\"\n[[accounts.users]]",
+                ),
+                "accounts[0].instances[1].id",
+            ),
+            (
+                "anonymous instance missing",
+                &GOOD.replace(
+                    "anonymous_instance = \"post-cn-demo\"",
+                    "anonymous_instance = \"nope\"",
+                ),
+                "mqtt.anonymous_instance",
+            ),
+            (
+                "bad instance id",
+                &GOOD.replace("id = \"post-cn-demo\"", "id = \"a:b\""),
+                "accounts[0].instances[0].id",
+            ),
+            (
+                "empty secret",
+                &GOOD.replace("\"testsecret\"", "\"\""),
+                "accounts[0].users[0].access_key_secret",
+            ),
+            (
+                "missing secret",
+                &GOOD.replace("access_key_secret = \"testsecret\"", ""),
+                "access_key_secret",
+            ),
+        ];
+        for (name, text, field) in cases {
+            let err = Config::parse(text, "bad.toml").expect_err(name);
+            let msg = err.to_string();
+            assert!(msg.starts_with("bad.toml: "), "{name}: {msg}");
+            assert!(msg.contains(field), "{name}: expected {field} in: {msg}");
+        }
+    }
+
+    #[test]
+    fn debug_output_hides_secrets() {
+        let c = Config::parse(GOOD, "x.toml").unwrap();
+        assert!(!format!("{c:?}").contains("testsecret"));
+    }
+}

@@ -1,0 +1,124 @@
+//! Who is who: accounts, their instances and their users' AccessKeys, as
+//! looked up on every call. Built from the configuration; immutable once
+//! built (a reload builds a new one).
+
+use crate::config::Config;
+use crate::secret::Secret;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// A user's AccessKey and what it belongs to.
+#[derive(Debug)]
+pub struct User {
+    pub account_id: String,
+    pub name: String,
+    pub access_key_id: String,
+    pub access_key_secret: Secret,
+    /// The account's own key: full access to the account's own instances.
+    pub root: bool,
+    pub disabled: bool,
+}
+
+/// An ApsaraMQ for MQTT instance: a broker of its own, with its own clients.
+#[derive(Debug)]
+pub struct Instance {
+    pub id: String,
+    pub region: String,
+    pub account_id: String,
+}
+
+impl Instance {
+    /// The resource ARN RAM policies name: `acs:mq:{region}:{account}:{instance}`.
+    pub fn arn(&self) -> String {
+        format!("acs:mq:{}:{}:{}", self.region, self.account_id, self.id)
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Directory {
+    users_by_key: HashMap<String, Arc<User>>,
+    instances: HashMap<String, Arc<Instance>>,
+    anonymous_instance: Option<String>,
+}
+
+impl Directory {
+    /// Builds the directory from a configuration that has been validated
+    /// (ids unique, anonymous instance defined).
+    pub fn from_config(config: &Config) -> Directory {
+        let mut directory = Directory {
+            anonymous_instance: config.mqtt.anonymous_instance.clone(),
+            ..Directory::default()
+        };
+        for account in &config.accounts {
+            for instance in &account.instances {
+                directory.instances.insert(
+                    instance.id.clone(),
+                    Arc::new(Instance {
+                        id: instance.id.clone(),
+                        region: instance.region.clone(),
+                        account_id: account.id.clone(),
+                    }),
+                );
+            }
+            for user in &account.users {
+                directory.users_by_key.insert(
+                    user.access_key_id.clone(),
+                    Arc::new(User {
+                        account_id: account.id.clone(),
+                        name: user.name.clone(),
+                        access_key_id: user.access_key_id.clone(),
+                        access_key_secret: user.access_key_secret.clone(),
+                        root: user.root,
+                        disabled: user.disabled,
+                    }),
+                );
+            }
+        }
+        directory
+    }
+
+    pub fn user(&self, access_key_id: &str) -> Option<&Arc<User>> {
+        self.users_by_key.get(access_key_id)
+    }
+
+    pub fn instance(&self, instance_id: &str) -> Option<&Arc<Instance>> {
+        self.instances.get(instance_id)
+    }
+
+    pub fn instances(&self) -> impl Iterator<Item = &Arc<Instance>> {
+        self.instances.values()
+    }
+
+    /// Where MQTT clients without a username land, if anywhere.
+    pub fn anonymous_instance(&self) -> Option<&Arc<Instance>> {
+        self.anonymous_instance
+            .as_deref()
+            .and_then(|id| self.instances.get(id))
+    }
+}
+
+/// The directory in force, swappable as a whole (a reload builds a new one;
+/// calls in flight keep the one they started with).
+#[derive(Debug)]
+pub struct DirectoryHandle {
+    current: std::sync::RwLock<Arc<Directory>>,
+}
+
+impl DirectoryHandle {
+    pub fn new(directory: Directory) -> Arc<DirectoryHandle> {
+        Arc::new(DirectoryHandle {
+            current: std::sync::RwLock::new(Arc::new(directory)),
+        })
+    }
+
+    pub fn current(&self) -> Arc<Directory> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn replace(&self, directory: Directory) {
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(directory);
+    }
+}

@@ -1,0 +1,172 @@
+//! Every error code the RPC endpoint can answer, with its HTTP status and the
+//! message a caller sees, in one table.
+//!
+//! Codes and statuses follow Alibaba's gateway and the ApsaraMQ for MQTT API
+//! pages (see `shared/reference/protocol.md`); messages keep Alibaba's wording
+//! where the SDKs or users match on it, and add what to fix.
+
+use std::fmt;
+
+macro_rules! error_table {
+    ($( $variant:ident => ($status:literal, $code:literal, $message:literal) ),* $(,)?) => {
+        /// One row of the error table.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum ErrorCode { $($variant),* }
+
+        impl ErrorCode {
+            /// Every row, for tests and documentation.
+            pub const ALL: &'static [ErrorCode] = &[$(ErrorCode::$variant),*];
+
+            /// The HTTP status this code is answered with.
+            pub fn status(self) -> u16 {
+                match self { $(ErrorCode::$variant => $status),* }
+            }
+
+            /// The `Code` field. `InvalidParameter` is a family: the answer's
+            /// code is `InvalidParameter.<Name>` (see [`ApiError::code`]).
+            pub fn code(self) -> &'static str {
+                match self { $(ErrorCode::$variant => $code),* }
+            }
+
+            /// The message when the call site has nothing more specific.
+            pub fn default_message(self) -> &'static str {
+                match self { $(ErrorCode::$variant => $message),* }
+            }
+        }
+    };
+}
+
+error_table! {
+    // The request itself.
+    MissingParameter => (400, "MissingParameter",
+        "A parameter that is mandatory for processing this request is not supplied."),
+    InvalidParameter => (400, "InvalidParameter",
+        "An error occurred while validating the parameter. The parameter may be missing or invalid."),
+    MalformedRequest => (400, "MalformedRequest",
+        "The request could not be parsed."),
+    // Signature and replay.
+    IncompleteSignature => (400, "IncompleteSignature",
+        "The request signature does not conform to Aliyun standards."),
+    SignatureDoesNotMatch => (400, "SignatureDoesNotMatch",
+        "Specified signature is not matched with our calculation."),
+    InvalidSignatureMethod => (400, "InvalidSignatureMethod",
+        "Specified signature method is not supported."),
+    InvalidAccessKeyIdNotFound => (404, "InvalidAccessKeyId.NotFound",
+        "Specified access key is not found."),
+    InvalidAccessKeyIdInactive => (400, "InvalidAccessKeyId.Inactive",
+        "Specified access key is disabled."),
+    InvalidSecurityToken => (400, "InvalidSecurityToken",
+        "The security token is not accepted."),
+    InvalidTimeStampFormat => (400, "InvalidTimeStamp.Format",
+        "Specified time stamp or date value is not well formatted."),
+    InvalidTimeStampExpired => (400, "InvalidTimeStamp.Expired",
+        "Specified time stamp or date value is expired."),
+    SignatureNonceUsed => (400, "SignatureNonceUsed",
+        "Specified signature nonce was used already."),
+    // Routing.
+    InvalidActionNotFound => (404, "InvalidAction.NotFound",
+        "Specified api is not found, please check your url and method."),
+    InvalidVersion => (400, "InvalidVersion",
+        "Specified parameter Version is not valid."),
+    // Access.
+    InstancePermissionCheckFailed => (400, "InstancePermissionCheckFailed",
+        "An error occurred while validating the permissions of the instance. Please verify the account that created the instance and its permissions settings."),
+    ForbiddenRam => (403, "Forbidden.RAM",
+        "User not authorized to operate on the specified resource."),
+    // The service.
+    ServiceUnavailable => (503, "ServiceUnavailable",
+        "The request has failed due to a temporary failure of the server."),
+    InternalError => (500, "InternalError",
+        "An error occurred while processing your request. Try again later."),
+}
+
+/// An error answer: a row of the table plus what this call got wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub kind: ErrorCode,
+    /// For `InvalidParameter`: the parameter, which becomes the code's suffix.
+    pub parameter: Option<String>,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(kind: ErrorCode, message: impl Into<String>) -> Self {
+        ApiError {
+            kind,
+            parameter: None,
+            message: message.into(),
+        }
+    }
+
+    /// The row's own message.
+    pub fn of(kind: ErrorCode) -> Self {
+        ApiError::new(kind, kind.default_message())
+    }
+
+    /// `MissingParameter`, naming the parameter.
+    pub fn missing(name: &str) -> Self {
+        ApiError::new(
+            ErrorCode::MissingParameter,
+            format!(
+                "The input parameter \"{name}\" that is mandatory for processing this request is not supplied."
+            ),
+        )
+    }
+
+    /// `InvalidParameter.<name>`, saying what is wrong with it.
+    pub fn invalid(name: &str, what: impl fmt::Display) -> Self {
+        ApiError {
+            kind: ErrorCode::InvalidParameter,
+            parameter: Some(name.to_string()),
+            message: format!("The parameter \"{name}\" is invalid: {what}"),
+        }
+    }
+
+    /// The `Code` field of the answer.
+    pub fn code(&self) -> String {
+        match &self.parameter {
+            Some(p) => format!("{}.{p}", self.kind.code()),
+            None => self.kind.code().to_string(),
+        }
+    }
+
+    pub fn status(&self) -> u16 {
+        self.kind.status()
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code(), self.message)
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn table_rows_are_distinct_and_well_formed() {
+        let mut codes = HashSet::new();
+        for row in ErrorCode::ALL {
+            assert!(codes.insert(row.code()), "duplicate code {}", row.code());
+            assert!((400..600).contains(&row.status()), "{row:?}");
+            assert!(row.default_message().ends_with('.'), "{row:?}");
+            assert!(!row.code().contains(' '), "{row:?}");
+        }
+    }
+
+    #[test]
+    fn invalid_parameter_names_the_parameter_in_code_and_message() {
+        let e = ApiError::invalid("ClientIdList", "at most 10 ids");
+        assert_eq!(e.code(), "InvalidParameter.ClientIdList");
+        assert_eq!(e.status(), 400);
+        assert!(e.message.contains("ClientIdList"));
+        let m = ApiError::missing("ClientId");
+        assert_eq!(m.code(), "MissingParameter");
+        assert!(m.message.contains("\"ClientId\""));
+    }
+}

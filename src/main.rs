@@ -1,0 +1,235 @@
+//! The `mqgate` command: `serve` runs the gateway, `call` makes a signed call.
+
+use clap::{Parser, Subcommand};
+use mqgate::config::{Config, demo};
+use mqgate::server::Server;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "mqgate",
+    version,
+    about = "ApsaraMQ for MQTT OpenAPI in front of an embedded MQTT broker"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway. Without --config: a demo on loopback.
+    Serve {
+        /// TOML configuration file (see mqgate.example.toml).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Make one signed call to a running mqgate (or any OnsMqtt endpoint)
+    /// and print the answer. Exits 1 if the answer is an error.
+    Call {
+        /// The action, e.g. QuerySessionByClientId.
+        action: String,
+        /// The action's parameters, e.g. InstanceId=mqtt-demo-0001 ClientId=dev-1.
+        #[arg(value_name = "NAME=VALUE")]
+        params: Vec<String>,
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        endpoint: String,
+        #[arg(long, env = "ALIBABA_CLOUD_ACCESS_KEY_ID")]
+        access_key_id: String,
+        /// Prefer the environment variable: a secret on the command line is
+        /// visible to other users of the machine.
+        #[arg(long, env = "ALIBABA_CLOUD_ACCESS_KEY_SECRET", hide_env_values = true)]
+        access_key_secret: String,
+        #[arg(long, default_value = "POST", value_parser = ["GET", "POST"])]
+        method: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,rumqttd=off".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("mqgate: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match cli.command {
+        Command::Serve { config } => runtime.block_on(serve(config)),
+        Command::Call {
+            action,
+            params,
+            endpoint,
+            access_key_id,
+            access_key_secret,
+            method,
+        } => runtime.block_on(call(
+            &endpoint,
+            &method,
+            &action,
+            &params,
+            &access_key_id,
+            &access_key_secret,
+        )),
+    }
+}
+
+async fn serve(config_path: Option<PathBuf>) -> ExitCode {
+    let (config, is_demo) = match &config_path {
+        Some(path) => match Config::load(path) {
+            Ok(config) => (config, false),
+            Err(e) => {
+                eprintln!("mqgate: invalid configuration: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => (Config::demo(), true),
+    };
+    let server = match Server::start(config.clone()).await {
+        Ok(server) => server,
+        Err(e) => {
+            eprintln!("mqgate: cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    print_banner(&server, &config, is_demo);
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    server.shutdown().await;
+    tracing::info!("stopped");
+    ExitCode::SUCCESS
+}
+
+fn print_banner(server: &Server, config: &Config, is_demo: bool) {
+    let mut out = std::io::stdout().lock();
+    // The first line is for programs (tests, scripts): the bound addresses.
+    let _ = writeln!(
+        out,
+        "mqgate listening http={} mqtt={}",
+        server.http_addr, server.mqtt_addr
+    );
+    let _ = writeln!(
+        out,
+        "  HTTP API (RPC endpoint at /): http://{}",
+        server.http_addr
+    );
+    let _ = writeln!(
+        out,
+        "  MQTT 3.1.1 and 5:              mqtt://{}",
+        server.mqtt_addr
+    );
+    let instances: usize = config.accounts.iter().map(|a| a.instances.len()).sum();
+    let _ = writeln!(
+        out,
+        "  {} account(s), {} instance(s); anonymous MQTT clients {}",
+        config.accounts.len(),
+        instances,
+        match &config.mqtt.anonymous_instance {
+            Some(i) => format!("land in {i}"),
+            None => "are refused".to_string(),
+        }
+    );
+    if is_demo {
+        let _ = writeln!(
+            out,
+            "\nDemo mode (no --config): loopback only, account {}, instance {} ({}),\n\
+             root AccessKeyId {} / AccessKeySecret {}.\n\n\
+             Connect a device:   mosquitto_sub -h 127.0.0.1 -p {} -i GID_demo@@@dev-1 -t demo/# -v\n\
+             Query it:           ALIBABA_CLOUD_ACCESS_KEY_ID={} ALIBABA_CLOUD_ACCESS_KEY_SECRET={} \\\n\
+             \x20                     mqgate call --endpoint http://{} QuerySessionByClientId InstanceId={} ClientId=GID_demo@@@dev-1\n\
+             Kick it:            ... mqgate call --endpoint http://{} CloseConnection InstanceId={} ClientId=GID_demo@@@dev-1\n\
+             Official SDKs: endpoint {}, protocol http, the key above.",
+            demo::ACCOUNT_ID,
+            demo::INSTANCE_ID,
+            demo::REGION,
+            demo::ACCESS_KEY_ID,
+            demo::ACCESS_KEY_SECRET,
+            server.mqtt_addr.port(),
+            demo::ACCESS_KEY_ID,
+            demo::ACCESS_KEY_SECRET,
+            server.http_addr,
+            demo::INSTANCE_ID,
+            server.http_addr,
+            demo::INSTANCE_ID,
+            server.http_addr,
+        );
+    }
+    let _ = out.flush();
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+}
+
+async fn call(
+    endpoint: &str,
+    method: &str,
+    action: &str,
+    raw_params: &[String],
+    access_key_id: &str,
+    access_key_secret: &str,
+) -> ExitCode {
+    let mut params = Vec::new();
+    for raw in raw_params {
+        let Some((name, value)) = raw.split_once('=') else {
+            eprintln!("mqgate call: parameter \"{raw}\" is not NAME=VALUE");
+            return ExitCode::from(2);
+        };
+        params.push((name.to_string(), value.to_string()));
+    }
+    match mqgate::client::call(
+        endpoint,
+        method,
+        action,
+        &params,
+        access_key_id,
+        access_key_secret,
+    )
+    .await
+    {
+        Ok((status, body)) => {
+            let pretty = serde_json::from_str::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| serde_json::to_string_pretty(&v).ok())
+                .unwrap_or(body);
+            println!("{pretty}");
+            if (200..300).contains(&status) {
+                ExitCode::SUCCESS
+            } else {
+                eprintln!("mqgate call: HTTP {status}");
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("mqgate call: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

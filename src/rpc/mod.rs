@@ -1,0 +1,185 @@
+//! The RPC endpoint at `/`: Alibaba's `Action=...&Signature=...` protocol.
+//!
+//! A request flows one way through small stages, each its own module:
+//!
+//! ```text
+//! parse (params) -> verify signature (verify, signature_v1) -> replay check (replay)
+//!   -> version and action -> authorize (access) -> the action (actions) -> respond (response)
+//! ```
+//!
+//! Every answer, success or error, carries a `RequestId`.
+
+pub mod params;
+pub mod replay;
+pub mod response;
+pub mod signature_v1;
+pub mod verify;
+
+use crate::actions::batch_query_session_by_client_ids::StatusCache;
+use crate::actions::{API_VERSION, Action, ActionContext};
+use crate::broker::Brokers;
+use crate::directory::DirectoryHandle;
+use crate::error::{ApiError, ErrorCode};
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, Method, header};
+use axum::response::Response;
+use params::Params;
+use replay::ReplayGuard;
+use response::Answer;
+use std::sync::Arc;
+use verify::{Format, IncomingRequest};
+
+/// Largest request body accepted, in bytes.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Longest query string accepted, in bytes.
+pub const MAX_QUERY_BYTES: usize = 32 * 1024;
+
+/// What the RPC endpoint needs to answer calls.
+pub struct RpcState {
+    pub directory: Arc<DirectoryHandle>,
+    pub brokers: Arc<Brokers>,
+    pub replay: ReplayGuard,
+    pub status_cache: StatusCache,
+}
+
+/// The axum handler for `/`.
+pub async fn endpoint(State(state): State<Arc<RpcState>>, request: Request) -> Response {
+    let request_id = uuid::Uuid::new_v4().to_string().to_uppercase();
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("mqgate")
+        .to_string();
+    let mut format = Format::Json;
+    let outcome = handle(&state, request, &request_id, &mut format).await;
+    let answer = match outcome {
+        Ok((action, body)) => Answer::Success { action, body },
+        Err(error) => {
+            tracing::info!(%request_id, code = %error.code(), message = %error.message, "rpc call refused");
+            Answer::Error(error)
+        }
+    };
+    answer.render(format, &request_id, &host)
+}
+
+/// The pipeline. `format` is set as soon as the request says which format it
+/// wants, so that even early errors are answered in it.
+async fn handle(
+    state: &RpcState,
+    request: Request,
+    request_id: &str,
+    format: &mut Format,
+) -> Result<(Action, serde_json::Value), ApiError> {
+    let incoming = read_request(request).await?;
+    if let Some(requested) = verify::requested_format(&incoming.params)? {
+        *format = requested;
+    }
+
+    let directory = state.directory.current();
+    let verified = verify::verify(incoming, &directory)?;
+    state.replay.check(
+        &verified.user.access_key_id,
+        &verified.timestamp,
+        &verified.nonce,
+        chrono::Utc::now(),
+    )?;
+    if verified.version != API_VERSION {
+        return Err(ApiError::new(
+            ErrorCode::InvalidVersion,
+            format!(
+                "Specified parameter Version is not valid: \"{}\"; mqgate serves OnsMqtt {API_VERSION}.",
+                verified.version
+            ),
+        ));
+    }
+    let Some(action) = Action::from_name(&verified.action) else {
+        return Err(ApiError::new(
+            ErrorCode::InvalidActionNotFound,
+            format!(
+                "Specified api is not found, please check your url and method: \"{}\" is not an action of OnsMqtt {API_VERSION} that mqgate serves.",
+                verified.action
+            ),
+        ));
+    };
+    let ctx = ActionContext {
+        directory: &directory,
+        brokers: &state.brokers,
+        status_cache: &state.status_cache,
+    };
+    let body = action.perform(&verified, &ctx, request_id).await?;
+    Ok((action, body))
+}
+
+/// Parse stage: the query string and, for form bodies, the body.
+async fn read_request(request: Request) -> Result<IncomingRequest, ApiError> {
+    let (parts, body) = request.into_parts();
+    if parts.method != Method::GET && parts.method != Method::POST {
+        return Err(ApiError::new(
+            ErrorCode::MalformedRequest,
+            format!(
+                "HTTP method {} is not supported; use GET or POST.",
+                parts.method
+            ),
+        ));
+    }
+    let mut params = Params::default();
+    if let Some(query) = parts.uri.query() {
+        if query.len() > MAX_QUERY_BYTES {
+            return Err(ApiError::new(
+                ErrorCode::MalformedRequest,
+                format!("The query string is longer than {MAX_QUERY_BYTES} bytes."),
+            ));
+        }
+        params.add_form(query.as_bytes(), "query")?;
+    }
+    let body = read_body(body).await?;
+    if !body.is_empty() {
+        if !is_form(&parts.headers) {
+            return Err(ApiError::new(
+                ErrorCode::MalformedRequest,
+                "The request has a body that is not application/x-www-form-urlencoded; send parameters in the query or in a form body.",
+            ));
+        }
+        params.add_form(&body, "body")?;
+    }
+    Ok(IncomingRequest {
+        method: parts.method.as_str().to_string(),
+        params,
+    })
+}
+
+async fn read_body(body: Body) -> Result<bytes::Bytes, ApiError> {
+    axum::body::to_bytes(body, MAX_BODY_BYTES)
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                ErrorCode::MalformedRequest,
+                format!(
+                    "The request body is larger than {MAX_BODY_BYTES} bytes or could not be read."
+                ),
+            )
+        })
+}
+
+fn is_form(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| {
+            v.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        })
+}
+
+/// Answer for paths other than `/`.
+pub async fn not_found() -> Response {
+    let request_id = uuid::Uuid::new_v4().to_string().to_uppercase();
+    Answer::Error(ApiError::new(
+        ErrorCode::InvalidActionNotFound,
+        "Specified api is not found, please check your url and method: the RPC endpoint is at path /.",
+    ))
+    .render(Format::Json, &request_id, "mqgate")
+}

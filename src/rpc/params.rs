@@ -1,0 +1,160 @@
+//! The parameters of an RPC call: the query string and, for
+//! `application/x-www-form-urlencoded` bodies, the body, decoded as form data
+//! into one map sorted by key in byte order (the order V1 signs in).
+//!
+//! The parser is strict where a lenient one would let two parties read one
+//! request differently: a key that appears twice, bytes that are not UTF-8,
+//! and too many parameters are refused, each with a code and a message.
+
+use crate::error::{ApiError, ErrorCode};
+use percent_encoding::percent_decode;
+use std::collections::BTreeMap;
+
+/// Most parameters one call may carry (ClientIdList.1..10 plus the common
+/// ones fit many times over).
+pub const MAX_PARAMS: usize = 256;
+
+/// Parameters of one call, sorted by key (byte order).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Params(BTreeMap<String, String>);
+
+impl Params {
+    /// Parses `raw` (a query string or a form body) and adds its parameters.
+    /// `origin` ("query" or "body") is named in errors.
+    pub fn add_form(&mut self, raw: &[u8], origin: &str) -> Result<(), ApiError> {
+        for pair in raw.split(|b| *b == b'&') {
+            if pair.is_empty() {
+                continue;
+            }
+            let (key, value) = match pair.iter().position(|b| *b == b'=') {
+                Some(i) => (&pair[..i], &pair[i + 1..]),
+                None => (pair, &[][..]),
+            };
+            let key = decode_component(key, origin)?;
+            let value = decode_component(value, origin)?;
+            if key.is_empty() {
+                return Err(ApiError::new(
+                    ErrorCode::MalformedRequest,
+                    format!(
+                        "The {origin} has a parameter with an empty name; send name=value pairs."
+                    ),
+                ));
+            }
+            self.insert(key, value)?;
+        }
+        Ok(())
+    }
+
+    /// Adds one parameter; a second value for the same key is refused, since
+    /// a signer and this server could otherwise disagree on which one counts.
+    pub fn insert(&mut self, key: String, value: String) -> Result<(), ApiError> {
+        if self.0.len() >= MAX_PARAMS {
+            return Err(ApiError::new(
+                ErrorCode::MalformedRequest,
+                format!("The request has more than {MAX_PARAMS} parameters."),
+            ));
+        }
+        if self.0.contains_key(&key) {
+            return Err(ApiError::invalid(
+                &key,
+                "it appears more than once; send each parameter once, in the query or in the body",
+            ));
+        }
+        self.0.insert(key, value);
+        Ok(())
+    }
+
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).map(String::as_str)
+    }
+
+    pub fn remove(&mut self, key: &str) -> Option<String> {
+        self.0.remove(key)
+    }
+
+    pub fn contains(&self, key: &str) -> bool {
+        self.0.contains_key(key)
+    }
+
+    /// All parameters in byte order of their keys.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// Form decoding: `+` is a space, `%XX` a byte; the result must be UTF-8.
+fn decode_component(raw: &[u8], origin: &str) -> Result<String, ApiError> {
+    let plus_as_space: Vec<u8> = raw
+        .iter()
+        .map(|b| if *b == b'+' { b' ' } else { *b })
+        .collect();
+    let bytes: Vec<u8> = percent_decode(&plus_as_space).collect();
+    String::from_utf8(bytes).map_err(|_| {
+        ApiError::new(
+            ErrorCode::MalformedRequest,
+            format!(
+                "The {origin} is not valid UTF-8 after percent-decoding; encode text as UTF-8 before percent-encoding it."
+            ),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(raw: &str) -> Result<Params, ApiError> {
+        let mut p = Params::default();
+        p.add_form(raw.as_bytes(), "query")?;
+        Ok(p)
+    }
+
+    #[test]
+    fn decodes_form_data_and_sorts_by_byte_order() {
+        let p =
+            parse("b=1&A=x+y&a=%40%2A~&SignatureType=&Timestamp=2026-11-22T02%3A48%3A57Z").unwrap();
+        let keys: Vec<_> = p.iter().map(|(k, _)| k).collect();
+        assert_eq!(keys, ["A", "SignatureType", "Timestamp", "a", "b"]);
+        assert_eq!(p.get("A"), Some("x y"));
+        assert_eq!(p.get("a"), Some("@*~"));
+        assert_eq!(p.get("SignatureType"), Some(""));
+        assert_eq!(p.get("Timestamp"), Some("2026-11-22T02:48:57Z"));
+    }
+
+    #[test]
+    fn key_without_equals_has_an_empty_value_and_empty_pairs_are_skipped() {
+        let p = parse("&&a&b=2&").unwrap();
+        assert_eq!(p.get("a"), Some(""));
+        assert_eq!(p.len(), 2);
+    }
+
+    #[test]
+    fn duplicates_are_refused_naming_the_key() {
+        let e = parse("ClientId=a&ClientId=b").unwrap_err();
+        assert_eq!(e.code(), "InvalidParameter.ClientId");
+        let mut p = parse("ClientId=a").unwrap();
+        let e = p.add_form(b"ClientId=a", "body").unwrap_err();
+        assert_eq!(e.status(), 400);
+    }
+
+    #[test]
+    fn invalid_utf8_and_empty_names_are_refused() {
+        assert_eq!(parse("a=%FF%FE").unwrap_err().code(), "MalformedRequest");
+        assert_eq!(parse("=x").unwrap_err().code(), "MalformedRequest");
+    }
+
+    #[test]
+    fn too_many_parameters_are_refused() {
+        let raw: Vec<String> = (0..=MAX_PARAMS).map(|i| format!("k{i}=v")).collect();
+        let e = parse(&raw.join("&")).unwrap_err();
+        assert!(e.message.contains("more than"));
+    }
+}

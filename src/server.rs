@@ -1,0 +1,136 @@
+//! Wiring: starts the embedded brokers, the MQTT front layer and the HTTP
+//! API from a configuration, and shuts them down cleanly.
+
+use crate::actions::batch_query_session_by_client_ids::StatusCache;
+use crate::broker::front::{FrontLayer, reason};
+use crate::broker::{self, Brokers};
+use crate::config::Config;
+use crate::directory::{Directory, DirectoryHandle};
+use crate::rpc::{self, RpcState, replay::ReplayGuard};
+use axum::Router;
+use axum::routing::any;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// Why mqgate could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("storage.dir: cannot create {dir}: {error}")]
+    Storage { dir: String, error: std::io::Error },
+    #[error("{field}: cannot listen on {addr}: {error}")]
+    Bind {
+        field: &'static str,
+        addr: SocketAddr,
+        error: std::io::Error,
+    },
+    #[error(transparent)]
+    Broker(#[from] broker::StartError),
+}
+
+/// A running mqgate.
+pub struct Server {
+    pub http_addr: SocketAddr,
+    pub mqtt_addr: SocketAddr,
+    pub brokers: Arc<Brokers>,
+    pub directory: Arc<DirectoryHandle>,
+    shutdown: CancellationToken,
+    http: JoinHandle<std::io::Result<()>>,
+    mqtt: JoinHandle<()>,
+}
+
+/// The HTTP application, without a socket (tests can call it directly).
+pub fn app(state: Arc<RpcState>) -> Router {
+    Router::new()
+        .route("/", any(rpc::endpoint))
+        .fallback(rpc::not_found)
+        .with_state(state)
+}
+
+impl Server {
+    pub async fn start(config: Config) -> Result<Server, StartError> {
+        std::fs::create_dir_all(&config.storage.dir).map_err(|error| StartError::Storage {
+            dir: config.storage.dir.display().to_string(),
+            error,
+        })?;
+        let directory = DirectoryHandle::new(Directory::from_config(&config));
+        let brokers = Arc::new(Brokers::start(&directory.current(), &config.mqtt).await?);
+
+        let mqtt_listener = bind("mqtt.listen", config.mqtt.listen).await?;
+        let http_listener = bind("http.listen", config.http.listen).await?;
+        let mqtt_addr = local_addr("mqtt.listen", &mqtt_listener, config.mqtt.listen)?;
+        let http_addr = local_addr("http.listen", &http_listener, config.http.listen)?;
+        let shutdown = CancellationToken::new();
+
+        let front = FrontLayer::new(
+            brokers.clone(),
+            directory.clone(),
+            config.mqtt.max_packet_size,
+            Duration::from_secs(config.mqtt.connect_timeout_secs),
+        );
+        let mqtt = tokio::spawn(front.serve(mqtt_listener, shutdown.clone()));
+
+        let state = Arc::new(RpcState {
+            directory: directory.clone(),
+            brokers: brokers.clone(),
+            replay: ReplayGuard::new(
+                config.http.timestamp_window_secs,
+                chrono::Utc::now(),
+                rpc::replay::DEFAULT_CAPACITY,
+            ),
+            status_cache: StatusCache::new(
+                Duration::from_millis(config.http.batch_status_ttl_ms),
+                1_000_000,
+            ),
+        });
+        let http = tokio::spawn(
+            axum::serve(http_listener, app(state))
+                .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+                .into_future(),
+        );
+        Ok(Server {
+            http_addr,
+            mqtt_addr,
+            brokers,
+            directory,
+            shutdown,
+            http,
+            mqtt,
+        })
+    }
+
+    /// Stops accepting, tells every MQTT 5 client that the server is going
+    /// away, closes every connection and lets HTTP calls in flight finish.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        let _ = self.mqtt.await;
+        self.brokers
+            .disconnect_all(reason::SERVER_SHUTTING_DOWN, "mqgate is shutting down")
+            .await;
+        match tokio::time::timeout(Duration::from_secs(10), self.http).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "http server stopped with an error"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "http server task failed"),
+            Err(_) => tracing::warn!("http calls still running after 10 s; stopping anyway"),
+        }
+    }
+}
+
+async fn bind(field: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|error| StartError::Bind { field, addr, error })
+}
+
+fn local_addr(
+    field: &'static str,
+    listener: &TcpListener,
+    addr: SocketAddr,
+) -> Result<SocketAddr, StartError> {
+    listener
+        .local_addr()
+        .map_err(|error| StartError::Bind { field, addr, error })
+}
