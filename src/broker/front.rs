@@ -322,7 +322,7 @@ impl FrontLayer {
                 } else {
                     connect.keep_alive
                 },
-                client_id: client_id.to_string(),
+                client_id: broker_client_id(client_id),
                 clean_session: connect.clean_session,
             },
             properties,
@@ -339,6 +339,25 @@ impl FrontLayer {
         upstream.write_all(&out).await?;
         Ok(upstream)
     }
+}
+
+/// The client id rumqttd sees. rumqttd refuses client ids containing `+`,
+/// `$`, `#` or `/` (it reserves them for its tenant prefixes), which MQTT and
+/// ApsaraMQ allow; percent-escaping them (and `%` itself) keeps every client
+/// id distinct and acceptable. Only rumqttd sees the escaped form.
+pub fn broker_client_id(client_id: &str) -> String {
+    let mut out = String::with_capacity(client_id.len());
+    for c in client_id.chars() {
+        match c {
+            '%' => out.push_str("%25"),
+            '+' => out.push_str("%2B"),
+            '$' => out.push_str("%24"),
+            '#' => out.push_str("%23"),
+            '/' => out.push_str("%2F"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// Reads until `buf` holds one complete frame and splits it off; `None` if
@@ -475,5 +494,22 @@ async fn relay_to_client(
                 Ok(_) => {}
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broker_client_ids_are_escaped_injectively() {
+        assert_eq!(
+            broker_client_id("GID_x@@@dev 1+*~/é"),
+            "GID_x@@@dev 1%2B*~%2Fé"
+        );
+        assert_eq!(broker_client_id("a$b#c%d"), "a%24b%23c%25d");
+        // "%2B" and "+" stay different.
+        assert_ne!(broker_client_id("%2B"), broker_client_id("+"));
+        assert_eq!(broker_client_id("plain"), "plain");
     }
 }

@@ -22,7 +22,7 @@ use crate::directory::DirectoryHandle;
 use crate::error::{ApiError, ErrorCode};
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, Method, header};
+use axum::http::header;
 use axum::response::Response;
 use params::Params;
 use replay::ReplayGuard;
@@ -112,20 +112,38 @@ async fn handle(
     Ok((action, body))
 }
 
-/// Parse stage: the query string and, for form bodies, the body.
+/// Parse stage over the HTTP request.
 async fn read_request(request: Request) -> Result<IncomingRequest, ApiError> {
     let (parts, body) = request.into_parts();
-    if parts.method != Method::GET && parts.method != Method::POST {
+    let body = read_body(body).await?;
+    let content_type = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    parse_request(
+        parts.method.as_str(),
+        parts.uri.query(),
+        content_type,
+        &body,
+    )
+}
+
+/// Parse stage, as a pure function: the parameters of a call from its
+/// method, query string, content type and body.
+pub fn parse_request(
+    method: &str,
+    query: Option<&str>,
+    content_type: Option<&str>,
+    body: &[u8],
+) -> Result<IncomingRequest, ApiError> {
+    if method != "GET" && method != "POST" {
         return Err(ApiError::new(
             ErrorCode::MalformedRequest,
-            format!(
-                "HTTP method {} is not supported; use GET or POST.",
-                parts.method
-            ),
+            format!("HTTP method {method} is not supported; use GET or POST."),
         ));
     }
     let mut params = Params::default();
-    if let Some(query) = parts.uri.query() {
+    if let Some(query) = query {
         if query.len() > MAX_QUERY_BYTES {
             return Err(ApiError::new(
                 ErrorCode::MalformedRequest,
@@ -134,18 +152,17 @@ async fn read_request(request: Request) -> Result<IncomingRequest, ApiError> {
         }
         params.add_form(query.as_bytes(), "query")?;
     }
-    let body = read_body(body).await?;
     if !body.is_empty() {
-        if !is_form(&parts.headers) {
+        if !content_type.is_some_and(is_form) {
             return Err(ApiError::new(
                 ErrorCode::MalformedRequest,
                 "The request has a body that is not application/x-www-form-urlencoded; send parameters in the query or in a form body.",
             ));
         }
-        params.add_form(&body, "body")?;
+        params.add_form(body, "body")?;
     }
     Ok(IncomingRequest {
-        method: parts.method.as_str().to_string(),
+        method: method.to_string(),
         params,
     })
 }
@@ -163,15 +180,11 @@ async fn read_body(body: Body) -> Result<bytes::Bytes, ApiError> {
         })
 }
 
-fn is_form(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|v| {
-            v.trim()
-                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
-        })
+fn is_form(content_type: &str) -> bool {
+    content_type.split(';').next().is_some_and(|v| {
+        v.trim()
+            .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+    })
 }
 
 /// Answer for paths other than `/`.

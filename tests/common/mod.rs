@@ -1,0 +1,330 @@
+//! Helpers shared by the integration tests: a real mqgate on loopback ports
+//! chosen by the OS, real MQTT clients (rumqttc, 3.1.1 and 5), and signed
+//! calls made with mqgate's own client.
+#![allow(dead_code)]
+
+use mqgate::config::Config;
+use mqgate::server::Server;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// `shared/` (reference material) beside the repository, or
+/// `$MQGATE_SHARED_DIR`. Missing is a failure, not a skip.
+pub fn shared_dir() -> PathBuf {
+    let dir = std::env::var_os("MQGATE_SHARED_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared"));
+    assert!(
+        dir.join("reference").is_dir(),
+        "{} has no reference/: set MQGATE_SHARED_DIR to the shared/ directory",
+        dir.display()
+    );
+    dir
+}
+
+/// Two accounts: A (111) with two instances, its root key and a user with no
+/// policies; B (222) with one instance and its root key. Anonymous MQTT
+/// clients land in a1.
+pub const TWO_ACCOUNTS: &str = r#"
+[http]
+listen = "127.0.0.1:0"
+[mqtt]
+listen = "127.0.0.1:0"
+anonymous_instance = "inst-a1"
+[[accounts]]
+id = "111"
+  [[accounts.instances]]
+  id = "inst-a1"
+  region = "cn-shanghai"
+  [[accounts.instances]]
+  id = "inst-a2"
+  [[accounts.users]]
+  name = "root"
+  access_key_id = "testid"
+  access_key_secret = "testsecret"
+  root = true
+  [[accounts.users]]
+  name = "ops"
+  access_key_id = "ops-key"
+  access_key_secret = "ops-secret"
+  [[accounts.users]]
+  name = "retired"
+  access_key_id = "old-key"
+  access_key_secret = "old-secret"
+  root = true
+  disabled = true
+[[accounts]]
+id = "222"
+  [[accounts.instances]]
+  id = "inst-b1"
+  [[accounts.users]]
+  name = "root"
+  access_key_id = "key-b"
+  access_key_secret = "secret-b"
+  root = true
+"#;
+
+pub struct TestServer {
+    pub server: Server,
+    pub endpoint: String,
+    pub mqtt: SocketAddr,
+    _storage: tempfile::TempDir,
+}
+
+impl TestServer {
+    pub async fn start(config_text: &str) -> TestServer {
+        let storage = tempfile::tempdir().unwrap();
+        let text = format!(
+            "{config_text}\n[storage]\ndir = {:?}\n",
+            storage.path().display().to_string()
+        );
+        let config = Config::parse(&text, "test.toml").unwrap();
+        let server = Server::start(config).await.unwrap();
+        TestServer {
+            endpoint: format!("http://{}", server.http_addr),
+            mqtt: server.mqtt_addr,
+            server,
+            _storage: storage,
+        }
+    }
+
+    /// A signed call with mqgate's client (V1, as the SDKs sign): status and
+    /// parsed JSON body.
+    pub async fn call_as(
+        &self,
+        key: (&str, &str),
+        method: &str,
+        action: &str,
+        params: &[(&str, &str)],
+    ) -> (u16, serde_json::Value) {
+        let params: Vec<(String, String)> = params
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let (status, body) =
+            mqgate::client::call(&self.endpoint, method, action, &params, key.0, key.1)
+                .await
+                .unwrap();
+        let json = serde_json::from_str(&body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"));
+        (status, json)
+    }
+
+    pub async fn call(&self, action: &str, params: &[(&str, &str)]) -> (u16, serde_json::Value) {
+        self.call_as(("testid", "testsecret"), "POST", action, params)
+            .await
+    }
+
+    pub async fn online(&self, instance: &str, client_id: &str) -> bool {
+        let (status, body) = self
+            .call(
+                "QuerySessionByClientId",
+                &[("InstanceId", instance), ("ClientId", client_id)],
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body["OnlineStatus"].as_bool().unwrap()
+    }
+}
+
+/// MQTT device credentials, Signature mode.
+pub fn signature_login(
+    access_key_id: &str,
+    secret: &str,
+    instance: &str,
+    client_id: &str,
+) -> (String, String) {
+    (
+        format!("Signature|{access_key_id}|{instance}"),
+        mqgate::broker::device_auth::signature_password(secret, client_id),
+    )
+}
+
+/// What a test client saw: its events, then how its connection ended.
+pub enum Seen {
+    V4(Result<rumqttc::Event, rumqttc::ConnectionError>),
+    V5(Result<rumqttc::v5::Event, rumqttc::v5::ConnectionError>),
+}
+
+/// A real MQTT client (3.1.1 or 5) driven by its own event loop task, which
+/// stops at the first connection error so tests can see how it ended.
+pub struct Device {
+    pub v4: Option<rumqttc::AsyncClient>,
+    pub v5: Option<rumqttc::v5::AsyncClient>,
+    pub events: mpsc::UnboundedReceiver<Seen>,
+}
+
+pub async fn connect_v4(
+    addr: SocketAddr,
+    client_id: &str,
+    login: Option<(String, String)>,
+) -> Result<Device, String> {
+    let mut options = rumqttc::MqttOptions::new(client_id, addr.ip().to_string(), addr.port());
+    options.set_keep_alive(Duration::from_secs(30));
+    if let Some((user, pass)) = login {
+        options.set_credentials(user, pass);
+    }
+    let (client, mut eventloop) = rumqttc::AsyncClient::new(options, 64);
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            let event = eventloop.poll().await;
+            let stop = event.is_err();
+            if tx.send(Seen::V4(event)).is_err() || stop {
+                break;
+            }
+        }
+    });
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), rx.recv()).await {
+            Ok(Some(Seen::V4(Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_)))))) => break,
+            Ok(Some(Seen::V4(Ok(_)))) => continue,
+            Ok(Some(Seen::V4(Err(e)))) => return Err(format!("{e:?}")),
+            other => return Err(format!("no CONNACK: {}", other.is_ok())),
+        }
+    }
+    Ok(Device {
+        v4: Some(client),
+        v5: None,
+        events: rx,
+    })
+}
+
+pub async fn connect_v5(
+    addr: SocketAddr,
+    client_id: &str,
+    login: Option<(String, String)>,
+) -> Result<Device, String> {
+    let mut options = rumqttc::v5::MqttOptions::new(client_id, addr.ip().to_string(), addr.port());
+    options.set_keep_alive(Duration::from_secs(30));
+    if let Some((user, pass)) = login {
+        options.set_credentials(user, pass);
+    }
+    let (client, mut eventloop) = rumqttc::v5::AsyncClient::new(options, 64);
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            let event = eventloop.poll().await;
+            let stop = event.is_err();
+            if tx.send(Seen::V5(event)).is_err() || stop {
+                break;
+            }
+        }
+    });
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), rx.recv()).await {
+            Ok(Some(Seen::V5(Ok(rumqttc::v5::Event::Incoming(
+                rumqttc::v5::mqttbytes::v5::Packet::ConnAck(_),
+            ))))) => break,
+            Ok(Some(Seen::V5(Ok(_)))) => continue,
+            Ok(Some(Seen::V5(Err(e)))) => return Err(format!("{e:?}")),
+            other => return Err(format!("no CONNACK: {}", other.is_ok())),
+        }
+    }
+    Ok(Device {
+        v4: None,
+        v5: Some(client),
+        events: rx,
+    })
+}
+
+impl std::fmt::Debug for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.v5.is_some() {
+            "Device(MQTT 5)"
+        } else {
+            "Device(MQTT 3.1.1)"
+        })
+    }
+}
+
+impl Device {
+    /// Waits for the connection to end; the error the client saw, as text.
+    pub async fn ended(&mut self) -> String {
+        loop {
+            match tokio::time::timeout(Duration::from_secs(5), self.events.recv()).await {
+                Ok(Some(Seen::V4(Err(e)))) => return format!("{e:?}"),
+                Ok(Some(Seen::V5(Err(e)))) => return format!("{e:?}"),
+                Ok(Some(_)) => continue,
+                Ok(None) => return "event loop gone".into(),
+                Err(_) => panic!("connection did not end within 5 s"),
+            }
+        }
+    }
+
+    /// Waits for an incoming PUBLISH; its topic and payload.
+    pub async fn next_message(&mut self) -> (String, Vec<u8>) {
+        loop {
+            match tokio::time::timeout(Duration::from_secs(5), self.events.recv()).await {
+                Ok(Some(Seen::V4(Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p)))))) => {
+                    return (p.topic, p.payload.to_vec());
+                }
+                Ok(Some(Seen::V5(Ok(rumqttc::v5::Event::Incoming(
+                    rumqttc::v5::mqttbytes::v5::Packet::Publish(p),
+                ))))) => {
+                    return (
+                        String::from_utf8(p.topic.to_vec()).unwrap(),
+                        p.payload.to_vec(),
+                    );
+                }
+                Ok(Some(Seen::V4(Err(e)))) => panic!("connection ended: {e:?}"),
+                Ok(Some(Seen::V5(Err(e)))) => panic!("connection ended: {e:?}"),
+                Ok(Some(_)) => continue,
+                Ok(None) => panic!("event loop gone"),
+                Err(_) => panic!("no message within 5 s"),
+            }
+        }
+    }
+
+    /// Waits until the broker acknowledged a SUBSCRIBE.
+    pub async fn subscribed(&mut self) {
+        loop {
+            match tokio::time::timeout(Duration::from_secs(5), self.events.recv()).await {
+                Ok(Some(Seen::V4(Ok(rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_)))))) => {
+                    return;
+                }
+                Ok(Some(Seen::V5(Ok(rumqttc::v5::Event::Incoming(
+                    rumqttc::v5::mqttbytes::v5::Packet::SubAck(_),
+                ))))) => return,
+                Ok(Some(Seen::V4(Err(e)))) => panic!("connection ended: {e:?}"),
+                Ok(Some(Seen::V5(Err(e)))) => panic!("connection ended: {e:?}"),
+                Ok(Some(_)) => continue,
+                Ok(None) => panic!("event loop gone"),
+                Err(_) => panic!("no SUBACK within 5 s"),
+            }
+        }
+    }
+
+    pub async fn subscribe(&mut self, filter: &str) {
+        if let Some(c) = &self.v4 {
+            c.subscribe(filter, rumqttc::QoS::AtLeastOnce)
+                .await
+                .unwrap();
+        }
+        if let Some(c) = &self.v5 {
+            c.subscribe(filter, rumqttc::v5::mqttbytes::QoS::AtLeastOnce)
+                .await
+                .unwrap();
+        }
+        self.subscribed().await;
+    }
+
+    pub async fn publish(&self, topic: &str, payload: &[u8]) {
+        if let Some(c) = &self.v4 {
+            c.publish(topic, rumqttc::QoS::AtLeastOnce, false, payload.to_vec())
+                .await
+                .unwrap();
+        }
+        if let Some(c) = &self.v5 {
+            c.publish(
+                topic,
+                rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+                false,
+                payload.to_vec(),
+            )
+            .await
+            .unwrap();
+        }
+    }
+}
