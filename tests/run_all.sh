@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Installs what the tests need and runs every test of mqgate:
+#   - Debian packages: mosquitto-clients (a real MQTT client for the SDK suite)
+#   - a Python venv in .venv with the official Alibaba SDKs and paho-mqtt, pinned
+#   - cargo fmt --check, cargo clippy, cargo test (unit, SDK captures, end to end, CLI)
+#   - the official-SDK suite (pytest) against a running mqgate
+# Usage: bash tests/run_all.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n== %s\n' "$*"; }
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+need_apt=()
+command -v mosquitto_sub >/dev/null 2>&1 || need_apt+=(mosquitto-clients)
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
+if [ ${#need_apt[@]} -gt 0 ]; then
+    step "apt-get install ${need_apt[*]}"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+step "python venv (.venv) with the official SDKs"
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/python -m pip install -q --disable-pip-version-check -r tests/sdk/requirements.txt
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy"
+cargo clippy --locked --all-targets -- -D warnings
+
+step "cargo test"
+cargo test --locked --all-targets
+
+step "official SDK suite (pytest)"
+cargo build --locked --bin mqgate
+MQGATE_BIN="$PWD/target/debug/mqgate" .venv/bin/python -m pytest tests/sdk -q -p no:cacheprovider

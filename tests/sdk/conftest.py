@@ -1,0 +1,166 @@
+"""Fixtures: a real mqgate process on loopback ports picked by the OS, and
+real MQTT clients (paho-mqtt, mosquitto) connected to it."""
+
+import base64
+import hashlib
+import hmac
+import os
+import pathlib
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+
+import paho.mqtt.client as mqtt
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+BIN = os.environ.get("MQGATE_BIN", str(ROOT / "target" / "debug" / "mqgate"))
+
+ACCESS_KEY_ID = "testid"
+ACCESS_KEY_SECRET = "testsecret"
+INSTANCE = "mqtt-cn-test0001"
+OTHER_INSTANCE = "mqtt-cn-other0001"
+
+CONFIG = """
+[http]
+listen = "127.0.0.1:0"
+[mqtt]
+listen = "127.0.0.1:0"
+anonymous_instance = "{instance}"
+[storage]
+dir = "{storage}"
+[[accounts]]
+id = "1234567890"
+  [[accounts.instances]]
+  id = "{instance}"
+  region = "cn-hangzhou"
+  [[accounts.users]]
+  name = "root"
+  access_key_id = "{key}"
+  access_key_secret = "{secret}"
+  root = true
+[[accounts]]
+id = "2222222222"
+  [[accounts.instances]]
+  id = "{other}"
+  [[accounts.users]]
+  name = "root"
+  access_key_id = "other-key"
+  access_key_secret = "other-secret"
+  root = true
+"""
+
+
+class Mqgate:
+    def __init__(self, process, http, mqtt_addr):
+        self.process = process
+        self.http_host, http_port = http.rsplit(":", 1)
+        self.http_port = int(http_port)
+        self.mqtt_host, mqtt_port = mqtt_addr.rsplit(":", 1)
+        self.mqtt_port = int(mqtt_port)
+
+
+@pytest.fixture(scope="session")
+def mqgate():
+    assert os.path.exists(BIN), f"{BIN} is missing: run cargo build first"
+    with tempfile.TemporaryDirectory() as storage:
+        config = pathlib.Path(storage) / "mqgate.toml"
+        config.write_text(
+            CONFIG.format(
+                instance=INSTANCE,
+                other=OTHER_INSTANCE,
+                storage=storage,
+                key=ACCESS_KEY_ID,
+                secret=ACCESS_KEY_SECRET,
+            )
+        )
+        log = open(pathlib.Path(storage) / "mqgate.log", "w")
+        process = subprocess.Popen(
+            [BIN, "serve", "--config", str(config)],
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+        )
+        first = process.stdout.readline()
+        words = dict(w.split("=", 1) for w in first.split() if "=" in w)
+        assert "http" in words, f"mqgate did not start: {first!r}"
+        yield Mqgate(process, words["http"], words["mqtt"])
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=10) == 0
+        log.close()
+
+
+def device_password(secret, client_id):
+    """Signature mode: Base64(HMAC-SHA1(AccessKeySecret, ClientId))."""
+    digest = hmac.new(secret.encode(), client_id.encode(), hashlib.sha1).digest()
+    return base64.b64encode(digest).decode()
+
+
+class Device:
+    """A paho-mqtt client in its own network loop, recording how it ended."""
+
+    def __init__(self, gate, client_id, protocol, signed=True):
+        self.connected = threading.Event()
+        self.disconnected = threading.Event()
+        self.connect_reason = None
+        self.disconnect_reason = None
+        self.messages = []
+        self.client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol
+        )
+        if signed:
+            self.client.username_pw_set(
+                f"Signature|{ACCESS_KEY_ID}|{INSTANCE}",
+                device_password(ACCESS_KEY_SECRET, client_id),
+            )
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = lambda c, u, m: self.messages.append((m.topic, m.payload))
+        self.client.reconnect_delay_set(60, 120)  # no reconnect during a test
+        self.client.connect(gate.mqtt_host, gate.mqtt_port, keepalive=30)
+        self.client.loop_start()
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties):
+        self.connect_reason = reason_code
+        self.connected.set()
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties):
+        self.disconnect_reason = reason_code
+        self.disconnected.set()
+
+    def wait_connected(self):
+        assert self.connected.wait(5), "no CONNACK within 5 s"
+        return self.connect_reason
+
+    def wait_disconnected(self):
+        assert self.disconnected.wait(5), "connection did not end within 5 s"
+        return self.disconnect_reason
+
+    def stop(self):
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@pytest.fixture
+def device_factory(mqgate):
+    made = []
+
+    def make(client_id, protocol=mqtt.MQTTv311, signed=True):
+        d = Device(mqgate, client_id, protocol, signed)
+        made.append(d)
+        return d
+
+    yield make
+    for d in made:
+        d.stop()
+
+
+def wait_until(predicate, timeout=5.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
