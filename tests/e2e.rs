@@ -205,7 +205,16 @@ async fn bad_calls_get_the_documented_codes() {
         .collect();
     eleven.push(("InstanceId", "inst-a1"));
     let root = ("testid", "testsecret");
-    let cases: Vec<(&str, (&str, &str), &str, Vec<(&str, &str)>, u16, &str)> = vec![
+    // (case, key, action, parameters, expected status, expected code)
+    type Case<'a> = (
+        &'a str,
+        (&'a str, &'a str),
+        &'a str,
+        Vec<(&'a str, &'a str)>,
+        u16,
+        &'a str,
+    );
+    let cases: Vec<Case> = vec![
         (
             "no ClientId",
             root,

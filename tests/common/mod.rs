@@ -142,6 +142,8 @@ pub fn signature_login(
 }
 
 /// What a test client saw: its events, then how its connection ended.
+// Test-only values moved through a channel a handful of times: size is no concern.
+#[allow(clippy::large_enum_variant)]
 pub enum Seen {
     V4(Result<rumqttc::Event, rumqttc::ConnectionError>),
     V5(Result<rumqttc::v5::Event, rumqttc::v5::ConnectionError>),
