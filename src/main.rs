@@ -44,6 +44,9 @@ enum Command {
         access_key_secret: String,
         #[arg(long, default_value = "POST", value_parser = ["GET", "POST"])]
         method: String,
+        /// Signature version: v1 (HMAC-SHA1) or v3 (ACS3-HMAC-SHA256).
+        #[arg(long, default_value = "v1", value_parser = ["v1", "v3"])]
+        signature: String,
     },
 }
 
@@ -73,9 +76,15 @@ fn main() -> ExitCode {
             access_key_id,
             access_key_secret,
             method,
+            signature,
         } => runtime.block_on(call(
             &endpoint,
             &method,
+            if signature == "v3" {
+                mqgate::client::Signing::V3
+            } else {
+                mqgate::client::Signing::V1
+            },
             &action,
             &params,
             &access_key_id,
@@ -191,6 +200,7 @@ async fn wait_for_signal() {
 async fn call(
     endpoint: &str,
     method: &str,
+    signing: mqgate::client::Signing,
     action: &str,
     raw_params: &[String],
     access_key_id: &str,
@@ -207,6 +217,7 @@ async fn call(
     match mqgate::client::call(
         endpoint,
         method,
+        signing,
         action,
         &params,
         access_key_id,

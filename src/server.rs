@@ -38,7 +38,7 @@ pub struct Server {
     pub brokers: Arc<Brokers>,
     pub directory: Arc<DirectoryHandle>,
     shutdown: CancellationToken,
-    http: JoinHandle<std::io::Result<()>>,
+    http: JoinHandle<()>,
     mqtt: JoinHandle<()>,
 }
 
@@ -86,11 +86,7 @@ impl Server {
                 1_000_000,
             ),
         });
-        let http = tokio::spawn(
-            axum::serve(http_listener, app(state))
-                .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-                .into_future(),
-        );
+        let http = tokio::spawn(serve_http(http_listener, app(state), shutdown.clone()));
         Ok(Server {
             http_addr,
             mqtt_addr,
@@ -110,12 +106,70 @@ impl Server {
         self.brokers
             .disconnect_all(reason::SERVER_SHUTTING_DOWN, "mqgate is shutting down")
             .await;
-        match tokio::time::timeout(Duration::from_secs(10), self.http).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "http server stopped with an error"),
-            Ok(Err(e)) => tracing::warn!(error = %e, "http server task failed"),
-            Err(_) => tracing::warn!("http calls still running after 10 s; stopping anyway"),
+        if let Err(e) = self.http.await {
+            tracing::warn!(error = %e, "http server task failed");
         }
+    }
+}
+
+/// Most headers hyper will parse before answering 431 by itself; below it,
+/// the RPC endpoint's own limit ([`rpc::MAX_HEADERS`]) answers a 400 with a
+/// code and message.
+pub const HTTP_MAX_HEADERS: usize = 1000;
+/// A client has this long to send its request headers (slow-header floods).
+pub const HTTP_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long calls in flight may take to finish at shutdown.
+const HTTP_DRAIN: Duration = Duration::from_secs(10);
+
+/// Serves HTTP/1.1 with hyper directly (rather than `axum::serve`) for the
+/// knobs a gateway needs: a header count limit and a header read timeout.
+/// Each request carries its peer address (`ConnectInfo`).
+async fn serve_http(listener: TcpListener, app: Router, shutdown: CancellationToken) {
+    use hyper::server::conn::http1;
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use tower::ServiceExt;
+
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!(error = %e, "http accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.cancelled() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let service = hyper::service::service_fn(
+            move |mut request: hyper::Request<hyper::body::Incoming>| {
+                request
+                    .extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
+                app.clone().oneshot(request)
+            },
+        );
+        let connection = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HTTP_HEADER_TIMEOUT)
+            .max_headers(HTTP_MAX_HEADERS)
+            .serve_connection(TokioIo::new(stream), service);
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(%peer, error = %e, "http connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(HTTP_DRAIN, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("http calls still running after {HTTP_DRAIN:?}; stopping anyway");
     }
 }
 

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use mqgate::config::Config;
 use mqgate::directory::Directory;
 use mqgate::error::ErrorCode;
-use mqgate::rpc::{parse_request, replay::ReplayGuard, signature_v1, verify};
+use mqgate::rpc::{parse_request, replay::ReplayGuard, signature_v1, signature_v3, verify};
 use serde_json::Value;
 
 struct Capture {
@@ -46,13 +46,18 @@ fn is_v1(c: &Capture) -> bool {
         .starts_with("V1")
 }
 
-fn header<'a>(c: &'a Capture, name: &str) -> Option<&'a str> {
+fn headers(c: &Capture) -> Vec<(String, String)> {
     c.json["request"]["headers"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|h| h[0].as_str().unwrap().eq_ignore_ascii_case(name))
-        .and_then(|h| h[1].as_str())
+        .map(|h| {
+            (
+                h[0].as_str().unwrap().to_ascii_lowercase(),
+                h[1].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
 }
 
 fn incoming(c: &Capture) -> verify::IncomingRequest {
@@ -62,7 +67,7 @@ fn incoming(c: &Capture) -> verify::IncomingRequest {
     parse_request(
         request["method"].as_str().unwrap(),
         query,
-        header(c, "content-type"),
+        headers(c),
         body.as_bytes(),
     )
     .unwrap_or_else(|e| panic!("{}: {e}", c.name))
@@ -83,52 +88,100 @@ fn directory() -> Directory {
     Directory::from_config(&Config::parse(text, "test.toml").unwrap())
 }
 
-/// The string to sign mqgate computes is the capture server's, byte for
-/// byte, and the SDK's signature matches it.
+/// The string to sign mqgate computes (and for V3 the canonical request) is
+/// the capture server's, byte for byte, and the SDK's signature matches it.
 #[test]
-fn every_v1_capture_has_our_string_to_sign_and_a_valid_signature() {
-    let mut checked = 0;
-    for c in captures().iter().filter(|c| is_v1(c)) {
-        let request = incoming(c);
-        let unsigned = request.params.iter().filter(|(k, _)| *k != "Signature");
-        let canonical = signature_v1::canonical_query(unsigned);
-        let sts = signature_v1::string_to_sign(&request.method, &canonical);
-        let expected = c.json["signature_verification"]["string_to_sign"]
-            .as_str()
+fn every_capture_has_our_string_to_sign_and_a_valid_signature() {
+    let (mut v1, mut v3) = (0, 0);
+    for c in captures() {
+        let request = incoming(&c);
+        let expected = &c.json["signature_verification"];
+        if is_v1(&c) {
+            let unsigned = request.params.iter().filter(|(k, _)| *k != "Signature");
+            let canonical = signature_v1::canonical_query(unsigned);
+            let sts = signature_v1::string_to_sign(&request.method, &canonical);
+            assert_eq!(
+                sts,
+                expected["string_to_sign"].as_str().unwrap(),
+                "{}",
+                c.name
+            );
+            let provided = request.params.get("Signature").unwrap();
+            assert!(
+                signature_v1::verify("testsecret", &sts, provided),
+                "{}",
+                c.name
+            );
+            assert!(
+                !signature_v1::verify("testsecret2", &sts, provided),
+                "{}",
+                c.name
+            );
+            v1 += 1;
+        } else {
+            let auth = signature_v3::parse_authorization(
+                request.header("authorization").unwrap().unwrap(),
+            )
             .unwrap();
-        assert_eq!(sts, expected, "{}", c.name);
-        let provided = request.params.get("Signature").unwrap();
-        assert!(
-            signature_v1::verify("testsecret", &sts, provided),
-            "{}",
-            c.name
-        );
-        assert!(
-            !signature_v1::verify("testsecret2", &sts, provided),
-            "{}",
-            c.name
-        );
-        checked += 1;
+            let signed: Vec<(&str, &str)> = auth
+                .signed_headers
+                .iter()
+                .map(|h| (h.as_str(), request.header(h).unwrap().unwrap()))
+                .collect();
+            let canonical = signature_v3::canonical_request(
+                &request.method,
+                request.query.iter(),
+                &signed,
+                &request.body_sha256,
+            );
+            assert_eq!(
+                canonical,
+                expected["canonical_request"].as_str().unwrap(),
+                "{}",
+                c.name
+            );
+            let sts = signature_v3::string_to_sign(&canonical);
+            assert_eq!(
+                sts,
+                expected["string_to_sign"].as_str().unwrap(),
+                "{}",
+                c.name
+            );
+            assert!(
+                signature_v3::verify("testsecret", &sts, &auth.signature),
+                "{}",
+                c.name
+            );
+            assert!(
+                !signature_v3::verify("testsecret2", &sts, &auth.signature),
+                "{}",
+                c.name
+            );
+            v3 += 1;
+        }
     }
     assert_eq!(
-        checked, 32,
-        "V1 captures: pycore 10, tea v1 10, pop-core 12"
+        (v1, v3),
+        (32, 10),
+        "V1: pycore 10, tea v1 10, pop-core 12; V3: tea 10"
     );
 }
 
-/// The whole verification pipeline accepts each V1 capture at its own time,
+/// The whole verification pipeline accepts each capture at its own time,
 /// refuses it as a replay the second time, and refuses the STS ones with a
 /// clear code (mqgate issues no STS tokens).
 #[test]
-fn every_v1_capture_passes_verification_and_replay_at_its_time() {
+fn every_capture_passes_verification_and_replay_at_its_time() {
     let directory = directory();
     let mut accepted = 0;
     let mut sts = 0;
-    for c in captures().iter().filter(|c| is_v1(c)) {
+    for c in captures().iter() {
         let at: DateTime<Utc> = c.json["received_at_utc"].as_str().unwrap().parse().unwrap();
         let guard = ReplayGuard::new(900, at - chrono::Duration::minutes(1), 1000);
         let request = incoming(c);
-        if request.params.contains("SecurityToken") {
+        if request.params.contains("SecurityToken")
+            || request.header("x-acs-security-token").unwrap().is_some()
+        {
             let e = verify::verify(request, &directory).unwrap_err();
             assert_eq!(e.kind, ErrorCode::InvalidSecurityToken, "{}", c.name);
             sts += 1;
@@ -156,5 +209,5 @@ fn every_v1_capture_passes_verification_and_replay_at_its_time() {
         assert_eq!(late.kind, ErrorCode::InvalidTimeStampExpired, "{}", c.name);
         accepted += 1;
     }
-    assert_eq!((accepted, sts), (29, 3));
+    assert_eq!((accepted, sts), (38, 4));
 }

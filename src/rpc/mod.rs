@@ -13,6 +13,7 @@ pub mod params;
 pub mod replay;
 pub mod response;
 pub mod signature_v1;
+pub mod signature_v3;
 pub mod verify;
 
 use crate::actions::batch_query_session_by_client_ids::StatusCache;
@@ -34,6 +35,9 @@ use verify::{Format, IncomingRequest};
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// Longest query string accepted, in bytes.
 pub const MAX_QUERY_BYTES: usize = 32 * 1024;
+/// Most headers a request may carry (the HTTP layer itself stops at
+/// [`crate::server::HTTP_MAX_HEADERS`]).
+pub const MAX_HEADERS: usize = 100;
 
 /// What the RPC endpoint needs to answer calls.
 pub struct RpcState {
@@ -52,7 +56,7 @@ pub async fn endpoint(State(state): State<Arc<RpcState>>, request: Request) -> R
         .and_then(|h| h.to_str().ok())
         .unwrap_or("mqgate")
         .to_string();
-    let mut format = Format::Json;
+    let mut format = fallback_format(request.headers(), request.uri().query());
     let outcome = handle(&state, request, &request_id, &mut format).await;
     let answer = match outcome {
         Ok((action, body)) => Answer::Success { action, body },
@@ -73,9 +77,7 @@ async fn handle(
     format: &mut Format,
 ) -> Result<(Action, serde_json::Value), ApiError> {
     let incoming = read_request(request).await?;
-    if let Some(requested) = verify::requested_format(&incoming.params)? {
-        *format = requested;
-    }
+    *format = incoming.format()?;
 
     let directory = state.directory.current();
     let verified = verify::verify(incoming, &directory)?;
@@ -112,28 +114,57 @@ async fn handle(
     Ok((action, body))
 }
 
+/// The format for answers given before the parameters are parsed (or when
+/// they cannot be): JSON for V3, else what a `Format=` in the query says,
+/// else XML (Alibaba's V1 default).
+fn fallback_format(headers: &axum::http::HeaderMap, query: Option<&str>) -> Format {
+    let v3 = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().starts_with("ACS3-"));
+    let json_asked = query
+        .unwrap_or_default()
+        .split('&')
+        .any(|pair| pair.eq_ignore_ascii_case("Format=JSON"));
+    if v3 || json_asked {
+        Format::Json
+    } else {
+        Format::Xml
+    }
+}
+
 /// Parse stage over the HTTP request.
 async fn read_request(request: Request) -> Result<IncomingRequest, ApiError> {
     let (parts, body) = request.into_parts();
-    let body = read_body(body).await?;
-    let content_type = parts
+    if parts.headers.len() > MAX_HEADERS {
+        return Err(ApiError::new(
+            ErrorCode::MalformedRequest,
+            format!(
+                "The request has {} headers; at most {MAX_HEADERS} are accepted.",
+                parts.headers.len()
+            ),
+        ));
+    }
+    let headers = parts
         .headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok());
-    parse_request(
-        parts.method.as_str(),
-        parts.uri.query(),
-        content_type,
-        &body,
-    )
+        .iter()
+        .map(|(name, value)| {
+            (
+                name.as_str().to_string(),
+                String::from_utf8_lossy(value.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let body = read_body(body).await?;
+    parse_request(parts.method.as_str(), parts.uri.query(), headers, &body)
 }
 
 /// Parse stage, as a pure function: the parameters of a call from its
-/// method, query string, content type and body.
+/// method, query string, headers (names in lower case) and body.
 pub fn parse_request(
     method: &str,
     query: Option<&str>,
-    content_type: Option<&str>,
+    headers: Vec<(String, String)>,
     body: &[u8],
 ) -> Result<IncomingRequest, ApiError> {
     if method != "GET" && method != "POST" {
@@ -142,7 +173,7 @@ pub fn parse_request(
             format!("HTTP method {method} is not supported; use GET or POST."),
         ));
     }
-    let mut params = Params::default();
+    let mut query_params = Params::default();
     if let Some(query) = query {
         if query.len() > MAX_QUERY_BYTES {
             return Err(ApiError::new(
@@ -150,9 +181,14 @@ pub fn parse_request(
                 format!("The query string is longer than {MAX_QUERY_BYTES} bytes."),
             ));
         }
-        params.add_form(query.as_bytes(), "query")?;
+        query_params.add_form(query.as_bytes(), "query")?;
     }
+    let mut params = query_params.clone();
     if !body.is_empty() {
+        let content_type = headers
+            .iter()
+            .find(|(n, _)| n == "content-type")
+            .map(|(_, v)| v.as_str());
         if !content_type.is_some_and(is_form) {
             return Err(ApiError::new(
                 ErrorCode::MalformedRequest,
@@ -164,6 +200,9 @@ pub fn parse_request(
     Ok(IncomingRequest {
         method: method.to_string(),
         params,
+        query: query_params,
+        headers,
+        body_sha256: signature_v3::hashed_payload(body),
     })
 }
 

@@ -1,5 +1,10 @@
 //! The respond stage: a success body or an error, rendered in the format the
-//! caller asked for, with its `RequestId`.
+//! caller asked for (JSON or XML), with its `RequestId`.
+//!
+//! XML follows Alibaba's gateway: the success root is `<{Action}Response>`,
+//! an error's is `<Error>`; an array becomes one element per item, each named
+//! after the array; content type `text/xml;charset=utf-8` (the Tea SDK
+//! parses XML only under exactly that type).
 
 use super::verify::Format;
 use crate::actions::Action;
@@ -7,12 +12,13 @@ use crate::error::ApiError;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use serde_json::Value;
+
+pub const JSON_CONTENT_TYPE: &str = "application/json;charset=utf-8";
+pub const XML_CONTENT_TYPE: &str = "text/xml;charset=utf-8";
 
 pub enum Answer {
-    Success {
-        action: Action,
-        body: serde_json::Value,
-    },
+    Success { action: Action, body: Value },
     Error(ApiError),
 }
 
@@ -28,9 +34,11 @@ struct ErrorBody<'a> {
 }
 
 impl Answer {
-    pub fn render(self, _format: Format, request_id: &str, host: &str) -> Response {
-        let (status, body) = match self {
-            Answer::Success { action: _, body } => (StatusCode::OK, body),
+    pub fn render(self, format: Format, request_id: &str, host: &str) -> Response {
+        let (status, root, body) = match self {
+            Answer::Success { action, body } => {
+                (StatusCode::OK, format!("{}Response", action.name()), body)
+            }
             Answer::Error(error) => {
                 let code = error.code();
                 let body = ErrorBody {
@@ -46,19 +54,109 @@ impl Answer {
                     .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
                 (
                     status,
-                    serde_json::to_value(body).unwrap_or(serde_json::Value::Null),
+                    "Error".to_string(),
+                    serde_json::to_value(body).unwrap_or(Value::Null),
                 )
             }
         };
-        let mut response = (
-            status,
-            [(header::CONTENT_TYPE, "application/json;charset=utf-8")],
-            body.to_string(),
-        )
-            .into_response();
+        let (content_type, text) = match format {
+            Format::Json => (JSON_CONTENT_TYPE, body.to_string()),
+            Format::Xml => (XML_CONTENT_TYPE, to_xml(&root, &body)),
+        };
+        let mut response = (status, [(header::CONTENT_TYPE, content_type)], text).into_response();
         if let Ok(id) = HeaderValue::from_str(request_id) {
             response.headers_mut().insert("x-acs-request-id", id);
         }
         response
+    }
+}
+
+/// Renders a JSON value as Alibaba-style XML under `root`.
+pub fn to_xml(root: &str, value: &Value) -> String {
+    let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>");
+    element(&mut out, root, value);
+    out
+}
+
+fn element(out: &mut String, name: &str, value: &Value) {
+    match value {
+        Value::Array(items) => {
+            for item in items {
+                element(out, name, item);
+            }
+        }
+        Value::Object(fields) => {
+            out.push('<');
+            out.push_str(name);
+            out.push('>');
+            for (key, field) in fields {
+                element(out, key, field);
+            }
+            out.push_str("</");
+            out.push_str(name);
+            out.push('>');
+        }
+        Value::Null => {
+            out.push('<');
+            out.push_str(name);
+            out.push_str("/>");
+        }
+        Value::String(s) => leaf(out, name, s),
+        other => leaf(out, name, &other.to_string()),
+    }
+}
+
+fn leaf(out: &mut String, name: &str, text: &str) {
+    out.push('<');
+    out.push_str(name);
+    out.push('>');
+    escape_into(out, text);
+    out.push_str("</");
+    out.push_str(name);
+    out.push('>');
+}
+
+fn escape_into(out: &mut String, text: &str) {
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            // Characters XML 1.0 cannot carry at all (C0 controls other
+            // than tab, LF, CR) become U+FFFD rather than a broken document.
+            c if (c as u32) < 0x20 && !matches!(c, '\t' | '\n' | '\r') => out.push('\u{FFFD}'),
+            c => out.push(c),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn xml_keeps_order_repeats_arrays_and_escapes_text() {
+        let body = json!({
+            "RequestId": "R1",
+            "OnlineStatusList": [
+                {"ClientId": "GID_a@@@<1>&\"'", "OnlineStatus": true},
+                {"ClientId": "b\u{1}", "OnlineStatus": false}
+            ]
+        });
+        assert_eq!(
+            to_xml("BatchQuerySessionByClientIdsResponse", &body),
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><BatchQuerySessionByClientIdsResponse>\
+             <RequestId>R1</RequestId>\
+             <OnlineStatusList><ClientId>GID_a@@@&lt;1&gt;&amp;&quot;&apos;</ClientId><OnlineStatus>true</OnlineStatus></OnlineStatusList>\
+             <OnlineStatusList><ClientId>b\u{FFFD}</ClientId><OnlineStatus>false</OnlineStatus></OnlineStatusList>\
+             </BatchQuerySessionByClientIdsResponse>"
+        );
+        assert_eq!(
+            to_xml("X", &json!({"Code": 200})),
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><X><Code>200</Code></X>"
+        );
     }
 }

@@ -4,17 +4,71 @@
 //! checked, because a `VerifiedRequest` can only be built here.
 
 use super::params::Params;
-use super::signature_v1;
+use super::{signature_v1, signature_v3};
 use crate::directory::{Directory, User};
 use crate::error::{ApiError, ErrorCode};
 use std::sync::Arc;
 
-/// A request as it arrived: its method, its parameters (query and form
-/// body), and the host it was sent to.
+/// A request as it arrived: its method, its parameters, its headers and the
+/// hash of its body.
 #[derive(Debug)]
 pub struct IncomingRequest {
     pub method: String,
+    /// Query and form-body parameters together (V1 signs them all; every
+    /// action reads them all). A key in both is refused when parsing.
     pub params: Params,
+    /// The query string's parameters alone (what V3 signs).
+    pub query: Params,
+    /// Header names in lower case, values as sent, in arrival order.
+    pub headers: Vec<(String, String)>,
+    /// Lower-case hex SHA-256 of the raw body.
+    pub body_sha256: String,
+}
+
+impl IncomingRequest {
+    /// The one value of a header; a header sent twice is refused, since
+    /// signer and server could read different values.
+    pub fn header(&self, name: &str) -> Result<Option<&str>, ApiError> {
+        let mut values = self.headers.iter().filter(|(n, _)| n == name);
+        let first = values.next().map(|(_, v)| v.as_str());
+        if values.next().is_some() {
+            return Err(ApiError::new(
+                ErrorCode::MalformedRequest,
+                format!("The header {name} appears more than once; send it once."),
+            ));
+        }
+        Ok(first)
+    }
+
+    /// Which signature scheme the request uses: V3 when it carries an
+    /// `Authorization: ACS3-...` header, V1 otherwise.
+    pub fn scheme(&self) -> Scheme {
+        let v3 = self
+            .headers
+            .iter()
+            .any(|(n, v)| n == "authorization" && v.trim_start().starts_with("ACS3-"));
+        if v3 { Scheme::V3 } else { Scheme::V1 }
+    }
+
+    /// The format to answer in: `Format` if given, else the scheme's default
+    /// (V1: XML, as Alibaba's gateway; V3: JSON).
+    pub fn format(&self) -> Result<Format, ApiError> {
+        Ok(
+            requested_format(&self.params)?.unwrap_or(match self.scheme() {
+                Scheme::V1 => Format::Xml,
+                Scheme::V3 => Format::Json,
+            }),
+        )
+    }
+}
+
+/// Signature scheme.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    /// HMAC-SHA1 over the parameters (`Signature=` parameter).
+    V1,
+    /// ACS3-HMAC-SHA256 over a canonical request (`Authorization` header).
+    V3,
 }
 
 /// Answer format, from `Format` (case-insensitive).
@@ -24,7 +78,7 @@ pub enum Format {
     Xml,
 }
 
-/// Parameters every RPC call carries, which are not the action's own.
+/// Parameters every V1 call carries, which are not the action's own.
 pub const COMMON_PARAMETERS: &[&str] = &[
     "AccessKeyId",
     "Action",
@@ -48,6 +102,7 @@ pub const COMMON_PARAMETERS: &[&str] = &[
 #[allow(clippy::manual_non_exhaustive)]
 pub struct VerifiedRequest {
     pub user: Arc<User>,
+    pub scheme: Scheme,
     pub action: String,
     pub version: String,
     pub timestamp: String,
@@ -57,8 +112,7 @@ pub struct VerifiedRequest {
     _verified: (),
 }
 
-/// The format a request asks for, read before verification so that errors
-/// can be answered in it too. `None` when `Format` is absent.
+/// The format a request asks for. `None` when `Format` is absent.
 pub fn requested_format(params: &Params) -> Result<Option<Format>, ApiError> {
     match params.get("Format") {
         None => Ok(None),
@@ -75,16 +129,24 @@ fn required<'a>(params: &'a Params, name: &str) -> Result<&'a str, ApiError> {
     params.get(name).ok_or_else(|| ApiError::missing(name))
 }
 
-/// Checks the V1 signature of `request` against the directory's keys.
+/// Checks the request's signature (V1 or V3, whichever it carries) against
+/// the directory's keys.
 pub fn verify(
     request: IncomingRequest,
     directory: &Directory,
 ) -> Result<VerifiedRequest, ApiError> {
+    match request.scheme() {
+        Scheme::V1 => verify_v1(request, directory),
+        Scheme::V3 => verify_v3(request, directory),
+    }
+}
+
+fn verify_v1(request: IncomingRequest, directory: &Directory) -> Result<VerifiedRequest, ApiError> {
     let params = &request.params;
     let Some(signature) = params.get("Signature").filter(|s| !s.is_empty()) else {
         return Err(ApiError::new(
             ErrorCode::IncompleteSignature,
-            "The request signature does not conform to Aliyun standards: the Signature parameter is missing or empty.",
+            "The request signature does not conform to Aliyun standards: it has neither a Signature parameter (V1) nor an Authorization: ACS3-HMAC-SHA256 header (V3).",
         ));
     };
     let access_key_id = required(params, "AccessKeyId")?;
@@ -93,7 +155,7 @@ pub fn verify(
         return Err(ApiError::new(
             ErrorCode::InvalidSignatureMethod,
             format!(
-                "Specified signature method \"{method}\" is not supported; use SignatureMethod=HMAC-SHA1."
+                "Specified signature method \"{method}\" is not supported; use SignatureMethod=HMAC-SHA1, or signature V3 (ACS3-HMAC-SHA256)."
             ),
         ));
     }
@@ -109,10 +171,7 @@ pub fn verify(
     required(params, "SignatureNonce")?;
     required(params, "Timestamp")?;
     if params.contains("SecurityToken") {
-        return Err(ApiError::new(
-            ErrorCode::InvalidSecurityToken,
-            "mqgate issues no STS tokens, so it cannot accept SecurityToken; sign with an AccessKey of the configuration instead.",
-        ));
+        return Err(sts_refused("SecurityToken"));
     }
     let user = lookup_key(directory, access_key_id)?;
 
@@ -140,6 +199,7 @@ pub fn verify(
     }
     Ok(VerifiedRequest {
         user,
+        scheme: Scheme::V1,
         action,
         version,
         timestamp,
@@ -147,6 +207,131 @@ pub fn verify(
         params,
         _verified: (),
     })
+}
+
+/// Headers a V3 request must carry (and sign).
+const V3_REQUIRED_HEADERS: &[&str] = &[
+    "x-acs-action",
+    "x-acs-version",
+    "x-acs-date",
+    "x-acs-signature-nonce",
+    "x-acs-content-sha256",
+];
+
+fn verify_v3(request: IncomingRequest, directory: &Directory) -> Result<VerifiedRequest, ApiError> {
+    let incomplete = |why: String| {
+        ApiError::new(
+            ErrorCode::IncompleteSignature,
+            format!("The request signature does not conform to Aliyun standards: {why}"),
+        )
+    };
+    let authorization = request.header("authorization")?.unwrap_or_default();
+    let auth = signature_v3::parse_authorization(authorization)
+        .map_err(|e| incomplete(format!("the Authorization header is malformed: {e}.")))?;
+    if auth.algorithm != signature_v3::ALGORITHM {
+        return Err(ApiError::new(
+            ErrorCode::InvalidSignatureMethod,
+            format!(
+                "Specified signature method \"{}\" is not supported; use ACS3-HMAC-SHA256.",
+                auth.algorithm
+            ),
+        ));
+    }
+    for name in V3_REQUIRED_HEADERS {
+        if request.header(name)?.is_none() {
+            return Err(ApiError::missing(name));
+        }
+    }
+    // What is not signed could be changed in transit: host and every
+    // x-acs-* header must be.
+    let signed = |name: &str| auth.signed_headers.iter().any(|h| h == name);
+    if !signed("host") {
+        return Err(incomplete("SignedHeaders must include host.".into()));
+    }
+    if let Some((name, _)) = request
+        .headers
+        .iter()
+        .find(|(n, _)| n.starts_with("x-acs-") && !signed(n))
+    {
+        return Err(incomplete(format!(
+            "the header {name} is not in SignedHeaders; sign host and every x-acs-* header."
+        )));
+    }
+    let mut signed_values = Vec::with_capacity(auth.signed_headers.len());
+    for name in &auth.signed_headers {
+        let Some(value) = request.header(name)? else {
+            return Err(incomplete(format!(
+                "SignedHeaders names {name}, but the request has no such header."
+            )));
+        };
+        signed_values.push((name.as_str(), value));
+    }
+    if request.header("x-acs-security-token")?.is_some() {
+        return Err(sts_refused("x-acs-security-token"));
+    }
+    let user = lookup_key(directory, &auth.access_key_id)?;
+
+    let claimed = request.header("x-acs-content-sha256")?.unwrap_or_default();
+    if !claimed.eq_ignore_ascii_case(&request.body_sha256) {
+        return Err(ApiError::new(
+            ErrorCode::SignatureDoesNotMatch,
+            format!(
+                "Specified signature is not matched with our calculation: x-acs-content-sha256 is {claimed}, but the SHA-256 of the body is {}.",
+                request.body_sha256
+            ),
+        ));
+    }
+    let canonical = signature_v3::canonical_request(
+        &request.method,
+        request.query.iter(),
+        &signed_values,
+        &request.body_sha256,
+    );
+    let string_to_sign = signature_v3::string_to_sign(&canonical);
+    if !signature_v3::verify(
+        user.access_key_secret.expose(),
+        &string_to_sign,
+        &auth.signature,
+    ) {
+        return Err(ApiError::new(
+            ErrorCode::SignatureDoesNotMatch,
+            format!(
+                "Specified signature is not matched with our calculation. server string to sign is:{string_to_sign}\nserver canonical request is:\n{canonical}"
+            ),
+        ));
+    }
+
+    let header = |name: &str| {
+        request
+            .header(name)
+            .ok()
+            .flatten()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let (action, version) = (header("x-acs-action"), header("x-acs-version"));
+    let (timestamp, nonce) = (header("x-acs-date"), header("x-acs-signature-nonce"));
+    let mut params = request.params;
+    params.remove("Format");
+    Ok(VerifiedRequest {
+        user,
+        scheme: Scheme::V3,
+        action,
+        version,
+        timestamp,
+        nonce,
+        params,
+        _verified: (),
+    })
+}
+
+fn sts_refused(name: &str) -> ApiError {
+    ApiError::new(
+        ErrorCode::InvalidSecurityToken,
+        format!(
+            "The security token is not accepted: mqgate issues no STS tokens, so it cannot accept {name}; sign with an AccessKey of the configuration instead."
+        ),
+    )
 }
 
 fn lookup_key(directory: &Directory, access_key_id: &str) -> Result<Arc<User>, ApiError> {
@@ -221,7 +406,10 @@ mod tests {
             .unwrap();
         IncomingRequest {
             method: method.into(),
+            query: params.clone(),
             params,
+            headers: Vec::new(),
+            body_sha256: signature_v3::hashed_payload(b""),
         }
     }
 
