@@ -39,6 +39,11 @@ pub struct HttpConfig {
     /// server, in seconds, both ways (Alibaba's gateway uses 15 minutes).
     #[serde(default = "default_timestamp_window_secs")]
     pub timestamp_window_secs: u64,
+    /// Most signature nonces remembered at once (about 40 bytes each). When
+    /// all are still within the window, new calls are refused
+    /// (`ServiceUnavailable`) rather than forgetting one and allowing a replay.
+    #[serde(default = "default_max_remembered_nonces")]
+    pub max_remembered_nonces: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -114,6 +119,9 @@ fn default_batch_status_ttl_ms() -> u64 {
 fn default_timestamp_window_secs() -> u64 {
     15 * 60
 }
+fn default_max_remembered_nonces() -> usize {
+    2_000_000
+}
 fn default_max_packet_size() -> usize {
     256 * 1024
 }
@@ -136,6 +144,7 @@ impl Default for HttpConfig {
             listen: default_http_listen(),
             batch_status_ttl_ms: default_batch_status_ttl_ms(),
             timestamp_window_secs: default_timestamp_window_secs(),
+            max_remembered_nonces: default_max_remembered_nonces(),
         }
     }
 }
@@ -249,6 +258,9 @@ impl Config {
         }
         if self.mqtt.connect_timeout_secs == 0 {
             return Err("mqtt.connect_timeout_secs: must be at least 1".into());
+        }
+        if self.http.max_remembered_nonces == 0 {
+            return Err("http.max_remembered_nonces: must be at least 1".into());
         }
         if self.http.timestamp_window_secs == 0 {
             return Err("http.timestamp_window_secs: must be at least 1".into());

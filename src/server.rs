@@ -79,7 +79,7 @@ impl Server {
             replay: ReplayGuard::new(
                 config.http.timestamp_window_secs,
                 chrono::Utc::now(),
-                rpc::replay::DEFAULT_CAPACITY,
+                config.http.max_remembered_nonces,
             ),
             status_cache: StatusCache::new(
                 Duration::from_millis(config.http.batch_status_ttl_ms),

@@ -305,3 +305,40 @@ mod tests {
         assert!(packet.len() < 220);
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use bytes::BytesMut;
+    use proptest::prelude::*;
+    use rumqttd::protocol::{Protocol, v4::V4, v5::V5};
+
+    proptest! {
+        /// What the front layer reads from a client before authenticating
+        /// it: arbitrary bytes get an answer or an error, never a panic.
+        #[test]
+        fn first_packet_handling_never_panics(body in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let mut frame = vec![0x10];
+            let mut len = body.len();
+            loop {
+                let mut byte = (len % 128) as u8;
+                len /= 128;
+                if len > 0 { byte |= 0x80; }
+                frame.push(byte);
+                if len == 0 { break; }
+            }
+            frame.extend_from_slice(&body);
+            let _ = frame_len(&frame, 1024);
+            let _ = connect_protocol_level(&frame);
+            let _ = V4.read_mut(&mut BytesMut::from(&frame[..]), 1024);
+            let _ = V5.read_mut(&mut BytesMut::from(&frame[..]), 1024);
+        }
+
+        #[test]
+        fn framing_and_connack_helpers_never_panic(raw in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let _ = whole_frames(&raw, 1024);
+            let _ = connack_code(&raw);
+            let _ = connack_v5_with_assigned_id(&raw, "id");
+        }
+    }
+}

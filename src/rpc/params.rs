@@ -158,3 +158,32 @@ mod tests {
         assert!(e.message.contains("more than"));
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use crate::rpc::signature_v1::canonical_query;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any bytes at all: an answer, never a panic.
+        #[test]
+        fn parsing_arbitrary_bytes_never_panics(raw in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let mut params = Params::default();
+            let _ = params.add_form(&raw, "query");
+        }
+
+        /// What the signer encodes, the parser reads back exactly.
+        #[test]
+        fn encoding_then_parsing_round_trips(
+            map in proptest::collection::btree_map("\\PC{1,12}", "\\PC{0,24}", 0..20)
+        ) {
+            let encoded = canonical_query(map.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+            let mut params = Params::default();
+            params.add_form(encoded.as_bytes(), "query").unwrap();
+            let decoded: Vec<(&str, &str)> = params.iter().collect();
+            let expected: Vec<(&str, &str)> = map.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            prop_assert_eq!(decoded, expected);
+        }
+    }
+}

@@ -22,9 +22,6 @@ use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Mutex;
 
-/// Most nonces remembered at once (about 40 bytes each).
-pub const DEFAULT_CAPACITY: usize = 2_000_000;
-
 pub struct ReplayGuard {
     window_secs: i64,
     /// Requests signed before this instant are refused (see module docs).

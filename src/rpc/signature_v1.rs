@@ -153,3 +153,38 @@ mod tests {
         assert!(!verify("s", sts, &good[..good.len() - 4]));
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// A signature verifies under its secret and string, and a change
+        /// to either makes it fail.
+        #[test]
+        fn sign_then_verify(
+            secret in "\\PC{1,40}",
+            params in proptest::collection::btree_map("[A-Za-z.]{1,12}", "\\PC{0,30}", 1..12),
+            tamper in any::<proptest::sample::Index>(),
+        ) {
+            let canonical = canonical_query(params.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+            let sts = string_to_sign("POST", &canonical);
+            let signature = sign(&secret, &sts);
+            prop_assert!(verify(&secret, &sts, &signature));
+            let other_secret = format!("{}x", secret);
+            prop_assert!(!verify(&other_secret, &sts, &signature));
+            let mut changed = params.clone();
+            let key = changed.keys().nth(tamper.index(changed.len())).unwrap().clone();
+            changed.get_mut(&key).unwrap().push('!');
+            let other = string_to_sign("POST", &canonical_query(changed.iter().map(|(k, v)| (k.as_str(), v.as_str()))));
+            prop_assert!(!verify(&secret, &other, &signature));
+        }
+
+        /// Arbitrary text as a provided signature: false, never a panic.
+        #[test]
+        fn verify_arbitrary_signatures(provided in "\\PC{0,60}") {
+            let _ = verify("secret", "GET&%2F&", &provided);
+        }
+    }
+}

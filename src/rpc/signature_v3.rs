@@ -245,3 +245,36 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any header value: parsed or refused with a reason, never a panic.
+        #[test]
+        fn parsing_arbitrary_authorization_never_panics(value in "\\PC{0,200}") {
+            let _ = parse_authorization(&value);
+        }
+
+        /// What a client writes, the parser reads back.
+        #[test]
+        fn authorization_round_trips(
+            key in "[A-Za-z0-9]{1,24}",
+            headers in proptest::collection::vec("[a-z][a-z0-9-]{0,20}", 1..10),
+            signature in "[0-9a-f]{64}",
+        ) {
+            let value = format!("{ALGORITHM} Credential={key},SignedHeaders={},Signature={signature}", headers.join(";"));
+            let parsed = parse_authorization(&value).unwrap();
+            prop_assert_eq!(parsed.access_key_id, key);
+            prop_assert_eq!(parsed.signed_headers, headers);
+            prop_assert_eq!(parsed.signature, signature);
+        }
+
+        #[test]
+        fn verify_arbitrary_signatures(provided in "\\PC{0,80}") {
+            let _ = verify("secret", "ACS3-HMAC-SHA256\n00", &provided);
+        }
+    }
+}

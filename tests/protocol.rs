@@ -1,0 +1,733 @@
+//! The RPC protocol at the HTTP level: every row of the error table, answer
+//! formats (JSON and XML), signature V3, and limits on input. Requests are
+//! built by hand here, so that each can break exactly one rule.
+
+mod common;
+
+use chrono::{Duration as ChronoDuration, SecondsFormat, Utc};
+use common::{TWO_ACCOUNTS, TestServer, connect_v4};
+use http_body_util::{BodyExt, Full};
+use mqgate::client::{Signing, encode_form, sign_v3};
+use mqgate::error::ErrorCode;
+use mqgate::rpc::signature_v1;
+use std::collections::HashSet;
+
+/// An HTTP answer: status, content type, body.
+#[derive(Debug)]
+struct Reply {
+    status: u16,
+    content_type: String,
+    body: String,
+}
+
+impl Reply {
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+
+    /// The `Code` of a JSON or XML error answer.
+    fn code(&self) -> String {
+        if self.content_type.starts_with("text/xml") {
+            let start = self.body.find("<Code>").expect("no <Code>") + 6;
+            let end = self.body.find("</Code>").unwrap();
+            self.body[start..end].to_string()
+        } else {
+            self.json()["Code"].as_str().unwrap_or_default().to_string()
+        }
+    }
+}
+
+async fn send(method: &str, url: &str, headers: &[(String, String)], body: Vec<u8>) -> Reply {
+    let mut builder = hyper::Request::builder().method(method).uri(url);
+    for (name, value) in headers {
+        if name != "host" {
+            builder = builder.header(name.as_str(), value.as_str());
+        }
+    }
+    let request = builder.body(Full::new(bytes::Bytes::from(body))).unwrap();
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Full<bytes::Bytes>>();
+    let response = client.request(request).await.unwrap();
+    let status = response.status().as_u16();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    Reply {
+        status,
+        content_type,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    }
+}
+
+fn now() -> String {
+    Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+/// The common V1 parameters of a call, with a fresh nonce.
+fn v1_params(action: &str, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut params: Vec<(String, String)> = [
+        ("AccessKeyId", "testid"),
+        ("Action", action),
+        ("Format", "JSON"),
+        ("SignatureMethod", "HMAC-SHA1"),
+        ("SignatureVersion", "1.0"),
+        ("Version", "2020-04-20"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    params.push(("SignatureNonce".into(), uuid::Uuid::new_v4().to_string()));
+    params.push(("Timestamp".into(), now()));
+    for (k, v) in extra {
+        params.retain(|(name, _)| name != k);
+        params.push((k.to_string(), v.to_string()));
+    }
+    params
+}
+
+/// Signs `params` (V1, for `method`) with `secret` and returns the query.
+fn v1_signed(method: &str, mut params: Vec<(String, String)>, secret: &str) -> String {
+    params.sort();
+    let canonical =
+        signature_v1::canonical_query(params.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    let signature = signature_v1::sign(secret, &signature_v1::string_to_sign(method, &canonical));
+    params.push(("Signature".into(), signature));
+    encode_form(&params)
+}
+
+async fn v1_get(t: &TestServer, params: Vec<(String, String)>, secret: &str) -> Reply {
+    let query = v1_signed("GET", params, secret);
+    send("GET", &format!("{}/?{query}", t.endpoint), &[], Vec::new()).await
+}
+
+fn with(action: &str, business: &[(&str, &str)]) -> Vec<(String, String)> {
+    v1_params(action, business)
+}
+
+/// Walks the error table: each row is produced by a real request, with the
+/// row's status; a row added without a case here fails this test.
+#[tokio::test]
+async fn every_row_of_the_error_table_is_produced() {
+    let t = TestServer::start(TWO_ACCOUNTS).await;
+    let mut seen: HashSet<ErrorCode> = HashSet::new();
+    let mut expect = |reply: Reply, row: ErrorCode| {
+        assert_eq!(reply.status, row.status(), "{row:?}: {reply:?}");
+        let code = reply.code();
+        match row {
+            ErrorCode::InvalidParameter => {
+                assert!(code.starts_with("InvalidParameter."), "{reply:?}")
+            }
+            _ => assert_eq!(code, row.code(), "{reply:?}"),
+        }
+        seen.insert(row);
+    };
+    let qs = [("InstanceId", "inst-a1"), ("ClientId", "c")];
+
+    let mut no_nonce = with("QuerySessionByClientId", &qs);
+    no_nonce.retain(|(k, _)| k != "SignatureNonce");
+    expect(
+        v1_get(&t, no_nonce, "testsecret").await,
+        ErrorCode::MissingParameter,
+    );
+    expect(
+        v1_get(
+            &t,
+            with("QuerySessionByClientId", &[("InstanceId", "inst-a1")]),
+            "testsecret",
+        )
+        .await,
+        ErrorCode::InvalidParameter,
+    );
+    expect(
+        send(
+            "GET",
+            &format!("{}/?ClientId=%FF%FE", t.endpoint),
+            &[],
+            Vec::new(),
+        )
+        .await,
+        ErrorCode::MalformedRequest,
+    );
+    expect(
+        send(
+            "GET",
+            &format!("{}/?Action=QuerySessionByClientId&Format=JSON", t.endpoint),
+            &[],
+            Vec::new(),
+        )
+        .await,
+        ErrorCode::IncompleteSignature,
+    );
+    expect(
+        v1_get(&t, with("QuerySessionByClientId", &qs), "wrong").await,
+        ErrorCode::SignatureDoesNotMatch,
+    );
+    let mut sha256 = with("QuerySessionByClientId", &qs);
+    sha256.push(("SignatureMethod".into(), "HMAC-SHA256".into()));
+    sha256.retain(|(k, v)| k != "SignatureMethod" || v == "HMAC-SHA256");
+    expect(
+        v1_get(&t, sha256, "testsecret").await,
+        ErrorCode::InvalidSignatureMethod,
+    );
+    let mut unknown = with("QuerySessionByClientId", &qs);
+    unknown.retain(|(k, _)| k != "AccessKeyId");
+    unknown.push(("AccessKeyId".into(), "nobody".into()));
+    expect(
+        v1_get(&t, unknown, "x").await,
+        ErrorCode::InvalidAccessKeyIdNotFound,
+    );
+    let mut disabled = with("QuerySessionByClientId", &qs);
+    disabled.retain(|(k, _)| k != "AccessKeyId");
+    disabled.push(("AccessKeyId".into(), "old-key".into()));
+    expect(
+        v1_get(&t, disabled, "old-secret").await,
+        ErrorCode::InvalidAccessKeyIdInactive,
+    );
+    expect(
+        v1_get(
+            &t,
+            with(
+                "QuerySessionByClientId",
+                &[
+                    ("InstanceId", "inst-a1"),
+                    ("ClientId", "c"),
+                    ("SecurityToken", "CAIS..."),
+                ],
+            ),
+            "testsecret",
+        )
+        .await,
+        ErrorCode::InvalidSecurityToken,
+    );
+    expect(
+        v1_get(
+            &t,
+            with(
+                "QuerySessionByClientId",
+                &[
+                    ("InstanceId", "inst-a1"),
+                    ("ClientId", "c"),
+                    ("Timestamp", "yesterday"),
+                ],
+            ),
+            "testsecret",
+        )
+        .await,
+        ErrorCode::InvalidTimeStampFormat,
+    );
+    let old = (Utc::now() - ChronoDuration::minutes(30)).to_rfc3339_opts(SecondsFormat::Secs, true);
+    expect(
+        v1_get(
+            &t,
+            with(
+                "QuerySessionByClientId",
+                &[
+                    ("InstanceId", "inst-a1"),
+                    ("ClientId", "c"),
+                    ("Timestamp", &old),
+                ],
+            ),
+            "testsecret",
+        )
+        .await,
+        ErrorCode::InvalidTimeStampExpired,
+    );
+    let once = v1_signed("GET", with("QuerySessionByClientId", &qs), "testsecret");
+    assert_eq!(
+        send("GET", &format!("{}/?{once}", t.endpoint), &[], Vec::new())
+            .await
+            .status,
+        200
+    );
+    expect(
+        send("GET", &format!("{}/?{once}", t.endpoint), &[], Vec::new()).await,
+        ErrorCode::SignatureNonceUsed,
+    );
+    expect(
+        v1_get(&t, with("DescribeEverything", &qs), "testsecret").await,
+        ErrorCode::InvalidActionNotFound,
+    );
+    expect(
+        v1_get(
+            &t,
+            with(
+                "QuerySessionByClientId",
+                &[
+                    ("InstanceId", "inst-a1"),
+                    ("ClientId", "c"),
+                    ("Version", "2019-01-01"),
+                ],
+            ),
+            "testsecret",
+        )
+        .await,
+        ErrorCode::InvalidVersion,
+    );
+    expect(
+        v1_get(
+            &t,
+            with(
+                "QuerySessionByClientId",
+                &[("InstanceId", "inst-b1"), ("ClientId", "c")],
+            ),
+            "testsecret",
+        )
+        .await,
+        ErrorCode::InstancePermissionCheckFailed,
+    );
+    let mut ops = with("CloseConnection", &qs);
+    ops.retain(|(k, _)| k != "AccessKeyId");
+    ops.push(("AccessKeyId".into(), "ops-key".into()));
+    expect(v1_get(&t, ops, "ops-secret").await, ErrorCode::ForbiddenRam);
+
+    // Replay memory full of live nonces: refuse rather than forget one.
+    let small =
+        TestServer::start(&TWO_ACCOUNTS.replace("[mqtt]", "max_remembered_nonces = 1\n[mqtt]"))
+            .await;
+    assert_eq!(
+        v1_get(&small, with("QuerySessionByClientId", &qs), "testsecret")
+            .await
+            .status,
+        200
+    );
+    expect(
+        v1_get(&small, with("QuerySessionByClientId", &qs), "testsecret").await,
+        ErrorCode::ServiceUnavailable,
+    );
+    small.server.shutdown().await;
+
+    // An instance in the directory whose broker is not running (as after a
+    // configuration reload that added it): InternalError, not a panic.
+    expect(internal_error_reply().await, ErrorCode::InternalError);
+
+    let missing: Vec<_> = ErrorCode::ALL
+        .iter()
+        .filter(|row| !seen.contains(row))
+        .collect();
+    assert!(missing.is_empty(), "rows no test produced: {missing:?}");
+    t.server.shutdown().await;
+}
+
+async fn internal_error_reply() -> Reply {
+    use mqgate::actions::batch_query_session_by_client_ids::StatusCache;
+    use mqgate::config::Config;
+    use mqgate::directory::{Directory, DirectoryHandle};
+    use mqgate::rpc::{RpcState, replay::ReplayGuard};
+    use tower::ServiceExt;
+
+    let with_instance = Config::parse(TWO_ACCOUNTS, "t.toml").unwrap();
+    let without = Config::parse(
+        &TWO_ACCOUNTS.replace("  [[accounts.instances]]\n  id = \"inst-a2\"\n", ""),
+        "t.toml",
+    )
+    .unwrap();
+    let brokers = mqgate::broker::Brokers::start(&Directory::from_config(&without), &without.mqtt)
+        .await
+        .unwrap();
+    let state = std::sync::Arc::new(RpcState {
+        directory: DirectoryHandle::new(Directory::from_config(&with_instance)),
+        brokers: std::sync::Arc::new(brokers),
+        replay: ReplayGuard::new(900, Utc::now() - ChronoDuration::minutes(1), 100),
+        status_cache: StatusCache::new(std::time::Duration::from_secs(1), 100),
+    });
+    let query = v1_signed(
+        "GET",
+        with(
+            "QuerySessionByClientId",
+            &[("InstanceId", "inst-a2"), ("ClientId", "c")],
+        ),
+        "testsecret",
+    );
+    let request = axum::http::Request::get(format!("/?{query}"))
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let response = mqgate::server::app(state).oneshot(request).await.unwrap();
+    let status = response.status().as_u16();
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    Reply {
+        status,
+        content_type,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    }
+}
+
+/// Without `Format`, a V1 call is answered in XML, as Alibaba's gateway
+/// does; `Format` is read case-insensitively; errors come in the request's
+/// format.
+#[tokio::test]
+async fn formats_json_and_xml() {
+    let t = TestServer::start(TWO_ACCOUNTS).await;
+    let _device = connect_v4(t.mqtt, "GID_x@@@xml", None).await.unwrap();
+    let mut no_format = with(
+        "QuerySessionByClientId",
+        &[("InstanceId", "inst-a1"), ("ClientId", "GID_x@@@xml")],
+    );
+    no_format.retain(|(k, _)| k != "Format");
+    let reply = v1_get(&t, no_format, "testsecret").await;
+    assert_eq!(
+        (reply.status, reply.content_type.as_str()),
+        (200, "text/xml;charset=utf-8")
+    );
+    assert!(reply.body.starts_with("<?xml version=\"1.0\" encoding=\"UTF-8\"?><QuerySessionByClientIdResponse><OnlineStatus>true</OnlineStatus><RequestId>"), "{}", reply.body);
+
+    let reply = v1_get(
+        &t,
+        with(
+            "BatchQuerySessionByClientIds",
+            &[
+                ("InstanceId", "inst-a1"),
+                ("ClientIdList.1", "GID_x@@@xml"),
+                ("ClientIdList.2", "a<b"),
+                ("Format", "xml"),
+            ],
+        ),
+        "testsecret",
+    )
+    .await;
+    assert_eq!(reply.content_type, "text/xml;charset=utf-8");
+    assert!(reply.body.contains("<OnlineStatusList><ClientId>GID_x@@@xml</ClientId><OnlineStatus>true</OnlineStatus></OnlineStatusList><OnlineStatusList><ClientId>a&lt;b</ClientId><OnlineStatus>false</OnlineStatus></OnlineStatusList>"), "{}", reply.body);
+
+    let reply = v1_get(
+        &t,
+        with(
+            "QuerySessionByClientId",
+            &[
+                ("InstanceId", "inst-a1"),
+                ("ClientId", "c"),
+                ("Format", "jSoN"),
+            ],
+        ),
+        "testsecret",
+    )
+    .await;
+    assert_eq!(reply.content_type, "application/json;charset=utf-8");
+    assert_eq!(reply.json()["OnlineStatus"], false);
+
+    let reply = v1_get(
+        &t,
+        with(
+            "QuerySessionByClientId",
+            &[
+                ("InstanceId", "inst-a1"),
+                ("ClientId", "c"),
+                ("Format", "XML"),
+            ],
+        ),
+        "wrong",
+    )
+    .await;
+    assert_eq!(
+        (reply.status, reply.content_type.as_str()),
+        (400, "text/xml;charset=utf-8")
+    );
+    assert!(
+        reply
+            .body
+            .starts_with("<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><RequestId>"),
+        "{}",
+        reply.body
+    );
+    for field in [
+        "<HostId>",
+        "<Code>SignatureDoesNotMatch</Code>",
+        "<Message>",
+        "<Recommend>",
+    ] {
+        assert!(reply.body.contains(field), "{field}: {}", reply.body);
+    }
+    let reply = v1_get(
+        &t,
+        with("QuerySessionByClientId", &[("Format", "yaml")]),
+        "testsecret",
+    )
+    .await;
+    assert_eq!(
+        (reply.status, reply.code().as_str()),
+        (400, "InvalidParameter.Format")
+    );
+    t.server.shutdown().await;
+}
+
+/// Signature V3 works for the three actions by GET and POST, answers JSON
+/// by default, and refuses what it must.
+#[tokio::test]
+async fn signature_v3_end_to_end() {
+    let t = TestServer::start(TWO_ACCOUNTS).await;
+    let client_id = "GID_x@@@dev 1+*~/é";
+    let mut device = connect_v4(t.mqtt, client_id, None).await.unwrap();
+    for method in ["GET", "POST"] {
+        let (status, body) = t
+            .call_signed(
+                ("testid", "testsecret"),
+                method,
+                Signing::V3,
+                "QuerySessionByClientId",
+                &[("InstanceId", "inst-a1"), ("ClientId", client_id)],
+            )
+            .await;
+        assert_eq!(
+            (status, body["OnlineStatus"].as_bool()),
+            (200, Some(true)),
+            "{method}: {body}"
+        );
+        let (status, body) = t
+            .call_signed(
+                ("testid", "testsecret"),
+                method,
+                Signing::V3,
+                "BatchQuerySessionByClientIds",
+                &[("InstanceId", "inst-a1"), ("ClientIdList.1", client_id)],
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["OnlineStatusList"][0]["OnlineStatus"], true);
+        let (status, body) = t
+            .call_signed(
+                ("testid", "wrong"),
+                method,
+                Signing::V3,
+                "QuerySessionByClientId",
+                &[("InstanceId", "inst-a1"), ("ClientId", "c")],
+            )
+            .await;
+        assert_eq!(
+            (status, body["Code"].as_str()),
+            (400, Some("SignatureDoesNotMatch"))
+        );
+        assert!(
+            body["Message"]
+                .as_str()
+                .unwrap()
+                .contains("server string to sign is:ACS3-HMAC-SHA256\n")
+        );
+    }
+    let (status, body) = t
+        .call_signed(
+            ("testid", "testsecret"),
+            "POST",
+            Signing::V3,
+            "CloseConnection",
+            &[("InstanceId", "inst-a1"), ("ClientId", client_id)],
+        )
+        .await;
+    assert_eq!(
+        (status, body["Success"].as_bool()),
+        (200, Some(true)),
+        "{body}"
+    );
+    device.ended().await;
+
+    // Breaking one rule at a time.
+    let params = vec![
+        ("InstanceId".to_string(), "inst-a1".to_string()),
+        ("ClientId".to_string(), "c".to_string()),
+    ];
+    let host = t.endpoint.trim_start_matches("http://").to_string();
+    let fresh = || {
+        sign_v3(
+            "POST",
+            &host,
+            "QuerySessionByClientId",
+            &params,
+            "testid",
+            "testsecret",
+            Utc::now(),
+            &uuid::Uuid::new_v4().to_string(),
+        )
+    };
+    let post = |signed: mqgate::client::SignedV3| {
+        let url = format!("{}/", t.endpoint);
+        async move { send("POST", &url, &signed.headers, signed.body).await }
+    };
+    let set = |signed: &mut mqgate::client::SignedV3, name: &str, value: Option<&str>| {
+        signed.headers.retain(|(n, _)| n != name);
+        if let Some(v) = value {
+            signed.headers.push((name.to_string(), v.to_string()));
+        }
+    };
+    let auth = |signed: &mqgate::client::SignedV3| {
+        signed
+            .headers
+            .iter()
+            .find(|(n, _)| n == "authorization")
+            .unwrap()
+            .1
+            .clone()
+    };
+
+    assert_eq!(post(fresh()).await.status, 200);
+    let mut body_changed = fresh();
+    body_changed.body = b"ClientId=other&InstanceId=inst-a1".to_vec();
+    let reply = post(body_changed).await;
+    assert_eq!(
+        (reply.status, reply.code().as_str()),
+        (400, "SignatureDoesNotMatch"),
+        "{reply:?}"
+    );
+    assert!(reply.body.contains("x-acs-content-sha256"));
+    let mut unsigned_header = fresh();
+    unsigned_header
+        .headers
+        .push(("x-acs-extra".into(), "1".into()));
+    let reply = post(unsigned_header).await;
+    assert_eq!(
+        (reply.status, reply.code().as_str()),
+        (400, "IncompleteSignature"),
+        "{reply:?}"
+    );
+    let mut no_host = fresh();
+    let a = auth(&no_host).replace(
+        "SignedHeaders=content-type;host;",
+        "SignedHeaders=content-type;",
+    );
+    set(&mut no_host, "authorization", Some(&a));
+    assert_eq!(post(no_host).await.code(), "IncompleteSignature");
+    let mut sm3 = fresh();
+    let a = auth(&sm3).replace("ACS3-HMAC-SHA256", "ACS3-HMAC-SM3");
+    set(&mut sm3, "authorization", Some(&a));
+    assert_eq!(post(sm3).await.code(), "InvalidSignatureMethod");
+    let mut garbled = fresh();
+    set(
+        &mut garbled,
+        "authorization",
+        Some("ACS3-HMAC-SHA256 Credential=testid"),
+    );
+    let reply = post(garbled).await;
+    assert_eq!(
+        (reply.status, reply.code().as_str()),
+        (400, "IncompleteSignature")
+    );
+    assert!(reply.body.contains("SignedHeaders"), "{}", reply.body);
+    let mut no_nonce = fresh();
+    set(&mut no_nonce, "x-acs-signature-nonce", None);
+    let reply = post(no_nonce).await;
+    assert_eq!(reply.code(), "MissingParameter");
+    assert!(reply.body.contains("x-acs-signature-nonce"));
+    let mut twice = fresh();
+    twice.headers.push(("x-acs-date".into(), now()));
+    assert_eq!(post(twice).await.code(), "MalformedRequest");
+    let replayed = fresh();
+    let copy = mqgate::client::SignedV3 {
+        query: replayed.query.clone(),
+        headers: replayed.headers.clone(),
+        body: replayed.body.clone(),
+    };
+    assert_eq!(post(replayed).await.status, 200);
+    assert_eq!(post(copy).await.code(), "SignatureNonceUsed");
+    t.server.shutdown().await;
+}
+
+/// Oversized, malformed or flooding input: a 400 with a code and a message,
+/// never a panic or a hang.
+#[tokio::test]
+async fn limits_on_input() {
+    let t = TestServer::start(TWO_ACCOUNTS).await;
+    let url = format!("{}/", t.endpoint);
+    let form = || {
+        vec![(
+            "content-type".to_string(),
+            "application/x-www-form-urlencoded".to_string(),
+        )]
+    };
+    let check = |reply: Reply, code: &str, needle: &str| {
+        assert_eq!(
+            (reply.status, reply.code().as_str()),
+            (400, code),
+            "{reply:?}"
+        );
+        assert!(
+            reply.body.contains(needle),
+            "expected {needle:?} in {}",
+            reply.body
+        );
+    };
+    check(
+        send("POST", &url, &form(), vec![b'a'; 70 * 1024]).await,
+        "MalformedRequest",
+        "larger than 65536 bytes",
+    );
+    check(
+        send(
+            "GET",
+            &format!("{url}?a={}", "x".repeat(40 * 1024)),
+            &[],
+            Vec::new(),
+        )
+        .await,
+        "MalformedRequest",
+        "longer than 32768 bytes",
+    );
+    let many: Vec<String> = (0..300).map(|i| format!("k{i}=v")).collect();
+    check(
+        send("POST", &url, &form(), many.join("&").into_bytes()).await,
+        "MalformedRequest",
+        "more than 256 parameters",
+    );
+    check(
+        send("GET", &format!("{url}?ClientId=%C3%28"), &[], Vec::new()).await,
+        "MalformedRequest",
+        "UTF-8",
+    );
+    check(
+        send(
+            "POST",
+            &format!("{url}?ClientId=a"),
+            &form(),
+            b"ClientId=b".to_vec(),
+        )
+        .await,
+        "InvalidParameter.ClientId",
+        "more than once",
+    );
+    check(
+        send(
+            "POST",
+            &url,
+            &[("content-type".into(), "application/json".into())],
+            b"{}".to_vec(),
+        )
+        .await,
+        "MalformedRequest",
+        "application/x-www-form-urlencoded",
+    );
+    check(
+        send("PUT", &url, &[], Vec::new()).await,
+        "MalformedRequest",
+        "use GET or POST",
+    );
+    let flood: Vec<(String, String)> = (0..150)
+        .map(|i| (format!("x-flood-{i}"), "1".to_string()))
+        .collect();
+    check(
+        send("GET", &format!("{url}?Format=JSON"), &flood, Vec::new()).await,
+        "MalformedRequest",
+        "headers",
+    );
+    let reply = send(
+        "GET",
+        &format!("{}/favicon.ico", t.endpoint),
+        &[],
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(
+        (reply.status, reply.code().as_str()),
+        (404, "InvalidAction.NotFound")
+    );
+    // The server is still answering.
+    let (status, _) = t
+        .call(
+            "QuerySessionByClientId",
+            &[("InstanceId", "inst-a1"), ("ClientId", "c")],
+        )
+        .await;
+    assert_eq!(status, 200);
+    t.server.shutdown().await;
+}
