@@ -2,6 +2,7 @@
 # Installs what the tests need and runs every test of mqgate:
 #   - Debian packages: mosquitto-clients (a real MQTT client for the SDK suite)
 #   - a Python venv in .venv with the official Alibaba SDKs and paho-mqtt, pinned
+#   - npm packages (tests/sdk/node: @alicloud/pop-core, pinned by its lock file)
 #   - cargo fmt --check, cargo clippy, cargo test (unit, SDK captures, end to end, CLI)
 #   - the official-SDK suite (pytest) against a running mqgate
 # Usage: bash tests/run_all.sh
@@ -17,6 +18,7 @@ as_root() {
 need_apt=()
 command -v mosquitto_sub >/dev/null 2>&1 || need_apt+=(mosquitto-clients)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
+command -v npm >/dev/null 2>&1 || need_apt+=(nodejs npm)
 if [ ${#need_apt[@]} -gt 0 ]; then
     step "apt-get install ${need_apt[*]}"
     as_root apt-get update -qq
@@ -27,6 +29,9 @@ step "python venv (.venv) with the official SDKs"
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check -r tests/sdk/requirements.txt
 
+step "npm packages (tests/sdk/node)"
+(cd tests/sdk/node && npm ci --no-audit --no-fund --loglevel=error)
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
@@ -36,6 +41,11 @@ cargo clippy --locked --all-targets -- -D warnings
 step "cargo test"
 cargo test --locked --all-targets
 
-step "official SDK suite (pytest)"
 cargo build --locked --bin mqgate
-MQGATE_BIN="$PWD/target/debug/mqgate" .venv/bin/python -m pytest tests/sdk -q -p no:cacheprovider
+export MQGATE_BIN="$PWD/target/debug/mqgate"
+
+step "official Python SDKs (pytest)"
+.venv/bin/python -m pytest tests/sdk -q -p no:cacheprovider --ignore=tests/sdk/node
+
+step "official Node SDK (node --test)"
+node --test tests/sdk/node/

@@ -1,0 +1,164 @@
+// @alicloud/pop-core (the official Node SDK, V1 signatures), unchanged, by
+// GET (everything in the query) and by POST (everything, Signature included,
+// in a form body), against a running mqgate with real MQTT clients
+// (mosquitto_sub) connected.
+'use strict';
+
+const { test, before, after } = require('node:test');
+const assert = require('node:assert');
+const { spawn } = require('node:child_process');
+const crypto = require('node:crypto');
+const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
+const readline = require('node:readline');
+const RPCClient = require('@alicloud/pop-core').RPCClient;
+
+const BIN = process.env.MQGATE_BIN || path.join(__dirname, '..', '..', '..', 'target', 'debug', 'mqgate');
+const INSTANCE = 'mqtt-cn-test0001';
+const SPECIAL = 'GID_x@@@dev 1+*~/é';
+
+let gate;
+let storage;
+
+before(async () => {
+  storage = fs.mkdtempSync(path.join(os.tmpdir(), 'mqgate-node-'));
+  const config = path.join(storage, 'mqgate.toml');
+  fs.writeFileSync(config, `
+[http]
+listen = "127.0.0.1:0"
+[mqtt]
+listen = "127.0.0.1:0"
+[storage]
+dir = ${JSON.stringify(storage)}
+[[accounts]]
+id = "1234567890"
+  [[accounts.instances]]
+  id = "${INSTANCE}"
+  [[accounts.users]]
+  name = "root"
+  access_key_id = "testid"
+  access_key_secret = "testsecret"
+  root = true
+`);
+  const child = spawn(BIN, ['serve', '--config', config], { stdio: ['ignore', 'pipe', 'ignore'] });
+  const first = await new Promise((resolve, reject) => {
+    const lines = readline.createInterface({ input: child.stdout });
+    lines.once('line', resolve);
+    child.once('exit', (code) => reject(new Error(`mqgate exited with ${code}`)));
+  });
+  const words = Object.fromEntries(first.split(' ').filter((w) => w.includes('=')).map((w) => w.split('=')));
+  gate = { child, http: words.http, mqtt: words.mqtt };
+});
+
+after(async () => {
+  const exited = new Promise((resolve) => gate.child.once('exit', resolve));
+  gate.child.kill('SIGTERM');
+  assert.strictEqual(await exited, 0);
+  fs.rmSync(storage, { recursive: true, force: true });
+});
+
+function client(key = 'testid', secret = 'testsecret') {
+  return new RPCClient({
+    accessKeyId: key,
+    accessKeySecret: secret,
+    endpoint: `http://${gate.http}`,
+    apiVersion: '2020-04-20',
+  });
+}
+
+// A device: mosquitto_sub with ApsaraMQ Signature-mode credentials. With
+// -d it reports each CONNACK it receives, so a test can see it reconnect.
+function device(clientId, version) {
+  const [host, port] = gate.mqtt.split(':');
+  const password = crypto.createHmac('sha1', 'testsecret').update(clientId).digest('base64');
+  // stdbuf: line-buffered stdout, or the lines arrive only at exit.
+  const child = spawn('stdbuf', ['-oL', 'mosquitto_sub',
+    '-d', '-h', host, '-p', port, '-i', clientId, '-t', 'node/#', '-V', version,
+    '-u', `Signature|testid|${INSTANCE}`, '-P', password,
+  ], { stdio: ['ignore', 'pipe', 'ignore'] });
+  const dev = { child, connacks: 0 };
+  readline.createInterface({ input: child.stdout }).on('line', (line) => {
+    if (line.includes('received CONNACK')) dev.connacks += 1;
+  });
+  dev.exited = new Promise((resolve) => child.once('exit', resolve));
+  return dev;
+}
+
+async function until(predicate, ms = 5000) {
+  const deadline = Date.now() + ms;
+  while (Date.now() < deadline) {
+    if (await predicate()) return true;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return false;
+}
+
+async function expectError(promise) {
+  try {
+    await promise;
+  } catch (err) {
+    return err;
+  }
+  assert.fail('expected the SDK to throw');
+}
+
+for (const method of ['GET', 'POST']) {
+  for (const version of ['mqttv311', 'mqttv5']) {
+    test(`${method}: the three actions with a ${version} device`, async () => {
+      const sdk = client();
+      const clientId = `${SPECIAL}-${method}-${version}`;
+      const query = (id) => sdk.request('QuerySessionByClientId', { InstanceId: INSTANCE, ClientId: id }, { method });
+      const dev = device(clientId, version);
+      try {
+        assert.ok(await until(async () => (await query(clientId)).OnlineStatus === true), 'device never online');
+        const batch = await sdk.request(
+          'BatchQuerySessionByClientIds',
+          { InstanceId: INSTANCE, ClientIdList: [clientId, 'GID_x@@@nobody'] },
+          { method },
+        );
+        assert.deepStrictEqual(batch.OnlineStatusList.map((s) => ({ ...s })), [
+          { ClientId: clientId, OnlineStatus: true },
+          { ClientId: 'GID_x@@@nobody', OnlineStatus: false },
+        ]);
+        const closed = await sdk.request('CloseConnection', { InstanceId: INSTANCE, ClientId: clientId }, { method });
+        assert.strictEqual(closed.Code, 200);
+        assert.strictEqual(closed.Success, true);
+        assert.strictEqual(closed.Message, 'operation success.');
+        if (version === 'mqttv5') {
+          // MQTT 5: mosquitto_sub hears DISCONNECT 0x98 and exits.
+          await Promise.race([dev.exited, new Promise((_, reject) => setTimeout(() => reject(new Error('mosquitto_sub still connected')), 5000))]);
+          assert.strictEqual((await query(clientId)).OnlineStatus, false);
+        } else {
+          // MQTT 3.1.1: the connection is closed and mosquitto_sub, as a
+          // device may, connects again: a second CONNACK.
+          assert.ok(await until(() => dev.connacks >= 2), `mosquitto_sub saw ${dev.connacks} CONNACK(s)`);
+        }
+      } finally {
+        dev.child.kill();
+      }
+    });
+  }
+
+  test(`${method}: a wrong secret`, async () => {
+    const err = await expectError(client('testid', 'nope').request('QuerySessionByClientId', { InstanceId: INSTANCE, ClientId: 'c' }, { method }));
+    assert.strictEqual(err.code, 'SignatureDoesNotMatch');
+    assert.match(err.data.Message, /server string to sign is:/);
+  });
+
+  test(`${method}: an unknown key`, async () => {
+    const err = await expectError(client('LTAInobody', 'x').request('QuerySessionByClientId', { InstanceId: INSTANCE, ClientId: 'c' }, { method }));
+    assert.strictEqual(err.code, 'InvalidAccessKeyId.NotFound');
+  });
+
+  test(`${method}: a missing parameter`, async () => {
+    const err = await expectError(client().request('QuerySessionByClientId', { InstanceId: INSTANCE }, { method }));
+    assert.strictEqual(err.code, 'InvalidParameter.ClientId');
+    assert.match(err.data.Message, /ClientId/);
+  });
+
+  test(`${method}: an unknown action`, async () => {
+    const err = await expectError(client().request('DescribeEverything', { InstanceId: INSTANCE }, { method }));
+    assert.strictEqual(err.code, 'InvalidAction.NotFound');
+  });
+}
