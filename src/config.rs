@@ -5,11 +5,14 @@
 //! Parsing is strict (`deny_unknown_fields`): a misspelt key is an error, not
 //! a silently ignored line.
 
+use crate::ram::{self, Policy};
 use crate::secret::Secret;
+use ipnet::IpNet;
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// The whole configuration, as loaded and validated.
 #[derive(Debug, Clone, Deserialize)]
@@ -44,6 +47,11 @@ pub struct HttpConfig {
     /// (`ServiceUnavailable`) rather than forgetting one and allowing a replay.
     #[serde(default = "default_max_remembered_nonces")]
     pub max_remembered_nonces: usize,
+    /// Peers whose `X-Forwarded-For` is believed for `acs:SourceIp` (the
+    /// address of a reverse proxy in front of mqgate). Empty: the TCP peer's
+    /// address is the source, whatever headers say.
+    #[serde(default)]
+    pub trusted_proxies: Vec<IpNet>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -105,6 +113,13 @@ pub struct UserConfig {
     /// A disabled key is refused with `InvalidAccessKeyId.Inactive`.
     #[serde(default)]
     pub disabled: bool,
+    /// RAM policies: names of the system policies in `policies/` or paths
+    /// to JSON documents (relative to the configuration file).
+    #[serde(default)]
+    pub policies: Vec<String>,
+    /// The policies above, compiled when the configuration is loaded.
+    #[serde(skip)]
+    pub compiled_policies: Vec<Arc<Policy>>,
 }
 
 fn default_http_listen() -> SocketAddr {
@@ -145,6 +160,7 @@ impl Default for HttpConfig {
             batch_status_ttl_ms: default_batch_status_ttl_ms(),
             timestamp_window_secs: default_timestamp_window_secs(),
             max_remembered_nonces: default_max_remembered_nonces(),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -213,6 +229,8 @@ impl Config {
                     access_key_secret: Secret::new(demo::ACCESS_KEY_SECRET),
                     root: true,
                     disabled: false,
+                    policies: Vec::new(),
+                    compiled_policies: Vec::new(),
                 }],
             }],
         }
@@ -228,17 +246,60 @@ impl Config {
         Config::parse(&text, &file)
     }
 
-    /// Parses and validates configuration text; `file` names it in errors.
+    /// Parses and validates configuration text; `file` names it in errors,
+    /// and policy paths are relative to its directory.
     pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| ConfigError {
-            file: file.to_string(),
-            message: e.to_string().trim_end().to_string(),
-        })?;
-        config.validate().map_err(|message| ConfigError {
+        let error = |message: String| ConfigError {
             file: file.to_string(),
             message,
-        })?;
+        };
+        let mut config: Config =
+            toml::from_str(text).map_err(|e| error(e.to_string().trim_end().to_string()))?;
+        config.validate().map_err(error)?;
+        let base_dir = Path::new(file).parent().unwrap_or(Path::new("."));
+        config.compile_policies(base_dir).map_err(error)?;
         Ok(config)
+    }
+
+    /// Loads every user's policies. Each file is read once, however many
+    /// users attach it.
+    fn compile_policies(&mut self, base_dir: &Path) -> Result<(), String> {
+        let mut loaded: HashMap<String, Arc<Policy>> = HashMap::new();
+        for (a, account) in self.accounts.iter_mut().enumerate() {
+            for (u, user) in account.users.iter_mut().enumerate() {
+                user.compiled_policies.clear();
+                for (p, reference) in user.policies.iter().enumerate() {
+                    let policy = match loaded.get(reference) {
+                        Some(policy) => policy.clone(),
+                        None => {
+                            let policy =
+                                Arc::new(ram::load_policy(reference, base_dir).map_err(|e| {
+                                    format!("accounts[{a}].users[{u}].policies[{p}]: {e}")
+                                })?);
+                            loaded.insert(reference.clone(), policy.clone());
+                            policy
+                        }
+                    };
+                    user.compiled_policies.push(policy);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Every policy file the configuration refers to (for change watching).
+    pub fn policy_files(&self, base_dir: &Path) -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> = self
+            .accounts
+            .iter()
+            .flat_map(|a| &a.users)
+            .flat_map(|u| &u.policies)
+            .filter(|r| ram::system_policy(r).is_none())
+            .map(|r| base_dir.join(r))
+            .collect();
+        files.sort();
+        files.dedup();
+        files
     }
 
     /// Checks what the types alone cannot: ids that must be unique or must

@@ -3,6 +3,7 @@
 //! built (a reload builds a new one).
 
 use crate::config::Config;
+use crate::ram::Policy;
 use crate::secret::Secret;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,6 +18,8 @@ pub struct User {
     /// The account's own key: full access to the account's own instances.
     pub root: bool,
     pub disabled: bool,
+    /// The user's RAM policies, compiled (unused for a root key).
+    pub policies: Vec<Arc<Policy>>,
 }
 
 /// An ApsaraMQ for MQTT instance: a broker of its own, with its own clients.
@@ -39,6 +42,7 @@ pub struct Directory {
     users_by_key: HashMap<String, Arc<User>>,
     instances: HashMap<String, Arc<Instance>>,
     anonymous_instance: Option<String>,
+    trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl Directory {
@@ -47,6 +51,7 @@ impl Directory {
     pub fn from_config(config: &Config) -> Directory {
         let mut directory = Directory {
             anonymous_instance: config.mqtt.anonymous_instance.clone(),
+            trusted_proxies: config.http.trusted_proxies.clone(),
             ..Directory::default()
         };
         for account in &config.accounts {
@@ -70,6 +75,7 @@ impl Directory {
                         access_key_secret: user.access_key_secret.clone(),
                         root: user.root,
                         disabled: user.disabled,
+                        policies: user.compiled_policies.clone(),
                     }),
                 );
             }
@@ -87,6 +93,12 @@ impl Directory {
 
     pub fn instances(&self) -> impl Iterator<Item = &Arc<Instance>> {
         self.instances.values()
+    }
+
+    /// Whether `X-Forwarded-For` from this peer is believed.
+    pub fn is_trusted_proxy(&self, peer: std::net::IpAddr) -> bool {
+        let peer = peer.to_canonical();
+        self.trusted_proxies.iter().any(|net| net.contains(&peer))
     }
 
     /// Where MQTT clients without a username land, if anywhere.

@@ -87,6 +87,27 @@ pub struct ApiError {
     /// For `InvalidParameter`: the parameter, which becomes the code's suffix.
     pub parameter: Option<String>,
     pub message: String,
+    /// For `Forbidden.RAM`: what Alibaba tells a denied caller.
+    pub access_denied: Option<Box<AccessDeniedDetail>>,
+}
+
+/// Why RAM denied a call, as Alibaba's gateway reports it (the Tea SDK reads
+/// it into `access_denied_detail`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct AccessDeniedDetail {
+    pub auth_action: String,
+    /// `SubUser`: a RAM user of the account.
+    pub auth_principal_type: String,
+    pub auth_principal_owner_id: String,
+    pub auth_principal_display_name: String,
+    /// `AccountLevelIdentityBasedPolicy`: policies attached to the user.
+    pub policy_type: String,
+    /// `ImplicitDeny` or `ExplicitDeny`.
+    pub no_permission_type: String,
+    /// Base64 of a JSON document saying which statement of which policy
+    /// decided (`base64 -d` reads it).
+    pub encoded_diagnostic_message: String,
 }
 
 impl ApiError {
@@ -95,6 +116,7 @@ impl ApiError {
             kind,
             parameter: None,
             message: message.into(),
+            access_denied: None,
         }
     }
 
@@ -119,6 +141,7 @@ impl ApiError {
             kind: ErrorCode::InvalidParameter,
             parameter: Some(name.to_string()),
             message: format!("The parameter \"{name}\" is invalid: {what}"),
+            access_denied: None,
         }
     }
 

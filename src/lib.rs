@@ -23,6 +23,8 @@
 //!   RAM action and resource, and its handler.
 //! - [`error`]: the one table of error codes, HTTP statuses and messages.
 //! - [`directory`]: accounts, instances and AccessKeys, looked up per call.
+//! - [`ram`]: the RAM policy language, compiled at load and evaluated per
+//!   call ([`access`] applies it).
 //! - [`broker`]: one embedded rumqttd per instance on loopback, behind the
 //!   MQTT front layer ([`broker::front`]) that owns the public port, keeps the
 //!   live session registry ([`broker::registry`]) and authenticates devices
@@ -38,6 +40,7 @@ pub mod client;
 pub mod config;
 pub mod directory;
 pub mod error;
+pub mod ram;
 pub mod rpc;
 pub mod secret;
 pub mod server;

@@ -25,6 +25,8 @@ pub struct ActionContext<'a> {
     pub directory: &'a Directory,
     pub brokers: &'a Brokers,
     pub status_cache: &'a StatusCache,
+    /// The request's RAM condition keys (acs:SourceIp, acs:CurrentTime, ...).
+    pub ram_context: &'a crate::ram::Context,
 }
 
 /// An API action: its name, its RAM action, its parameters and its handler.
@@ -136,6 +138,7 @@ async fn run<A: ApiAction>(
         &request.user,
         A::RAM_ACTION,
         A::instance_id(&parsed),
+        ctx.ram_context,
     )?;
     let Some(broker) = ctx.brokers.instance(&instance.id) else {
         return Err(ApiError::new(

@@ -57,7 +57,11 @@ pub async fn endpoint(State(state): State<Arc<RpcState>>, request: Request) -> R
         .unwrap_or("mqgate")
         .to_string();
     let mut format = fallback_format(request.headers(), request.uri().query());
-    let outcome = handle(&state, request, &request_id, &mut format).await;
+    let peer = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip());
+    let outcome = handle(&state, request, peer, &request_id, &mut format).await;
     let answer = match outcome {
         Ok((action, body)) => Answer::Success { action, body },
         Err(error) => {
@@ -73,9 +77,15 @@ pub async fn endpoint(State(state): State<Arc<RpcState>>, request: Request) -> R
 async fn handle(
     state: &RpcState,
     request: Request,
+    peer: Option<std::net::IpAddr>,
     request_id: &str,
     format: &mut Format,
 ) -> Result<(Action, serde_json::Value), ApiError> {
+    let forwarded_for = request
+        .headers()
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let incoming = read_request(request).await?;
     *format = incoming.format()?;
 
@@ -105,13 +115,68 @@ async fn handle(
             ),
         ));
     };
+    let source_ip = peer.map(|peer| source_ip(&directory, peer, forwarded_for.as_deref()));
+    let ram_context = ram_context(&verified, source_ip, chrono::Utc::now());
     let ctx = ActionContext {
         directory: &directory,
         brokers: &state.brokers,
         status_cache: &state.status_cache,
+        ram_context: &ram_context,
     };
     let body = action.perform(&verified, &ctx, request_id).await?;
     Ok((action, body))
+}
+
+/// The RAM condition keys of a verified call. mqgate serves plain HTTP, so
+/// `acs:SecureTransport` is false; an AccessKey call has no MFA, so
+/// `acs:MFAPresent` is absent.
+pub fn ram_context(
+    request: &verify::VerifiedRequest,
+    source_ip: Option<std::net::IpAddr>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> crate::ram::Context {
+    let mut context = crate::ram::Context::new();
+    context
+        .set("acs:SecureTransport", "false")
+        .set(
+            "acs:CurrentTime",
+            now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        )
+        .set("acs:AccessId", request.user.access_key_id.clone());
+    if let Some(ip) = source_ip {
+        context.set("acs:SourceIp", ip.to_canonical().to_string());
+    }
+    context
+}
+
+/// The caller's address for `acs:SourceIp`: the TCP peer, unless the peer
+/// is a trusted proxy, in which case the nearest untrusted address of
+/// `X-Forwarded-For` (read from the right, as each proxy appends).
+pub fn source_ip(
+    directory: &crate::directory::Directory,
+    peer: std::net::IpAddr,
+    forwarded_for: Option<&str>,
+) -> std::net::IpAddr {
+    if !directory.is_trusted_proxy(peer) {
+        return peer;
+    }
+    let Some(header) = forwarded_for else {
+        return peer;
+    };
+    let mut hops = Vec::new();
+    for hop in header.split(',') {
+        match hop.trim().parse::<std::net::IpAddr>() {
+            Ok(ip) => hops.push(ip),
+            // A header we cannot read is not believed.
+            Err(_) => return peer,
+        }
+    }
+    hops.iter()
+        .rev()
+        .find(|ip| !directory.is_trusted_proxy(**ip))
+        .or(hops.first())
+        .copied()
+        .unwrap_or(peer)
 }
 
 /// The format for answers given before the parameters are parsed (or when

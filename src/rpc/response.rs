@@ -31,6 +31,8 @@ struct ErrorBody<'a> {
     code: String,
     message: &'a str,
     recommend: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    access_denied_detail: Option<&'a crate::error::AccessDeniedDetail>,
 }
 
 impl Answer {
@@ -49,6 +51,7 @@ impl Answer {
                     ),
                     code,
                     message: &error.message,
+                    access_denied_detail: error.access_denied.as_deref(),
                 };
                 let status = StatusCode::from_u16(error.status())
                     .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
