@@ -4,7 +4,7 @@ use clap::{Parser, Subcommand};
 use mqgate::config::{Config, demo};
 use mqgate::server::Server;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -48,6 +48,39 @@ enum Command {
         #[arg(long, default_value = "v1", value_parser = ["v1", "v3"])]
         signature: String,
     },
+    /// Check and try RAM policies without a running gateway.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Decide one request: prints Allow, ImplicitDeny or ExplicitDeny, then
+    /// which statement of which policy decided. Exit 0 whatever the decision.
+    Simulate {
+        /// A policy file, or a system policy name (AliyunMQReadOnlyAccess, ...). Repeatable.
+        #[arg(long = "policy", value_name = "FILE")]
+        policies: Vec<String>,
+        /// The RAM action, e.g. mq:CloseConnection.
+        #[arg(long)]
+        action: String,
+        /// The resource ARN, e.g. acs:mq:cn-hangzhou:1234567890:post-cn-demo.
+        #[arg(long)]
+        resource: String,
+        /// A condition key and its value, e.g. acs:SourceIp=192.0.2.10. Repeatable.
+        #[arg(long = "context", value_name = "KEY=VALUE")]
+        context: Vec<String>,
+        /// One JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check policy files as the gateway does when it loads them.
+    Validate {
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -68,6 +101,21 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
+        Command::Policy { command } => {
+            let outcome = match &command {
+                PolicyCommand::Simulate {
+                    policies,
+                    action,
+                    resource,
+                    context,
+                    json,
+                } => mqgate::ram::cli::simulate(policies, action, resource, context, *json),
+                PolicyCommand::Validate { files } => mqgate::ram::cli::validate(files),
+            };
+            print!("{}", outcome.stdout);
+            eprint!("{}", outcome.stderr);
+            ExitCode::from(outcome.code)
+        }
         Command::Serve { config } => runtime.block_on(serve(config)),
         Command::Call {
             action,
@@ -112,7 +160,10 @@ async fn serve(config_path: Option<PathBuf>) -> ExitCode {
         }
     };
     print_banner(&server, &config, is_demo);
-    wait_for_signal().await;
+    match &config_path {
+        Some(path) => serve_until_stopped(&server, path, &config).await,
+        None => wait_for_signal().await,
+    }
     tracing::info!("shutting down");
     server.shutdown().await;
     tracing::info!("stopped");
@@ -174,6 +225,101 @@ fn print_banner(server: &Server, config: &Config, is_demo: bool) {
         );
     }
     let _ = out.flush();
+}
+
+/// Runs until Ctrl-C or SIGTERM, reloading the configuration and its policy
+/// files on SIGHUP and when one of them changes on disk (checked every 2 s).
+async fn serve_until_stopped(server: &Server, path: &Path, config: &Config) {
+    let mut watched = Watched::new(path, config);
+    let mut ticks = tokio::time::interval(std::time::Duration::from_secs(2));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    #[cfg(unix)]
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let stop = wait_for_signal();
+    tokio::pin!(stop);
+    loop {
+        #[cfg(unix)]
+        let hangup_received = async {
+            match hangup.as_mut() {
+                Some(signal) => signal.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let hangup_received = std::future::pending::<Option<()>>();
+        let why = tokio::select! {
+            _ = &mut stop => return,
+            _ = hangup_received => "SIGHUP",
+            _ = ticks.tick() => {
+                if !watched.changed() {
+                    continue;
+                }
+                "a configuration or policy file changed"
+            }
+        };
+        match Config::load(path) {
+            Ok(new_config) => {
+                let next = Watched::new(path, &new_config);
+                match server.reload(new_config).await {
+                    Ok(report) => {
+                        tracing::info!(
+                            trigger = why,
+                            started = ?report.started_instances,
+                            removed = ?report.removed_instances,
+                            "configuration reloaded"
+                        );
+                        if !report.needs_restart.is_empty() {
+                            tracing::warn!(settings = ?report.needs_restart, "these settings changed but apply only after a restart");
+                        }
+                        watched = next;
+                    }
+                    Err(e) => {
+                        tracing::error!(trigger = why, error = %e, "reload failed; the previous configuration stays in force");
+                        watched.refresh();
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::error!(trigger = why, error = %e, "reload refused; the previous configuration stays in force");
+                watched.refresh();
+            }
+        }
+    }
+}
+
+/// The configuration file and its policy files, with their last seen
+/// modification times.
+struct Watched {
+    files: Vec<(PathBuf, Option<std::time::SystemTime>)>,
+}
+
+impl Watched {
+    fn new(path: &Path, config: &Config) -> Watched {
+        let base = path.parent().unwrap_or(Path::new("."));
+        let mut files = vec![path.to_path_buf()];
+        files.extend(config.policy_files(base));
+        let mut watched = Watched {
+            files: files.into_iter().map(|f| (f, None)).collect(),
+        };
+        watched.refresh();
+        watched
+    }
+
+    fn modified(path: &Path) -> Option<std::time::SystemTime> {
+        std::fs::metadata(path).and_then(|m| m.modified()).ok()
+    }
+
+    fn refresh(&mut self) {
+        for (path, seen) in &mut self.files {
+            *seen = Watched::modified(path);
+        }
+    }
+
+    fn changed(&self) -> bool {
+        self.files
+            .iter()
+            .any(|(path, seen)| Watched::modified(path) != *seen)
+    }
 }
 
 async fn wait_for_signal() {

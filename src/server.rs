@@ -31,6 +31,15 @@ pub enum StartError {
     Broker(#[from] broker::StartError),
 }
 
+/// What a reload changed.
+#[derive(Debug, Default)]
+pub struct ReloadReport {
+    pub started_instances: Vec<String>,
+    pub removed_instances: Vec<String>,
+    /// Settings that only a restart applies (listen addresses, storage).
+    pub needs_restart: Vec<&'static str>,
+}
+
 /// A running mqgate.
 pub struct Server {
     pub http_addr: SocketAddr,
@@ -40,6 +49,7 @@ pub struct Server {
     shutdown: CancellationToken,
     http: JoinHandle<()>,
     mqtt: JoinHandle<()>,
+    config: std::sync::Mutex<Config>,
 }
 
 /// The HTTP application, without a socket (tests can call it directly).
@@ -95,6 +105,72 @@ impl Server {
             shutdown,
             http,
             mqtt,
+            config: std::sync::Mutex::new(config),
+        })
+    }
+
+    /// Applies a new configuration (already loaded and validated): accounts,
+    /// users, keys and policies take effect for the next call; calls in
+    /// flight finish under the set they started with. New instances get
+    /// brokers; clients of removed instances are disconnected. If a new
+    /// broker cannot start, nothing changes.
+    pub async fn reload(&self, config: Config) -> Result<ReloadReport, StartError> {
+        let directory = Directory::from_config(&config);
+        let started_instances = self.brokers.ensure_started(&directory).await?;
+        let old = self.directory.current();
+        let mut removed_instances: Vec<String> = old
+            .instances()
+            .filter(|i| directory.instance(&i.id).is_none())
+            .map(|i| i.id.clone())
+            .collect();
+        removed_instances.sort();
+        self.directory.replace(directory);
+        for id in &removed_instances {
+            if let Some(broker) = self.brokers.instance(id) {
+                broker
+                    .disconnect_all(
+                        reason::ADMINISTRATIVE_ACTION,
+                        "the instance was removed from the configuration",
+                    )
+                    .await;
+            }
+        }
+        let mut previous = self.config.lock().unwrap_or_else(|e| e.into_inner());
+        let mut needs_restart = Vec::new();
+        if previous.http.listen != config.http.listen {
+            needs_restart.push("http.listen");
+        }
+        if previous.mqtt.listen != config.mqtt.listen {
+            needs_restart.push("mqtt.listen");
+        }
+        if previous.storage.dir != config.storage.dir {
+            needs_restart.push("storage.dir");
+        }
+        let (old_http, new_http) = (&previous.http, &config.http);
+        if old_http.batch_status_ttl_ms != new_http.batch_status_ttl_ms {
+            needs_restart.push("http.batch_status_ttl_ms");
+        }
+        if old_http.timestamp_window_secs != new_http.timestamp_window_secs {
+            needs_restart.push("http.timestamp_window_secs");
+        }
+        if old_http.max_remembered_nonces != new_http.max_remembered_nonces {
+            needs_restart.push("http.max_remembered_nonces");
+        }
+        let (old_mqtt, new_mqtt) = (&previous.mqtt, &config.mqtt);
+        if old_mqtt.max_packet_size != new_mqtt.max_packet_size {
+            needs_restart.push("mqtt.max_packet_size");
+        }
+        if old_mqtt.max_connections_per_instance != new_mqtt.max_connections_per_instance {
+            needs_restart.push("mqtt.max_connections_per_instance");
+        }
+        if old_mqtt.connect_timeout_secs != new_mqtt.connect_timeout_secs {
+            needs_restart.push("mqtt.connect_timeout_secs");
+        }
+        *previous = config;
+        Ok(ReloadReport {
+            started_instances,
+            removed_instances,
+            needs_restart,
         })
     }
 

@@ -207,3 +207,106 @@ fn the_demo_runs_without_configuration() {
     assert!(!ok && out.contains("InvalidAccessKeyId.NotFound"), "{out}");
     assert!(signal_and_wait(running, "-TERM").success());
 }
+
+/// SIGHUP reloads users and policies; a reload that fails validation keeps
+/// the old set and says why; a changed file is picked up without a signal.
+#[test]
+fn sighup_and_file_changes_reload_and_a_bad_reload_keeps_the_old_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = good_config(&dir);
+    let with_user = |policies: &str| {
+        format!(
+            "{base}  [[accounts.users]]\n  name = \"ops\"\n  access_key_id = \"ops-key\"\n  access_key_secret = \"ops-secret\"\n  policies = [{policies}]\n"
+        )
+    };
+    let path = write_config(&dir, "reload.toml", &with_user(""));
+    let log = dir.path().join("stderr.log");
+    let mut child = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&path)
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let http = first
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("http="))
+        .unwrap()
+        .to_string();
+    let endpoint = format!("http://{http}");
+    let pid = child.id().to_string();
+    let query = || {
+        call(
+            &endpoint,
+            ("ops-key", "ops-secret"),
+            &[
+                "QuerySessionByClientId",
+                "InstanceId=post-cn-demo",
+                "ClientId=x",
+            ],
+        )
+    };
+    let eventually = |want_ok: bool| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let (ok, out) = query();
+            if ok == want_ok {
+                return out;
+            }
+            assert!(Instant::now() < deadline, "still {out}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+
+    let (ok, out) = query();
+    assert!(!ok && out.contains("Forbidden.RAM"), "{out}");
+
+    // A policy attached, then SIGHUP.
+    std::fs::write(&path, with_user("\"AliyunMQReadOnlyAccess\"")).unwrap();
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    eventually(true);
+
+    // A broken policy file: refused, the old set stays, the log says why.
+    let broken = dir.path().join("broken.json");
+    std::fs::write(&broken, r#"{"Version": "1", "Statement": [{"Effect": "Allow", "Action": "mq:*", "Resource": "*", "Condition": {"IpAddress": {"acs:SourceIp": "300.1.1.1"}}}]}"#).unwrap();
+    std::fs::write(&path, with_user("\"broken.json\"")).unwrap();
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&log)
+        .unwrap()
+        .contains("reload refused")
+    {
+        assert!(Instant::now() < deadline, "no refusal logged");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        logged.contains("broken.json") && logged.contains("Statement[0]"),
+        "{logged}"
+    );
+    let (ok, out) = query();
+    assert!(ok, "the old set should still allow: {out}");
+
+    // Fixed on disk, no signal: the file watch reloads it (policy removed).
+    std::fs::write(&path, with_user("")).unwrap();
+    let out = eventually(false);
+    assert!(out.contains("Forbidden.RAM"), "{out}");
+
+    assert!(signal_and_wait(Running { child, http }, "-TERM").success());
+}

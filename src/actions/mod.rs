@@ -149,7 +149,7 @@ async fn run<A: ApiAction>(
             ),
         ));
     };
-    let response = A::handle(ctx, broker, parsed, request_id).await?;
+    let response = A::handle(ctx, &broker, parsed, request_id).await?;
     serde_json::to_value(response).map_err(|e| {
         ApiError::new(
             ErrorCode::InternalError,

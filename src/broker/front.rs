@@ -167,7 +167,7 @@ impl FrontLayer {
                 return refuse(&mut client, protocol, &refusal).await;
             }
         };
-        let Some(broker) = self.brokers.instance(&instance.id).cloned() else {
+        let Some(broker) = self.brokers.instance(&instance.id) else {
             let refusal = Refusal {
                 v4_code: 0x03,
                 v5_code: 0x88,

@@ -27,7 +27,8 @@ use rumqttd::protocol::{Login, Protocol, v4::V4, v5::V5};
 use rumqttd::{ConnectionSettings, LinkType, Router, RouterConfig, Server, ServerSettings};
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener as StdTcpListener};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -54,11 +55,16 @@ impl InstanceBroker {
 }
 
 /// All instances' brokers, and the credentials the front layer uses to
-/// reach them.
+/// reach them. Instances added by a configuration reload get brokers of
+/// their own; rumqttd cannot stop a router, so a removed instance's broker
+/// stays, emptied of clients and unreachable (its instance is gone from the
+/// directory).
 #[derive(Debug)]
 pub struct Brokers {
-    instances: HashMap<String, Arc<InstanceBroker>>,
+    instances: RwLock<HashMap<String, Arc<InstanceBroker>>>,
+    next_router_id: AtomicUsize,
     internal_login: Login,
+    mqtt: MqttConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -71,34 +77,48 @@ impl Brokers {
     /// Starts a rumqttd router and its two loopback listeners for every
     /// instance of the directory, and waits until each answers a CONNECT.
     pub async fn start(directory: &Directory, mqtt: &MqttConfig) -> Result<Brokers, StartError> {
-        let internal_login = Login {
-            username: "mqgate-front".to_string(),
-            password: uuid::Uuid::new_v4().simple().to_string(),
+        let brokers = Brokers {
+            instances: RwLock::new(HashMap::new()),
+            next_router_id: AtomicUsize::new(0),
+            internal_login: Login {
+                username: "mqgate-front".to_string(),
+                password: uuid::Uuid::new_v4().simple().to_string(),
+            },
+            mqtt: mqtt.clone(),
         };
-        let mut instances = HashMap::new();
-        let mut ids: Vec<&str> = directory.instances().map(|i| i.id.as_str()).collect();
-        ids.sort_unstable();
-        for (router_id, instance_id) in ids.into_iter().enumerate() {
-            let broker = start_instance(router_id, instance_id, mqtt, &internal_login)
+        brokers.ensure_started(directory).await?;
+        Ok(brokers)
+    }
+
+    /// Starts brokers for the directory's instances that have none yet;
+    /// returns their ids.
+    pub async fn ensure_started(&self, directory: &Directory) -> Result<Vec<String>, StartError> {
+        let mut missing: Vec<String> = directory
+            .instances()
+            .map(|i| i.id.clone())
+            .filter(|id| self.instance(id).is_none())
+            .collect();
+        missing.sort_unstable();
+        for instance_id in &missing {
+            let router_id = self.next_router_id.fetch_add(1, Ordering::Relaxed);
+            let broker = start_instance(router_id, instance_id, &self.mqtt, &self.internal_login)
                 .await
                 .map_err(|reason| StartError::Broker {
-                    instance: instance_id.to_string(),
+                    instance: instance_id.clone(),
                     reason,
                 })?;
-            instances.insert(instance_id.to_string(), Arc::new(broker));
+            self.write().insert(instance_id.clone(), Arc::new(broker));
         }
-        Ok(Brokers {
-            instances,
-            internal_login,
-        })
+        Ok(missing)
     }
 
-    pub fn instance(&self, instance_id: &str) -> Option<&Arc<InstanceBroker>> {
-        self.instances.get(instance_id)
+    pub fn instance(&self, instance_id: &str) -> Option<Arc<InstanceBroker>> {
+        self.read().get(instance_id).cloned()
     }
 
-    pub fn all(&self) -> impl Iterator<Item = &Arc<InstanceBroker>> {
-        self.instances.values()
+    /// Every instance's broker (a snapshot).
+    pub fn all(&self) -> Vec<Arc<InstanceBroker>> {
+        self.read().values().cloned().collect()
     }
 
     /// The username and password rumqttd's listeners accept.
@@ -108,14 +128,29 @@ impl Brokers {
 
     /// Ends every live connection (MQTT 5 clients hear why), for shutdown.
     pub async fn disconnect_all(&self, reason_code: u8, reason: &str) {
+        for broker in self.all() {
+            broker.disconnect_all(reason_code, reason).await;
+        }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<InstanceBroker>>> {
+        self.instances.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<InstanceBroker>>> {
+        self.instances.write().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl InstanceBroker {
+    /// Ends every connection of this instance, concurrently.
+    pub async fn disconnect_all(&self, reason_code: u8, reason: &str) {
         let mut waits = Vec::new();
-        for broker in self.instances.values() {
-            for session in broker.sessions.all() {
-                let reason = reason.to_string();
-                waits.push(tokio::spawn(async move {
-                    session.disconnect(reason_code, &reason).await
-                }));
-            }
+        for session in self.sessions.all() {
+            let reason = reason.to_string();
+            waits.push(tokio::spawn(async move {
+                session.disconnect(reason_code, &reason).await
+            }));
         }
         for wait in waits {
             let _ = wait.await;

@@ -249,7 +249,7 @@ impl Condition {
         let any = match &self.values {
             Values::Strings(expected) if self.is_ignore_case() => {
                 let actual = actual.to_lowercase();
-                expected.iter().any(|e| *e == actual)
+                expected.contains(&actual)
             }
             Values::Strings(expected) => expected.iter().any(|e| e == actual),
             Values::Patterns(patterns) => patterns.iter().any(|p| p.matches(actual)),
@@ -396,7 +396,15 @@ mod tests {
 
     #[test]
     fn operators_table() {
-        let cases: &[(&str, &str, &[&str], &[(&str, &str)], bool)] = &[
+        // (operator, key, values, request context, expected)
+        type Case<'a> = (
+            &'a str,
+            &'a str,
+            &'a [&'a str],
+            &'a [(&'a str, &'a str)],
+            bool,
+        );
+        let cases: &[Case] = &[
             (
                 "StringEquals",
                 "acs:AccessId",

@@ -67,6 +67,18 @@ impl Pattern {
                     text.starts_with(prefix.as_str())
                 }
             }
+            // ASCII on both sides (every ARN and action in practice): match
+            // bytes in place, no allocation.
+            Kind::Glob(pattern) if text.is_ascii() && pattern.iter().all(char::is_ascii) => {
+                glob_by(pattern, text.as_bytes(), |p, t| {
+                    let t = if self.case_insensitive {
+                        t.to_ascii_lowercase()
+                    } else {
+                        t
+                    };
+                    *p == '?' || *p as u32 == t as u32
+                })
+            }
             Kind::Glob(pattern) => {
                 let text: Vec<char> = if self.case_insensitive {
                     text.chars().flat_map(char::to_lowercase).collect()
@@ -79,13 +91,18 @@ impl Pattern {
     }
 }
 
-/// Iterative wildcard matching with one backtrack point: linear in the
-/// common case, O(n*m) at worst, never exponential.
 fn glob(pattern: &[char], text: &[char]) -> bool {
+    glob_by(pattern, text, |p, t| *p == '?' || *p == t)
+}
+
+/// Iterative wildcard matching with one backtrack point: linear in the
+/// common case, O(n*m) at worst, never exponential. `same(p, t)` says
+/// whether pattern character `p` (not `*`) accepts text element `t`.
+fn glob_by<T: Copy>(pattern: &[char], text: &[T], same: impl Fn(&char, T) -> bool) -> bool {
     let (mut p, mut t) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
     while t < text.len() {
-        if p < pattern.len() && (pattern[p] == '?' || pattern[p] == text[t]) {
+        if p < pattern.len() && pattern[p] != '*' && same(&pattern[p], text[t]) {
             p += 1;
             t += 1;
         } else if p < pattern.len() && pattern[p] == '*' {

@@ -4,6 +4,7 @@ real MQTT clients (paho-mqtt, mosquitto) connected to it."""
 import base64
 import hashlib
 import hmac
+import json
 import os
 import pathlib
 import signal
@@ -41,6 +42,26 @@ id = "1234567890"
   access_key_id = "{key}"
   access_key_secret = "{secret}"
   root = true
+  [[accounts.users]]
+  name = "reader"
+  access_key_id = "reader-key"
+  access_key_secret = "reader-secret"
+  policies = ["AliyunMQReadOnlyAccess"]
+  [[accounts.users]]
+  name = "operator"
+  access_key_id = "operator-key"
+  access_key_secret = "operator-secret"
+  policies = ["AliyunMQFullAccess", "ExampleAllButCloseConnection"]
+  [[accounts.users]]
+  name = "office"
+  access_key_id = "office-key"
+  access_key_secret = "office-secret"
+  policies = ["{storage}/loopback-only.json"]
+  [[accounts.users]]
+  name = "elsewhere"
+  access_key_id = "elsewhere-key"
+  access_key_secret = "elsewhere-secret"
+  policies = ["{storage}/other-network-only.json"]
 [[accounts]]
 id = "2222222222"
   [[accounts.instances]]
@@ -66,6 +87,18 @@ class Mqgate:
 def mqgate():
     assert os.path.exists(BIN), f"{BIN} is missing: run cargo build first"
     with tempfile.TemporaryDirectory() as storage:
+        for name, network in [("loopback-only", "127.0.0.0/8"), ("other-network-only", "10.0.0.0/8")]:
+            (pathlib.Path(storage) / f"{name}.json").write_text(
+                json.dumps({
+                    "Version": "1",
+                    "Statement": [{
+                        "Effect": "Allow",
+                        "Action": "mq:*",
+                        "Resource": "*",
+                        "Condition": {"IpAddress": {"acs:SourceIp": [network]}},
+                    }],
+                })
+            )
         config = pathlib.Path(storage) / "mqgate.toml"
         config.write_text(
             CONFIG.format(
