@@ -24,6 +24,11 @@ pub struct Config {
     pub mqtt: MqttConfig,
     #[serde(default)]
     pub storage: StorageConfig,
+    /// Calls per second per account, by action name, for every account
+    /// (defaults: QuerySessionByClientId 500, BatchQuerySessionByClientIds
+    /// 100, CloseConnection 100, DescribeMeteringReport 10).
+    #[serde(default)]
+    pub limits: HashMap<String, u32>,
     #[serde(default)]
     pub accounts: Vec<AccountConfig>,
 }
@@ -87,6 +92,9 @@ pub struct StorageConfig {
 #[serde(deny_unknown_fields)]
 pub struct AccountConfig {
     pub id: String,
+    /// This account's own calls-per-second limits, by action name.
+    #[serde(default)]
+    pub limits: HashMap<String, u32>,
     #[serde(default)]
     pub instances: Vec<InstanceConfig>,
     #[serde(default)]
@@ -99,6 +107,9 @@ pub struct InstanceConfig {
     pub id: String,
     #[serde(default = "default_region")]
     pub region: String,
+    /// Billed transactions allowed per UTC month; absent: no limit.
+    #[serde(default)]
+    pub monthly_transaction_quota: Option<u64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -217,11 +228,14 @@ impl Config {
             storage: StorageConfig {
                 dir: std::env::temp_dir().join("mqgate-demo"),
             },
+            limits: HashMap::new(),
             accounts: vec![AccountConfig {
                 id: demo::ACCOUNT_ID.to_string(),
+                limits: HashMap::new(),
                 instances: vec![InstanceConfig {
                     id: demo::INSTANCE_ID.to_string(),
                     region: demo::REGION.to_string(),
+                    monthly_transaction_quota: None,
                 }],
                 users: vec![UserConfig {
                     name: demo::USER_NAME.to_string(),
@@ -326,12 +340,14 @@ impl Config {
         if self.http.timestamp_window_secs == 0 {
             return Err("http.timestamp_window_secs: must be at least 1".into());
         }
+        check_limits(&self.limits, "limits")?;
         let mut accounts: HashMap<&str, usize> = HashMap::new();
         let mut instances: HashMap<&str, String> = HashMap::new();
         let mut keys: HashMap<&str, String> = HashMap::new();
         for (a, account) in self.accounts.iter().enumerate() {
             let here = format!("accounts[{a}]");
             check_id(&account.id, &format!("{here}.id"))?;
+            check_limits(&account.limits, &format!("{here}.limits"))?;
             if let Some(first) = accounts.insert(&account.id, a) {
                 return Err(format!(
                     "{here}.id: account \"{}\" is already defined at accounts[{first}]",
@@ -375,6 +391,30 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// Limits name actions mqgate serves, with at least one call per second.
+fn check_limits(limits: &HashMap<String, u32>, field: &str) -> Result<(), String> {
+    let mut names: Vec<&String> = limits.keys().collect();
+    names.sort();
+    for name in names {
+        if crate::actions::Action::from_name(name).is_none() {
+            let known: Vec<&str> = crate::actions::Action::ALL
+                .iter()
+                .map(|a| a.name())
+                .collect();
+            return Err(format!(
+                "{field}.{name}: not an action; use one of {}",
+                known.join(", ")
+            ));
+        }
+        if limits[name] == 0 {
+            return Err(format!(
+                "{field}.{name}: must be at least 1 call per second"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Ids end up in ARNs (`acs:mq:region:account:instance`) and MQTT usernames

@@ -2,9 +2,11 @@
 //! looked up on every call. Built from the configuration; immutable once
 //! built (a reload builds a new one).
 
+use crate::actions::Action;
 use crate::config::Config;
 use crate::ram::Policy;
 use crate::secret::Secret;
+use crate::throttle;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -28,6 +30,8 @@ pub struct Instance {
     pub id: String,
     pub region: String,
     pub account_id: String,
+    /// Billed transactions allowed per UTC month; `None`: no limit.
+    pub monthly_transaction_quota: Option<u64>,
 }
 
 impl Instance {
@@ -40,6 +44,8 @@ impl Instance {
 #[derive(Debug, Default)]
 pub struct Directory {
     users_by_key: HashMap<String, Arc<User>>,
+    /// Calls per second by (account, action).
+    limits: Vec<(String, Action, u32)>,
     instances: HashMap<String, Arc<Instance>>,
     anonymous_instance: Option<String>,
     trusted_proxies: Vec<ipnet::IpNet>,
@@ -62,8 +68,18 @@ impl Directory {
                         id: instance.id.clone(),
                         region: instance.region.clone(),
                         account_id: account.id.clone(),
+                        monthly_transaction_quota: instance.monthly_transaction_quota,
                     }),
                 );
+            }
+            for action in Action::ALL {
+                let rate = account
+                    .limits
+                    .get(action.name())
+                    .or_else(|| config.limits.get(action.name()))
+                    .copied()
+                    .unwrap_or_else(|| throttle::default_rate(*action));
+                directory.limits.push((account.id.clone(), *action, rate));
             }
             for user in &account.users {
                 directory.users_by_key.insert(
@@ -93,6 +109,11 @@ impl Directory {
 
     pub fn instances(&self) -> impl Iterator<Item = &Arc<Instance>> {
         self.instances.values()
+    }
+
+    /// Calls per second allowed, by (account, action).
+    pub fn limits(&self) -> &[(String, Action, u32)] {
+        &self.limits
     }
 
     /// Whether `X-Forwarded-For` from this peer is believed.

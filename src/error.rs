@@ -73,6 +73,15 @@ error_table! {
         "An error occurred while validating the permissions of the instance. Please verify the account that created the instance and its permissions settings."),
     ForbiddenRam => (403, "Forbidden.RAM",
         "User not authorized to operate on the specified resource."),
+    // Flow control and quotas. The seeds answer SystemOverFlow with 403 for
+    // QuerySessionByClientId and 500 for BatchQuerySessionByClientIds; the
+    // other actions use the 403 form.
+    SystemOverFlow => (403, "SystemOverFlow",
+        "An error occurred while processing your request. Please try again."),
+    SystemOverFlowServer => (500, "SystemOverFlow",
+        "An error occurred while processing your request. Please try again."),
+    InstanceQuotaExceeded => (403, "InstanceQuotaExceeded",
+        "The instance's monthly transaction quota is used up."),
     // The service.
     ServiceUnavailable => (503, "ServiceUnavailable",
         "The request has failed due to a temporary failure of the server."),
@@ -89,6 +98,9 @@ pub struct ApiError {
     pub message: String,
     /// For `Forbidden.RAM`: what Alibaba tells a denied caller.
     pub access_denied: Option<Box<AccessDeniedDetail>>,
+    /// For flow control: milliseconds until a retry can succeed, sent as
+    /// `x-acs-retry-after` (the Tea SDK then raises its ThrottlingException).
+    pub retry_after_ms: Option<u64>,
 }
 
 /// Why RAM denied a call, as Alibaba's gateway reports it (the Tea SDK reads
@@ -117,6 +129,7 @@ impl ApiError {
             parameter: None,
             message: message.into(),
             access_denied: None,
+            retry_after_ms: None,
         }
     }
 
@@ -142,6 +155,7 @@ impl ApiError {
             parameter: Some(name.to_string()),
             message: format!("The parameter \"{name}\" is invalid: {what}"),
             access_denied: None,
+            retry_after_ms: None,
         }
     }
 
@@ -175,7 +189,11 @@ mod tests {
     fn table_rows_are_distinct_and_well_formed() {
         let mut codes = HashSet::new();
         for row in ErrorCode::ALL {
-            assert!(codes.insert(row.code()), "duplicate code {}", row.code());
+            assert!(
+                codes.insert((row.code(), row.status())),
+                "duplicate row {}",
+                row.code()
+            );
             assert!((400..600).contains(&row.status()), "{row:?}");
             assert!(row.default_message().ends_with('.'), "{row:?}");
             assert!(!row.code().contains(' '), "{row:?}");

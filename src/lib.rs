@@ -16,9 +16,11 @@
 //! - [`rpc`]: the HTTP endpoint at `/`. A call flows one way through small
 //!   stages, each a module testable alone:
 //!   [`rpc::params`] (parse) -> [`rpc::verify`] with [`rpc::signature_v1`]
-//!   (signature) -> [`rpc::replay`] (timestamp and nonce) -> [`access`]
-//!   (instance and permission) -> [`actions`] (the action) ->
-//!   [`rpc::response`] (the answer, with its `RequestId`).
+//!   and [`rpc::signature_v3`] (signature) -> [`rpc::replay`] (timestamp and
+//!   nonce) -> [`throttle`] (calls per second) -> [`access`] (instance and
+//!   permission) -> [`actions`] (the action) -> [`metering`] (the bill,
+//!   durable before the answer) -> [`rpc::response`] (the answer, with its
+//!   `RequestId`).
 //! - [`actions`]: one file per API action, each declaring its parameters, its
 //!   RAM action and resource, and its handler.
 //! - [`error`]: the one table of error codes, HTTP statuses and messages.
@@ -29,6 +31,8 @@
 //!   MQTT front layer ([`broker::front`]) that owns the public port, keeps the
 //!   live session registry ([`broker::registry`]) and authenticates devices
 //!   ([`broker::device_auth`]).
+//! - [`metering`]: the SQLite bill (group commit) and its reports;
+//!   [`metrics`]: live counters for `GET /metrics`.
 //! - [`client`]: a signing client (`mqgate call`), built on the same pure
 //!   signature functions the server verifies with.
 //! - [`secret`]: a string that never prints itself.
@@ -40,7 +44,10 @@ pub mod client;
 pub mod config;
 pub mod directory;
 pub mod error;
+pub mod metering;
+pub mod metrics;
 pub mod ram;
 pub mod rpc;
 pub mod secret;
 pub mod server;
+pub mod throttle;

@@ -48,6 +48,33 @@ enum Command {
         #[arg(long, default_value = "v1", value_parser = ["v1", "v3"])]
         signature: String,
     },
+    /// Billing report from the metering database (works while mqgate runs).
+    Report {
+        /// The configuration whose storage.dir holds the database (default:
+        /// the demo's).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Start, inclusive: 2026-11-21, 2026-11-21T10:00:00Z, today, yesterday, now (UTC).
+        #[arg(long, default_value = "today")]
+        from: String,
+        /// End, exclusive.
+        #[arg(long, default_value = "tomorrow")]
+        to: String,
+        #[arg(long, value_name = "ID")]
+        account: Option<String>,
+        #[arg(long, value_name = "ID")]
+        instance: Option<String>,
+        /// Any of instance, action, and one of minute, hour, day. Without a
+        /// time unit, one window spans --from to --to.
+        #[arg(long, default_value = "instance,action,day")]
+        group_by: String,
+        #[arg(long, default_value = "table", value_parser = ["table", "csv", "json"])]
+        format: String,
+        /// What to count: billed API transactions, broker messages by QoS,
+        /// or peak concurrent connections.
+        #[arg(long, default_value = "transactions", value_parser = ["transactions", "messages", "connections"])]
+        kind: String,
+    },
     /// Check and try RAM policies without a running gateway.
     Policy {
         #[command(subcommand)]
@@ -116,6 +143,18 @@ fn main() -> ExitCode {
             eprint!("{}", outcome.stderr);
             ExitCode::from(outcome.code)
         }
+        Command::Report {
+            config,
+            from,
+            to,
+            account,
+            instance,
+            group_by,
+            format,
+            kind,
+        } => report(
+            config, &from, &to, account, instance, &group_by, &format, &kind,
+        ),
         Command::Serve { config } => runtime.block_on(serve(config)),
         Command::Call {
             action,
@@ -225,6 +264,79 @@ fn print_banner(server: &Server, config: &Config, is_demo: bool) {
         );
     }
     let _ = out.flush();
+}
+
+#[allow(clippy::too_many_arguments)]
+fn report(
+    config_path: Option<PathBuf>,
+    from: &str,
+    to: &str,
+    account: Option<String>,
+    instance: Option<String>,
+    group_by: &str,
+    format: &str,
+    kind: &str,
+) -> ExitCode {
+    use mqgate::metering::report::{self, Bucket, Kind, Query};
+    let fail = |message: String| {
+        eprintln!("mqgate report: {message}");
+        ExitCode::from(2)
+    };
+    let config = match &config_path {
+        Some(path) => match Config::load(path) {
+            Ok(config) => config,
+            Err(e) => return fail(format!("invalid configuration: {e}")),
+        },
+        None => Config::demo(),
+    };
+    let now = chrono::Utc::now();
+    let (from, to) = match (report::parse_time(from, now), report::parse_time(to, now)) {
+        (Ok(from), Ok(to)) => (from, to),
+        (Err(e), _) => return fail(format!("--from: {e}")),
+        (_, Err(e)) => return fail(format!("--to: {e}")),
+    };
+    let (mut by_instance, mut by_action, mut bucket) = (false, false, Bucket::Whole);
+    for part in group_by.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        match part {
+            "instance" => by_instance = true,
+            "action" => by_action = true,
+            "minute" => bucket = Bucket::Minute,
+            "hour" => bucket = Bucket::Hour,
+            "day" => bucket = Bucket::Day,
+            other => {
+                return fail(format!(
+                    "--group-by: \"{other}\" is not instance, action, minute, hour or day"
+                ));
+            }
+        }
+    }
+    let kind = match kind {
+        "messages" => Kind::Messages,
+        "connections" => Kind::Connections,
+        _ => Kind::Transactions,
+    };
+    let query = Query {
+        kind,
+        from,
+        to,
+        account_id: account,
+        instance_id: instance,
+        by_instance,
+        by_action,
+        bucket,
+    };
+    let path = config.storage.dir.join(mqgate::metering::DATABASE);
+    let rows = match report::open_read_only(&path).and_then(|c| report::run(&c, &query)) {
+        Ok(rows) => rows,
+        Err(e) => return fail(e),
+    };
+    let text = match format {
+        "csv" => report::to_csv(kind, &rows),
+        "json" => report::to_json(kind, &rows),
+        _ => report::to_table(kind, &rows),
+    };
+    print!("{text}");
+    ExitCode::SUCCESS
 }
 
 /// Runs until Ctrl-C or SIGTERM, reloading the configuration and its policy

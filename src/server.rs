@@ -6,7 +6,10 @@ use crate::broker::front::{FrontLayer, reason};
 use crate::broker::{self, Brokers};
 use crate::config::Config;
 use crate::directory::{Directory, DirectoryHandle};
+use crate::metering::Meter;
+use crate::metrics::Metrics;
 use crate::rpc::{self, RpcState, replay::ReplayGuard};
+use crate::throttle::Throttle;
 use axum::Router;
 use axum::routing::any;
 use std::net::SocketAddr;
@@ -29,6 +32,8 @@ pub enum StartError {
     },
     #[error(transparent)]
     Broker(#[from] broker::StartError),
+    #[error("storage.dir: metering database: {0}")]
+    Metering(String),
 }
 
 /// What a reload changed.
@@ -49,6 +54,9 @@ pub struct Server {
     shutdown: CancellationToken,
     http: JoinHandle<()>,
     mqtt: JoinHandle<()>,
+    flusher: JoinHandle<()>,
+    flusher_stop: CancellationToken,
+    state: Arc<RpcState>,
     config: std::sync::Mutex<Config>,
 }
 
@@ -56,6 +64,7 @@ pub struct Server {
 pub fn app(state: Arc<RpcState>) -> Router {
     Router::new()
         .route("/", any(rpc::endpoint))
+        .route("/metrics", axum::routing::get(rpc::metrics))
         .fallback(rpc::not_found)
         .with_state(state)
 }
@@ -66,6 +75,7 @@ impl Server {
             dir: config.storage.dir.display().to_string(),
             error,
         })?;
+        let meter = Arc::new(Meter::open(&config.storage.dir).map_err(StartError::Metering)?);
         let directory = DirectoryHandle::new(Directory::from_config(&config));
         let brokers = Arc::new(Brokers::start(&directory.current(), &config.mqtt).await?);
 
@@ -95,8 +105,23 @@ impl Server {
                 Duration::from_millis(config.http.batch_status_ttl_ms),
                 1_000_000,
             ),
+            throttle: std::sync::RwLock::new(Arc::new(Throttle::new(
+                directory.current().limits().to_vec(),
+            ))),
+            meter: meter.clone(),
+            metrics: Metrics::default(),
         });
-        let http = tokio::spawn(serve_http(http_listener, app(state), shutdown.clone()));
+        let flusher_stop = CancellationToken::new();
+        let flusher = tokio::spawn(flush_broker_counts(
+            brokers.clone(),
+            meter.clone(),
+            flusher_stop.clone(),
+        ));
+        let http = tokio::spawn(serve_http(
+            http_listener,
+            app(state.clone()),
+            shutdown.clone(),
+        ));
         Ok(Server {
             http_addr,
             mqtt_addr,
@@ -105,6 +130,9 @@ impl Server {
             shutdown,
             http,
             mqtt,
+            flusher,
+            flusher_stop,
+            state,
             config: std::sync::Mutex::new(config),
         })
     }
@@ -124,6 +152,15 @@ impl Server {
             .map(|i| i.id.clone())
             .collect();
         removed_instances.sort();
+        let limits_changed = directory.limits() != old.limits();
+        if limits_changed {
+            let throttle = Arc::new(Throttle::new(directory.limits().to_vec()));
+            *self
+                .state
+                .throttle
+                .write()
+                .unwrap_or_else(|e| e.into_inner()) = throttle;
+        }
         self.directory.replace(directory);
         for id in &removed_instances {
             if let Some(broker) = self.brokers.instance(id) {
@@ -184,6 +221,51 @@ impl Server {
             .await;
         if let Err(e) = self.http.await {
             tracing::warn!(error = %e, "http server task failed");
+        }
+        // Every connection is closed: the last broker counts are final.
+        self.flusher_stop.cancel();
+        if let Err(e) = self.flusher.await {
+            tracing::warn!(error = %e, "metering flush task failed");
+        }
+    }
+}
+
+/// Writes each instance's broker counts (messages by QoS, peak
+/// connections) every [`crate::metering::BROKER_FLUSH_EVERY`], on the
+/// wall-clock multiples of it, and once more, durably, at shutdown.
+async fn flush_broker_counts(
+    brokers: Arc<Brokers>,
+    meter: Arc<Meter>,
+    shutdown: CancellationToken,
+) {
+    let every = crate::metering::BROKER_FLUSH_EVERY;
+    loop {
+        let now = chrono::Utc::now();
+        let into =
+            Duration::from_millis((now.timestamp_millis() as u64) % every.as_millis() as u64);
+        let stopping = tokio::select! {
+            _ = tokio::time::sleep(every - into) => false,
+            _ = shutdown.cancelled() => true,
+        };
+        // Counts gathered up to now belong to the minute just before it.
+        let minute = crate::metering::minute_of(chrono::Utc::now() - chrono::Duration::seconds(1));
+        for broker in brokers.all() {
+            let current = broker.sessions.len() as u64;
+            let (published, delivered, peak) = broker.meter.drain(current);
+            let counts = crate::metering::BrokerCounts {
+                account_id: broker.account_id.clone(),
+                instance_id: broker.instance_id.clone(),
+                minute,
+                published,
+                delivered,
+                peak_connections: peak,
+            };
+            if let Err(e) = meter.record_broker(counts, stopping).await {
+                tracing::error!(error = %e, "broker counts could not be recorded");
+            }
+        }
+        if stopping {
+            return;
         }
     }
 }

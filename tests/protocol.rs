@@ -299,6 +299,59 @@ async fn every_row_of_the_error_table_is_produced() {
     );
     small.server.shutdown().await;
 
+    // Flow control (403 for most actions, 500 for the batch query, as the
+    // seeds list them) and the monthly quota.
+    let limited = TestServer::start(&format!(
+        "[limits]\nQuerySessionByClientId = 1\nBatchQuerySessionByClientIds = 1\n{}",
+        TWO_ACCOUNTS.replace(
+            "  id = \"inst-a2\"\n",
+            "  id = \"inst-a2\"\n  monthly_transaction_quota = 1\n"
+        )
+    ))
+    .await;
+    assert_eq!(
+        v1_get(&limited, with("QuerySessionByClientId", &qs), "testsecret")
+            .await
+            .status,
+        200
+    );
+    expect(
+        v1_get(&limited, with("QuerySessionByClientId", &qs), "testsecret").await,
+        ErrorCode::SystemOverFlow,
+    );
+    let batch = [("InstanceId", "inst-a1"), ("ClientIdList.1", "c")];
+    assert_eq!(
+        v1_get(
+            &limited,
+            with("BatchQuerySessionByClientIds", &batch),
+            "testsecret"
+        )
+        .await
+        .status,
+        200
+    );
+    expect(
+        v1_get(
+            &limited,
+            with("BatchQuerySessionByClientIds", &batch),
+            "testsecret",
+        )
+        .await,
+        ErrorCode::SystemOverFlowServer,
+    );
+    let close_a2 = [("InstanceId", "inst-a2"), ("ClientId", "c")];
+    assert_eq!(
+        v1_get(&limited, with("CloseConnection", &close_a2), "testsecret")
+            .await
+            .status,
+        200
+    );
+    expect(
+        v1_get(&limited, with("CloseConnection", &close_a2), "testsecret").await,
+        ErrorCode::InstanceQuotaExceeded,
+    );
+    limited.server.shutdown().await;
+
     // An instance in the directory whose broker is not running (as after a
     // configuration reload that added it): InternalError, not a panic.
     expect(internal_error_reply().await, ErrorCode::InternalError);
@@ -327,11 +380,15 @@ async fn internal_error_reply() -> Reply {
     let brokers = mqgate::broker::Brokers::start(&Directory::from_config(&without), &without.mqtt)
         .await
         .unwrap();
+    let storage = tempfile::tempdir().unwrap();
     let state = std::sync::Arc::new(RpcState {
         directory: DirectoryHandle::new(Directory::from_config(&with_instance)),
         brokers: std::sync::Arc::new(brokers),
         replay: ReplayGuard::new(900, Utc::now() - ChronoDuration::minutes(1), 100),
         status_cache: StatusCache::new(std::time::Duration::from_secs(1), 100),
+        throttle: std::sync::RwLock::new(std::sync::Arc::new(mqgate::throttle::Throttle::new([]))),
+        meter: std::sync::Arc::new(mqgate::metering::Meter::open(storage.path()).unwrap()),
+        metrics: mqgate::metrics::Metrics::default(),
     });
     let query = v1_signed(
         "GET",

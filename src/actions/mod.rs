@@ -5,6 +5,7 @@
 
 pub mod batch_query_session_by_client_ids;
 pub mod close_connection;
+pub mod describe_metering_report;
 pub mod query_session_by_client_id;
 
 use crate::access;
@@ -27,6 +28,7 @@ pub struct ActionContext<'a> {
     pub status_cache: &'a StatusCache,
     /// The request's RAM condition keys (acs:SourceIp, acs:CurrentTime, ...).
     pub ram_context: &'a crate::ram::Context,
+    pub meter: &'a crate::metering::Meter,
 }
 
 /// An API action: its name, its RAM action, its parameters and its handler.
@@ -63,6 +65,7 @@ pub enum Action {
     CloseConnection,
     QuerySessionByClientId,
     BatchQuerySessionByClientIds,
+    DescribeMeteringReport,
 }
 
 impl Action {
@@ -70,6 +73,7 @@ impl Action {
         Action::CloseConnection,
         Action::QuerySessionByClientId,
         Action::BatchQuerySessionByClientIds,
+        Action::DescribeMeteringReport,
     ];
 
     /// The action named by `Action=` (case-sensitive, as Alibaba's gateway).
@@ -86,6 +90,9 @@ impl Action {
             Action::BatchQuerySessionByClientIds => {
                 batch_query_session_by_client_ids::BatchQuerySessionByClientIds::NAME
             }
+            Action::DescribeMeteringReport => {
+                describe_metering_report::DescribeMeteringReport::NAME
+            }
         }
     }
 
@@ -97,6 +104,9 @@ impl Action {
             }
             Action::BatchQuerySessionByClientIds => {
                 batch_query_session_by_client_ids::BatchQuerySessionByClientIds::RAM_ACTION
+            }
+            Action::DescribeMeteringReport => {
+                describe_metering_report::DescribeMeteringReport::RAM_ACTION
             }
         }
     }
@@ -122,6 +132,10 @@ impl Action {
                     request, ctx, request_id,
                 )
                 .await
+            }
+            Action::DescribeMeteringReport => {
+                run::<describe_metering_report::DescribeMeteringReport>(request, ctx, request_id)
+                    .await
             }
         }
     }
@@ -149,13 +163,22 @@ async fn run<A: ApiAction>(
             ),
         ));
     };
+    // Quota, then the action, then the bill: a call is answered only once
+    // its transaction is durable, and a refused or failed call is not billed.
+    let admission = ctx
+        .meter
+        .admit(&instance.id, instance.monthly_transaction_quota)?;
     let response = A::handle(ctx, &broker, parsed, request_id).await?;
-    serde_json::to_value(response).map_err(|e| {
+    let body = serde_json::to_value(response).map_err(|e| {
         ApiError::new(
             ErrorCode::InternalError,
             format!("An error occurred while processing your request: {e}"),
         )
-    })
+    })?;
+    ctx.meter
+        .commit(admission, &request.user.account_id, A::NAME)
+        .await?;
+    Ok(body)
 }
 
 /// A parameter the action requires: present and not empty.

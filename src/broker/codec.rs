@@ -62,6 +62,11 @@ pub fn client_may_send(packet_type: u8) -> bool {
     matches!(packet_type, 3..=8 | 10 | 12 | 14)
 }
 
+/// The QoS of a PUBLISH frame (bits 1-2 of its first byte).
+pub fn publish_qos(frame: &[u8]) -> u8 {
+    frame.first().map_or(0, |b| (b >> 1) & 0x03)
+}
+
 /// The packet type of a frame.
 pub fn frame_type(frame: &[u8]) -> u8 {
     frame.first().map_or(0, |b| b >> 4)

@@ -17,10 +17,10 @@
 //! Frames are relayed whole: the relay only writes complete MQTT packets to
 //! the client, so a DISCONNECT it injects never lands inside another packet.
 
-use super::Brokers;
 use super::codec::{self, FrameError, packet_type};
 use super::device_auth::{self, Refusal};
 use super::registry::{Control, ProtocolVersion, SessionInfo};
+use super::{Brokers, InstanceBroker};
 use crate::directory::DirectoryHandle;
 use bytes::BytesMut;
 use chrono::Utc;
@@ -280,6 +280,7 @@ impl FrontLayer {
             connected_at: Utc::now(),
         };
         let (_session, handle) = broker.sessions.register(info);
+        broker.meter.connections_now(broker.sessions.len() as u64);
         if client.write_all(&connack).await.is_err() {
             return debug!(%client_id, "client left before CONNACK");
         }
@@ -288,8 +289,8 @@ impl FrontLayer {
         let (client_rd, client_wr) = client.into_split();
         let (upstream_rd, upstream_wr) = upstream.into_split();
         let end = tokio::select! {
-            end = relay_to_broker(client_rd, upstream_wr, client_buf, self.max_packet_size) => end,
-            end = relay_to_client(upstream_rd, client_wr, upstream_buf, handle.control, protocol) => end,
+            end = relay_to_broker(client_rd, upstream_wr, client_buf, self.max_packet_size, &broker) => end,
+            end = relay_to_client(upstream_rd, client_wr, upstream_buf, handle.control, protocol, &broker) => end,
             _ = handle.hard_stop.cancelled() => End::HardStop,
         };
         drop(handle.guard);
@@ -423,6 +424,7 @@ async fn relay_to_broker(
     mut upstream: OwnedWriteHalf,
     mut buf: BytesMut,
     max_packet_size: usize,
+    broker: &InstanceBroker,
 ) -> End {
     loop {
         // Forward every complete frame in the buffer, checking each one's
@@ -434,6 +436,9 @@ async fn relay_to_broker(
                     let kind = codec::frame_type(&buf[whole..]);
                     if !codec::client_may_send(kind) {
                         return End::ClientProtocol(FrameError::Forbidden(kind));
+                    }
+                    if kind == packet_type::PUBLISH {
+                        broker.meter.published(codec::publish_qos(&buf[whole..]));
                     }
                     whole += len;
                 }
@@ -464,17 +469,27 @@ async fn relay_to_client(
     mut buf: BytesMut,
     mut control: mpsc::Receiver<Control>,
     protocol: ProtocolVersion,
+    broker: &InstanceBroker,
 ) -> End {
     loop {
-        match codec::whole_frames(&buf, BROKER_MAX_FRAME) {
-            Ok((0, _)) => {}
-            Ok((len, _frames)) => {
-                let chunk = buf.split_to(len);
-                if client.write_all(&chunk).await.is_err() {
-                    return End::ClientClosed;
+        let mut whole = 0;
+        loop {
+            match codec::frame_len(&buf[whole..], BROKER_MAX_FRAME) {
+                Ok(Some(len)) => {
+                    if codec::frame_type(&buf[whole..]) == packet_type::PUBLISH {
+                        broker.meter.delivered(codec::publish_qos(&buf[whole..]));
+                    }
+                    whole += len;
                 }
+                Ok(None) => break,
+                Err(e) => return End::BrokerProtocol(e),
             }
-            Err(e) => return End::BrokerProtocol(e),
+        }
+        if whole > 0 {
+            let chunk = buf.split_to(whole);
+            if client.write_all(&chunk).await.is_err() {
+                return End::ClientClosed;
+            }
         }
         buf.reserve(4096);
         tokio::select! {

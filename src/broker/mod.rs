@@ -37,6 +37,9 @@ use tokio::net::TcpStream;
 #[derive(Debug)]
 pub struct InstanceBroker {
     pub instance_id: String,
+    pub account_id: String,
+    /// Messages and connections, for the bill.
+    pub meter: crate::metering::BrokerMeter,
     /// rumqttd's MQTT 3.1.1 listener (loopback).
     pub v4_addr: SocketAddr,
     /// rumqttd's MQTT 5 listener (loopback).
@@ -93,23 +96,29 @@ impl Brokers {
     /// Starts brokers for the directory's instances that have none yet;
     /// returns their ids.
     pub async fn ensure_started(&self, directory: &Directory) -> Result<Vec<String>, StartError> {
-        let mut missing: Vec<String> = directory
+        let mut missing: Vec<(String, String)> = directory
             .instances()
-            .map(|i| i.id.clone())
-            .filter(|id| self.instance(id).is_none())
+            .filter(|i| self.instance(&i.id).is_none())
+            .map(|i| (i.id.clone(), i.account_id.clone()))
             .collect();
         missing.sort_unstable();
-        for instance_id in &missing {
+        for (instance_id, account_id) in &missing {
             let router_id = self.next_router_id.fetch_add(1, Ordering::Relaxed);
-            let broker = start_instance(router_id, instance_id, &self.mqtt, &self.internal_login)
-                .await
-                .map_err(|reason| StartError::Broker {
-                    instance: instance_id.clone(),
-                    reason,
-                })?;
+            let broker = start_instance(
+                router_id,
+                instance_id,
+                account_id,
+                &self.mqtt,
+                &self.internal_login,
+            )
+            .await
+            .map_err(|reason| StartError::Broker {
+                instance: instance_id.clone(),
+                reason,
+            })?;
             self.write().insert(instance_id.clone(), Arc::new(broker));
         }
-        Ok(missing)
+        Ok(missing.into_iter().map(|(id, _)| id).collect())
     }
 
     pub fn instance(&self, instance_id: &str) -> Option<Arc<InstanceBroker>> {
@@ -161,6 +170,7 @@ impl InstanceBroker {
 async fn start_instance(
     router_id: usize,
     instance_id: &str,
+    account_id: &str,
     mqtt: &MqttConfig,
     login: &Login,
 ) -> Result<InstanceBroker, String> {
@@ -230,6 +240,8 @@ async fn start_instance(
     }
     Ok(InstanceBroker {
         instance_id: instance_id.to_string(),
+        account_id: account_id.to_string(),
+        meter: crate::metering::BrokerMeter::default(),
         v4_addr: addrs[0].expect("set above"),
         v5_addr: addrs[1].expect("set above"),
         sessions: SessionRegistry::new(),

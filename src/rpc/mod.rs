@@ -21,6 +21,9 @@ use crate::actions::{API_VERSION, Action, ActionContext};
 use crate::broker::Brokers;
 use crate::directory::DirectoryHandle;
 use crate::error::{ApiError, ErrorCode};
+use crate::metering::Meter;
+use crate::metrics::Metrics;
+use crate::throttle::Throttle;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::header;
@@ -45,6 +48,19 @@ pub struct RpcState {
     pub brokers: Arc<Brokers>,
     pub replay: ReplayGuard,
     pub status_cache: StatusCache,
+    /// Rebuilt when a reload changes the limits.
+    pub throttle: std::sync::RwLock<Arc<Throttle>>,
+    pub meter: Arc<Meter>,
+    pub metrics: Metrics,
+}
+
+impl RpcState {
+    pub fn throttle(&self) -> Arc<Throttle> {
+        self.throttle
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
 }
 
 /// The axum handler for `/`.
@@ -61,11 +77,33 @@ pub async fn endpoint(State(state): State<Arc<RpcState>>, request: Request) -> R
         .extensions()
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
         .map(|c| c.0.ip());
-    let outcome = handle(&state, request, peer, &request_id, &mut format).await;
+    let started = std::time::Instant::now();
+    let mut action_name = "-";
+    let outcome = handle(
+        &state,
+        request,
+        peer,
+        &request_id,
+        &mut format,
+        &mut action_name,
+    )
+    .await;
     let answer = match outcome {
-        Ok((action, body)) => Answer::Success { action, body },
+        Ok((action, body)) => {
+            state
+                .metrics
+                .record(action.name(), "OK", started.elapsed(), false);
+            Answer::Success { action, body }
+        }
         Err(error) => {
             tracing::info!(%request_id, code = %error.code(), message = %error.message, "rpc call refused");
+            let throttled = matches!(
+                error.kind,
+                ErrorCode::SystemOverFlow | ErrorCode::SystemOverFlowServer
+            );
+            state
+                .metrics
+                .record(action_name, &error.code(), started.elapsed(), throttled);
             Answer::Error(error)
         }
     };
@@ -80,6 +118,7 @@ async fn handle(
     peer: Option<std::net::IpAddr>,
     request_id: &str,
     format: &mut Format,
+    action_name: &mut &'static str,
 ) -> Result<(Action, serde_json::Value), ApiError> {
     let forwarded_for = request
         .headers()
@@ -115,6 +154,8 @@ async fn handle(
             ),
         ));
     };
+    *action_name = action.name();
+    state.throttle().check(&verified.user.account_id, action)?;
     let source_ip = peer.map(|peer| source_ip(&directory, peer, forwarded_for.as_deref()));
     let ram_context = ram_context(&verified, source_ip, chrono::Utc::now());
     let ctx = ActionContext {
@@ -122,6 +163,7 @@ async fn handle(
         brokers: &state.brokers,
         status_cache: &state.status_cache,
         ram_context: &ram_context,
+        meter: &state.meter,
     };
     let body = action.perform(&verified, &ctx, request_id).await?;
     Ok((action, body))
@@ -289,6 +331,22 @@ fn is_form(content_type: &str) -> bool {
         v.trim()
             .eq_ignore_ascii_case("application/x-www-form-urlencoded")
     })
+}
+
+/// `GET /metrics`: Prometheus text.
+pub async fn metrics(State(state): State<Arc<RpcState>>) -> Response {
+    use axum::response::IntoResponse;
+    let text = state
+        .metrics
+        .render(&state.brokers, state.status_cache.hit_counts());
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
 }
 
 /// Answer for paths other than `/`.

@@ -37,6 +37,10 @@ struct ErrorBody<'a> {
 
 impl Answer {
     pub fn render(self, format: Format, request_id: &str, host: &str) -> Response {
+        let retry_after_ms = match &self {
+            Answer::Error(error) => error.retry_after_ms,
+            Answer::Success { .. } => None,
+        };
         let (status, root, body) = match self {
             Answer::Success { action, body } => {
                 (StatusCode::OK, format!("{}Response", action.name()), body)
@@ -69,6 +73,17 @@ impl Answer {
         let mut response = (status, [(header::CONTENT_TYPE, content_type)], text).into_response();
         if let Ok(id) = HeaderValue::from_str(request_id) {
             response.headers_mut().insert("x-acs-request-id", id);
+        }
+        if let Some(ms) = retry_after_ms {
+            // Alibaba's header is in milliseconds; the standard one in
+            // whole seconds, rounded up.
+            response
+                .headers_mut()
+                .insert("x-acs-retry-after", HeaderValue::from(ms.max(1)));
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(ms.div_ceil(1000).max(1)),
+            );
         }
         response
     }

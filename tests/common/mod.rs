@@ -70,7 +70,7 @@ pub struct TestServer {
     pub server: Server,
     pub endpoint: String,
     pub mqtt: SocketAddr,
-    _storage: tempfile::TempDir,
+    pub storage: tempfile::TempDir,
 }
 
 impl TestServer {
@@ -86,7 +86,7 @@ impl TestServer {
             endpoint: format!("http://{}", server.http_addr),
             mqtt: server.mqtt_addr,
             server,
-            _storage: storage,
+            storage,
         }
     }
 

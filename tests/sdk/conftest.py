@@ -85,6 +85,16 @@ class Mqgate:
 
 @pytest.fixture(scope="session")
 def mqgate():
+    yield from run_mqgate("")
+
+
+@pytest.fixture(scope="session")
+def limited_mqgate():
+    """A second mqgate whose QuerySessionByClientId limit is 1 call/s."""
+    yield from run_mqgate("[limits]\nQuerySessionByClientId = 1\n")
+
+
+def run_mqgate(extra_config):
     assert os.path.exists(BIN), f"{BIN} is missing: run cargo build first"
     with tempfile.TemporaryDirectory() as storage:
         for name, network in [("loopback-only", "127.0.0.0/8"), ("other-network-only", "10.0.0.0/8")]:
@@ -101,7 +111,8 @@ def mqgate():
             )
         config = pathlib.Path(storage) / "mqgate.toml"
         config.write_text(
-            CONFIG.format(
+            extra_config
+            + CONFIG.format(
                 instance=INSTANCE,
                 other=OTHER_INSTANCE,
                 storage=storage,

@@ -122,3 +122,15 @@ def test_unknown_action(mqgate, mode):
         lambda: client.call_api(params, request, util_models.RuntimeOptions())
     )
     assert (e.status_code, e.code) == (404, "InvalidAction.NotFound")
+
+
+def test_throttling_reaches_the_tea_sdk_as_throttling_exception(limited_mqgate):
+    from alibabacloud_tea_openapi.exceptions import ThrottlingException
+
+    client = tea(limited_mqgate, None)
+    with pytest.raises(ThrottlingException) as raised:
+        for _ in range(5):
+            query(client, "c")
+    e = raised.value
+    assert (e.status_code, e.code) == (403, "SystemOverFlow")
+    assert 0 < e.retry_after <= 1000

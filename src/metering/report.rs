@@ -1,0 +1,445 @@
+//! Metering reports, from the database, while mqgate runs or not: rows of a
+//! window, the ids, and the counts, as a table, CSV or JSON.
+
+use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
+use rusqlite::{Connection, OpenFlags, params_from_iter, types::Value as SqlValue};
+use serde::Serialize;
+use std::path::Path;
+
+/// What to count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Billed API calls (`api_transactions`).
+    Transactions,
+    /// Messages published and delivered, by QoS (`broker_messages`).
+    Messages,
+    /// Peak concurrent connections (`broker_connections`).
+    Connections,
+}
+
+/// Time buckets of a report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bucket {
+    /// One window: the whole requested range.
+    Whole,
+    Minute,
+    Hour,
+    Day,
+}
+
+impl Bucket {
+    fn seconds(self) -> Option<i64> {
+        match self {
+            Bucket::Whole => None,
+            Bucket::Minute => Some(60),
+            Bucket::Hour => Some(3600),
+            Bucket::Day => Some(86_400),
+        }
+    }
+}
+
+/// Which rows, and how to group them.
+#[derive(Debug, Clone)]
+pub struct Query {
+    pub kind: Kind,
+    /// Inclusive.
+    pub from: DateTime<Utc>,
+    /// Exclusive.
+    pub to: DateTime<Utc>,
+    pub account_id: Option<String>,
+    pub instance_id: Option<String>,
+    pub by_instance: bool,
+    pub by_action: bool,
+    pub bucket: Bucket,
+}
+
+/// One row of a report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Row {
+    pub window_start: String,
+    pub window_end: String,
+    pub account_id: String,
+    /// Empty when not grouped by instance.
+    pub instance_id: String,
+    /// The action (transactions), `published/qos1`-style (messages), or
+    /// empty.
+    pub item: String,
+    pub count: u64,
+}
+
+/// Parses `2026-11-21`, `2026-11-21T10:00:00Z` (any RFC 3339), `today`,
+/// `yesterday`, `now`.
+pub fn parse_time(value: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
+    let today = now.date_naive();
+    let midnight = |d: NaiveDate| d.and_hms_opt(0, 0, 0).map(|t| t.and_utc());
+    let parsed = match value {
+        "now" => Some(now),
+        "today" => midnight(today),
+        "yesterday" => today.pred_opt().and_then(midnight),
+        "tomorrow" => today.succ_opt().and_then(midnight),
+        other => DateTime::parse_from_rfc3339(other)
+            .map(|t| t.with_timezone(&Utc))
+            .ok()
+            .or_else(|| {
+                NaiveDate::parse_from_str(other, "%Y-%m-%d")
+                    .ok()
+                    .and_then(midnight)
+            }),
+    };
+    parsed.ok_or_else(|| {
+        format!("\"{value}\" is not a time; use 2026-11-21, 2026-11-21T10:00:00Z, today, yesterday or now (UTC)")
+    })
+}
+
+/// Opens the database for reading (it may be in use by a running mqgate).
+pub fn open_read_only(path: &Path) -> Result<Connection, String> {
+    if !path.exists() {
+        return Err(format!(
+            "{}: no metering database (mqgate creates it when it starts with this storage.dir)",
+            path.display()
+        ));
+    }
+    let connection = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| format!("{}: {e}", path.display()))?;
+    connection
+        .busy_timeout(std::time::Duration::from_secs(5))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(connection)
+}
+
+/// Runs a report query.
+pub fn run(connection: &Connection, query: &Query) -> Result<Vec<Row>, String> {
+    if query.to <= query.from {
+        return Err("the report's end (--to) must be after its start (--from)".into());
+    }
+    let (table, item, value, aggregate) = match query.kind {
+        Kind::Transactions => ("api_transactions", "action", "transactions", "SUM"),
+        Kind::Messages => (
+            "broker_messages",
+            "direction || '/qos' || qos",
+            "messages",
+            "SUM",
+        ),
+        Kind::Connections => ("broker_connections", "''", "peak_connections", "MAX"),
+    };
+    let window = match query.bucket.seconds() {
+        Some(s) => format!("(minute - (minute % {s}))"),
+        None => "0".to_string(),
+    };
+    let instance = if query.by_instance {
+        "instance_id"
+    } else {
+        "''"
+    };
+    let item = if query.by_action || query.kind == Kind::Messages {
+        item
+    } else {
+        "''"
+    };
+    let mut sql = format!(
+        "SELECT {window} AS w, account_id, {instance} AS i, {item} AS it, {aggregate}({value})
+         FROM {table} WHERE minute >= ?1 AND minute < ?2"
+    );
+    let mut args: Vec<SqlValue> = vec![
+        SqlValue::Integer(query.from.timestamp().div_euclid(60) * 60),
+        SqlValue::Integer(query.to.timestamp()),
+    ];
+    if let Some(account) = &query.account_id {
+        sql.push_str(&format!(" AND account_id = ?{}", args.len() + 1));
+        args.push(SqlValue::Text(account.clone()));
+    }
+    if let Some(instance_id) = &query.instance_id {
+        sql.push_str(&format!(" AND instance_id = ?{}", args.len() + 1));
+        args.push(SqlValue::Text(instance_id.clone()));
+    }
+    sql.push_str(" GROUP BY w, account_id, i, it ORDER BY w, account_id, i, it");
+    let mut statement = connection.prepare(&sql).map_err(|e| e.to_string())?;
+    let rows = statement
+        .query_map(params_from_iter(args.iter()), |row| {
+            Ok((
+                row.get::<_, i64>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, String>(2)?,
+                row.get::<_, String>(3)?,
+                row.get::<_, i64>(4)?,
+            ))
+        })
+        .map_err(|e| e.to_string())?;
+    let iso = |t: i64| {
+        DateTime::from_timestamp(t, 0)
+            .unwrap_or_default()
+            .to_rfc3339_opts(SecondsFormat::Secs, true)
+    };
+    let mut out = Vec::new();
+    for row in rows {
+        let (window, account_id, instance_id, item, count) = row.map_err(|e| e.to_string())?;
+        let (start, end) = match query.bucket.seconds() {
+            Some(s) => (iso(window), iso(window + s)),
+            None => (iso(query.from.timestamp()), iso(query.to.timestamp())),
+        };
+        out.push(Row {
+            window_start: start,
+            window_end: end,
+            account_id,
+            instance_id,
+            item,
+            count: count.max(0) as u64,
+        });
+    }
+    Ok(out)
+}
+
+/// Column names for a kind.
+fn headers(kind: Kind) -> [&'static str; 6] {
+    let (item, count) = match kind {
+        Kind::Transactions => ("action", "transactions"),
+        Kind::Messages => ("direction_qos", "messages"),
+        Kind::Connections => ("_", "peak_connections"),
+    };
+    [
+        "window_start",
+        "window_end",
+        "account_id",
+        "instance_id",
+        item,
+        count,
+    ]
+}
+
+fn cells(row: &Row) -> [String; 6] {
+    [
+        row.window_start.clone(),
+        row.window_end.clone(),
+        row.account_id.clone(),
+        row.instance_id.clone(),
+        row.item.clone(),
+        row.count.to_string(),
+    ]
+}
+
+/// CSV (RFC 4180): a header line, then one line per row.
+pub fn to_csv(kind: Kind, rows: &[Row]) -> String {
+    let quote = |s: &str| {
+        if s.contains([',', '"', '\n', '\r']) {
+            format!("\"{}\"", s.replace('"', "\"\""))
+        } else {
+            s.to_string()
+        }
+    };
+    let mut out = headers(kind).join(",");
+    out.push_str("\r\n");
+    for row in rows {
+        let line: Vec<String> = cells(row).iter().map(|c| quote(c)).collect();
+        out.push_str(&line.join(","));
+        out.push_str("\r\n");
+    }
+    out
+}
+
+/// A JSON array of objects named by the columns.
+pub fn to_json(kind: Kind, rows: &[Row]) -> String {
+    let names = headers(kind);
+    let array: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|row| {
+            let mut object = serde_json::Map::new();
+            for (name, cell) in names.iter().zip(cells(row)) {
+                let value = if *name == names[5] {
+                    serde_json::Value::from(row.count)
+                } else {
+                    serde_json::Value::from(cell)
+                };
+                object.insert(name.to_string(), value);
+            }
+            serde_json::Value::Object(object)
+        })
+        .collect();
+    serde_json::to_string_pretty(&array).unwrap_or_default() + "\n"
+}
+
+/// An aligned text table.
+pub fn to_table(kind: Kind, rows: &[Row]) -> String {
+    let names = headers(kind);
+    let body: Vec<[String; 6]> = rows.iter().map(cells).collect();
+    let mut widths = names.map(str::len);
+    for row in &body {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        padded.join("  ").trim_end().to_string() + "\n"
+    };
+    let mut out = line(names.iter().map(|s| s.to_string()).collect());
+    for row in body {
+        out.push_str(&line(row.to_vec()));
+    }
+    if rows.is_empty() {
+        out.push_str("(no rows in this window)\n");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metering::{BrokerCounts, Meter};
+    use chrono::TimeZone;
+
+    #[test]
+    fn times_read_as_users_write_them() {
+        let now = Utc.with_ymd_and_hms(2026, 11, 22, 10, 30, 0).unwrap();
+        assert_eq!(
+            parse_time("yesterday", now).unwrap(),
+            Utc.with_ymd_and_hms(2026, 11, 21, 0, 0, 0).unwrap()
+        );
+        assert_eq!(
+            parse_time("2026-11-01", now).unwrap(),
+            Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).unwrap()
+        );
+        assert_eq!(
+            parse_time("2026-11-01T08:00:00+08:00", now).unwrap(),
+            Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).unwrap()
+        );
+        assert!(
+            parse_time("last week", now)
+                .unwrap_err()
+                .contains("yesterday")
+        );
+    }
+
+    #[test]
+    fn csv_quotes_what_it_must() {
+        let rows = vec![Row {
+            window_start: "a".into(),
+            window_end: "b".into(),
+            account_id: "1".into(),
+            instance_id: "i,\"x\"".into(),
+            item: "QuerySessionByClientId".into(),
+            count: 3,
+        }];
+        assert_eq!(
+            to_csv(Kind::Transactions, &rows),
+            "window_start,window_end,account_id,instance_id,action,transactions\r\na,b,1,\"i,\"\"x\"\"\",QuerySessionByClientId,3\r\n"
+        );
+    }
+
+    /// Rows land in the windows their minutes belong to: a call at 09:59 is
+    /// in the 09:00 hour, one at 10:00 in the 10:00 hour; `--to` is exclusive.
+    #[tokio::test]
+    async fn windows_have_exact_edges() {
+        let dir = tempfile::tempdir().unwrap();
+        let meter = Meter::open(dir.path()).unwrap();
+        let at = |h: u32, m: u32| {
+            Utc.with_ymd_and_hms(2026, 11, 21, h, m, 0)
+                .unwrap()
+                .timestamp()
+        };
+        let connection = Connection::open(meter.path()).unwrap();
+        for (minute, action, n) in [
+            (at(9, 59), "QuerySessionByClientId", 2),
+            (at(10, 0), "QuerySessionByClientId", 5),
+            (at(10, 0), "CloseConnection", 1),
+            (at(23, 59), "QuerySessionByClientId", 7),
+        ] {
+            connection
+                .execute(
+                    "INSERT INTO api_transactions VALUES (?1, 'acct', 'inst', ?2, ?3)",
+                    rusqlite::params![minute, action, n],
+                )
+                .unwrap();
+        }
+        meter
+            .record_broker(
+                BrokerCounts {
+                    account_id: "acct".into(),
+                    instance_id: "inst".into(),
+                    minute: at(10, 0),
+                    published: [3, 1, 0],
+                    delivered: [6, 2, 0],
+                    peak_connections: 4,
+                },
+                true,
+            )
+            .await
+            .unwrap();
+        let read = open_read_only(meter.path()).unwrap();
+        let query = |from: DateTime<Utc>, to: DateTime<Utc>, bucket, by_action| Query {
+            kind: Kind::Transactions,
+            from,
+            to,
+            account_id: None,
+            instance_id: None,
+            by_instance: true,
+            by_action,
+            bucket,
+        };
+        let day = Utc.with_ymd_and_hms(2026, 11, 21, 0, 0, 0).unwrap();
+        let next = Utc.with_ymd_and_hms(2026, 11, 22, 0, 0, 0).unwrap();
+        let rows = run(&read, &query(day, next, Bucket::Hour, false)).unwrap();
+        let counts: Vec<(&str, u64)> = rows
+            .iter()
+            .map(|r| (r.window_start.as_str(), r.count))
+            .collect();
+        assert_eq!(
+            counts,
+            [
+                ("2026-11-21T09:00:00Z", 2),
+                ("2026-11-21T10:00:00Z", 6),
+                ("2026-11-21T23:00:00Z", 7)
+            ]
+        );
+        let ten = Utc.with_ymd_and_hms(2026, 11, 21, 10, 0, 0).unwrap();
+        let rows = run(&read, &query(day, ten, Bucket::Whole, false)).unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(
+            (rows[0].count, rows[0].window_end.as_str()),
+            (2, "2026-11-21T10:00:00Z")
+        );
+        let rows = run(&read, &query(ten, next, Bucket::Day, true)).unwrap();
+        let items: Vec<(&str, u64)> = rows.iter().map(|r| (r.item.as_str(), r.count)).collect();
+        assert_eq!(
+            items,
+            [("CloseConnection", 1), ("QuerySessionByClientId", 12)]
+        );
+        let messages = run(
+            &read,
+            &Query {
+                kind: Kind::Messages,
+                ..query(day, next, Bucket::Whole, false)
+            },
+        )
+        .unwrap();
+        let items: Vec<(&str, u64)> = messages
+            .iter()
+            .map(|r| (r.item.as_str(), r.count))
+            .collect();
+        assert_eq!(
+            items,
+            [
+                ("delivered/qos0", 6),
+                ("delivered/qos1", 2),
+                ("published/qos0", 3),
+                ("published/qos1", 1)
+            ]
+        );
+        let peaks = run(
+            &read,
+            &Query {
+                kind: Kind::Connections,
+                ..query(day, next, Bucket::Whole, false)
+            },
+        )
+        .unwrap();
+        assert_eq!(peaks[0].count, 4);
+        assert!(run(&read, &query(next, day, Bucket::Whole, false)).is_err());
+    }
+}

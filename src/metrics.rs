@@ -1,0 +1,176 @@
+//! Live counters for `GET /metrics` (Prometheus text format 0.0.4): calls by
+//! action and outcome, their latency, throttled calls, connected clients and
+//! messages per instance, and the batch view's cache hit rate.
+
+use crate::broker::Brokers;
+use std::collections::HashMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Upper bounds of the latency histogram, seconds.
+const BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+#[derive(Default)]
+pub struct Metrics {
+    /// (action, outcome code) -> calls. A few dozen keys at most: a mutex
+    /// held for one map update is cheaper than anything cleverer.
+    calls: Mutex<HashMap<(String, String), u64>>,
+    latency_buckets: [AtomicU64; BUCKETS.len()],
+    latency_count: AtomicU64,
+    latency_sum_micros: AtomicU64,
+    throttled: AtomicU64,
+}
+
+impl Metrics {
+    /// Records one call: its action ("-" if none was read), its outcome
+    /// ("OK" or the error code) and how long it took.
+    pub fn record(&self, action: &str, outcome: &str, elapsed: Duration, throttled: bool) {
+        {
+            let mut calls = self.calls.lock().unwrap_or_else(|e| e.into_inner());
+            *calls
+                .entry((action.to_string(), outcome.to_string()))
+                .or_default() += 1;
+        }
+        let seconds = elapsed.as_secs_f64();
+        for (bucket, bound) in self.latency_buckets.iter().zip(BUCKETS) {
+            if seconds <= bound {
+                bucket.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.latency_count.fetch_add(1, Ordering::Relaxed);
+        self.latency_sum_micros
+            .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
+        if throttled {
+            self.throttled.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The exposition text.
+    pub fn render(&self, brokers: &Brokers, cache_hits: (u64, u64)) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "# HELP mqgate_rpc_calls_total RPC calls by action and outcome (OK or the error code)."
+        );
+        let _ = writeln!(out, "# TYPE mqgate_rpc_calls_total counter");
+        let mut calls: Vec<((String, String), u64)> = self
+            .calls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect();
+        calls.sort();
+        for ((action, outcome), n) in calls {
+            let _ = writeln!(
+                out,
+                "mqgate_rpc_calls_total{{action=\"{}\",outcome=\"{}\"}} {n}",
+                escape(&action),
+                escape(&outcome)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP mqgate_rpc_call_duration_seconds Time from request to answer."
+        );
+        let _ = writeln!(out, "# TYPE mqgate_rpc_call_duration_seconds histogram");
+        for (bucket, bound) in self.latency_buckets.iter().zip(BUCKETS) {
+            let _ = writeln!(
+                out,
+                "mqgate_rpc_call_duration_seconds_bucket{{le=\"{bound}\"}} {}",
+                bucket.load(Ordering::Relaxed)
+            );
+        }
+        let count = self.latency_count.load(Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "mqgate_rpc_call_duration_seconds_bucket{{le=\"+Inf\"}} {count}"
+        );
+        let _ = writeln!(
+            out,
+            "mqgate_rpc_call_duration_seconds_sum {}",
+            self.latency_sum_micros.load(Ordering::Relaxed) as f64 / 1e6
+        );
+        let _ = writeln!(out, "mqgate_rpc_call_duration_seconds_count {count}");
+        let _ = writeln!(
+            out,
+            "# HELP mqgate_rpc_throttled_total Calls refused by flow control (SystemOverFlow)."
+        );
+        let _ = writeln!(out, "# TYPE mqgate_rpc_throttled_total counter");
+        let _ = writeln!(
+            out,
+            "mqgate_rpc_throttled_total {}",
+            self.throttled.load(Ordering::Relaxed)
+        );
+
+        let mut brokers = brokers.all();
+        brokers.sort_by(|a, b| a.instance_id.cmp(&b.instance_id));
+        let _ = writeln!(
+            out,
+            "# HELP mqgate_mqtt_connected_clients Clients connected now, per instance."
+        );
+        let _ = writeln!(out, "# TYPE mqgate_mqtt_connected_clients gauge");
+        for b in &brokers {
+            let _ = writeln!(
+                out,
+                "mqgate_mqtt_connected_clients{{instance=\"{}\"}} {}",
+                escape(&b.instance_id),
+                b.sessions.len()
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP mqgate_mqtt_messages_total Messages published by clients and delivered to clients, per instance and QoS, since start."
+        );
+        let _ = writeln!(out, "# TYPE mqgate_mqtt_messages_total counter");
+        for b in &brokers {
+            let (published, delivered) = b.meter.totals();
+            for (direction, by_qos) in [("published", published), ("delivered", delivered)] {
+                for (qos, n) in by_qos.iter().enumerate() {
+                    let _ = writeln!(
+                        out,
+                        "mqgate_mqtt_messages_total{{instance=\"{}\",direction=\"{direction}\",qos=\"{qos}\"}} {n}",
+                        escape(&b.instance_id)
+                    );
+                }
+            }
+        }
+        let (hits, misses) = cache_hits;
+        let _ = writeln!(
+            out,
+            "# HELP mqgate_batch_cache_lookups_total Lookups of the BatchQuerySessionByClientIds status cache."
+        );
+        let _ = writeln!(out, "# TYPE mqgate_batch_cache_lookups_total counter");
+        let _ = writeln!(
+            out,
+            "mqgate_batch_cache_lookups_total{{result=\"hit\"}} {hits}"
+        );
+        let _ = writeln!(
+            out,
+            "mqgate_batch_cache_lookups_total{{result=\"miss\"}} {misses}"
+        );
+        let _ = writeln!(
+            out,
+            "# HELP mqgate_batch_cache_hit_ratio Hits over lookups since start (0 before any)."
+        );
+        let _ = writeln!(out, "# TYPE mqgate_batch_cache_hit_ratio gauge");
+        let ratio = if hits + misses == 0 {
+            0.0
+        } else {
+            hits as f64 / (hits + misses) as f64
+        };
+        let _ = writeln!(out, "mqgate_batch_cache_hit_ratio {ratio}");
+        out
+    }
+}
+
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
