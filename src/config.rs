@@ -78,6 +78,11 @@ pub struct MqttConfig {
     /// Seconds a new connection has to send its CONNECT.
     #[serde(default = "default_connect_timeout_secs")]
     pub connect_timeout_secs: u64,
+    /// How long an MQTT 3.1.1 session with clean session false is kept (and
+    /// shown as disconnected) after its client leaves; 3.1.1 has no expiry
+    /// of its own. MQTT 5 sessions use their Session Expiry Interval.
+    #[serde(default = "default_session_expiry_secs")]
+    pub session_expiry_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -157,6 +162,9 @@ fn default_max_connections() -> usize {
 fn default_connect_timeout_secs() -> u64 {
     10
 }
+fn default_session_expiry_secs() -> u64 {
+    7200
+}
 fn default_storage_dir() -> PathBuf {
     PathBuf::from("./mqgate-data")
 }
@@ -184,6 +192,7 @@ impl Default for MqttConfig {
             max_packet_size: default_max_packet_size(),
             max_connections_per_instance: default_max_connections(),
             connect_timeout_secs: default_connect_timeout_secs(),
+            session_expiry_secs: default_session_expiry_secs(),
         }
     }
 }

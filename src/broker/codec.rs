@@ -15,7 +15,12 @@ pub mod packet_type {
     pub const CONNECT: u8 = 1;
     pub const CONNACK: u8 = 2;
     pub const PUBLISH: u8 = 3;
+    pub const PUBACK: u8 = 4;
+    pub const PUBCOMP: u8 = 7;
     pub const SUBSCRIBE: u8 = 8;
+    pub const SUBACK: u8 = 9;
+    pub const UNSUBSCRIBE: u8 = 10;
+    pub const UNSUBACK: u8 = 11;
     pub const DISCONNECT: u8 = 14;
 }
 
@@ -152,6 +157,27 @@ pub fn connack_v5_with_assigned_id(frame: &[u8], client_id: &str) -> Option<Vec<
     push_variable_int(&mut new_body, new_properties.len());
     new_body.extend_from_slice(&new_properties);
     Some(with_fixed_header(0x20, new_body))
+}
+
+/// The packet id and return (reason) codes of a complete SUBACK or UNSUBACK
+/// frame. A 3.1.1 UNSUBACK has no codes (success is implied).
+pub fn ack_codes(frame: &[u8], protocol_v5: bool) -> Option<(u16, Vec<u8>)> {
+    let (len, len_len) = read_variable_int(frame.get(1..)?)?;
+    let body = frame.get(1 + len_len..1 + len_len + len)?;
+    let packet_id = u16::from_be_bytes([*body.first()?, *body.get(1)?]);
+    let mut rest = body.get(2..)?;
+    if protocol_v5 {
+        let (props_len, props_len_len) = read_variable_int(rest)?;
+        rest = rest.get(props_len_len + props_len..)?;
+    }
+    Some((packet_id, rest.to_vec()))
+}
+
+/// The packet id of a PUBACK, PUBREC, PUBREL or PUBCOMP frame.
+pub fn packet_id(frame: &[u8]) -> Option<u16> {
+    let (_, len_len) = read_variable_int(frame.get(1..)?)?;
+    let at = 1 + len_len;
+    Some(u16::from_be_bytes([*frame.get(at)?, *frame.get(at + 1)?]))
 }
 
 /// An MQTT variable byte integer at the start of `buf`: (value, bytes used).
@@ -302,6 +328,17 @@ mod tests {
     }
 
     #[test]
+    fn ack_codes_of_both_versions() {
+        // 3.1.1 SUBACK id 7, codes 1 and 0x80; v5 SUBACK id 7 with an empty
+        // property block; 3.1.1 UNSUBACK id 9.
+        assert_eq!(ack_codes(&[0x90, 0x04, 0x00, 0x07, 0x01, 0x80], false), Some((7, vec![1, 0x80])));
+        assert_eq!(ack_codes(&[0x90, 0x04, 0x00, 0x07, 0x00, 0x02], true), Some((7, vec![2])));
+        assert_eq!(ack_codes(&[0xB0, 0x02, 0x00, 0x09], false), Some((9, vec![])));
+        assert_eq!(ack_codes(&[0x90, 0x01, 0x00], false), None);
+        assert_eq!(packet_id(&[0x40, 0x02, 0x12, 0x34]), Some(0x1234));
+    }
+
+    #[test]
     fn long_reason_strings_are_cut_on_a_character_boundary() {
         let long = "é".repeat(300);
         let packet = disconnect_v5(0x98, Some(&long));
@@ -344,6 +381,9 @@ mod proptests {
             let _ = whole_frames(&raw, 1024);
             let _ = connack_code(&raw);
             let _ = connack_v5_with_assigned_id(&raw, "id");
+            let _ = ack_codes(&raw, true);
+            let _ = ack_codes(&raw, false);
+            let _ = packet_id(&raw);
         }
     }
 }

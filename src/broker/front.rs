@@ -19,7 +19,9 @@
 
 use super::codec::{self, FrameError, packet_type};
 use super::device_auth::{self, Refusal};
-use super::registry::{Control, ProtocolVersion, SessionInfo};
+use super::registry::{
+    Awaited, Control, Injected, ProtocolVersion, Session, SessionInfo, SubscriptionOptions,
+};
 use super::{Brokers, InstanceBroker};
 use crate::directory::DirectoryHandle;
 use bytes::BytesMut;
@@ -27,6 +29,7 @@ use chrono::Utc;
 use rumqttd::protocol::{Packet, Protocol, v4::V4, v5::V5};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -196,7 +199,7 @@ impl FrontLayer {
         // hears why (0x8E) instead of a bare close.
         if let Some(old) = broker.sessions.get(&client_id) {
             info!(instance = %instance.id, %client_id, "session taken over");
-            old.disconnect(
+            old.end(
                 reason::SESSION_TAKEN_OVER,
                 "another connection with the same client id took over the session",
             )
@@ -278,8 +281,9 @@ impl FrontLayer {
             clean_start: connect.clean_session,
             session_expiry_interval: properties.and_then(|p| p.session_expiry_interval),
             connected_at: Utc::now(),
+            created_at: Utc::now(),
         };
-        let (_session, handle) = broker.sessions.register(info);
+        let (session, handle) = broker.sessions.register(info);
         broker.meter.connections_now(broker.sessions.len() as u64);
         if client.write_all(&connack).await.is_err() {
             return debug!(%client_id, "client left before CONNACK");
@@ -288,9 +292,22 @@ impl FrontLayer {
 
         let (client_rd, client_wr) = client.into_split();
         let (upstream_rd, upstream_wr) = upstream.into_split();
+        let to_broker = ToBroker {
+            client: client_rd,
+            upstream: upstream_wr,
+            buf: client_buf,
+            max_packet_size: self.max_packet_size,
+            injected: handle.upstream,
+        };
+        let to_client = ToClient {
+            upstream: upstream_rd,
+            client: client_wr,
+            buf: upstream_buf,
+            control: handle.control,
+        };
         let end = tokio::select! {
-            end = relay_to_broker(client_rd, upstream_wr, client_buf, self.max_packet_size, &broker) => end,
-            end = relay_to_client(upstream_rd, client_wr, upstream_buf, handle.control, protocol, &broker) => end,
+            end = to_broker.run(&broker, &session) => end,
+            end = to_client.run(&broker, &session) => end,
             _ = handle.hard_stop.cancelled() => End::HardStop,
         };
         drop(handle.guard);
@@ -418,98 +435,265 @@ async fn write_goodbye(client: &mut TcpStream, packet: &[u8]) -> std::io::Result
 }
 
 /// Client to broker: forwards whole frames, starting with whatever the
-/// client sent right behind its CONNECT.
-async fn relay_to_broker(
-    mut client: OwnedReadHalf,
-    mut upstream: OwnedWriteHalf,
-    mut buf: BytesMut,
+/// client sent right behind its CONNECT, and sends the packets the API
+/// injects between them.
+struct ToBroker {
+    client: OwnedReadHalf,
+    upstream: OwnedWriteHalf,
+    buf: BytesMut,
     max_packet_size: usize,
-    broker: &InstanceBroker,
-) -> End {
-    loop {
-        // Forward every complete frame in the buffer, checking each one's
-        // type on the way.
-        let mut whole = 0;
+    injected: mpsc::Receiver<Injected>,
+}
+
+impl ToBroker {
+    async fn run(mut self, broker: &InstanceBroker, session: &Session) -> End {
+        let protocol = session.info.protocol;
+        let stats = &session.stats;
         loop {
-            match codec::frame_len(&buf[whole..], max_packet_size) {
-                Ok(Some(len)) => {
-                    let kind = codec::frame_type(&buf[whole..]);
-                    if !codec::client_may_send(kind) {
-                        return End::ClientProtocol(FrameError::Forbidden(kind));
+            // Every complete frame in the buffer, checked and counted.
+            let mut whole = 0;
+            loop {
+                let frame_at = &self.buf[whole..];
+                match codec::frame_len(frame_at, self.max_packet_size) {
+                    Ok(Some(len)) => {
+                        let kind = codec::frame_type(frame_at);
+                        if !codec::client_may_send(kind) {
+                            return End::ClientProtocol(FrameError::Forbidden(kind));
+                        }
+                        stats.recv_pkt.fetch_add(1, Ordering::Relaxed);
+                        match kind {
+                            packet_type::PUBLISH => {
+                                stats.recv_msg.fetch_add(1, Ordering::Relaxed);
+                                broker.meter.published(codec::publish_qos(frame_at));
+                            }
+                            // The client acknowledges a QoS 1 or 2 delivery.
+                            packet_type::PUBACK | packet_type::PUBCOMP => {
+                                stats.inflight.fetch_sub(1, Ordering::Relaxed);
+                            }
+                            packet_type::SUBSCRIBE | packet_type::UNSUBSCRIBE => {
+                                track_request(session, protocol, &frame_at[..len]);
+                            }
+                            _ => {}
+                        }
+                        whole += len;
                     }
-                    if kind == packet_type::PUBLISH {
-                        broker.meter.published(codec::publish_qos(&buf[whole..]));
-                    }
-                    whole += len;
+                    Ok(None) => break,
+                    Err(e) => return End::ClientProtocol(e),
                 }
-                Ok(None) => break,
-                Err(e) => return End::ClientProtocol(e),
             }
-        }
-        if whole > 0 {
-            let chunk = buf.split_to(whole);
-            if upstream.write_all(&chunk).await.is_err() {
-                return End::BrokerClosed;
+            if whole > 0 {
+                let chunk = self.buf.split_to(whole);
+                if self.upstream.write_all(&chunk).await.is_err() {
+                    return End::BrokerClosed;
+                }
             }
-        }
-        buf.reserve(4096);
-        match client.read_buf(&mut buf).await {
-            Ok(0) => return End::ClientClosed,
-            Ok(_) => {}
-            Err(e) => return End::ClientError(e),
+            self.buf.reserve(4096);
+            tokio::select! {
+                read = self.client.read_buf(&mut self.buf) => match read {
+                    Ok(0) => return End::ClientClosed,
+                    Ok(n) => {
+                        stats.recv_cnt.fetch_add(1, Ordering::Relaxed);
+                        stats.recv_oct.fetch_add(n as u64, Ordering::Relaxed);
+                    }
+                    Err(e) => return End::ClientError(e),
+                },
+                // Only whole frames have been written: an injected packet
+                // starts on a frame boundary.
+                Some(injected) = self.injected.recv() => {
+                    if self.upstream.write_all(&injected.frame).await.is_err() {
+                        return End::BrokerClosed;
+                    }
+                }
+            }
         }
     }
 }
 
-/// Broker to client: forwards whole frames, and obeys commands from the API
-/// between frames.
-async fn relay_to_client(
-    mut upstream: OwnedReadHalf,
-    mut client: OwnedWriteHalf,
-    mut buf: BytesMut,
-    mut control: mpsc::Receiver<Control>,
-    protocol: ProtocolVersion,
-    broker: &InstanceBroker,
-) -> End {
-    loop {
-        let mut whole = 0;
-        loop {
-            match codec::frame_len(&buf[whole..], BROKER_MAX_FRAME) {
-                Ok(Some(len)) => {
-                    if codec::frame_type(&buf[whole..]) == packet_type::PUBLISH {
-                        broker.meter.delivered(codec::publish_qos(&buf[whole..]));
-                    }
-                    whole += len;
+/// Remembers what a client's own SUBSCRIBE or UNSUBSCRIBE asks, so that the
+/// broker's acknowledgement can settle the session's subscriptions.
+fn track_request(session: &Session, protocol: ProtocolVersion, frame: &[u8]) {
+    let mut bytes = BytesMut::from(frame);
+    let decoded = match protocol {
+        ProtocolVersion::V311 => V4.read_mut(&mut bytes, frame.len()),
+        ProtocolVersion::V5 => V5.read_mut(&mut bytes, frame.len()),
+    };
+    let (packet_id, awaited) = match decoded {
+        Ok(Packet::Subscribe(subscribe, _)) => (
+            subscribe.pkid,
+            Awaited::Subscribe(
+                subscribe
+                    .filters
+                    .into_iter()
+                    .map(|f| (f.path.clone(), options_of(&f)))
+                    .collect(),
+            ),
+        ),
+        Ok(Packet::Unsubscribe(unsubscribe, _)) => {
+            (unsubscribe.pkid, Awaited::Unsubscribe(unsubscribe.filters))
+        }
+        // rumqttd will refuse it itself; nothing to track.
+        _ => return,
+    };
+    session
+        .pending
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .own
+        .insert(packet_id, awaited);
+}
+
+fn options_of(filter: &rumqttd::protocol::Filter) -> SubscriptionOptions {
+    use rumqttd::protocol::RetainForwardRule;
+    SubscriptionOptions {
+        qos: filter.qos as u8,
+        nl: filter.nolocal as u8,
+        rap: filter.preserve_retain as u8,
+        rh: match filter.retain_forward_rule {
+            RetainForwardRule::OnEverySubscribe => 0,
+            RetainForwardRule::OnNewSubscribe => 1,
+            RetainForwardRule::Never => 2,
+        },
+    }
+}
+
+/// Applies a broker acknowledgement to the session's subscriptions; returns
+/// the injector's reply channel if the API sent the request (the frame is
+/// then not forwarded to the client).
+fn settle_ack(
+    session: &Session,
+    packet_id: u16,
+    codes: &[u8],
+) -> Option<(tokio::sync::oneshot::Sender<Vec<u8>>, Vec<u8>)> {
+    let (awaited, reply) = {
+        let mut pending = session.pending.lock().unwrap_or_else(|e| e.into_inner());
+        match pending.injected.remove(&packet_id) {
+            Some((awaited, reply)) => (awaited, Some(reply)),
+            None => (pending.own.remove(&packet_id)?, None),
+        }
+    };
+    let mut subscriptions = session.subscriptions.lock().unwrap_or_else(|e| e.into_inner());
+    match awaited {
+        Awaited::Subscribe(filters) => {
+            for (i, (filter, options)) in filters.into_iter().enumerate() {
+                // Granted: a code below 0x80 (the QoS granted).
+                if codes.get(i).is_some_and(|c| *c < 0x80) {
+                    let granted = SubscriptionOptions {
+                        qos: codes[i],
+                        ..options
+                    };
+                    subscriptions.insert(filter, granted);
                 }
-                Ok(None) => break,
-                Err(e) => return End::BrokerProtocol(e),
             }
         }
-        if whole > 0 {
-            let chunk = buf.split_to(whole);
-            if client.write_all(&chunk).await.is_err() {
-                return End::ClientClosed;
-            }
-        }
-        buf.reserve(4096);
-        tokio::select! {
-            biased;
-            Some(command) = control.recv() => match command {
-                Control::Disconnect { reason_code, reason } => {
-                    if protocol == ProtocolVersion::V5 {
-                        let packet = codec::disconnect_v5(reason_code, Some(&reason));
-                        let _ = tokio::time::timeout(GOODBYE_TIMEOUT, client.write_all(&packet)).await;
-                    }
-                    let _ = tokio::time::timeout(GOODBYE_TIMEOUT, client.shutdown()).await;
-                    return End::Disconnected(reason_code);
+        Awaited::Unsubscribe(filters) => {
+            for (i, filter) in filters.into_iter().enumerate() {
+                // 3.1.1 UNSUBACK has no codes: success.
+                if codes.get(i).is_none_or(|c| *c < 0x80) {
+                    subscriptions.remove(&filter);
                 }
-            },
-            read = upstream.read_buf(&mut buf) => match read {
-                Ok(0) | Err(_) => return End::BrokerClosed,
-                Ok(_) => {}
-            },
+            }
         }
     }
+    reply.map(|r| (r, codes.to_vec()))
+}
+
+/// Broker to client: forwards whole frames, keeps the counters, answers the
+/// API's own acknowledgements instead of forwarding them, and obeys
+/// commands between frames.
+struct ToClient {
+    upstream: OwnedReadHalf,
+    client: OwnedWriteHalf,
+    buf: BytesMut,
+    control: mpsc::Receiver<Control>,
+}
+
+impl ToClient {
+    async fn run(mut self, broker: &InstanceBroker, session: &Session) -> End {
+        let protocol_v5 = session.info.protocol == ProtocolVersion::V5;
+        let stats = &session.stats;
+        loop {
+            let mut whole = 0;
+            // Frames to leave out (acknowledgements of injected packets).
+            let mut swallowed: Vec<std::ops::Range<usize>> = Vec::new();
+            loop {
+                let frame_at = &self.buf[whole..];
+                match codec::frame_len(frame_at, BROKER_MAX_FRAME) {
+                    Ok(Some(len)) => {
+                        match codec::frame_type(frame_at) {
+                            packet_type::PUBLISH => {
+                                let qos = codec::publish_qos(frame_at);
+                                stats.send_msg.fetch_add(1, Ordering::Relaxed);
+                                if qos > 0 {
+                                    stats.inflight.fetch_add(1, Ordering::Relaxed);
+                                }
+                                broker.meter.delivered(qos);
+                            }
+                            packet_type::SUBACK | packet_type::UNSUBACK => {
+                                if let Some((packet_id, codes)) = codec::ack_codes(&frame_at[..len], protocol_v5)
+                                    && let Some((reply, codes)) = settle_ack(session, packet_id, &codes)
+                                {
+                                    let _ = reply.send(codes);
+                                    swallowed.push(whole..whole + len);
+                                }
+                            }
+                            _ => {}
+                        }
+                        whole += len;
+                    }
+                    Ok(None) => break,
+                    Err(e) => return End::BrokerProtocol(e),
+                }
+            }
+            if whole > 0 {
+                let chunk = self.buf.split_to(whole);
+                let written = if swallowed.is_empty() {
+                    stats.send_pkt.fetch_add(count_frames(&chunk), Ordering::Relaxed);
+                    self.client.write_all(&chunk).await.map(|_| chunk.len())
+                } else {
+                    let mut kept = Vec::with_capacity(chunk.len());
+                    let mut at = 0;
+                    for range in &swallowed {
+                        kept.extend_from_slice(&chunk[at..range.start]);
+                        at = range.end;
+                    }
+                    kept.extend_from_slice(&chunk[at..]);
+                    stats.send_pkt.fetch_add(count_frames(&kept), Ordering::Relaxed);
+                    self.client.write_all(&kept).await.map(|_| kept.len())
+                };
+                match written {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        stats.send_cnt.fetch_add(1, Ordering::Relaxed);
+                        stats.send_oct.fetch_add(n as u64, Ordering::Relaxed);
+                    }
+                    Err(_) => return End::ClientClosed,
+                }
+            }
+            self.buf.reserve(4096);
+            tokio::select! {
+                biased;
+                Some(command) = self.control.recv() => match command {
+                    Control::Disconnect { reason_code, reason } => {
+                        if protocol_v5 {
+                            let packet = codec::disconnect_v5(reason_code, Some(&reason));
+                            let _ = tokio::time::timeout(GOODBYE_TIMEOUT, self.client.write_all(&packet)).await;
+                        }
+                        let _ = tokio::time::timeout(GOODBYE_TIMEOUT, self.client.shutdown()).await;
+                        return End::Disconnected(reason_code);
+                    }
+                },
+                read = self.upstream.read_buf(&mut self.buf) => match read {
+                    Ok(0) | Err(_) => return End::BrokerClosed,
+                    Ok(_) => {}
+                },
+            }
+        }
+    }
+}
+
+/// Complete frames in a buffer of complete frames.
+fn count_frames(buf: &[u8]) -> u64 {
+    codec::whole_frames(buf, BROKER_MAX_FRAME).map_or(0, |(_, n)| n)
 }
 
 #[cfg(test)]

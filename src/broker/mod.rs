@@ -244,7 +244,9 @@ async fn start_instance(
         meter: crate::metering::BrokerMeter::default(),
         v4_addr: addrs[0].expect("set above"),
         v5_addr: addrs[1].expect("set above"),
-        sessions: SessionRegistry::new(),
+        sessions: SessionRegistry::with_default_expiry(std::time::Duration::from_secs(
+            mqtt.session_expiry_secs,
+        )),
     })
 }
 
