@@ -27,6 +27,8 @@
 //! - [`directory`]: accounts, instances and AccessKeys, looked up per call.
 //! - [`ram`]: the RAM policy language, compiled at load and evaluated per
 //!   call ([`access`] applies it).
+//! - [`emqx`]: EMQX's client-management REST API per instance, over the same
+//!   session registry, keys and RAM actions.
 //! - [`broker`]: one embedded rumqttd per instance on loopback, behind the
 //!   MQTT front layer ([`broker::front`]) that owns the public port, keeps the
 //!   live session registry ([`broker::registry`]) and authenticates devices
@@ -43,6 +45,7 @@ pub mod broker;
 pub mod client;
 pub mod config;
 pub mod directory;
+pub mod emqx;
 pub mod error;
 pub mod metering;
 pub mod metrics;

@@ -65,6 +65,7 @@ pub fn app(state: Arc<RpcState>) -> Router {
     Router::new()
         .route("/", any(rpc::endpoint))
         .route("/metrics", axum::routing::get(rpc::metrics))
+        .merge(crate::emqx::routes())
         .fallback(rpc::not_found)
         .with_state(state)
 }
@@ -110,6 +111,7 @@ impl Server {
             ))),
             meter: meter.clone(),
             metrics: Metrics::default(),
+            session_expiry_secs: config.mqtt.session_expiry_secs,
         });
         let flusher_stop = CancellationToken::new();
         let flusher = tokio::spawn(flush_broker_counts(

@@ -389,6 +389,7 @@ async fn internal_error_reply() -> Reply {
         throttle: std::sync::RwLock::new(std::sync::Arc::new(mqgate::throttle::Throttle::new([]))),
         meter: std::sync::Arc::new(mqgate::metering::Meter::open(storage.path()).unwrap()),
         metrics: mqgate::metrics::Metrics::default(),
+        session_expiry_secs: 7200,
     });
     let query = v1_signed(
         "GET",

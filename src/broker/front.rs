@@ -136,6 +136,7 @@ impl FrontLayer {
                 return;
             }
         };
+        let connect_len = frame.len() as u64;
         let mut frame = frame;
         let decoded = match protocol {
             ProtocolVersion::V311 => V4.read_mut(&mut frame, self.max_packet_size),
@@ -287,6 +288,17 @@ impl FrontLayer {
         broker.meter.connections_now(broker.sessions.len() as u64);
         if client.write_all(&connack).await.is_err() {
             return debug!(%client_id, "client left before CONNACK");
+        }
+        // The CONNECT and CONNACK count as traffic of the connection.
+        for (counter, value) in [
+            (&session.stats.recv_pkt, 1),
+            (&session.stats.recv_cnt, 1),
+            (&session.stats.recv_oct, connect_len),
+            (&session.stats.send_pkt, 1),
+            (&session.stats.send_cnt, 1),
+            (&session.stats.send_oct, connack.len() as u64),
+        ] {
+            counter.fetch_add(value, Ordering::Relaxed);
         }
         info!(instance = %instance.id, %client_id, %peer, ?protocol, "client connected");
 

@@ -52,6 +52,8 @@ pub struct RpcState {
     pub throttle: std::sync::RwLock<Arc<Throttle>>,
     pub meter: Arc<Meter>,
     pub metrics: Metrics,
+    /// `mqtt.session_expiry_secs`, shown as a 3.1.1 session's expiry.
+    pub session_expiry_secs: u64,
 }
 
 impl RpcState {
