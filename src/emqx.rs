@@ -120,7 +120,11 @@ impl EmqxError {
     }
 
     fn client_not_found() -> Self {
-        EmqxError::new(StatusCode::NOT_FOUND, "CLIENTID_NOT_FOUND", "Client ID not found")
+        EmqxError::new(
+            StatusCode::NOT_FOUND,
+            "CLIENTID_NOT_FOUND",
+            "Client ID not found",
+        )
     }
 }
 
@@ -151,13 +155,21 @@ fn authenticate(state: &RpcState, headers: &HeaderMap) -> Result<Arc<User>, Emqx
         EmqxError::new(
             StatusCode::UNAUTHORIZED,
             "BAD_API_KEY_OR_SECRET",
-            format!("Check api_key/api_secret: {why}; send HTTP Basic AccessKeyId:AccessKeySecret (curl -u id:secret)"),
+            format!(
+                "Check api_key/api_secret: {why}; send HTTP Basic AccessKeyId:AccessKeySecret (curl -u id:secret)"
+            ),
         )
     };
-    let Some(value) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
+    let Some(value) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    else {
         return Err(unauthorized("no credentials"));
     };
-    let Some(encoded) = value.strip_prefix("Basic ").or_else(|| value.strip_prefix("basic ")) else {
+    let Some(encoded) = value
+        .strip_prefix("Basic ")
+        .or_else(|| value.strip_prefix("basic "))
+    else {
         return Err(unauthorized("not HTTP Basic authentication"));
     };
     let decoded = base64::engine::general_purpose::STANDARD
@@ -198,21 +210,25 @@ fn authorize(
     let mut context = crate::ram::Context::new();
     context
         .set("acs:SecureTransport", "false")
-        .set("acs:CurrentTime", Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true))
+        .set(
+            "acs:CurrentTime",
+            Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true),
+        )
         .set("acs:AccessId", user.access_key_id.clone());
     if let Some(ip) = source_ip {
         context.set("acs:SourceIp", ip.to_canonical().to_string());
     }
-    let instance = access::authorize(&directory, &user, ram_action, instance_id, &context).map_err(|e| {
-        match e.kind {
-            ErrorCode::ForbiddenRam => EmqxError::new(StatusCode::FORBIDDEN, "FORBIDDEN", e.message),
+    let instance = access::authorize(&directory, &user, ram_action, instance_id, &context)
+        .map_err(|e| match e.kind {
+            ErrorCode::ForbiddenRam => {
+                EmqxError::new(StatusCode::FORBIDDEN, "FORBIDDEN", e.message)
+            }
             _ => EmqxError::new(
                 StatusCode::NOT_FOUND,
                 "NOT_FOUND",
                 format!("Instance {instance_id} not found in the account of this AccessKey"),
             ),
-        }
-    })?;
+        })?;
     let broker = state.brokers.instance(&instance.id).ok_or_else(|| {
         EmqxError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -331,7 +347,9 @@ fn parse_list_query(raw: Option<&str>) -> Result<ListQuery, EmqxError> {
         let name = key.strip_prefix('_').unwrap_or(&key);
         let number = |value: &str| {
             value.parse::<usize>().map_err(|_| {
-                EmqxError::invalid(format!("the {name} parameter expected type is integer, but the value is {value}"))
+                EmqxError::invalid(format!(
+                    "the {name} parameter expected type is integer, but the value is {value}"
+                ))
             })
         };
         match name {
@@ -386,17 +404,16 @@ fn parse_list_query(raw: Option<&str>) -> Result<ListQuery, EmqxError> {
             "lte_created_at" => q.lte_created_at = Some(parse_time_filter(name, &value)?),
             "gte_connected_at" => q.gte_connected_at = Some(parse_time_filter(name, &value)?),
             "lte_connected_at" => q.lte_connected_at = Some(parse_time_filter(name, &value)?),
+            "fields" if value == "all" => q.fields = None,
             "fields" => {
-                if value != "all" {
-                    let fields: Vec<String> = value.split(',').map(|f| f.trim().to_string()).collect();
-                    if let Some(bad) = fields.iter().find(|f| !FIELDS.contains(&f.as_str())) {
-                        return Err(EmqxError::invalid(format!(
-                            "fields: unknown field {bad}; known fields are {}",
-                            FIELDS.join(", ")
-                        )));
-                    }
-                    q.fields = Some(fields);
+                let fields: Vec<String> = value.split(',').map(|f| f.trim().to_string()).collect();
+                if let Some(bad) = fields.iter().find(|f| !FIELDS.contains(&f.as_str())) {
+                    return Err(EmqxError::invalid(format!(
+                        "fields: unknown field {bad}; known fields are {}",
+                        FIELDS.join(", ")
+                    )));
                 }
+                q.fields = Some(fields);
             }
             // Other parameters are not EMQX's: ignored, as EMQX does.
             _ => {}
@@ -433,7 +450,10 @@ impl ListQuery {
         {
             return false;
         }
-        if self.ip_address.is_some_and(|ip| ip.to_canonical() != info.ip.to_canonical()) {
+        if self
+            .ip_address
+            .is_some_and(|ip| ip.to_canonical() != info.ip.to_canonical())
+        {
             return false;
         }
         match self.conn_state.as_deref() {
@@ -454,7 +474,11 @@ impl ListQuery {
             gte.is_none_or(|g| t >= g) && lte.is_none_or(|l| t <= l)
         };
         within(info.created_at, self.gte_created_at, self.lte_created_at)
-            && within(info.connected_at, self.gte_connected_at, self.lte_connected_at)
+            && within(
+                info.connected_at,
+                self.gte_connected_at,
+                self.lte_connected_at,
+            )
     }
 
     fn select(&self, object: Map<String, Value>) -> Value {
@@ -481,9 +505,21 @@ async fn list_clients(
     headers: HeaderMap,
     extensions: axum::http::Extensions,
 ) -> Result<Response, EmqxError> {
-    let ok = authorize(&state, &headers, peer_of(&extensions), &instance_id, "mq:MqttInstanceAccess")?;
+    let ok = authorize(
+        &state,
+        &headers,
+        peer_of(&extensions),
+        &instance_id,
+        "mq:MqttInstanceAccess",
+    )?;
     let q = parse_list_query(query.as_deref())?;
-    let mut views: Vec<ClientView> = ok.broker.sessions.views().into_iter().filter(|v| q.matches(v)).collect();
+    let mut views: Vec<ClientView> = ok
+        .broker
+        .sessions
+        .views()
+        .into_iter()
+        .filter(|v| q.matches(v))
+        .collect();
     views.sort_by(|a, b| {
         (a.info.created_at, &a.info.client_id).cmp(&(b.info.created_at, &b.info.client_id))
     });
@@ -510,9 +546,19 @@ async fn get_client(
     headers: HeaderMap,
     extensions: axum::http::Extensions,
 ) -> Result<Response, EmqxError> {
-    let ok = authorize(&state, &headers, peer_of(&extensions), &instance_id, "mq:MqttInstanceAccess")?;
+    let ok = authorize(
+        &state,
+        &headers,
+        peer_of(&extensions),
+        &instance_id,
+        "mq:MqttInstanceAccess",
+    )?;
     let q = parse_list_query(query.as_deref())?;
-    let view = ok.broker.sessions.view(&clientid).ok_or_else(EmqxError::client_not_found)?;
+    let view = ok
+        .broker
+        .sessions
+        .view(&clientid)
+        .ok_or_else(EmqxError::client_not_found)?;
     Ok(Json(q.select(client_object(&view, default_expiry(&state)))).into_response())
 }
 
@@ -522,11 +568,21 @@ async fn kick_client(
     headers: HeaderMap,
     extensions: axum::http::Extensions,
 ) -> Result<Response, EmqxError> {
-    let ok = authorize(&state, &headers, peer_of(&extensions), &instance_id, "mq:CloseConnection")?;
+    let ok = authorize(
+        &state,
+        &headers,
+        peer_of(&extensions),
+        &instance_id,
+        "mq:CloseConnection",
+    )?;
     let kicked = ok
         .broker
         .sessions
-        .disconnect(&clientid, ADMINISTRATIVE_ACTION, "kicked out through the client management API")
+        .disconnect(
+            &clientid,
+            ADMINISTRATIVE_ACTION,
+            "kicked out through the client management API",
+        )
         .await;
     if !kicked {
         return Err(EmqxError::client_not_found());
@@ -542,15 +598,26 @@ async fn kickout_bulk(
     extensions: axum::http::Extensions,
     body: axum::body::Bytes,
 ) -> Result<Response, EmqxError> {
-    let ok = authorize(&state, &headers, peer_of(&extensions), &instance_id, "mq:CloseConnection")?;
-    let clientids: Vec<String> = serde_json::from_slice(&body)
-        .map_err(|e| EmqxError::bad_request(format!("the body must be a JSON array of client ids: {e}")))?;
+    let ok = authorize(
+        &state,
+        &headers,
+        peer_of(&extensions),
+        &instance_id,
+        "mq:CloseConnection",
+    )?;
+    let clientids: Vec<String> = serde_json::from_slice(&body).map_err(|e| {
+        EmqxError::bad_request(format!("the body must be a JSON array of client ids: {e}"))
+    })?;
     // Each kick is bounded by the kick grace period; unknown ids are
     // skipped, as EMQX does.
     for id in &clientids {
         ok.broker
             .sessions
-            .disconnect(id, ADMINISTRATIVE_ACTION, "kicked out through the client management API")
+            .disconnect(
+                id,
+                ADMINISTRATIVE_ACTION,
+                "kicked out through the client management API",
+            )
             .await;
         state.status_cache.forget(&instance_id, id);
     }
@@ -567,8 +634,18 @@ async fn client_subscriptions(
     headers: HeaderMap,
     extensions: axum::http::Extensions,
 ) -> Result<Response, EmqxError> {
-    let ok = authorize(&state, &headers, peer_of(&extensions), &instance_id, "mq:MqttInstanceAccess")?;
-    let view = ok.broker.sessions.view(&clientid).ok_or_else(EmqxError::client_not_found)?;
+    let ok = authorize(
+        &state,
+        &headers,
+        peer_of(&extensions),
+        &instance_id,
+        "mq:MqttInstanceAccess",
+    )?;
+    let view = ok
+        .broker
+        .sessions
+        .view(&clientid)
+        .ok_or_else(EmqxError::client_not_found)?;
     let list: Vec<Value> = view
         .subscriptions
         .iter()
@@ -597,12 +674,21 @@ struct UnsubscribeBody {
     topic: String,
 }
 
-fn check_subscription(body: &SubscribeBody, protocol: ProtocolVersion) -> Result<SubscriptionOptions, EmqxError> {
+fn check_subscription(
+    body: &SubscribeBody,
+    protocol: ProtocolVersion,
+) -> Result<SubscriptionOptions, EmqxError> {
     if !rumqttd::protocol::valid_filter(&body.topic) {
-        return Err(EmqxError::invalid(format!("topic {:?} is not a valid topic filter", body.topic)));
+        return Err(EmqxError::invalid(format!(
+            "topic {:?} is not a valid topic filter",
+            body.topic
+        )));
     }
     if body.qos > 2 {
-        return Err(EmqxError::invalid(format!("qos must be 0, 1 or 2, not {}", body.qos)));
+        return Err(EmqxError::invalid(format!(
+            "qos must be 0, 1 or 2, not {}",
+            body.qos
+        )));
     }
     if body.nl > 1 || body.rap > 1 {
         return Err(EmqxError::invalid("nl and rap must be 0 or 1"));
@@ -611,7 +697,9 @@ fn check_subscription(body: &SubscribeBody, protocol: ProtocolVersion) -> Result
         return Err(EmqxError::invalid("rh must be 0, 1 or 2"));
     }
     if body.nl == 1 && body.topic.starts_with("$share/") {
-        return Err(EmqxError::invalid("nl=1 is not allowed on a shared subscription ($share/...)"));
+        return Err(EmqxError::invalid(
+            "nl=1 is not allowed on a shared subscription ($share/...)",
+        ));
     }
     if protocol == ProtocolVersion::V311 && (body.nl, body.rap, body.rh) != (0, 0, 0) {
         return Err(EmqxError::invalid(
@@ -631,8 +719,14 @@ async fn do_subscribe(
     clientid: &str,
     bodies: Vec<SubscribeBody>,
 ) -> Result<Vec<Value>, EmqxError> {
-    use rumqttd::protocol::{Filter, Packet, Protocol, RetainForwardRule, Subscribe, v4::V4, v5::V5};
-    let session = ok.broker.sessions.get(clientid).ok_or_else(EmqxError::client_not_found)?;
+    use rumqttd::protocol::{
+        Filter, Packet, Protocol, RetainForwardRule, Subscribe, v4::V4, v5::V5,
+    };
+    let session = ok
+        .broker
+        .sessions
+        .get(clientid)
+        .ok_or_else(EmqxError::client_not_found)?;
     if bodies.is_empty() {
         return Err(EmqxError::bad_request("no subscriptions given"));
     }
@@ -649,7 +743,8 @@ async fn do_subscribe(
                 .iter()
                 .map(|(topic, o)| Filter {
                     path: topic.clone(),
-                    qos: rumqttd::protocol::qos(o.qos).unwrap_or(rumqttd::protocol::QoS::AtMostOnce),
+                    qos: rumqttd::protocol::qos(o.qos)
+                        .unwrap_or(rumqttd::protocol::QoS::AtMostOnce),
                     nolocal: o.nl == 1,
                     preserve_retain: o.rap == 1,
                     retain_forward_rule: match o.rh {
@@ -669,14 +764,27 @@ async fn do_subscribe(
     };
     encoded.map_err(|e| EmqxError::bad_request(format!("cannot encode the subscription: {e}")))?;
     let codes = session
-        .inject(packet_id, frame.to_vec(), Awaited::Subscribe(filters.clone()))
+        .inject(
+            packet_id,
+            frame.to_vec(),
+            Awaited::Subscribe(filters.clone()),
+        )
         .await
-        .map_err(|e| EmqxError::new(StatusCode::NOT_FOUND, "CLIENTID_NOT_FOUND", format!("Client ID not found: {e}")))?;
+        .map_err(|e| {
+            EmqxError::new(
+                StatusCode::NOT_FOUND,
+                "CLIENTID_NOT_FOUND",
+                format!("Client ID not found: {e}"),
+            )
+        })?;
     let mut out = Vec::new();
     for (i, (topic, options)) in filters.iter().enumerate() {
         match codes.get(i) {
             Some(code) if *code < 0x80 => {
-                let granted = SubscriptionOptions { qos: *code, ..*options };
+                let granted = SubscriptionOptions {
+                    qos: *code,
+                    ..*options
+                };
                 out.push(subscription_object(clientid, topic, &granted));
             }
             code => {
@@ -690,14 +798,24 @@ async fn do_subscribe(
     Ok(out)
 }
 
-async fn do_unsubscribe(ok: &Authorized, clientid: &str, topics: Vec<String>) -> Result<(), EmqxError> {
+async fn do_unsubscribe(
+    ok: &Authorized,
+    clientid: &str,
+    topics: Vec<String>,
+) -> Result<(), EmqxError> {
     use rumqttd::protocol::{Packet, Protocol, Unsubscribe, v4::V4, v5::V5};
-    let session = ok.broker.sessions.get(clientid).ok_or_else(EmqxError::client_not_found)?;
+    let session = ok
+        .broker
+        .sessions
+        .get(clientid)
+        .ok_or_else(EmqxError::client_not_found)?;
     if topics.is_empty() {
         return Err(EmqxError::bad_request("no topics given"));
     }
     if let Some(bad) = topics.iter().find(|t| !rumqttd::protocol::valid_filter(t)) {
-        return Err(EmqxError::invalid(format!("topic {bad:?} is not a valid topic filter")));
+        return Err(EmqxError::invalid(format!(
+            "topic {bad:?} is not a valid topic filter"
+        )));
     }
     let packet_id = session.next_packet_id();
     let packet = Packet::Unsubscribe(
@@ -712,16 +830,24 @@ async fn do_unsubscribe(ok: &Authorized, clientid: &str, topics: Vec<String>) ->
         ProtocolVersion::V311 => V4.write(packet, &mut frame),
         ProtocolVersion::V5 => V5.write(packet, &mut frame),
     };
-    encoded.map_err(|e| EmqxError::bad_request(format!("cannot encode the unsubscription: {e}")))?;
+    encoded
+        .map_err(|e| EmqxError::bad_request(format!("cannot encode the unsubscription: {e}")))?;
     session
         .inject(packet_id, frame.to_vec(), Awaited::Unsubscribe(topics))
         .await
-        .map_err(|e| EmqxError::new(StatusCode::NOT_FOUND, "CLIENTID_NOT_FOUND", format!("Client ID not found: {e}")))?;
+        .map_err(|e| {
+            EmqxError::new(
+                StatusCode::NOT_FOUND,
+                "CLIENTID_NOT_FOUND",
+                format!("Client ID not found: {e}"),
+            )
+        })?;
     Ok(())
 }
 
 fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, EmqxError> {
-    serde_json::from_slice(body).map_err(|e| EmqxError::bad_request(format!("malformed JSON body: {e}")))
+    serde_json::from_slice(body)
+        .map_err(|e| EmqxError::bad_request(format!("malformed JSON body: {e}")))
 }
 
 async fn subscribe(
@@ -731,7 +857,13 @@ async fn subscribe(
     extensions: axum::http::Extensions,
     body: axum::body::Bytes,
 ) -> Result<Response, EmqxError> {
-    let ok = authorize(&state, &headers, peer_of(&extensions), &instance_id, "mq:ManageClientSubscriptions")?;
+    let ok = authorize(
+        &state,
+        &headers,
+        peer_of(&extensions),
+        &instance_id,
+        "mq:ManageClientSubscriptions",
+    )?;
     let body: SubscribeBody = json_body(&body)?;
     let mut out = do_subscribe(&ok, &clientid, vec![body]).await?;
     Ok(Json(out.remove(0)).into_response())
@@ -744,7 +876,13 @@ async fn subscribe_bulk(
     extensions: axum::http::Extensions,
     body: axum::body::Bytes,
 ) -> Result<Response, EmqxError> {
-    let ok = authorize(&state, &headers, peer_of(&extensions), &instance_id, "mq:ManageClientSubscriptions")?;
+    let ok = authorize(
+        &state,
+        &headers,
+        peer_of(&extensions),
+        &instance_id,
+        "mq:ManageClientSubscriptions",
+    )?;
     let bodies: Vec<SubscribeBody> = json_body(&body)?;
     Ok(Json(do_subscribe(&ok, &clientid, bodies).await?).into_response())
 }
@@ -756,7 +894,13 @@ async fn unsubscribe(
     extensions: axum::http::Extensions,
     body: axum::body::Bytes,
 ) -> Result<Response, EmqxError> {
-    let ok = authorize(&state, &headers, peer_of(&extensions), &instance_id, "mq:ManageClientSubscriptions")?;
+    let ok = authorize(
+        &state,
+        &headers,
+        peer_of(&extensions),
+        &instance_id,
+        "mq:ManageClientSubscriptions",
+    )?;
     let body: UnsubscribeBody = json_body(&body)?;
     do_unsubscribe(&ok, &clientid, vec![body.topic]).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -769,9 +913,20 @@ async fn unsubscribe_bulk(
     extensions: axum::http::Extensions,
     body: axum::body::Bytes,
 ) -> Result<Response, EmqxError> {
-    let ok = authorize(&state, &headers, peer_of(&extensions), &instance_id, "mq:ManageClientSubscriptions")?;
+    let ok = authorize(
+        &state,
+        &headers,
+        peer_of(&extensions),
+        &instance_id,
+        "mq:ManageClientSubscriptions",
+    )?;
     let bodies: Vec<UnsubscribeBody> = json_body(&body)?;
-    do_unsubscribe(&ok, &clientid, bodies.into_iter().map(|b| b.topic).collect()).await?;
+    do_unsubscribe(
+        &ok,
+        &clientid,
+        bodies.into_iter().map(|b| b.topic).collect(),
+    )
+    .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -790,7 +945,10 @@ mod tests {
             ("limit=0", "limit"),
             ("page=0", "page"),
             ("page=x", "integer"),
-            ("ip_address=127.0.0.1:8080", "the ip_address parameter expected type is ip, but the value is 127.0.0.1:8080"),
+            (
+                "ip_address=127.0.0.1:8080",
+                "the ip_address parameter expected type is ip, but the value is 127.0.0.1:8080",
+            ),
             ("fields=clientid,nope", "unknown field nope"),
             ("conn_state=maybe", "conn_state"),
             ("clean_start=yes", "boolean"),

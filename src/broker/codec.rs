@@ -331,9 +331,18 @@ mod tests {
     fn ack_codes_of_both_versions() {
         // 3.1.1 SUBACK id 7, codes 1 and 0x80; v5 SUBACK id 7 with an empty
         // property block; 3.1.1 UNSUBACK id 9.
-        assert_eq!(ack_codes(&[0x90, 0x04, 0x00, 0x07, 0x01, 0x80], false), Some((7, vec![1, 0x80])));
-        assert_eq!(ack_codes(&[0x90, 0x04, 0x00, 0x07, 0x00, 0x02], true), Some((7, vec![2])));
-        assert_eq!(ack_codes(&[0xB0, 0x02, 0x00, 0x09], false), Some((9, vec![])));
+        assert_eq!(
+            ack_codes(&[0x90, 0x04, 0x00, 0x07, 0x01, 0x80], false),
+            Some((7, vec![1, 0x80]))
+        );
+        assert_eq!(
+            ack_codes(&[0x90, 0x04, 0x00, 0x07, 0x00, 0x02], true),
+            Some((7, vec![2]))
+        );
+        assert_eq!(
+            ack_codes(&[0xB0, 0x02, 0x00, 0x09], false),
+            Some((9, vec![]))
+        );
         assert_eq!(ack_codes(&[0x90, 0x01, 0x00], false), None);
         assert_eq!(packet_id(&[0x40, 0x02, 0x12, 0x34]), Some(0x1234));
     }

@@ -583,7 +583,10 @@ fn settle_ack(
             None => (pending.own.remove(&packet_id)?, None),
         }
     };
-    let mut subscriptions = session.subscriptions.lock().unwrap_or_else(|e| e.into_inner());
+    let mut subscriptions = session
+        .subscriptions
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
     match awaited {
         Awaited::Subscribe(filters) => {
             for (i, (filter, options)) in filters.into_iter().enumerate() {
@@ -641,8 +644,10 @@ impl ToClient {
                                 broker.meter.delivered(qos);
                             }
                             packet_type::SUBACK | packet_type::UNSUBACK => {
-                                if let Some((packet_id, codes)) = codec::ack_codes(&frame_at[..len], protocol_v5)
-                                    && let Some((reply, codes)) = settle_ack(session, packet_id, &codes)
+                                if let Some((packet_id, codes)) =
+                                    codec::ack_codes(&frame_at[..len], protocol_v5)
+                                    && let Some((reply, codes)) =
+                                        settle_ack(session, packet_id, &codes)
                                 {
                                     let _ = reply.send(codes);
                                     swallowed.push(whole..whole + len);
@@ -659,7 +664,9 @@ impl ToClient {
             if whole > 0 {
                 let chunk = self.buf.split_to(whole);
                 let written = if swallowed.is_empty() {
-                    stats.send_pkt.fetch_add(count_frames(&chunk), Ordering::Relaxed);
+                    stats
+                        .send_pkt
+                        .fetch_add(count_frames(&chunk), Ordering::Relaxed);
                     self.client.write_all(&chunk).await.map(|_| chunk.len())
                 } else {
                     let mut kept = Vec::with_capacity(chunk.len());
@@ -669,7 +676,9 @@ impl ToClient {
                         at = range.end;
                     }
                     kept.extend_from_slice(&chunk[at..]);
-                    stats.send_pkt.fetch_add(count_frames(&kept), Ordering::Relaxed);
+                    stats
+                        .send_pkt
+                        .fetch_add(count_frames(&kept), Ordering::Relaxed);
                     self.client.write_all(&kept).await.map(|_| kept.len())
                 };
                 match written {

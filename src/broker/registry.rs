@@ -207,7 +207,10 @@ impl Session {
             reason: reason.to_string(),
         });
         let mut ended = self.ended.clone();
-        if tokio::time::timeout(KICK_GRACE, ended.changed()).await.is_err() {
+        if tokio::time::timeout(KICK_GRACE, ended.changed())
+            .await
+            .is_err()
+        {
             self.hard_stop.cancel();
             let _ = ended.changed().await;
         }
@@ -215,14 +218,24 @@ impl Session {
 
     /// Sends a frame the API built to the broker, and waits for the
     /// acknowledgement's return codes.
-    pub async fn inject(&self, packet_id: u16, frame: Vec<u8>, awaited: Awaited) -> Result<Vec<u8>, String> {
+    pub async fn inject(
+        &self,
+        packet_id: u16,
+        frame: Vec<u8>,
+        awaited: Awaited,
+    ) -> Result<Vec<u8>, String> {
         let (reply, answer) = oneshot::channel();
         self.pending
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .injected
             .insert(packet_id, (awaited, reply));
-        if self.upstream.send(Injected { packet_id, frame }).await.is_err() {
+        if self
+            .upstream
+            .send(Injected { packet_id, frame })
+            .await
+            .is_err()
+        {
             self.forget_injected(packet_id);
             return Err("the client disconnected".into());
         }
@@ -354,7 +367,8 @@ impl SessionRegistry {
         let hard_stop = CancellationToken::new();
         let previous = self.disconnected_lock().remove(&info.client_id);
         let mut subscriptions = BTreeMap::new();
-        if let Some(previous) = previous.filter(|p| !info.clean_start && p.expires_at > Utc::now()) {
+        if let Some(previous) = previous.filter(|p| !info.clean_start && p.expires_at > Utc::now())
+        {
             info.created_at = previous.info.created_at;
             subscriptions = previous.subscriptions;
         }
@@ -476,7 +490,9 @@ impl SessionRegistry {
             if let Some(lifetime) = session.info.persists_for(self.default_expiry) {
                 let now = Utc::now();
                 let expires_at = now
-                    .checked_add_signed(chrono::Duration::from_std(lifetime).unwrap_or(chrono::Duration::MAX))
+                    .checked_add_signed(
+                        chrono::Duration::from_std(lifetime).unwrap_or(chrono::Duration::MAX),
+                    )
                     .unwrap_or(DateTime::<Utc>::MAX_UTC);
                 self.disconnected_lock().insert(
                     session.info.client_id.clone(),
@@ -551,11 +567,15 @@ mod tests {
     async fn a_persistent_session_stays_visible_as_disconnected() {
         let registry = SessionRegistry::new();
         let (session, handle) = registry.register(info("p", false));
-        session
-            .subscriptions
-            .lock()
-            .unwrap()
-            .insert("t/#".into(), SubscriptionOptions { qos: 1, nl: 0, rap: 0, rh: 0 });
+        session.subscriptions.lock().unwrap().insert(
+            "t/#".into(),
+            SubscriptionOptions {
+                qos: 1,
+                nl: 0,
+                rap: 0,
+                rh: 0,
+            },
+        );
         let created = session.info.created_at;
         drop(handle);
         let view = registry.view("p").unwrap();
@@ -575,7 +595,10 @@ mod tests {
         let (_, old) = registry.register(info("a", true));
         let (new_session, _new) = registry.register(info("a", true));
         drop(old);
-        assert_eq!(registry.get("a").unwrap().connection_id, new_session.connection_id);
+        assert_eq!(
+            registry.get("a").unwrap().connection_id,
+            new_session.connection_id
+        );
     }
 
     #[tokio::test]
