@@ -7,6 +7,12 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+// The RPC path allocates many small strings per call (parameters, the
+// canonical string, the answer); mimalloc serves them faster than glibc's
+// malloc, which took about 15% of the CPU in a profile of the path.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "mqgate",

@@ -275,7 +275,7 @@ async fn flush_broker_counts(
 /// Most headers hyper will parse before answering 431 by itself; below it,
 /// the RPC endpoint's own limit ([`rpc::MAX_HEADERS`]) answers a 400 with a
 /// code and message.
-pub const HTTP_MAX_HEADERS: usize = 1000;
+pub const HTTP_MAX_HEADERS: usize = 128;
 /// A client has this long to send its request headers (slow-header floods).
 pub const HTTP_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long calls in flight may take to finish at shutdown.

@@ -1,0 +1,607 @@
+//! The system benchmark: what each layer of mqgate costs, measured against
+//! what a user would run instead, side by side in one run, as ratios.
+//!
+//! - RPC: `mqgate-load` against (a) a plain axum handler returning a fixed
+//!   JSON body, (b) mqgate's QuerySessionByClientId (signature, replay check,
+//!   throttle at limits raised out of the way, RAM, durable billing), and
+//!   (c) BatchQuerySessionByClientIds with 10 ids; at 1, 10, 100 (and 1,000)
+//!   concurrent connections. Every request is signed in all three, so the
+//!   client does the same work.
+//! - Registry: QuerySessionByClientId as the session registry grows from
+//!   10^3 to 10^6 registered clients.
+//! - MQTT: the same publish/subscribe load through mqgate's front port and
+//!   straight to the embedded rumqttd's listener, in the same process, QoS 0
+//!   and 1, 100-byte payloads; then idle connections and the server's
+//!   resident memory per connection.
+//!
+//! `cargo bench --bench system -- --full` writes `bench/results.md` and
+//! `bench/*.csv` (`bash bench/run.sh` does that and draws the plots).
+//! Without `--bench` (as `cargo test` runs it) it runs a tiny setting and
+//! writes nothing into the repository.
+
+use mqgate::config::Config;
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const MQGATE: &str = env!("CARGO_BIN_EXE_mqgate");
+const LOAD: &str = env!("CARGO_BIN_EXE_mqgate-load");
+const INSTANCE: &str = "post-cn-bench";
+
+#[derive(Clone, Copy)]
+struct Setting {
+    seconds: f64,
+    http_connections: &'static [usize],
+    registry_sizes: &'static [usize],
+    mqtt_pairs: usize,
+    mqtt_seconds: f64,
+    idle_connections: &'static [usize],
+}
+
+const FULL: Setting = Setting {
+    seconds: 5.0,
+    http_connections: &[1, 10, 100, 1000],
+    registry_sizes: &[1_000, 10_000, 100_000, 1_000_000],
+    mqtt_pairs: 10,
+    mqtt_seconds: 5.0,
+    // Each MQTT client holds three descriptors in the one process (its
+    // socket, the front layer's connection to rumqttd, rumqttd's end of
+    // it), and this machine's hard limit is 20,000: 6,000 clients fit.
+    idle_connections: &[100, 1_000, 6_000],
+};
+
+const TINY: Setting = Setting {
+    seconds: 0.3,
+    http_connections: &[1, 4],
+    registry_sizes: &[1_000],
+    mqtt_pairs: 2,
+    mqtt_seconds: 0.3,
+    idle_connections: &[20],
+};
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let benching = args.iter().any(|a| a == "--bench");
+    let full = args.iter().any(|a| a == "--full");
+    let setting = if benching && full { FULL } else { TINY };
+    let out_dir = if benching {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("bench")
+    } else {
+        std::env::temp_dir().join(format!("mqgate-bench-test-{}", std::process::id()))
+    };
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut results = String::new();
+    let _ = writeln!(results, "# mqgate benchmark results\n");
+    let _ = writeln!(results, "{}\n", machine());
+    rpc(&setting, &out_dir, &mut results);
+    runtime.block_on(registry(&setting, &out_dir, &mut results));
+    runtime.block_on(mqtt(&setting, &out_dir, &mut results));
+    idle(&setting, &out_dir, &mut results);
+    std::fs::write(out_dir.join("results.md"), &results).unwrap();
+    println!("{results}");
+    if !benching {
+        let _ = std::fs::remove_dir_all(&out_dir);
+        println!("benchmark ran on its tiny setting: 1 passed, 0 failed");
+    }
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let memory = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| s.lines().next().map(|l| l.to_string()))
+        .unwrap_or_default();
+    format!(
+        "Machine: {cpu}, {cores} cores, {memory}; run {}. Load generator, servers and clients share these cores.",
+        chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    )
+}
+
+fn config_text(storage: &Path) -> String {
+    format!(
+        r#"
+[http]
+listen = "127.0.0.1:0"
+max_remembered_nonces = 50000000
+[mqtt]
+listen = "127.0.0.1:0"
+anonymous_instance = "{INSTANCE}"
+[storage]
+dir = {:?}
+[limits]
+QuerySessionByClientId = 1000000000
+BatchQuerySessionByClientIds = 1000000000
+[[accounts]]
+id = "1234567890"
+  [[accounts.instances]]
+  id = "{INSTANCE}"
+  [[accounts.users]]
+  name = "root"
+  access_key_id = "testid"
+  access_key_secret = "testsecret"
+  root = true
+"#,
+        storage.display().to_string()
+    )
+}
+
+/// Starts a process that prints `... http=ADDR ...` first; returns it and
+/// the address. The shell raises the file limit for 10,000 connections.
+fn spawn_server(program: &str, args: &[&str]) -> (Child, String) {
+    let command = format!(
+        "ulimit -n 65536 2>/dev/null; exec {} {}",
+        program,
+        args.iter()
+            .map(|a| format!("'{a}'"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    let mut child = Command::new("sh")
+        .args(["-c", &command])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let http = first
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("http="))
+        .unwrap_or_else(|| panic!("{program} did not start: {first:?}"))
+        .to_string();
+    (child, http)
+}
+
+struct LoadResult {
+    rps: f64,
+    p50: f64,
+    p99: f64,
+    ok: bool,
+}
+
+fn load(
+    url: &str,
+    action: &str,
+    params: &[String],
+    connections: usize,
+    seconds: f64,
+) -> LoadResult {
+    let mut command = Command::new(LOAD);
+    command.args(["run", "--url", url, "--action", action, "--quiet", "--json"]);
+    command.args([
+        "--connections",
+        &connections.to_string(),
+        "--duration",
+        &seconds.to_string(),
+    ]);
+    for p in params {
+        command.args(["--param", p]);
+    }
+    let output = command.output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let answers = v["answers"].as_object().unwrap();
+    LoadResult {
+        rps: v["requests_per_second"].as_f64().unwrap(),
+        p50: v["p50_ms"].as_f64().unwrap(),
+        p99: v["p99_ms"].as_f64().unwrap(),
+        ok: answers.keys().all(|k| k == "200"),
+    }
+}
+
+fn rpc(setting: &Setting, out_dir: &Path, results: &mut String) {
+    let storage = tempfile::tempdir().unwrap();
+    let config = storage.path().join("bench.toml");
+    std::fs::write(&config, config_text(&storage.path().join("data"))).unwrap();
+    let (mut gate, gate_http) =
+        spawn_server(MQGATE, &["serve", "--config", config.to_str().unwrap()]);
+    let (mut floor, floor_http) = spawn_server(LOAD, &["baseline", "--listen", "127.0.0.1:0"]);
+    let query = vec![
+        format!("InstanceId={INSTANCE}"),
+        "ClientId=GID_bench@@@dev-1".to_string(),
+    ];
+    let mut batch = vec![format!("InstanceId={INSTANCE}")];
+    batch.extend((1..=10).map(|i| format!("ClientIdList.{i}=GID_bench@@@dev-{i}")));
+    let mut csv = String::from(
+        "connections,floor_rps,query_rps,batch_rps,floor_p99_ms,query_p99_ms,batch_p99_ms\n",
+    );
+    let _ = writeln!(results, "## RPC path against its floor\n");
+    let _ = writeln!(
+        results,
+        "(a) a plain axum handler with a fixed JSON body; (b) QuerySessionByClientId; (c) BatchQuerySessionByClientIds with 10 ids. {} s per point; every request signed (V1), fresh nonce each.\n",
+        setting.seconds
+    );
+    let _ = writeln!(
+        results,
+        "| connections | (a) req/s | (b) req/s | (c) req/s | (b)/(a) | (c)/(a) | p99 (a) ms | p99 (b) ms | p99 (c) ms | p99 (b)/(a) | p99 (c)/(a) |"
+    );
+    let _ = writeln!(results, "|---|---|---|---|---|---|---|---|---|---|---|");
+    for &n in setting.http_connections {
+        let a = load(
+            &format!("http://{floor_http}"),
+            "QuerySessionByClientId",
+            &query,
+            n,
+            setting.seconds,
+        );
+        let b = load(
+            &format!("http://{gate_http}"),
+            "QuerySessionByClientId",
+            &query,
+            n,
+            setting.seconds,
+        );
+        let c = load(
+            &format!("http://{gate_http}"),
+            "BatchQuerySessionByClientIds",
+            &batch,
+            n,
+            setting.seconds,
+        );
+        assert!(a.ok && b.ok && c.ok, "every benchmark call must answer 200");
+        let _ = writeln!(
+            results,
+            "| {n} | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} | {:.3} | {:.3} | {:.3} | {:.2} | {:.2} |",
+            a.rps,
+            b.rps,
+            c.rps,
+            b.rps / a.rps,
+            c.rps / a.rps,
+            a.p99,
+            b.p99,
+            c.p99,
+            b.p99 / a.p99,
+            c.p99 / a.p99
+        );
+        let _ = writeln!(
+            csv,
+            "{n},{:.1},{:.1},{:.1},{:.3},{:.3},{:.3}",
+            a.rps, b.rps, c.rps, a.p99, b.p99, c.p99
+        );
+        let _ = (a.p50, b.p50, c.p50);
+    }
+    let _ = writeln!(results);
+    std::fs::write(out_dir.join("rpc.csv"), csv).unwrap();
+    let _ = gate.kill();
+    let _ = floor.kill();
+    let _ = gate.wait();
+    let _ = floor.wait();
+}
+
+async fn registry(setting: &Setting, out_dir: &Path, results: &mut String) {
+    use mqgate::broker::registry::{ProtocolVersion, SessionInfo};
+    let storage = tempfile::tempdir().unwrap();
+    let config = Config::parse(&config_text(&storage.path().join("data")), "bench.toml").unwrap();
+    let server = mqgate::server::Server::start(config).await.unwrap();
+    let broker = server.brokers.instance(INSTANCE).unwrap();
+    let mut handles = Vec::new();
+    let mut csv = String::from("registered,query_rps,query_p99_ms\n");
+    let _ = writeln!(results, "## QuerySessionByClientId as the registry grows\n");
+    let _ = writeln!(
+        results,
+        "Synthetic sessions registered in the live registry; 16 connections, {} s per point.\n",
+        setting.seconds
+    );
+    let _ = writeln!(results, "| registered clients | req/s | p99 ms |");
+    let _ = writeln!(results, "|---|---|---|");
+    let url = format!("http://{}", server.http_addr);
+    for &size in setting.registry_sizes {
+        while handles.len() < size {
+            let i = handles.len();
+            let (_, handle) = broker.sessions.register(SessionInfo {
+                client_id: format!("GID_bench@@@dev-{i}"),
+                username: None,
+                ip: "127.0.0.1".parse().unwrap(),
+                port: 1,
+                protocol: ProtocolVersion::V311,
+                keepalive: 60,
+                clean_start: true,
+                session_expiry_interval: None,
+                connected_at: chrono::Utc::now(),
+                created_at: chrono::Utc::now(),
+            });
+            handles.push(handle);
+        }
+        let params = vec![
+            format!("InstanceId={INSTANCE}"),
+            format!("ClientId=GID_bench@@@dev-{}", size / 2),
+        ];
+        let url = url.clone();
+        let seconds = setting.seconds;
+        let r = tokio::task::spawn_blocking(move || {
+            load(&url, "QuerySessionByClientId", &params, 16, seconds)
+        })
+        .await
+        .unwrap();
+        assert!(r.ok);
+        let _ = writeln!(results, "| {size} | {:.0} | {:.3} |", r.rps, r.p99);
+        let _ = writeln!(csv, "{size},{:.1},{:.3}", r.rps, r.p99);
+    }
+    let _ = writeln!(results);
+    std::fs::write(out_dir.join("registry.csv"), csv).unwrap();
+    drop(handles);
+    server.shutdown().await;
+}
+
+/// Messages/s and latency of `pairs` publisher/subscriber pairs through
+/// `addr`, each publisher sending 100-byte payloads as fast as it can.
+async fn mqtt_load(
+    addr: SocketAddr,
+    login: Option<(String, String)>,
+    qos: rumqttc::QoS,
+    pairs: usize,
+    seconds: f64,
+) -> (f64, f64) {
+    use rumqttc::{AsyncClient, Event, MqttOptions, Packet};
+    let started = Instant::now();
+    let mut subscribers = Vec::new();
+    let received = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let latencies = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u64>::new()));
+    for i in 0..pairs {
+        let mut options = MqttOptions::new(
+            format!("bench-sub-{i}-{}", uuid::Uuid::new_v4().simple()),
+            addr.ip().to_string(),
+            addr.port(),
+        );
+        options.set_keep_alive(Duration::from_secs(60));
+        options.set_max_packet_size(1 << 20, 1 << 20);
+        if let Some((u, p)) = &login {
+            options.set_credentials(u, p);
+        }
+        let (client, mut eventloop) = AsyncClient::new(options, 1000);
+        client.subscribe(format!("bench/{i}"), qos).await.unwrap();
+        // Wait for the SUBACK before publishing starts.
+        loop {
+            if let Event::Incoming(Packet::SubAck(_)) = eventloop.poll().await.unwrap() {
+                break;
+            }
+        }
+        let (received, latencies) = (received.clone(), latencies.clone());
+        subscribers.push((
+            client,
+            tokio::spawn(async move {
+                while let Ok(event) = eventloop.poll().await {
+                    if let Event::Incoming(Packet::Publish(p)) = event {
+                        received.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let sent = u64::from_be_bytes(p.payload[..8].try_into().unwrap());
+                        let now = started.elapsed().as_micros() as u64;
+                        latencies.lock().unwrap().push(now.saturating_sub(sent));
+                    }
+                }
+            }),
+        ));
+    }
+    let stop_at = Instant::now() + Duration::from_secs_f64(seconds);
+    let mut publishers = Vec::new();
+    for i in 0..pairs {
+        let mut options = MqttOptions::new(
+            format!("bench-pub-{i}-{}", uuid::Uuid::new_v4().simple()),
+            addr.ip().to_string(),
+            addr.port(),
+        );
+        options.set_keep_alive(Duration::from_secs(60));
+        options.set_inflight(100);
+        if let Some((u, p)) = &login {
+            options.set_credentials(u, p);
+        }
+        let (client, mut eventloop) = AsyncClient::new(options, 1000);
+        let driver = tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
+        publishers.push(tokio::spawn(async move {
+            let mut payload = vec![0u8; 100];
+            while Instant::now() < stop_at {
+                payload[..8].copy_from_slice(&(started.elapsed().as_micros() as u64).to_be_bytes());
+                if client
+                    .publish(format!("bench/{i}"), qos, false, payload.clone())
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+            let _ = client.disconnect().await;
+            driver.abort();
+        }));
+    }
+    let measure_from = Instant::now();
+    let before = received.load(std::sync::atomic::Ordering::Relaxed);
+    for p in publishers {
+        let _ = p.await;
+    }
+    let elapsed = measure_from.elapsed().as_secs_f64();
+    // Let in-flight messages land.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let count = received.load(std::sync::atomic::Ordering::Relaxed) - before;
+    for (client, task) in subscribers {
+        let _ = client.disconnect().await;
+        task.abort();
+    }
+    let mut l = latencies.lock().unwrap().clone();
+    l.sort_unstable();
+    let p99 = if l.is_empty() {
+        0.0
+    } else {
+        l[(l.len() * 99 / 100).min(l.len() - 1)] as f64 / 1000.0
+    };
+    (count as f64 / elapsed, p99)
+}
+
+async fn mqtt(setting: &Setting, out_dir: &Path, results: &mut String) {
+    let storage = tempfile::tempdir().unwrap();
+    let config = Config::parse(&config_text(&storage.path().join("data")), "bench.toml").unwrap();
+    let server = mqgate::server::Server::start(config).await.unwrap();
+    let broker = server.brokers.instance(INSTANCE).unwrap();
+    let internal = server.brokers.internal_login();
+    let direct_login = Some((internal.username.clone(), internal.password.clone()));
+    let mut csv =
+        String::from("qos,front_msgs_per_s,rumqttd_msgs_per_s,front_p99_ms,rumqttd_p99_ms\n");
+    let _ = writeln!(results, "## MQTT path against rumqttd alone\n");
+    let _ = writeln!(
+        results,
+        "{} publisher/subscriber pairs, 100-byte payloads, {} s per point, through mqgate's front port and straight to the embedded rumqttd's MQTT 3.1.1 listener, in the same process.\n",
+        setting.mqtt_pairs, setting.mqtt_seconds
+    );
+    let _ = writeln!(
+        results,
+        "| QoS | front msgs/s | rumqttd msgs/s | front/rumqttd | p99 front ms | p99 rumqttd ms |"
+    );
+    let _ = writeln!(results, "|---|---|---|---|---|---|");
+    for (name, qos) in [
+        ("0", rumqttc::QoS::AtMostOnce),
+        ("1", rumqttc::QoS::AtLeastOnce),
+    ] {
+        let (front, front_p99) = mqtt_load(
+            server.mqtt_addr,
+            None,
+            qos,
+            setting.mqtt_pairs,
+            setting.mqtt_seconds,
+        )
+        .await;
+        let (direct, direct_p99) = mqtt_load(
+            broker.v4_addr,
+            direct_login.clone(),
+            qos,
+            setting.mqtt_pairs,
+            setting.mqtt_seconds,
+        )
+        .await;
+        let _ = writeln!(
+            results,
+            "| {name} | {front:.0} | {direct:.0} | {:.2} | {front_p99:.3} | {direct_p99:.3} |",
+            front / direct.max(1.0)
+        );
+        let _ = writeln!(
+            csv,
+            "{name},{front:.1},{direct:.1},{front_p99:.3},{direct_p99:.3}"
+        );
+    }
+    let _ = writeln!(results);
+    std::fs::write(out_dir.join("mqtt.csv"), csv).unwrap();
+    server.shutdown().await;
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Opens idle MQTT 3.1.1 connections to a separate mqgate process and reads
+/// its resident memory.
+fn idle(setting: &Setting, out_dir: &Path, results: &mut String) {
+    let storage = tempfile::tempdir().unwrap();
+    let config = storage.path().join("bench.toml");
+    std::fs::write(&config, config_text(&storage.path().join("data"))).unwrap();
+    let command = format!(
+        "ulimit -n 65536 2>/dev/null; exec {MQGATE} serve --config '{}'",
+        config.display()
+    );
+    let mut child = Command::new("sh")
+        .args(["-c", &command])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let mqtt: SocketAddr = first
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("mqtt="))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let pid = child.id();
+    std::thread::sleep(Duration::from_millis(300));
+    let base = rss_kib(pid);
+    let mut csv = String::from("connections,rss_kib,kib_per_connection\n");
+    let _ = writeln!(results, "## Idle connections\n");
+    let _ = writeln!(
+        results,
+        "MQTT 3.1.1 clients that connect and stay idle; resident memory of the mqgate process (front layer + embedded rumqttd), {base} KiB before the first connection.\n"
+    );
+    let _ = writeln!(
+        results,
+        "| idle connections | RSS KiB | KiB per connection |"
+    );
+    let _ = writeln!(results, "|---|---|---|");
+    let mut sockets = Vec::new();
+    for &target in setting.idle_connections {
+        while sockets.len() < target {
+            let i = sockets.len();
+            let mut s = std::net::TcpStream::connect(mqtt).unwrap();
+            let id = format!("idle-{i}");
+            let mut packet = vec![0x10];
+            let body_len = 10 + 2 + id.len();
+            packet.extend(varint(body_len));
+            packet.extend_from_slice(&[0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0x02, 0x02, 0x58]);
+            packet.extend_from_slice(&(id.len() as u16).to_be_bytes());
+            packet.extend_from_slice(id.as_bytes());
+            s.write_all(&packet).unwrap();
+            let mut ack = [0u8; 4];
+            s.read_exact(&mut ack).unwrap();
+            assert_eq!(
+                ack,
+                [0x20, 0x02, 0x00, 0x00],
+                "CONNACK for idle connection {i}"
+            );
+            sockets.push(s);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        let rss = rss_kib(pid);
+        let per = rss.saturating_sub(base) as f64 / target as f64;
+        let _ = writeln!(results, "| {target} | {rss} | {per:.1} |");
+        let _ = writeln!(csv, "{target},{rss},{per:.2}");
+    }
+    let _ = writeln!(results);
+    std::fs::write(out_dir.join("idle.csv"), csv).unwrap();
+    drop(sockets);
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+fn varint(mut n: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let mut byte = (n % 128) as u8;
+        n /= 128;
+        if n > 0 {
+            byte |= 0x80;
+        }
+        out.push(byte);
+        if n == 0 {
+            return out;
+        }
+    }
+}
