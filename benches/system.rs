@@ -85,6 +85,13 @@ fn main() {
     runtime.block_on(registry(&setting, &out_dir, &mut results));
     runtime.block_on(mqtt(&setting, &out_dir, &mut results));
     idle(&setting, &out_dir, &mut results);
+    // What the profile showed and what changed, kept by hand beside the
+    // generated tables.
+    if let Ok(notes) =
+        std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("bench/notes.md"))
+    {
+        results.push_str(&notes);
+    }
     std::fs::write(out_dir.join("results.md"), &results).unwrap();
     println!("{results}");
     if !benching {
