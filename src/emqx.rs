@@ -207,17 +207,7 @@ fn authorize(
     let directory = state.directory.current();
     let forwarded_for = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
     let source_ip = peer.map(|p| crate::rpc::source_ip(&directory, p, forwarded_for));
-    let mut context = crate::ram::Context::new();
-    context
-        .set("acs:SecureTransport", "false")
-        .set(
-            "acs:CurrentTime",
-            Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true),
-        )
-        .set("acs:AccessId", user.access_key_id.clone());
-    if let Some(ip) = source_ip {
-        context.set("acs:SourceIp", ip.to_canonical().to_string());
-    }
+    let context = crate::rpc::ram_context(&user.access_key_id, source_ip, Utc::now());
     let instance = access::authorize(&directory, &user, ram_action, instance_id, &context)
         .map_err(|e| match e.kind {
             ErrorCode::ForbiddenRam => {

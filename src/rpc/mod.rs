@@ -159,7 +159,7 @@ async fn handle(
     *action_name = action.name();
     state.throttle().check(&verified.user.account_id, action)?;
     let source_ip = peer.map(|peer| source_ip(&directory, peer, forwarded_for.as_deref()));
-    let ram_context = ram_context(&verified, source_ip, chrono::Utc::now());
+    let ram_context = ram_context(&verified.user.access_key_id, source_ip, chrono::Utc::now());
     let ctx = ActionContext {
         directory: &directory,
         brokers: &state.brokers,
@@ -171,11 +171,12 @@ async fn handle(
     Ok((action, body))
 }
 
-/// The RAM condition keys of a verified call. mqgate serves plain HTTP, so
+/// The RAM condition keys of a call by `access_key_id` (the RPC endpoint
+/// and the EMQX API alike). mqgate serves plain HTTP, so
 /// `acs:SecureTransport` is false; an AccessKey call has no MFA, so
 /// `acs:MFAPresent` is absent.
 pub fn ram_context(
-    request: &verify::VerifiedRequest,
+    access_key_id: &str,
     source_ip: Option<std::net::IpAddr>,
     now: chrono::DateTime<chrono::Utc>,
 ) -> crate::ram::Context {
@@ -186,7 +187,7 @@ pub fn ram_context(
             "acs:CurrentTime",
             now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         )
-        .set("acs:AccessId", request.user.access_key_id.clone());
+        .set("acs:AccessId", access_key_id);
     if let Some(ip) = source_ip {
         context.set("acs:SourceIp", ip.to_canonical().to_string());
     }
