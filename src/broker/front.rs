@@ -628,6 +628,7 @@ impl ToClient {
         let stats = &session.stats;
         loop {
             let mut whole = 0;
+            let mut frames = 0u64;
             // Frames to leave out (acknowledgements of injected packets).
             let mut swallowed: Vec<std::ops::Range<usize>> = Vec::new();
             loop {
@@ -655,6 +656,7 @@ impl ToClient {
                             }
                             _ => {}
                         }
+                        frames += 1;
                         whole += len;
                     }
                     Ok(None) => break,
@@ -663,10 +665,10 @@ impl ToClient {
             }
             if whole > 0 {
                 let chunk = self.buf.split_to(whole);
+                stats
+                    .send_pkt
+                    .fetch_add(frames - swallowed.len() as u64, Ordering::Relaxed);
                 let written = if swallowed.is_empty() {
-                    stats
-                        .send_pkt
-                        .fetch_add(count_frames(&chunk), Ordering::Relaxed);
                     self.client.write_all(&chunk).await.map(|_| chunk.len())
                 } else {
                     let mut kept = Vec::with_capacity(chunk.len());
@@ -676,9 +678,6 @@ impl ToClient {
                         at = range.end;
                     }
                     kept.extend_from_slice(&chunk[at..]);
-                    stats
-                        .send_pkt
-                        .fetch_add(count_frames(&kept), Ordering::Relaxed);
                     self.client.write_all(&kept).await.map(|_| kept.len())
                 };
                 match written {
@@ -710,11 +709,6 @@ impl ToClient {
             }
         }
     }
-}
-
-/// Complete frames in a buffer of complete frames.
-fn count_frames(buf: &[u8]) -> u64 {
-    codec::whole_frames(buf, BROKER_MAX_FRAME).map_or(0, |(_, n)| n)
 }
 
 #[cfg(test)]
