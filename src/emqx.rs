@@ -12,7 +12,9 @@
 use crate::access;
 use crate::broker::InstanceBroker;
 use crate::broker::front::reason::ADMINISTRATIVE_ACTION;
-use crate::broker::registry::{Awaited, ClientView, ProtocolVersion, SubscriptionOptions};
+use crate::broker::registry::{
+    Awaited, ClientView, InjectError, ProtocolVersion, Session, SubscriptionOptions,
+};
 use crate::directory::User;
 use crate::error::ErrorCode;
 use crate::rpc::RpcState;
@@ -709,9 +711,7 @@ async fn do_subscribe(
     clientid: &str,
     bodies: Vec<SubscribeBody>,
 ) -> Result<Vec<Value>, EmqxError> {
-    use rumqttd::protocol::{
-        Filter, Packet, Protocol, RetainForwardRule, Subscribe, v4::V4, v5::V5,
-    };
+    use rumqttd::protocol::{Filter, Packet, RetainForwardRule, Subscribe};
     let session = ok
         .broker
         .sessions
@@ -747,26 +747,13 @@ async fn do_subscribe(
         },
         None,
     );
-    let mut frame = bytes::BytesMut::new();
-    let encoded = match session.info.protocol {
-        ProtocolVersion::V311 => V4.write(packet, &mut frame),
-        ProtocolVersion::V5 => V5.write(packet, &mut frame),
-    };
-    encoded.map_err(|e| EmqxError::bad_request(format!("cannot encode the subscription: {e}")))?;
-    let codes = session
-        .inject(
-            packet_id,
-            frame.to_vec(),
-            Awaited::Subscribe(filters.clone()),
-        )
-        .await
-        .map_err(|e| {
-            EmqxError::new(
-                StatusCode::NOT_FOUND,
-                "CLIENTID_NOT_FOUND",
-                format!("Client ID not found: {e}"),
-            )
-        })?;
+    let codes = send_for_client(
+        &session,
+        packet_id,
+        packet,
+        Awaited::Subscribe(filters.clone()),
+    )
+    .await?;
     let mut out = Vec::new();
     for (i, (topic, options)) in filters.iter().enumerate() {
         match codes.get(i) {
@@ -793,7 +780,7 @@ async fn do_unsubscribe(
     clientid: &str,
     topics: Vec<String>,
 ) -> Result<(), EmqxError> {
-    use rumqttd::protocol::{Packet, Protocol, Unsubscribe, v4::V4, v5::V5};
+    use rumqttd::protocol::{Packet, Unsubscribe};
     let session = ok
         .broker
         .sessions
@@ -815,24 +802,36 @@ async fn do_unsubscribe(
         },
         None,
     );
+    send_for_client(&session, packet_id, packet, Awaited::Unsubscribe(topics)).await?;
+    Ok(())
+}
+
+/// Encodes `packet` for the client's protocol, sends it to the broker on
+/// the client's connection and returns the acknowledgement's codes.
+async fn send_for_client(
+    session: &Session,
+    packet_id: u16,
+    packet: rumqttd::protocol::Packet,
+    awaited: Awaited,
+) -> Result<Vec<u8>, EmqxError> {
+    use rumqttd::protocol::{Protocol, v4::V4, v5::V5};
     let mut frame = bytes::BytesMut::new();
     let encoded = match session.info.protocol {
         ProtocolVersion::V311 => V4.write(packet, &mut frame),
         ProtocolVersion::V5 => V5.write(packet, &mut frame),
     };
-    encoded
-        .map_err(|e| EmqxError::bad_request(format!("cannot encode the unsubscription: {e}")))?;
+    encoded.map_err(|e| EmqxError::bad_request(format!("cannot encode the request: {e}")))?;
     session
-        .inject(packet_id, frame.to_vec(), Awaited::Unsubscribe(topics))
+        .inject(packet_id, frame.to_vec(), awaited)
         .await
-        .map_err(|e| {
-            EmqxError::new(
-                StatusCode::NOT_FOUND,
-                "CLIENTID_NOT_FOUND",
-                format!("Client ID not found: {e}"),
-            )
-        })?;
-    Ok(())
+        .map_err(|e| match e {
+            InjectError::Disconnected => EmqxError::client_not_found(),
+            InjectError::NoAcknowledgement => EmqxError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "SERVICE_UNAVAILABLE",
+                format!("{e}; try again"),
+            ),
+        })
 }
 
 fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, EmqxError> {

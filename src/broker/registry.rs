@@ -146,6 +146,15 @@ pub struct Injected {
     pub frame: Vec<u8>,
 }
 
+/// Why a packet sent on a client's behalf got no answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum InjectError {
+    #[error("the client disconnected")]
+    Disconnected,
+    #[error("the broker did not acknowledge in time")]
+    NoAcknowledgement,
+}
+
 /// What an acknowledgement from the broker settles.
 #[derive(Debug)]
 pub enum Awaited {
@@ -223,7 +232,7 @@ impl Session {
         packet_id: u16,
         frame: Vec<u8>,
         awaited: Awaited,
-    ) -> Result<Vec<u8>, String> {
+    ) -> Result<Vec<u8>, InjectError> {
         let (reply, answer) = oneshot::channel();
         self.pending
             .lock()
@@ -237,14 +246,14 @@ impl Session {
             .is_err()
         {
             self.forget_injected(packet_id);
-            return Err("the client disconnected".into());
+            return Err(InjectError::Disconnected);
         }
         match tokio::time::timeout(ACK_TIMEOUT, answer).await {
             Ok(Ok(codes)) => Ok(codes),
-            Ok(Err(_)) => Err("the client disconnected".into()),
+            Ok(Err(_)) => Err(InjectError::Disconnected),
             Err(_) => {
                 self.forget_injected(packet_id);
-                Err("the broker did not acknowledge in time".into())
+                Err(InjectError::NoAcknowledgement)
             }
         }
     }
