@@ -1,7 +1,8 @@
 //! The `mqgate` binary as a user runs it: bad configuration files, the demo,
 //! `mqgate call`, and clean shutdown on SIGTERM and SIGINT.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -99,21 +100,7 @@ struct Running {
 
 /// Starts `mqgate serve` and reads the addresses from its first line.
 fn spawn(args: &[&str]) -> Running {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut first = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
-    let http = first
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("http="))
-        .unwrap_or_else(|| panic!("no address in {first:?}"))
-        .to_string();
+    let (child, http) = common::spawn_mqgate(args, Stdio::null());
     Running { child, http }
 }
 
@@ -221,22 +208,10 @@ fn sighup_and_file_changes_reload_and_a_bad_reload_keeps_the_old_set() {
     };
     let path = write_config(&dir, "reload.toml", &with_user(""));
     let log = dir.path().join("stderr.log");
-    let mut child = Command::new(BIN)
-        .args(["serve", "--config"])
-        .arg(&path)
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let mut first = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
-    let http = first
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("http="))
-        .unwrap()
-        .to_string();
+    let (child, http) = common::spawn_mqgate(
+        &["serve", "--config", path.to_str().unwrap()],
+        Stdio::from(std::fs::File::create(&log).unwrap()),
+    );
     let endpoint = format!("http://{http}");
     let pid = child.id().to_string();
     let query = || {

@@ -2,7 +2,8 @@
 //! SIGKILL under load, restarted, and the bill holds at least every call
 //! that was answered 200, and at most those plus the calls in flight.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -12,22 +13,10 @@ const BIN: &str = env!("CARGO_BIN_EXE_mqgate");
 const CONCURRENCY: usize = 16;
 
 fn start(config: &std::path::Path) -> (Child, String) {
-    let mut child = Command::new(BIN)
-        .args(["serve", "--config"])
-        .arg(config)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut first = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
-    let http = first
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("http="))
-        .unwrap_or_else(|| panic!("mqgate did not start: {first:?}"))
-        .to_string();
+    let (child, http) = common::spawn_mqgate(
+        &["serve", "--config", config.to_str().unwrap()],
+        Stdio::null(),
+    );
     (child, format!("http://{http}"))
 }
 

@@ -363,3 +363,25 @@ impl Device {
         }
     }
 }
+
+/// Starts the `mqgate` binary with `args` and reads the HTTP address from
+/// its first line (`mqgate listening http=... mqtt=...`).
+pub fn spawn_mqgate(args: &[&str], stderr: std::process::Stdio) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mqgate"))
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let http = first
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("http="))
+        .unwrap_or_else(|| panic!("mqgate did not start: {first:?}"))
+        .to_string();
+    (child, http)
+}
