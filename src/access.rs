@@ -16,13 +16,57 @@ use crate::ram::{self, Context, DecisionKind};
 use base64::Engine;
 use std::sync::Arc;
 
+/// Where a request's RAM condition keys come from: a [`Context`] built
+/// beforehand, or a [`LazyConditions`] that builds it on first use.
+pub trait Conditions {
+    fn context(&self) -> &Context;
+}
+
+impl Conditions for Context {
+    fn context(&self) -> &Context {
+        self
+    }
+}
+
+/// The condition keys of a call, built only when a policy is evaluated: a
+/// root key's calls evaluate none, and building them (a time and an address
+/// formatted, a map filled) would be most of what authorizing them costs.
+pub struct LazyConditions<'a> {
+    access_key_id: &'a str,
+    source_ip: Option<std::net::IpAddr>,
+    now: chrono::DateTime<chrono::Utc>,
+    built: std::sync::OnceLock<Context>,
+}
+
+impl<'a> LazyConditions<'a> {
+    pub fn new(
+        access_key_id: &'a str,
+        source_ip: Option<std::net::IpAddr>,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> LazyConditions<'a> {
+        LazyConditions {
+            access_key_id,
+            source_ip,
+            now,
+            built: std::sync::OnceLock::new(),
+        }
+    }
+}
+
+impl Conditions for LazyConditions<'_> {
+    fn context(&self) -> &Context {
+        self.built
+            .get_or_init(|| crate::rpc::ram_context(self.access_key_id, self.source_ip, self.now))
+    }
+}
+
 /// The instance the call is about, once the caller may act on it.
 pub fn authorize(
     directory: &Directory,
     user: &User,
     ram_action: &str,
     instance_id: &str,
-    context: &Context,
+    conditions: &impl Conditions,
 ) -> Result<Arc<Instance>, ApiError> {
     let Some(instance) = directory
         .instance(instance_id)
@@ -40,7 +84,7 @@ pub fn authorize(
         return Ok(instance.clone());
     }
     let resource = instance.arn();
-    let decision = ram::evaluate(&user.policies, ram_action, &resource, context);
+    let decision = ram::evaluate(&user.policies, ram_action, &resource, conditions.context());
     if decision.kind == DecisionKind::Allow {
         return Ok(instance.clone());
     }

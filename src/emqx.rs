@@ -209,8 +209,8 @@ fn authorize(
     let directory = state.directory.current();
     let forwarded_for = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
     let source_ip = peer.map(|p| crate::rpc::source_ip(&directory, p, forwarded_for));
-    let context = crate::rpc::ram_context(&user.access_key_id, source_ip, Utc::now());
-    let instance = access::authorize(&directory, &user, ram_action, instance_id, &context)
+    let conditions = access::LazyConditions::new(&user.access_key_id, source_ip, Utc::now());
+    let instance = access::authorize(&directory, &user, ram_action, instance_id, &conditions)
         .map_err(|e| match e.kind {
             ErrorCode::ForbiddenRam => {
                 EmqxError::new(StatusCode::FORBIDDEN, "FORBIDDEN", e.message)

@@ -16,9 +16,12 @@ const BUCKETS: [f64; 12] = [
 
 #[derive(Default)]
 pub struct Metrics {
-    /// (action, outcome code) -> calls. A few dozen keys at most: a mutex
-    /// held for one map update is cheaper than anything cleverer.
-    calls: Mutex<HashMap<(String, String), u64>>,
+    /// action -> outcome code -> calls. A few dozen keys at most: a mutex
+    /// held for one map update is cheaper than anything cleverer. Two
+    /// levels so that a known pair is found by `&str`, without allocating.
+    calls: Mutex<HashMap<String, HashMap<String, u64>>>,
+    /// Calls per latency bucket, not cumulative (one increment per call;
+    /// `render` sums them into Prometheus' cumulative buckets).
     latency_buckets: [AtomicU64; BUCKETS.len()],
     latency_count: AtomicU64,
     latency_sum_micros: AtomicU64,
@@ -31,15 +34,20 @@ impl Metrics {
     pub fn record(&self, action: &str, outcome: &str, elapsed: Duration, throttled: bool) {
         {
             let mut calls = self.calls.lock().unwrap_or_else(|e| e.into_inner());
-            *calls
-                .entry((action.to_string(), outcome.to_string()))
-                .or_default() += 1;
+            let by_outcome = match calls.get_mut(action) {
+                Some(by_outcome) => by_outcome,
+                None => calls.entry(action.to_string()).or_default(),
+            };
+            match by_outcome.get_mut(outcome) {
+                Some(n) => *n += 1,
+                None => {
+                    by_outcome.insert(outcome.to_string(), 1);
+                }
+            }
         }
         let seconds = elapsed.as_secs_f64();
-        for (bucket, bound) in self.latency_buckets.iter().zip(BUCKETS) {
-            if seconds <= bound {
-                bucket.fetch_add(1, Ordering::Relaxed);
-            }
+        if let Some(bucket) = BUCKETS.iter().position(|bound| seconds <= *bound) {
+            self.latency_buckets[bucket].fetch_add(1, Ordering::Relaxed);
         }
         self.latency_count.fetch_add(1, Ordering::Relaxed);
         self.latency_sum_micros
@@ -47,6 +55,34 @@ impl Metrics {
         if throttled {
             self.throttled.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// The latency histogram, cumulative as Prometheus wants it.
+    fn render_latency(&self, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "# HELP mqgate_rpc_call_duration_seconds Time from request to answer."
+        );
+        let _ = writeln!(out, "# TYPE mqgate_rpc_call_duration_seconds histogram");
+        let mut cumulative = 0;
+        for (bucket, bound) in self.latency_buckets.iter().zip(BUCKETS) {
+            cumulative += bucket.load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "mqgate_rpc_call_duration_seconds_bucket{{le=\"{bound}\"}} {cumulative}"
+            );
+        }
+        let count = self.latency_count.load(Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "mqgate_rpc_call_duration_seconds_bucket{{le=\"+Inf\"}} {count}"
+        );
+        let _ = writeln!(
+            out,
+            "mqgate_rpc_call_duration_seconds_sum {}",
+            self.latency_sum_micros.load(Ordering::Relaxed) as f64 / 1e6
+        );
+        let _ = writeln!(out, "mqgate_rpc_call_duration_seconds_count {count}");
     }
 
     /// The exposition text.
@@ -62,7 +98,11 @@ impl Metrics {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .iter()
-            .map(|(k, v)| (k.clone(), *v))
+            .flat_map(|(action, by_outcome)| {
+                by_outcome
+                    .iter()
+                    .map(|(outcome, n)| ((action.clone(), outcome.clone()), *n))
+            })
             .collect();
         calls.sort();
         for ((action, outcome), n) in calls {
@@ -73,29 +113,7 @@ impl Metrics {
                 escape(&outcome)
             );
         }
-        let _ = writeln!(
-            out,
-            "# HELP mqgate_rpc_call_duration_seconds Time from request to answer."
-        );
-        let _ = writeln!(out, "# TYPE mqgate_rpc_call_duration_seconds histogram");
-        for (bucket, bound) in self.latency_buckets.iter().zip(BUCKETS) {
-            let _ = writeln!(
-                out,
-                "mqgate_rpc_call_duration_seconds_bucket{{le=\"{bound}\"}} {}",
-                bucket.load(Ordering::Relaxed)
-            );
-        }
-        let count = self.latency_count.load(Ordering::Relaxed);
-        let _ = writeln!(
-            out,
-            "mqgate_rpc_call_duration_seconds_bucket{{le=\"+Inf\"}} {count}"
-        );
-        let _ = writeln!(
-            out,
-            "mqgate_rpc_call_duration_seconds_sum {}",
-            self.latency_sum_micros.load(Ordering::Relaxed) as f64 / 1e6
-        );
-        let _ = writeln!(out, "mqgate_rpc_call_duration_seconds_count {count}");
+        self.render_latency(&mut out);
         let _ = writeln!(
             out,
             "# HELP mqgate_rpc_throttled_total Calls refused by flow control (SystemOverFlow)."
@@ -173,4 +191,33 @@ fn escape(value: &str) -> String {
         .replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_buckets_are_cumulative_and_calls_are_counted_per_action_and_outcome() {
+        let metrics = Metrics::default();
+        metrics.record("A", "OK", Duration::from_micros(300), false);
+        metrics.record("A", "OK", Duration::from_millis(3), false);
+        metrics.record("A", "SystemOverFlow", Duration::from_secs(10), true);
+        let mut out = String::new();
+        metrics.render_latency(&mut out);
+        for line in [
+            "mqgate_rpc_call_duration_seconds_bucket{le=\"0.0005\"} 1\n",
+            "mqgate_rpc_call_duration_seconds_bucket{le=\"0.0025\"} 1\n",
+            "mqgate_rpc_call_duration_seconds_bucket{le=\"0.005\"} 2\n",
+            "mqgate_rpc_call_duration_seconds_bucket{le=\"2.5\"} 2\n",
+            "mqgate_rpc_call_duration_seconds_bucket{le=\"+Inf\"} 3\n",
+            "mqgate_rpc_call_duration_seconds_count 3\n",
+        ] {
+            assert!(out.contains(line), "{line} missing from {out}");
+        }
+        let calls = metrics.calls.lock().unwrap();
+        assert_eq!(calls["A"]["OK"], 2);
+        assert_eq!(calls["A"]["SystemOverFlow"], 1);
+        assert_eq!(metrics.throttled.load(Ordering::Relaxed), 1);
+    }
 }

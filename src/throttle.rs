@@ -30,24 +30,26 @@ pub fn burst(rate: u32) -> u32 {
     (rate / 10).max(1)
 }
 
-/// One limiter per (account, action).
+/// One limiter per (account, action), found by account first so that a
+/// call's `&str` account id is the key (no allocation per call).
 pub struct Throttle {
-    limiters: HashMap<(String, Action), (u32, DefaultDirectRateLimiter)>,
+    limiters: HashMap<String, HashMap<Action, (u32, DefaultDirectRateLimiter)>>,
     clock: DefaultClock,
 }
 
 impl Throttle {
     /// `rates` gives each account's rate for each action.
     pub fn new(rates: impl IntoIterator<Item = (String, Action, u32)>) -> Throttle {
-        let limiters = rates
-            .into_iter()
-            .map(|(account, action, rate)| {
-                let rate_nz = NonZeroU32::new(rate.max(1)).expect("at least 1");
-                let burst_nz = NonZeroU32::new(burst(rate)).expect("at least 1");
-                let quota = Quota::per_second(rate_nz).allow_burst(burst_nz);
-                ((account, action), (rate, RateLimiter::direct(quota)))
-            })
-            .collect();
+        let mut limiters: HashMap<String, HashMap<_, _>> = HashMap::new();
+        for (account, action, rate) in rates {
+            let rate_nz = NonZeroU32::new(rate.max(1)).expect("at least 1");
+            let burst_nz = NonZeroU32::new(burst(rate)).expect("at least 1");
+            let quota = Quota::per_second(rate_nz).allow_burst(burst_nz);
+            limiters
+                .entry(account)
+                .or_default()
+                .insert(action, (rate, RateLimiter::direct(quota)));
+        }
         Throttle {
             limiters,
             clock: DefaultClock::default(),
@@ -58,7 +60,11 @@ impl Throttle {
     /// wait. An account without a limiter (not in the configuration) is
     /// refused by authentication long before this.
     pub fn check(&self, account_id: &str, action: Action) -> Result<(), ApiError> {
-        let Some((rate, limiter)) = self.limiters.get(&(account_id.to_string(), action)) else {
+        let Some((rate, limiter)) = self
+            .limiters
+            .get(account_id)
+            .and_then(|by_action| by_action.get(&action))
+        else {
             return Ok(());
         };
         match limiter.check() {

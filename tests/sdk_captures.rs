@@ -130,9 +130,9 @@ fn every_capture_has_our_string_to_sign_and_a_valid_signature() {
                 .collect();
             let canonical = signature_v3::canonical_request(
                 &request.method,
-                request.query.iter(),
+                request.query_params().iter(),
                 &signed,
-                &request.body_sha256,
+                &request.body_sha256(),
             );
             assert_eq!(
                 canonical,

@@ -27,7 +27,7 @@ pub struct ActionContext<'a> {
     pub brokers: &'a Brokers,
     pub status_cache: &'a StatusCache,
     /// The request's RAM condition keys (acs:SourceIp, acs:CurrentTime, ...).
-    pub ram_context: &'a crate::ram::Context,
+    pub ram_context: &'a access::LazyConditions<'a>,
     pub meter: &'a crate::metering::Meter,
 }
 

@@ -208,7 +208,12 @@ impl Meter {
                 ),
             ));
         }
-        *month.in_flight.entry(instance_id.to_string()).or_default() += 1;
+        match month.in_flight.get_mut(instance_id) {
+            Some(n) => *n += 1,
+            None => {
+                month.in_flight.insert(instance_id.to_string(), 1);
+            }
+        }
         Ok(Admission {
             meter: self,
             instance_id: instance_id.to_string(),
@@ -244,10 +249,12 @@ impl Meter {
         admission.released = true;
         match result {
             Ok(()) => {
-                *month
-                    .committed
-                    .entry(admission.instance_id.clone())
-                    .or_default() += 1;
+                match month.committed.get_mut(&admission.instance_id) {
+                    Some(n) => *n += 1,
+                    None => {
+                        month.committed.insert(admission.instance_id.clone(), 1);
+                    }
+                }
                 Ok(())
             }
             Err(e) => {

@@ -67,7 +67,7 @@ impl RpcState {
 
 /// The axum handler for `/`.
 pub async fn endpoint(State(state): State<Arc<RpcState>>, request: Request) -> Response {
-    let request_id = uuid::Uuid::new_v4().to_string().to_uppercase();
+    let request_id = new_request_id();
     let host = request
         .headers()
         .get(header::HOST)
@@ -159,12 +159,16 @@ async fn handle(
     *action_name = action.name();
     state.throttle().check(&verified.user.account_id, action)?;
     let source_ip = peer.map(|peer| source_ip(&directory, peer, forwarded_for.as_deref()));
-    let ram_context = ram_context(&verified.user.access_key_id, source_ip, chrono::Utc::now());
+    let conditions = crate::access::LazyConditions::new(
+        &verified.user.access_key_id,
+        source_ip,
+        chrono::Utc::now(),
+    );
     let ctx = ActionContext {
         directory: &directory,
         brokers: &state.brokers,
         status_cache: &state.status_cache,
-        ram_context: &ram_context,
+        ram_context: &conditions,
         meter: &state.meter,
     };
     let body = action.perform(&verified, &ctx, request_id).await?;
@@ -293,7 +297,8 @@ pub fn parse_request(
         }
         query_params.add_form(query.as_bytes(), "query")?;
     }
-    let mut params = query_params.clone();
+    let mut query = None;
+    let mut params = query_params;
     if !body.is_empty() {
         let content_type = headers
             .iter()
@@ -305,14 +310,15 @@ pub fn parse_request(
                 "The request has a body that is not application/x-www-form-urlencoded; send parameters in the query or in a form body.",
             ));
         }
+        query = Some(params.clone());
         params.add_form(body, "body")?;
     }
     Ok(IncomingRequest {
         method: method.to_string(),
         params,
-        query: query_params,
+        query,
         headers,
-        body_sha256: signature_v3::hashed_payload(body),
+        body: bytes::Bytes::copy_from_slice(body),
     })
 }
 
@@ -352,9 +358,17 @@ pub async fn metrics(State(state): State<Arc<RpcState>>) -> Response {
         .into_response()
 }
 
+/// A fresh `RequestId`: an upper-case UUID, as Alibaba's.
+pub fn new_request_id() -> String {
+    uuid::Uuid::new_v4()
+        .hyphenated()
+        .encode_upper(&mut uuid::Uuid::encode_buffer())
+        .to_string()
+}
+
 /// Answer for paths other than `/`.
 pub async fn not_found() -> Response {
-    let request_id = uuid::Uuid::new_v4().to_string().to_uppercase();
+    let request_id = new_request_id();
     Answer::Error(ApiError::new(
         ErrorCode::InvalidActionNotFound,
         "Specified api is not found, please check your url and method: the RPC endpoint is at path /.",

@@ -9,6 +9,7 @@
 use crate::error::{ApiError, ErrorCode};
 use percent_encoding::percent_decode;
 use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
 
 /// Most parameters one call may carry (ClientIdList.1..10 plus the common
 /// ones fit many times over).
@@ -54,14 +55,16 @@ impl Params {
                 format!("The request has more than {MAX_PARAMS} parameters."),
             ));
         }
-        if self.0.contains_key(&key) {
-            return Err(ApiError::invalid(
-                &key,
+        match self.0.entry(key) {
+            Entry::Occupied(entry) => Err(ApiError::invalid(
+                entry.key(),
                 "it appears more than once; send each parameter once, in the query or in the body",
-            ));
+            )),
+            Entry::Vacant(entry) => {
+                entry.insert(value);
+                Ok(())
+            }
         }
-        self.0.insert(key, value);
-        Ok(())
     }
 
     pub fn get(&self, key: &str) -> Option<&str> {
@@ -92,11 +95,16 @@ impl Params {
 
 /// Form decoding: `+` is a space, `%XX` a byte; the result must be UTF-8.
 fn decode_component(raw: &[u8], origin: &str) -> Result<String, ApiError> {
-    let plus_as_space: Vec<u8> = raw
-        .iter()
-        .map(|b| if *b == b'+' { b' ' } else { *b })
-        .collect();
-    let bytes: Vec<u8> = percent_decode(&plus_as_space).collect();
+    // Most names and values need no decoding: copy them once.
+    let bytes = if raw.iter().any(|b| *b == b'%' || *b == b'+') {
+        let plus_as_space: Vec<u8> = raw
+            .iter()
+            .map(|b| if *b == b'+' { b' ' } else { *b })
+            .collect();
+        percent_decode(&plus_as_space).collect()
+    } else {
+        raw.to_vec()
+    };
     String::from_utf8(bytes).map_err(|_| {
         ApiError::new(
             ErrorCode::MalformedRequest,

@@ -22,6 +22,12 @@ pub enum Answer {
     Error(ApiError),
 }
 
+/// The XML root element: `<{Action}Response>` or `<Error>`.
+enum Root {
+    Success(Action),
+    Error,
+}
+
 /// Alibaba's error body.
 #[derive(Serialize)]
 #[serde(rename_all = "PascalCase")]
@@ -42,9 +48,7 @@ impl Answer {
             Answer::Success { .. } => None,
         };
         let (status, root, body) = match self {
-            Answer::Success { action, body } => {
-                (StatusCode::OK, format!("{}Response", action.name()), body)
-            }
+            Answer::Success { action, body } => (StatusCode::OK, Root::Success(action), body),
             Answer::Error(error) => {
                 let code = error.code();
                 let body = ErrorBody {
@@ -61,14 +65,20 @@ impl Answer {
                     .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
                 (
                     status,
-                    "Error".to_string(),
+                    Root::Error,
                     serde_json::to_value(body).unwrap_or(Value::Null),
                 )
             }
         };
         let (content_type, text) = match format {
             Format::Json => (JSON_CONTENT_TYPE, body.to_string()),
-            Format::Xml => (XML_CONTENT_TYPE, to_xml(&root, &body)),
+            Format::Xml => {
+                let root = match root {
+                    Root::Success(action) => format!("{}Response", action.name()),
+                    Root::Error => "Error".to_string(),
+                };
+                (XML_CONTENT_TYPE, to_xml(&root, &body))
+            }
         };
         let mut response = (status, [(header::CONTENT_TYPE, content_type)], text).into_response();
         if let Ok(id) = HeaderValue::from_str(request_id) {

@@ -31,14 +31,15 @@ pub fn percent_encode(s: &str) -> String {
 /// `k=v&k=v...` over the parameters, which must already be sorted by key in
 /// byte order and must not include `Signature`.
 pub fn canonical_query<'a>(sorted: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
-    let mut out = String::new();
+    // Encoded straight into one string: this runs on every call.
+    let mut out = String::with_capacity(512);
     for (k, v) in sorted {
         if !out.is_empty() {
             out.push('&');
         }
-        out.push_str(&percent_encode(k));
+        out.extend(utf8_percent_encode(k, ALIBABA_UNRESERVED));
         out.push('=');
-        out.push_str(&percent_encode(v));
+        out.extend(utf8_percent_encode(v, ALIBABA_UNRESERVED));
     }
     out
 }
@@ -46,7 +47,11 @@ pub fn canonical_query<'a>(sorted: impl IntoIterator<Item = (&'a str, &'a str)>)
 /// The string V1 signs: the real HTTP method, the encoded path `/`, and the
 /// encoded canonical query.
 pub fn string_to_sign(method: &str, canonical_query: &str) -> String {
-    format!("{method}&%2F&{}", percent_encode(canonical_query))
+    let mut out = String::with_capacity(method.len() + 5 + canonical_query.len() * 5 / 4);
+    out.push_str(method);
+    out.push_str("&%2F&");
+    out.extend(utf8_percent_encode(canonical_query, ALIBABA_UNRESERVED));
+    out
 }
 
 fn mac(secret: &str, string_to_sign: &str) -> Hmac<Sha1> {

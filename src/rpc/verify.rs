@@ -9,23 +9,35 @@ use crate::directory::{Directory, User};
 use crate::error::{ApiError, ErrorCode};
 use std::sync::Arc;
 
-/// A request as it arrived: its method, its parameters, its headers and the
-/// hash of its body.
+/// A request as it arrived: its method, its parameters, its headers and its
+/// body.
 #[derive(Debug)]
 pub struct IncomingRequest {
     pub method: String,
     /// Query and form-body parameters together (V1 signs them all; every
     /// action reads them all). A key in both is refused when parsing.
     pub params: Params,
-    /// The query string's parameters alone (what V3 signs).
-    pub query: Params,
+    /// The query string's parameters alone (what V3 signs) when the request
+    /// also has a form body; `None` when every parameter came in the query
+    /// (then they are `params`, not copied).
+    pub query: Option<Params>,
     /// Header names in lower case, values as sent, in arrival order.
     pub headers: Vec<(String, String)>,
-    /// Lower-case hex SHA-256 of the raw body.
-    pub body_sha256: String,
+    /// The raw body (a form body's parameters are in `params` too).
+    pub body: bytes::Bytes,
 }
 
 impl IncomingRequest {
+    /// The query string's parameters alone.
+    pub fn query_params(&self) -> &Params {
+        self.query.as_ref().unwrap_or(&self.params)
+    }
+
+    /// Lower-case hex SHA-256 of the raw body (what V3 signs).
+    pub fn body_sha256(&self) -> String {
+        signature_v3::hashed_payload(&self.body)
+    }
+
     /// The one value of a header; a header sent twice is refused, since
     /// signer and server could read different values.
     pub fn header(&self, name: &str) -> Result<Option<&str>, ApiError> {
@@ -190,10 +202,11 @@ fn verify_v1(request: IncomingRequest, directory: &Directory) -> Result<Verified
     }
 
     let mut params = request.params;
-    let action = required(&params, "Action")?.to_string();
-    let version = required(&params, "Version")?.to_string();
-    let timestamp = params.get("Timestamp").unwrap_or_default().to_string();
-    let nonce = params.get("SignatureNonce").unwrap_or_default().to_string();
+    required(&params, "Action")?;
+    required(&params, "Version")?;
+    let mut take = |name: &str| params.remove(name).unwrap_or_default();
+    let (action, version) = (take("Action"), take("Version"));
+    let (timestamp, nonce) = (take("Timestamp"), take("SignatureNonce"));
     for common in COMMON_PARAMETERS {
         params.remove(common);
     }
@@ -272,20 +285,20 @@ fn verify_v3(request: IncomingRequest, directory: &Directory) -> Result<Verified
     let user = lookup_key(directory, &auth.access_key_id)?;
 
     let claimed = request.header("x-acs-content-sha256")?.unwrap_or_default();
-    if !claimed.eq_ignore_ascii_case(&request.body_sha256) {
+    let body_sha256 = request.body_sha256();
+    if !claimed.eq_ignore_ascii_case(&body_sha256) {
         return Err(ApiError::new(
             ErrorCode::SignatureDoesNotMatch,
             format!(
-                "Specified signature is not matched with our calculation: x-acs-content-sha256 is {claimed}, but the SHA-256 of the body is {}.",
-                request.body_sha256
+                "Specified signature is not matched with our calculation: x-acs-content-sha256 is {claimed}, but the SHA-256 of the body is {body_sha256}."
             ),
         ));
     }
     let canonical = signature_v3::canonical_request(
         &request.method,
-        request.query.iter(),
+        request.query_params().iter(),
         &signed_values,
-        &request.body_sha256,
+        &body_sha256,
     );
     let string_to_sign = signature_v3::string_to_sign(&canonical);
     if !signature_v3::verify(
@@ -406,10 +419,10 @@ mod tests {
             .unwrap();
         IncomingRequest {
             method: method.into(),
-            query: params.clone(),
+            query: None,
             params,
             headers: Vec::new(),
-            body_sha256: signature_v3::hashed_payload(b""),
+            body: bytes::Bytes::new(),
         }
     }
 
