@@ -160,9 +160,10 @@ impl Meter {
         let committed = month_totals(&connection, month_start_minute)
             .map_err(|e| format!("{}: cannot read this month's totals: {e}", path.display()))?;
         let (queue, receiver) = mpsc::channel(MAX_BATCH * 4);
+        let runtime = tokio::runtime::Handle::try_current().ok();
         std::thread::Builder::new()
             .name("metering-writer".into())
-            .spawn(move || writer(connection, receiver))
+            .spawn(move || writer(connection, receiver, runtime))
             .map_err(|e| format!("cannot start the metering writer: {e}"))?;
         Ok(Meter {
             path,
@@ -315,7 +316,12 @@ fn month_totals(connection: &Connection, since: i64) -> rusqlite::Result<HashMap
 
 /// The writer thread: takes what has queued, writes it in one transaction,
 /// then answers everyone in it.
-fn writer(mut connection: Connection, mut queue: mpsc::Receiver<Op>) {
+fn writer(
+    mut connection: Connection,
+    mut queue: mpsc::Receiver<Op>,
+    runtime: Option<tokio::runtime::Handle>,
+) {
+    lower_own_priority();
     while let Some(first) = queue.blocking_recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -325,14 +331,50 @@ fn writer(mut connection: Connection, mut queue: mpsc::Receiver<Op>) {
             }
         }
         let result = write_batch(&mut connection, &batch).map_err(|e| e.to_string());
-        for op in batch {
-            let done = match op {
+        let waiting: Vec<_> = batch
+            .into_iter()
+            .filter_map(|op| match op {
                 Op::Call { done, .. } => Some(done),
                 Op::Broker(_, done) => done,
-            };
-            if let Some(done) = done {
+            })
+            .collect();
+        let answer_all = move || {
+            for done in waiting {
                 let _ = done.send(result.clone());
             }
+        };
+        // Waking a call from this thread costs a lock on the runtime's
+        // shared queue and often a futex call to unpark a worker; woken from
+        // a task on a worker, calls go to its local queue. So a batch is
+        // answered from one task: one cross-thread wake per batch.
+        match &runtime {
+            Some(runtime) => drop(runtime.spawn(async move { answer_all() })),
+            None => answer_all(),
+        }
+    }
+}
+
+/// Runs the calling thread at nice 10, below the threads that answer calls.
+///
+/// Why: on a saturated CPU an eager writer commits batches of a few calls
+/// back to back, each commit costing its fixed price (locks, writes, the
+/// fsync), and takes CPU from the very calls it is to commit. At a lower
+/// priority it runs when the answering threads leave room, so under load a
+/// batch grows and one fsync covers more calls; on an idle CPU it runs at
+/// once. Nothing about durability changes: a call is still answered only
+/// after its transaction is committed. (Measured: 31,800 -> 42,000 calls/s
+/// at 1,000 connections on 2 cores; see bench/results.md.)
+fn lower_own_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: plain system calls with integer arguments. On Linux, a
+        // thread id given to setpriority(PRIO_PROCESS) names that thread
+        // alone. Raising one's own nice value needs no privilege; if it
+        // fails, the writer simply keeps the default priority.
+        let result =
+            unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10) };
+        if result != 0 {
+            tracing::debug!("the metering writer keeps the default CPU priority");
         }
     }
 }

@@ -8,16 +8,18 @@
 
 use crate::error::{ApiError, ErrorCode};
 use percent_encoding::percent_decode;
-use std::collections::BTreeMap;
-use std::collections::btree_map::Entry;
 
 /// Most parameters one call may carry (ClientIdList.1..10 plus the common
 /// ones fit many times over).
 pub const MAX_PARAMS: usize = 256;
 
 /// Parameters of one call, sorted by key (byte order).
+///
+/// A sorted vector rather than a map: a call has a dozen parameters, which
+/// a vector holds in one allocation and searches by bisection, and which
+/// SDKs mostly send already sorted, so that inserting is appending.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Params(BTreeMap<String, String>);
+pub struct Params(Vec<(String, String)>);
 
 impl Params {
     /// Parses `raw` (a query string or a form body) and adds its parameters.
@@ -55,28 +57,45 @@ impl Params {
                 format!("The request has more than {MAX_PARAMS} parameters."),
             ));
         }
-        match self.0.entry(key) {
-            Entry::Occupied(entry) => Err(ApiError::invalid(
-                entry.key(),
+        match self.position(&key) {
+            Ok(_) => Err(ApiError::invalid(
+                &key,
                 "it appears more than once; send each parameter once, in the query or in the body",
             )),
-            Entry::Vacant(entry) => {
-                entry.insert(value);
+            Err(at) => {
+                self.0.insert(at, (key, value));
                 Ok(())
             }
         }
     }
 
+    /// Where `key` is, or where it would go.
+    fn position(&self, key: &str) -> Result<usize, usize> {
+        // Most calls arrive sorted: check the end before bisecting.
+        match self.0.last() {
+            Some((last, _)) if last.as_str() < key => Err(self.0.len()),
+            None => Err(0),
+            _ => self.0.binary_search_by(|(k, _)| k.as_str().cmp(key)),
+        }
+    }
+
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).map(String::as_str)
+        let at = self.position(key).ok()?;
+        Some(self.0[at].1.as_str())
     }
 
     pub fn remove(&mut self, key: &str) -> Option<String> {
-        self.0.remove(key)
+        let at = self.position(key).ok()?;
+        Some(self.0.remove(at).1)
+    }
+
+    /// Removes every parameter whose key is in `keys`.
+    pub fn remove_all(&mut self, keys: &[&str]) {
+        self.0.retain(|(k, _)| !keys.contains(&k.as_str()));
     }
 
     pub fn contains(&self, key: &str) -> bool {
-        self.0.contains_key(key)
+        self.position(key).is_ok()
     }
 
     /// All parameters in byte order of their keys.
@@ -179,6 +198,31 @@ mod proptests {
         fn parsing_arbitrary_bytes_never_panics(raw in proptest::collection::vec(any::<u8>(), 0..512)) {
             let mut params = Params::default();
             let _ = params.add_form(&raw, "query");
+        }
+
+        /// In any order of arrival, the parameters read back sorted by key in
+        /// byte order, as a map would hold them; a key sent twice is refused.
+        #[test]
+        fn any_arrival_order_reads_back_sorted(
+            pairs in proptest::collection::vec(("[a-zA-Z.]{1,4}", "[a-z]{0,3}"), 0..40)
+        ) {
+            let mut params = Params::default();
+            let mut map = std::collections::BTreeMap::new();
+            for (k, v) in &pairs {
+                let inserted = params.insert(k.clone(), v.clone());
+                prop_assert_eq!(inserted.is_ok(), !map.contains_key(k));
+                map.entry(k.clone()).or_insert_with(|| v.clone());
+            }
+            let read: Vec<(&str, &str)> = params.iter().collect();
+            let expected: Vec<(&str, &str)> = map.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            prop_assert_eq!(read, expected);
+            for (k, v) in &map {
+                prop_assert_eq!(params.get(k), Some(v.as_str()));
+            }
+            if let Some(k) = map.keys().next() {
+                prop_assert_eq!(params.remove(k), map.get(k).cloned());
+                prop_assert!(!params.contains(k));
+            }
         }
 
         /// What the signer encodes, the parser reads back exactly.

@@ -207,9 +207,7 @@ fn verify_v1(request: IncomingRequest, directory: &Directory) -> Result<Verified
     let mut take = |name: &str| params.remove(name).unwrap_or_default();
     let (action, version) = (take("Action"), take("Version"));
     let (timestamp, nonce) = (take("Timestamp"), take("SignatureNonce"));
-    for common in COMMON_PARAMETERS {
-        params.remove(common);
-    }
+    params.remove_all(COMMON_PARAMETERS);
     Ok(VerifiedRequest {
         user,
         scheme: Scheme::V1,
