@@ -10,7 +10,7 @@ use mqgate::config::Config;
 use mqgate::directory::Directory;
 use mqgate::metrics::Metrics;
 use mqgate::rpc::replay::ReplayGuard;
-use mqgate::rpc::response::Answer;
+use mqgate::rpc::response::{Answer, SuccessBody};
 use mqgate::rpc::verify::{Format, verify};
 use mqgate::rpc::{parse_request, ram_context};
 use std::time::Duration;
@@ -101,8 +101,8 @@ fn bench(c: &mut Criterion) {
             let request_id = uuid::Uuid::new_v4().to_string().to_uppercase();
             let body = serde_json::json!({"OnlineStatus": false, "RequestId": request_id});
             Answer::Success {
+                body: SuccessBody::Json(body.to_string()),
                 action: Action::QuerySessionByClientId,
-                body,
             }
             .render(Format::Json, &request_id, "127.0.0.1:8080")
         })

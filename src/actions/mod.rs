@@ -13,7 +13,8 @@ use crate::broker::{Brokers, InstanceBroker};
 use crate::directory::{Directory, Instance};
 use crate::error::{ApiError, ErrorCode};
 use crate::rpc::params::Params;
-use crate::rpc::verify::VerifiedRequest;
+use crate::rpc::response::SuccessBody;
+use crate::rpc::verify::{Format, VerifiedRequest};
 use batch_query_session_by_client_ids::StatusCache;
 use serde::Serialize;
 use std::future::Future;
@@ -29,6 +30,8 @@ pub struct ActionContext<'a> {
     /// The request's RAM condition keys (acs:SourceIp, acs:CurrentTime, ...).
     pub ram_context: &'a access::LazyConditions<'a>,
     pub meter: &'a crate::metering::Meter,
+    /// The format the answer is sent in (the body is serialized in it).
+    pub format: crate::rpc::verify::Format,
 }
 
 /// An API action: its name, its RAM action, its parameters and its handler.
@@ -111,14 +114,14 @@ impl Action {
         }
     }
 
-    /// Parses, authorizes and runs the action; the answer as a JSON value
-    /// whose fields keep the order of the API documentation.
+    /// Parses, authorizes and runs the action; the answer serialized in
+    /// `ctx.format`, its fields in the order of the API documentation.
     pub async fn perform(
         self,
         request: &VerifiedRequest,
         ctx: &ActionContext<'_>,
         request_id: &str,
-    ) -> Result<serde_json::Value, ApiError> {
+    ) -> Result<SuccessBody, ApiError> {
         match self {
             Action::CloseConnection => {
                 run::<close_connection::CloseConnection>(request, ctx, request_id).await
@@ -145,7 +148,7 @@ async fn run<A: ApiAction>(
     request: &VerifiedRequest,
     ctx: &ActionContext<'_>,
     request_id: &str,
-) -> Result<serde_json::Value, ApiError> {
+) -> Result<SuccessBody, ApiError> {
     let parsed = A::parse(&request.params)?;
     let instance = access::authorize(
         ctx.directory,
@@ -169,7 +172,11 @@ async fn run<A: ApiAction>(
         .meter
         .admit(&instance.id, instance.monthly_transaction_quota)?;
     let response = A::handle(ctx, &broker, parsed, request_id).await?;
-    let body = serde_json::to_value(response).map_err(|e| {
+    let body = match ctx.format {
+        Format::Json => serde_json::to_string(&response).map(SuccessBody::Json),
+        Format::Xml => serde_json::to_value(response).map(SuccessBody::Xml),
+    }
+    .map_err(|e| {
         ApiError::new(
             ErrorCode::InternalError,
             format!("An error occurred while processing your request: {e}"),

@@ -117,7 +117,9 @@ enum Op {
 /// yet committed, so that concurrent calls cannot overrun a quota.
 #[derive(Debug, Default)]
 struct MonthCounts {
+    /// This month's first second and the next month's, unix time.
     month: i64,
+    next_month: i64,
     committed: HashMap<String, u64>,
     in_flight: HashMap<String, u64>,
 }
@@ -170,6 +172,7 @@ impl Meter {
             queue,
             month: Mutex::new(MonthCounts {
                 month: month_start_minute,
+                next_month: next_month_start(now).timestamp(),
                 committed,
                 in_flight: HashMap::new(),
             }),
@@ -183,10 +186,16 @@ impl Meter {
 
     fn lock_month(&self) -> std::sync::MutexGuard<'_, MonthCounts> {
         let mut month = self.month.lock().unwrap_or_else(|e| e.into_inner());
-        let current = month_start(Utc::now()).timestamp();
-        if month.month != current {
+        let now = Utc::now();
+        // Most calls fall in the month already known: two comparisons
+        // instead of a calendar computation.
+        if !(month.month..month.next_month).contains(&now.timestamp()) {
+            let current = month_start(now).timestamp();
+            if month.month != current {
+                month.committed.clear();
+            }
             month.month = current;
-            month.committed.clear();
+            month.next_month = next_month_start(now).timestamp();
         }
         month
     }

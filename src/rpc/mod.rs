@@ -121,7 +121,7 @@ async fn handle(
     request_id: &str,
     format: &mut Format,
     action_name: &mut &'static str,
-) -> Result<(Action, serde_json::Value), ApiError> {
+) -> Result<(Action, response::SuccessBody), ApiError> {
     let forwarded_for = request
         .headers()
         .get("x-forwarded-for")
@@ -170,6 +170,7 @@ async fn handle(
         status_cache: &state.status_cache,
         ram_context: &conditions,
         meter: &state.meter,
+        format: *format,
     };
     let body = action.perform(&verified, &ctx, request_id).await?;
     Ok((action, body))

@@ -115,12 +115,14 @@ impl Params {
 /// Form decoding: `+` is a space, `%XX` a byte; the result must be UTF-8.
 fn decode_component(raw: &[u8], origin: &str) -> Result<String, ApiError> {
     // Most names and values need no decoding: copy them once.
-    let bytes = if raw.iter().any(|b| *b == b'%' || *b == b'+') {
+    let bytes = if raw.contains(&b'+') {
         let plus_as_space: Vec<u8> = raw
             .iter()
             .map(|b| if *b == b'+' { b' ' } else { *b })
             .collect();
         percent_decode(&plus_as_space).collect()
+    } else if raw.contains(&b'%') {
+        percent_decode(raw).collect()
     } else {
         raw.to_vec()
     };

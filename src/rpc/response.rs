@@ -9,23 +9,29 @@
 use super::verify::Format;
 use crate::actions::Action;
 use crate::error::ApiError;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::Value;
 
 pub const JSON_CONTENT_TYPE: &str = "application/json;charset=utf-8";
 pub const XML_CONTENT_TYPE: &str = "text/xml;charset=utf-8";
+/// Header names known at compile time, not parsed again on every answer.
+const X_ACS_REQUEST_ID: HeaderName = HeaderName::from_static("x-acs-request-id");
+const X_ACS_RETRY_AFTER: HeaderName = HeaderName::from_static("x-acs-retry-after");
 
 pub enum Answer {
-    Success { action: Action, body: Value },
+    Success { action: Action, body: SuccessBody },
     Error(ApiError),
 }
 
-/// The XML root element: `<{Action}Response>` or `<Error>`.
-enum Root {
-    Success(Action),
-    Error,
+/// A successful call's body, serialized once, in the format it is sent in:
+/// JSON text straight from the action's response type, or for XML the
+/// value tree the XML writer walks.
+#[derive(Debug)]
+pub enum SuccessBody {
+    Json(String),
+    Xml(Value),
 }
 
 /// Alibaba's error body.
@@ -47,8 +53,19 @@ impl Answer {
             Answer::Error(error) => error.retry_after_ms,
             Answer::Success { .. } => None,
         };
-        let (status, root, body) = match self {
-            Answer::Success { action, body } => (StatusCode::OK, Root::Success(action), body),
+        let (status, content_type, text) = match self {
+            Answer::Success {
+                body: SuccessBody::Json(text),
+                ..
+            } => (StatusCode::OK, JSON_CONTENT_TYPE, text),
+            Answer::Success {
+                action,
+                body: SuccessBody::Xml(value),
+            } => (
+                StatusCode::OK,
+                XML_CONTENT_TYPE,
+                to_xml(&format!("{}Response", action.name()), &value),
+            ),
             Answer::Error(error) => {
                 let code = error.code();
                 let body = ErrorBody {
@@ -63,33 +80,23 @@ impl Answer {
                 };
                 let status = StatusCode::from_u16(error.status())
                     .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-                (
-                    status,
-                    Root::Error,
-                    serde_json::to_value(body).unwrap_or(Value::Null),
-                )
-            }
-        };
-        let (content_type, text) = match format {
-            Format::Json => (JSON_CONTENT_TYPE, body.to_string()),
-            Format::Xml => {
-                let root = match root {
-                    Root::Success(action) => format!("{}Response", action.name()),
-                    Root::Error => "Error".to_string(),
-                };
-                (XML_CONTENT_TYPE, to_xml(&root, &body))
+                let value = serde_json::to_value(body).unwrap_or(Value::Null);
+                match format {
+                    Format::Json => (status, JSON_CONTENT_TYPE, value.to_string()),
+                    Format::Xml => (status, XML_CONTENT_TYPE, to_xml("Error", &value)),
+                }
             }
         };
         let mut response = (status, [(header::CONTENT_TYPE, content_type)], text).into_response();
         if let Ok(id) = HeaderValue::from_str(request_id) {
-            response.headers_mut().insert("x-acs-request-id", id);
+            response.headers_mut().insert(X_ACS_REQUEST_ID, id);
         }
         if let Some(ms) = retry_after_ms {
             // Alibaba's header is in milliseconds; the standard one in
             // whole seconds, rounded up.
             response
                 .headers_mut()
-                .insert("x-acs-retry-after", HeaderValue::from(ms.max(1)));
+                .insert(X_ACS_RETRY_AFTER, HeaderValue::from(ms.max(1)));
             response.headers_mut().insert(
                 header::RETRY_AFTER,
                 HeaderValue::from(ms.div_ceil(1000).max(1)),
