@@ -66,7 +66,27 @@ def plot_idle():
     fig.savefig(HERE / "idle.png", dpi=110)
 
 
+def plot_mqtt_scaling():
+    data = rows("mqtt_scaling.csv")
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    for key, label in [("front", "through mqgate's front layer"), ("rumqttd", "straight to rumqttd")]:
+        points = [(int(r["clients"]), r[f"{key}_msgs_per_s"], r[f"{key}_p99_ms"]) for r in data if r[f"{key}_msgs_per_s"]]
+        x = [p[0] for p in points]
+        left.plot(x, [float(p[1]) for p in points], marker="o", label=label)
+        right.plot(x, [float(p[2]) for p in points], marker="o", label=label)
+    for ax, title, unit in [(left, "Delivered messages, QoS 1", "messages/s"), (right, "p99 end-to-end latency", "ms")]:
+        ax.set_xscale("log")
+        ax.set_xlabel("MQTT clients (half publishing, half subscribing)")
+        ax.set_ylabel(unit)
+        ax.set_title(title)
+        ax.grid(True, alpha=0.3)
+    left.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(HERE / "mqtt_scaling.png", dpi=110)
+
+
 if __name__ == "__main__":
     plot_rpc()
+    plot_mqtt_scaling()
     plot_registry()
     plot_idle()

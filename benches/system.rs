@@ -25,7 +25,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const MQGATE: &str = env!("CARGO_BIN_EXE_mqgate");
 const LOAD: &str = env!("CARGO_BIN_EXE_mqgate-load");
@@ -38,6 +38,10 @@ struct Setting {
     registry_sizes: &'static [usize],
     mqtt_pairs: usize,
     mqtt_seconds: f64,
+    /// MQTT clients for the scaling curve.
+    mqtt_clients: &'static [usize],
+    /// Most clients the front layer is measured with (see FULL).
+    front_max_clients: usize,
     idle_connections: &'static [usize],
 }
 
@@ -47,9 +51,13 @@ const FULL: Setting = Setting {
     registry_sizes: &[1_000, 10_000, 100_000, 1_000_000],
     mqtt_pairs: 10,
     mqtt_seconds: 5.0,
-    // Each MQTT client holds three descriptors in the one process (its
-    // socket, the front layer's connection to rumqttd, rumqttd's end of
-    // it), and this machine's hard limit is 20,000: 6,000 clients fit.
+    mqtt_clients: &[100, 1_000, 6_000, 10_000],
+    // Each MQTT client through the front layer holds three descriptors in
+    // the server's process (its socket, the front layer's connection to
+    // rumqttd, rumqttd's end of it); straight to rumqttd, one. This
+    // machine's hard limit is 20,000 per process: 6,000 clients fit through
+    // the front layer, 10,000 straight to rumqttd.
+    front_max_clients: 6_000,
     idle_connections: &[100, 1_000, 6_000],
 };
 
@@ -59,6 +67,8 @@ const TINY: Setting = Setting {
     registry_sizes: &[1_000],
     mqtt_pairs: 2,
     mqtt_seconds: 0.3,
+    mqtt_clients: &[4],
+    front_max_clients: 4,
     idle_connections: &[20],
 };
 
@@ -92,6 +102,9 @@ fn main() {
     {
         results.push_str(&notes);
     }
+    // rumqttd's connection tasks may sit in a blocking call inside the
+    // runtime; do not wait for them forever when the benchmark is done.
+    runtime.shutdown_timeout(Duration::from_secs(5));
     std::fs::write(out_dir.join("results.md"), &results).unwrap();
     println!("{results}");
     if !benching {
@@ -130,6 +143,7 @@ listen = "127.0.0.1:0"
 max_remembered_nonces = 50000000
 [mqtt]
 listen = "127.0.0.1:0"
+max_connections_per_instance = 20000
 anonymous_instance = "{INSTANCE}"
 [storage]
 dir = {:?}
@@ -354,106 +368,34 @@ async fn registry(setting: &Setting, out_dir: &Path, results: &mut String) {
     server.shutdown().await;
 }
 
-/// Messages/s and latency of `pairs` publisher/subscriber pairs through
-/// `addr`, each publisher sending 100-byte payloads as fast as it can.
-async fn mqtt_load(
+/// Messages/s and p99 latency (ms) of `clients` MQTT clients (half
+/// publishing flat out, half subscribing) through `addr`, measured by
+/// `mqgate-load mqtt` in its own process, so that the clients' descriptors
+/// and CPU are not the server's.
+fn mqtt_load(
     addr: SocketAddr,
-    login: Option<(String, String)>,
-    qos: rumqttc::QoS,
-    pairs: usize,
+    login: Option<&(String, String)>,
+    qos: u8,
+    clients: usize,
     seconds: f64,
 ) -> (f64, f64) {
-    use rumqttc::{AsyncClient, Event, MqttOptions, Packet};
-    let started = Instant::now();
-    let mut subscribers = Vec::new();
-    let received = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let latencies = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u64>::new()));
-    for i in 0..pairs {
-        let mut options = MqttOptions::new(
-            format!("bench-sub-{i}-{}", uuid::Uuid::new_v4().simple()),
-            addr.ip().to_string(),
-            addr.port(),
-        );
-        options.set_keep_alive(Duration::from_secs(60));
-        options.set_max_packet_size(1 << 20, 1 << 20);
-        if let Some((u, p)) = &login {
-            options.set_credentials(u, p);
-        }
-        let (client, mut eventloop) = AsyncClient::new(options, 1000);
-        client.subscribe(format!("bench/{i}"), qos).await.unwrap();
-        // Wait for the SUBACK before publishing starts.
-        loop {
-            if let Event::Incoming(Packet::SubAck(_)) = eventloop.poll().await.unwrap() {
-                break;
-            }
-        }
-        let (received, latencies) = (received.clone(), latencies.clone());
-        subscribers.push((
-            client,
-            tokio::spawn(async move {
-                while let Ok(event) = eventloop.poll().await {
-                    if let Event::Incoming(Packet::Publish(p)) = event {
-                        received.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let sent = u64::from_be_bytes(p.payload[..8].try_into().unwrap());
-                        let now = started.elapsed().as_micros() as u64;
-                        latencies.lock().unwrap().push(now.saturating_sub(sent));
-                    }
-                }
-            }),
-        ));
+    let mut command = Command::new(LOAD);
+    command.args(["mqtt", "--json", "--addr", &addr.to_string()]);
+    command.args(["--qos", &qos.to_string(), "--clients", &clients.to_string()]);
+    command.args(["--duration", &seconds.to_string()]);
+    if let Some((username, password)) = login {
+        command.args(["--username", username, "--password", password]);
     }
-    let stop_at = Instant::now() + Duration::from_secs_f64(seconds);
-    let mut publishers = Vec::new();
-    for i in 0..pairs {
-        let mut options = MqttOptions::new(
-            format!("bench-pub-{i}-{}", uuid::Uuid::new_v4().simple()),
-            addr.ip().to_string(),
-            addr.port(),
-        );
-        options.set_keep_alive(Duration::from_secs(60));
-        options.set_inflight(100);
-        if let Some((u, p)) = &login {
-            options.set_credentials(u, p);
-        }
-        let (client, mut eventloop) = AsyncClient::new(options, 1000);
-        let driver = tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
-        publishers.push(tokio::spawn(async move {
-            let mut payload = vec![0u8; 100];
-            while Instant::now() < stop_at {
-                payload[..8].copy_from_slice(&(started.elapsed().as_micros() as u64).to_be_bytes());
-                if client
-                    .publish(format!("bench/{i}"), qos, false, payload.clone())
-                    .await
-                    .is_err()
-                {
-                    break;
-                }
-            }
-            let _ = client.disconnect().await;
-            driver.abort();
-        }));
-    }
-    let measure_from = Instant::now();
-    let before = received.load(std::sync::atomic::Ordering::Relaxed);
-    for p in publishers {
-        let _ = p.await;
-    }
-    let elapsed = measure_from.elapsed().as_secs_f64();
-    // Let in-flight messages land.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let count = received.load(std::sync::atomic::Ordering::Relaxed) - before;
-    for (client, task) in subscribers {
-        let _ = client.disconnect().await;
-        task.abort();
-    }
-    let mut l = latencies.lock().unwrap().clone();
-    l.sort_unstable();
-    let p99 = if l.is_empty() {
-        0.0
-    } else {
-        l[(l.len() * 99 / 100).min(l.len() - 1)] as f64 / 1000.0
-    };
-    (count as f64 / elapsed, p99)
+    let output = command.output().unwrap();
+    assert!(
+        output.status.success(),
+        "mqgate-load mqtt: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let rate = v["messages_per_second"].as_f64().unwrap();
+    assert!(rate > 0.0, "no message was delivered: {v}");
+    (rate, v["p99_ms"].as_f64().unwrap())
 }
 
 async fn mqtt(setting: &Setting, out_dir: &Path, results: &mut String) {
@@ -462,52 +404,102 @@ async fn mqtt(setting: &Setting, out_dir: &Path, results: &mut String) {
     let server = mqgate::server::Server::start(config).await.unwrap();
     let broker = server.brokers.instance(INSTANCE).unwrap();
     let internal = server.brokers.internal_login();
-    let direct_login = Some((internal.username.clone(), internal.password.clone()));
+    let login = (internal.username.clone(), internal.password.clone());
+    let (front_addr, direct_addr) = (server.mqtt_addr, broker.v4_addr);
+    let run = |addr: SocketAddr, direct: bool, qos: u8, clients: usize, seconds: f64| {
+        let login = direct.then(|| login.clone());
+        tokio::task::spawn_blocking(move || mqtt_load(addr, login.as_ref(), qos, clients, seconds))
+    };
+
     let mut csv =
         String::from("qos,front_msgs_per_s,rumqttd_msgs_per_s,front_p99_ms,rumqttd_p99_ms\n");
     let _ = writeln!(results, "## MQTT path against rumqttd alone\n");
     let _ = writeln!(
         results,
-        "{} publisher/subscriber pairs, 100-byte payloads, {} s per point, through mqgate's front port and straight to the embedded rumqttd's MQTT 3.1.1 listener, in the same process.\n",
-        setting.mqtt_pairs, setting.mqtt_seconds
+        "{} clients ({} publishers flat out, {} subscribers, one topic per pair), 100-byte payloads, {} s per point, through mqgate's front port and straight to the embedded rumqttd's MQTT 3.1.1 listener (mqgate in one process, the clients in `mqgate-load mqtt`).\n",
+        setting.mqtt_pairs * 2,
+        setting.mqtt_pairs,
+        setting.mqtt_pairs,
+        setting.mqtt_seconds
     );
     let _ = writeln!(
         results,
         "| QoS | front msgs/s | rumqttd msgs/s | front/rumqttd | p99 front ms | p99 rumqttd ms |"
     );
     let _ = writeln!(results, "|---|---|---|---|---|---|");
-    for (name, qos) in [
-        ("0", rumqttc::QoS::AtMostOnce),
-        ("1", rumqttc::QoS::AtLeastOnce),
-    ] {
-        let (front, front_p99) = mqtt_load(
-            server.mqtt_addr,
-            None,
-            qos,
-            setting.mqtt_pairs,
-            setting.mqtt_seconds,
-        )
-        .await;
-        let (direct, direct_p99) = mqtt_load(
-            broker.v4_addr,
-            direct_login.clone(),
-            qos,
-            setting.mqtt_pairs,
-            setting.mqtt_seconds,
-        )
-        .await;
+    for qos in [0u8, 1] {
+        let clients = setting.mqtt_pairs * 2;
+        let (front, front_p99) = run(front_addr, false, qos, clients, setting.mqtt_seconds)
+            .await
+            .unwrap();
+        let (direct, direct_p99) = run(direct_addr, true, qos, clients, setting.mqtt_seconds)
+            .await
+            .unwrap();
         let _ = writeln!(
             results,
-            "| {name} | {front:.0} | {direct:.0} | {:.2} | {front_p99:.3} | {direct_p99:.3} |",
+            "| {qos} | {front:.0} | {direct:.0} | {:.2} | {front_p99:.3} | {direct_p99:.3} |",
             front / direct.max(1.0)
         );
         let _ = writeln!(
             csv,
-            "{name},{front:.1},{direct:.1},{front_p99:.3},{direct_p99:.3}"
+            "{qos},{front:.1},{direct:.1},{front_p99:.3},{direct_p99:.3}"
         );
     }
     let _ = writeln!(results);
     std::fs::write(out_dir.join("mqtt.csv"), csv).unwrap();
+
+    // Scaling: the same load as the number of clients grows, QoS 1.
+    let mut csv =
+        String::from("clients,front_msgs_per_s,rumqttd_msgs_per_s,front_p99_ms,rumqttd_p99_ms\n");
+    let _ = writeln!(results, "## MQTT throughput as clients grow\n");
+    let _ = writeln!(
+        results,
+        "QoS 1, half the clients publishing flat out (at most 100 unacknowledged each), half subscribing, 100-byte payloads, {} s per point. A dash: not measured (see the note on descriptors below).\n",
+        setting.mqtt_seconds
+    );
+    let _ = writeln!(
+        results,
+        "| clients | front msgs/s | rumqttd msgs/s | front/rumqttd | p99 front ms | p99 rumqttd ms |"
+    );
+    let _ = writeln!(results, "|---|---|---|---|---|---|");
+    let cell = |v: Option<f64>, digits: usize| match v {
+        Some(v) => format!("{v:.digits$}"),
+        None => "-".to_string(),
+    };
+    for &clients in setting.mqtt_clients {
+        let front = if clients <= setting.front_max_clients {
+            Some(
+                run(front_addr, false, 1, clients, setting.mqtt_seconds)
+                    .await
+                    .unwrap(),
+            )
+        } else {
+            None
+        };
+        let direct = run(direct_addr, true, 1, clients, setting.mqtt_seconds)
+            .await
+            .unwrap();
+        let ratio = front.map(|(f, _)| f / direct.0.max(1.0));
+        let _ = writeln!(
+            results,
+            "| {clients} | {} | {:.0} | {} | {} | {:.3} |",
+            cell(front.map(|f| f.0), 0),
+            direct.0,
+            cell(ratio, 2),
+            cell(front.map(|f| f.1), 3),
+            direct.1
+        );
+        let _ = writeln!(
+            csv,
+            "{clients},{},{:.1},{},{:.3}",
+            front.map(|f| format!("{:.1}", f.0)).unwrap_or_default(),
+            direct.0,
+            front.map(|f| format!("{:.3}", f.1)).unwrap_or_default(),
+            direct.1
+        );
+    }
+    let _ = writeln!(results);
+    std::fs::write(out_dir.join("mqtt_scaling.csv"), csv).unwrap();
     server.shutdown().await;
 }
 

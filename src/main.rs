@@ -133,7 +133,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match cli.command {
+    let code = match cli.command {
         Command::Policy { command } => {
             let outcome = match &command {
                 PolicyCommand::Simulate {
@@ -183,7 +183,12 @@ fn main() -> ExitCode {
             &access_key_id,
             &access_key_secret,
         )),
-    }
+    };
+    // rumqttd's connection tasks may sit in a blocking call inside the
+    // runtime (its link setup waits on a channel synchronously); dropping the
+    // runtime would wait for them forever. Exit within a bounded time.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+    code
 }
 
 async fn serve(config_path: Option<PathBuf>) -> ExitCode {

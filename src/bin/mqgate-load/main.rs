@@ -1,4 +1,5 @@
-//! `mqgate-load`: an HTTP load generator for the RPC endpoint.
+//! `mqgate-load`: a load generator for the RPC endpoint (and, with `mqtt`,
+//! for an MQTT listener).
 //!
 //! It holds N keep-alive connections, signs every request itself (V1 or V3,
 //! a fresh nonce and timestamp each time, as an SDK would), runs for a set
@@ -10,7 +11,10 @@
 //!     --action QuerySessionByClientId --param InstanceId=mqtt-demo-0001 --param ClientId=dev-1 \
 //!     --access-key-id mqgate-demo-key --access-key-secret mqgate-demo-secret
 //! mqgate-load baseline --listen 127.0.0.1:9000     # a plain axum handler, the floor to compare with
+//! mqgate-load mqtt --addr 127.0.0.1:1883 --clients 100 --qos 1 --duration 5
 //! ```
+
+mod mqtt;
 
 use bytes::Bytes;
 use clap::{Parser, Subcommand};
@@ -30,7 +34,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Parser)]
 #[command(
     name = "mqgate-load",
-    about = "HTTP load generator for mqgate's RPC endpoint"
+    about = "Load generator for mqgate's RPC endpoint and MQTT port"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -46,6 +50,9 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: std::net::SocketAddr,
     },
+    /// Publish/subscribe load on an MQTT listener; report messages/s and
+    /// end-to-end latency.
+    Mqtt(mqtt::MqttArgs),
 }
 
 #[derive(clap::Args, Clone)]
@@ -88,13 +95,18 @@ fn main() -> std::process::ExitCode {
     let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
     match cli.command {
         Command::Baseline { listen } => runtime.block_on(baseline(listen)),
-        Command::Run(args) => match runtime.block_on(run(args)) {
-            Ok(()) => std::process::ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("mqgate-load: {e}");
-                std::process::ExitCode::from(2)
-            }
-        },
+        Command::Run(args) => exit(runtime.block_on(run(args))),
+        Command::Mqtt(args) => exit(runtime.block_on(mqtt::run(args))),
+    }
+}
+
+fn exit(result: Result<(), String>) -> std::process::ExitCode {
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mqgate-load: {e}");
+            std::process::ExitCode::from(2)
+        }
     }
 }
 

@@ -1,0 +1,234 @@
+//! `mqgate-load mqtt`: publish/subscribe load on an MQTT listener (mqgate's
+//! front port, or any broker), with rumqttc clients.
+//!
+//! Half the clients subscribe, each to its own topic `bench/{i}`; the other
+//! half publish to those topics as fast as the connection takes them,
+//! 100-byte payloads (by default) carrying the send time, so that the
+//! subscribers measure end-to-end latency. Publishers and subscribers run in
+//! this one process, so both ends read the same clock.
+
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+#[derive(clap::Args, Clone)]
+pub struct MqttArgs {
+    /// The MQTT listener, HOST:PORT.
+    #[arg(long)]
+    addr: std::net::SocketAddr,
+    #[arg(long)]
+    username: Option<String>,
+    #[arg(long)]
+    password: Option<String>,
+    /// Clients in all: half publish, half subscribe (at least 2).
+    #[arg(long, default_value_t = 20)]
+    clients: usize,
+    /// QoS of publications and subscriptions.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=1))]
+    qos: u8,
+    /// Seconds of publishing.
+    #[arg(long, default_value_t = 5.0)]
+    duration: f64,
+    /// Payload bytes (at least 8: the send time).
+    #[arg(long, default_value_t = 100)]
+    payload: usize,
+    /// Print the summary as one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Connections opened at once while setting up: more would overflow the
+/// listener's accept backlog on a small machine.
+const CONNECT_AT_ONCE: usize = 200;
+
+pub async fn run(args: MqttArgs) -> Result<(), String> {
+    if args.clients < 2 {
+        return Err("--clients must be at least 2 (a publisher and a subscriber)".into());
+    }
+    if args.payload < 8 {
+        return Err("--payload must be at least 8 bytes (it carries the send time)".into());
+    }
+    let qos = if args.qos == 0 {
+        QoS::AtMostOnce
+    } else {
+        QoS::AtLeastOnce
+    };
+    let pairs = args.clients / 2;
+    let clock = Instant::now();
+    let received = Arc::new(AtomicU64::new(0));
+    let latencies = Arc::new(Mutex::new(Vec::<u32>::new()));
+
+    let connecting = Instant::now();
+    let mut subscribers = Vec::with_capacity(pairs);
+    for chunk in (0..pairs).collect::<Vec<_>>().chunks(CONNECT_AT_ONCE) {
+        let mut ready = Vec::new();
+        for &i in chunk {
+            let options = options(&args, format!("load-sub-{i}-{}", std::process::id()));
+            let (client, mut eventloop) = AsyncClient::new(options, 100);
+            let (received, latencies) = (received.clone(), latencies.clone());
+            let (subscribed_tx, subscribed_rx) = tokio::sync::oneshot::channel();
+            client
+                .subscribe(format!("bench/{i}"), qos)
+                .await
+                .map_err(|e| e.to_string())?;
+            let task = tokio::spawn(async move {
+                let mut subscribed = Some(subscribed_tx);
+                loop {
+                    match eventloop.poll().await {
+                        Ok(Event::Incoming(Packet::SubAck(_))) => {
+                            if let Some(tx) = subscribed.take() {
+                                let _ = tx.send(Ok(()));
+                            }
+                        }
+                        Ok(Event::Incoming(Packet::Publish(p))) if p.payload.len() >= 8 => {
+                            let sent = u64::from_be_bytes(p.payload[..8].try_into().unwrap());
+                            let now = clock.elapsed().as_micros() as u64;
+                            received.fetch_add(1, Ordering::Relaxed);
+                            let micros = now.saturating_sub(sent).min(u32::MAX as u64) as u32;
+                            latencies.lock().unwrap().push(micros);
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            if let Some(tx) = subscribed.take() {
+                                let _ = tx.send(Err(e.to_string()));
+                            }
+                            return;
+                        }
+                    }
+                }
+            });
+            ready.push(subscribed_rx);
+            subscribers.push((client, task));
+        }
+        for r in ready {
+            r.await
+                .map_err(|_| "a subscriber stopped before its SUBACK".to_string())?
+                .map_err(|e| format!("a subscriber could not subscribe: {e}"))?;
+        }
+    }
+
+    let mut publishers = Vec::with_capacity(pairs);
+    for chunk in (0..pairs).collect::<Vec<_>>().chunks(CONNECT_AT_ONCE) {
+        let mut ready = Vec::new();
+        for &i in chunk {
+            let mut options = options(&args, format!("load-pub-{i}-{}", std::process::id()));
+            options.set_inflight(100);
+            let (client, mut eventloop) = AsyncClient::new(options, 100);
+            let (connected_tx, connected_rx) = tokio::sync::oneshot::channel();
+            let driver = tokio::spawn(async move {
+                let mut connected = Some(connected_tx);
+                loop {
+                    match eventloop.poll().await {
+                        Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                            if let Some(tx) = connected.take() {
+                                let _ = tx.send(Ok(()));
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            if let Some(tx) = connected.take() {
+                                let _ = tx.send(Err(e.to_string()));
+                            }
+                            return;
+                        }
+                    }
+                }
+            });
+            ready.push(connected_rx);
+            publishers.push((i, client, driver));
+        }
+        for r in ready {
+            r.await
+                .map_err(|_| "a publisher stopped before its CONNACK".to_string())?
+                .map_err(|e| format!("a publisher could not connect: {e}"))?;
+        }
+    }
+    let connect_seconds = connecting.elapsed().as_secs_f64();
+
+    // Publish flat out; count what arrives while publishing.
+    let stop_at = Instant::now() + Duration::from_secs_f64(args.duration);
+    let before = received.load(Ordering::Relaxed);
+    let started = Instant::now();
+    let mut running = Vec::with_capacity(pairs);
+    for (i, client, driver) in publishers {
+        let size = args.payload;
+        running.push(tokio::spawn(async move {
+            let mut payload = vec![0u8; size];
+            let topic = format!("bench/{i}");
+            while Instant::now() < stop_at {
+                let now = clock.elapsed().as_micros() as u64;
+                payload[..8].copy_from_slice(&now.to_be_bytes());
+                if client
+                    .publish(topic.as_str(), qos, false, payload.clone())
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+            (client, driver)
+        }));
+    }
+    let mut stopped = Vec::with_capacity(pairs);
+    for task in running {
+        if let Ok(publisher) = task.await {
+            stopped.push(publisher);
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let delivered = received.load(Ordering::Relaxed) - before;
+    for (client, driver) in stopped {
+        let _ = client.disconnect().await;
+        driver.abort();
+    }
+    for (client, task) in subscribers {
+        let _ = client.disconnect().await;
+        task.abort();
+    }
+
+    let mut l = std::mem::take(&mut *latencies.lock().unwrap());
+    l.sort_unstable();
+    let pct = |p: usize| -> f64 {
+        if l.is_empty() {
+            0.0
+        } else {
+            l[(l.len() * p / 100).min(l.len() - 1)] as f64 / 1000.0
+        }
+    };
+    let rate = delivered as f64 / elapsed;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "clients": pairs * 2,
+                "qos": args.qos,
+                "delivered": delivered,
+                "seconds": elapsed,
+                "messages_per_second": rate,
+                "p50_ms": pct(50),
+                "p99_ms": pct(99),
+                "connect_seconds": connect_seconds,
+            })
+        );
+    } else {
+        println!(
+            "{} clients ({pairs} publishers, {pairs} subscribers), QoS {}: {delivered} messages delivered in {elapsed:.2} s = {rate:.0} msgs/s; latency p50 {:.3} ms, p99 {:.3} ms; connecting took {connect_seconds:.2} s",
+            pairs * 2,
+            args.qos,
+            pct(50),
+            pct(99)
+        );
+    }
+    Ok(())
+}
+
+fn options(args: &MqttArgs, client_id: String) -> MqttOptions {
+    let mut options = MqttOptions::new(client_id, args.addr.ip().to_string(), args.addr.port());
+    options.set_keep_alive(Duration::from_secs(60));
+    options.set_max_packet_size(1 << 20, 1 << 20);
+    if let (Some(u), Some(p)) = (&args.username, &args.password) {
+        options.set_credentials(u, p);
+    }
+    options
+}
