@@ -34,6 +34,10 @@ const INSTANCE: &str = "post-cn-bench";
 #[derive(Clone, Copy)]
 struct Setting {
     seconds: f64,
+    /// Rounds of (a), (b), (c) per connection count, interleaved; the
+    /// tables give the median round, so that one noisy stretch of a shared
+    /// machine does not make a ratio.
+    rpc_rounds: usize,
     http_connections: &'static [usize],
     registry_sizes: &'static [usize],
     mqtt_pairs: usize,
@@ -46,7 +50,8 @@ struct Setting {
 }
 
 const FULL: Setting = Setting {
-    seconds: 5.0,
+    seconds: 4.0,
+    rpc_rounds: 3,
     http_connections: &[1, 10, 100, 1000],
     registry_sizes: &[1_000, 10_000, 100_000, 1_000_000],
     mqtt_pairs: 10,
@@ -63,6 +68,7 @@ const FULL: Setting = Setting {
 
 const TINY: Setting = Setting {
     seconds: 0.3,
+    rpc_rounds: 1,
     http_connections: &[1, 4],
     registry_sizes: &[1_000],
     mqtt_pairs: 2,
@@ -253,8 +259,8 @@ fn rpc(setting: &Setting, out_dir: &Path, results: &mut String) {
     let _ = writeln!(results, "## RPC path against its floor\n");
     let _ = writeln!(
         results,
-        "(a) a plain axum handler with a fixed JSON body; (b) QuerySessionByClientId; (c) BatchQuerySessionByClientIds with 10 ids. {} s per point; every request signed (V1), fresh nonce each.\n",
-        setting.seconds
+        "(a) a plain axum handler with a fixed JSON body; (b) QuerySessionByClientId; (c) BatchQuerySessionByClientIds with 10 ids. {} s per point; every request signed (V1), fresh nonce each; every bill durable (fsync) before the answer. {} rounds of (a), (b), (c) per row, interleaved: the row is the median round by (b)/(a), with the lowest and highest (b)/(a) of all rounds in brackets.\n",
+        setting.seconds, setting.rpc_rounds
     );
     let _ = writeln!(
         results,
@@ -262,35 +268,48 @@ fn rpc(setting: &Setting, out_dir: &Path, results: &mut String) {
     );
     let _ = writeln!(results, "|---|---|---|---|---|---|---|---|---|---|---|");
     for &n in setting.http_connections {
-        let a = load(
-            &format!("http://{floor_http}"),
-            "QuerySessionByClientId",
-            &query,
-            n,
-            setting.seconds,
+        let mut rounds = Vec::new();
+        for _ in 0..setting.rpc_rounds {
+            let a = load(
+                &format!("http://{floor_http}"),
+                "QuerySessionByClientId",
+                &query,
+                n,
+                setting.seconds,
+            );
+            let b = load(
+                &format!("http://{gate_http}"),
+                "QuerySessionByClientId",
+                &query,
+                n,
+                setting.seconds,
+            );
+            let c = load(
+                &format!("http://{gate_http}"),
+                "BatchQuerySessionByClientIds",
+                &batch,
+                n,
+                setting.seconds,
+            );
+            assert!(a.ok && b.ok && c.ok, "every benchmark call must answer 200");
+            rounds.push((a, b, c));
+        }
+        // The median round by (b)/(a); the spread of (b)/(a) over rounds.
+        rounds.sort_by(|x, y| (x.1.rps / x.0.rps).total_cmp(&(y.1.rps / y.0.rps)));
+        let spread = (
+            rounds[0].1.rps / rounds[0].0.rps,
+            rounds[rounds.len() - 1].1.rps / rounds[rounds.len() - 1].0.rps,
         );
-        let b = load(
-            &format!("http://{gate_http}"),
-            "QuerySessionByClientId",
-            &query,
-            n,
-            setting.seconds,
-        );
-        let c = load(
-            &format!("http://{gate_http}"),
-            "BatchQuerySessionByClientIds",
-            &batch,
-            n,
-            setting.seconds,
-        );
-        assert!(a.ok && b.ok && c.ok, "every benchmark call must answer 200");
+        let (a, b, c) = &rounds[rounds.len() / 2];
         let _ = writeln!(
             results,
-            "| {n} | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} | {:.3} | {:.3} | {:.3} | {:.2} | {:.2} |",
+            "| {n} | {:.0} | {:.0} | {:.0} | {:.2} ({:.2}-{:.2}) | {:.2} | {:.3} | {:.3} | {:.3} | {:.2} | {:.2} |",
             a.rps,
             b.rps,
             c.rps,
             b.rps / a.rps,
+            spread.0,
+            spread.1,
             c.rps / a.rps,
             a.p99,
             b.p99,
