@@ -15,6 +15,10 @@ use mqgate::rpc::verify::{Format, verify};
 use mqgate::rpc::{parse_request, ram_context};
 use std::time::Duration;
 
+// mqgate's allocator, so that the stages cost here what they cost in it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const CONFIG: &str = r#"
 [[accounts]]
 id = "1234567890"

@@ -171,8 +171,9 @@ id = "1234567890"
 }
 
 /// Starts a process that prints `... http=ADDR ...` first; returns it and
-/// the address. The shell raises the file limit for 10,000 connections.
-fn spawn_server(program: &str, args: &[&str]) -> (Child, String) {
+/// the address after `key` (`"http="` or `"mqtt="`) in that line. The shell
+/// raises the file limit for 10,000 connections.
+fn spawn_server(program: &str, args: &[&str], key: &str) -> (Child, String) {
     let command = format!(
         "ulimit -n 65536 2>/dev/null; exec {} {}",
         program,
@@ -191,12 +192,12 @@ fn spawn_server(program: &str, args: &[&str]) -> (Child, String) {
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut first)
         .unwrap();
-    let http = first
+    let addr = first
         .split_whitespace()
-        .find_map(|w| w.strip_prefix("http="))
+        .find_map(|w| w.strip_prefix(key))
         .unwrap_or_else(|| panic!("{program} did not start: {first:?}"))
         .to_string();
-    (child, http)
+    (child, addr)
 }
 
 struct LoadResult {
@@ -244,9 +245,13 @@ fn rpc(setting: &Setting, out_dir: &Path, results: &mut String) {
     let storage = tempfile::tempdir().unwrap();
     let config = storage.path().join("bench.toml");
     std::fs::write(&config, config_text(&storage.path().join("data"))).unwrap();
-    let (mut gate, gate_http) =
-        spawn_server(MQGATE, &["serve", "--config", config.to_str().unwrap()]);
-    let (mut floor, floor_http) = spawn_server(LOAD, &["baseline", "--listen", "127.0.0.1:0"]);
+    let (mut gate, gate_http) = spawn_server(
+        MQGATE,
+        &["serve", "--config", config.to_str().unwrap()],
+        "http=",
+    );
+    let (mut floor, floor_http) =
+        spawn_server(LOAD, &["baseline", "--listen", "127.0.0.1:0"], "http=");
     let query = vec![
         format!("InstanceId={INSTANCE}"),
         "ClientId=GID_bench@@@dev-1".to_string(),
@@ -540,26 +545,12 @@ fn idle(setting: &Setting, out_dir: &Path, results: &mut String) {
     let storage = tempfile::tempdir().unwrap();
     let config = storage.path().join("bench.toml");
     std::fs::write(&config, config_text(&storage.path().join("data"))).unwrap();
-    let command = format!(
-        "ulimit -n 65536 2>/dev/null; exec {MQGATE} serve --config '{}'",
-        config.display()
+    let (mut child, mqtt) = spawn_server(
+        MQGATE,
+        &["serve", "--config", config.to_str().unwrap()],
+        "mqtt=",
     );
-    let mut child = Command::new("sh")
-        .args(["-c", &command])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut first = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
-    let mqtt: SocketAddr = first
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("mqtt="))
-        .unwrap()
-        .parse()
-        .unwrap();
+    let mqtt: SocketAddr = mqtt.parse().unwrap();
     let pid = child.id();
     std::thread::sleep(Duration::from_millis(300));
     let base = rss_kib(pid);

@@ -67,20 +67,15 @@ pub async fn run(args: MqttArgs) -> Result<(), String> {
             let options = options(&args, format!("load-sub-{i}-{}", std::process::id()));
             let (client, mut eventloop) = AsyncClient::new(options, 100);
             let (received, latencies) = (received.clone(), latencies.clone());
-            let (subscribed_tx, subscribed_rx) = tokio::sync::oneshot::channel();
+            let (mut subscribed, subscribed_rx) = Ready::new();
             client
                 .subscribe(format!("bench/{i}"), qos)
                 .await
                 .map_err(|e| e.to_string())?;
             let task = tokio::spawn(async move {
-                let mut subscribed = Some(subscribed_tx);
                 loop {
                     match eventloop.poll().await {
-                        Ok(Event::Incoming(Packet::SubAck(_))) => {
-                            if let Some(tx) = subscribed.take() {
-                                let _ = tx.send(Ok(()));
-                            }
-                        }
+                        Ok(Event::Incoming(Packet::SubAck(_))) => subscribed.ok(),
                         Ok(Event::Incoming(Packet::Publish(p))) if p.payload.len() >= 8 => {
                             let sent = u64::from_be_bytes(p.payload[..8].try_into().unwrap());
                             let now = clock.elapsed().as_micros() as u64;
@@ -89,23 +84,14 @@ pub async fn run(args: MqttArgs) -> Result<(), String> {
                             latencies.lock().unwrap().push(micros);
                         }
                         Ok(_) => {}
-                        Err(e) => {
-                            if let Some(tx) = subscribed.take() {
-                                let _ = tx.send(Err(e.to_string()));
-                            }
-                            return;
-                        }
+                        Err(e) => return subscribed.failed(e.to_string()),
                     }
                 }
             });
             ready.push(subscribed_rx);
             subscribers.push((client, task));
         }
-        for r in ready {
-            r.await
-                .map_err(|_| "a subscriber stopped before its SUBACK".to_string())?
-                .map_err(|e| format!("a subscriber could not subscribe: {e}"))?;
-        }
+        all_ready(ready, "a subscriber", "its SUBACK").await?;
     }
 
     let mut publishers = Vec::with_capacity(pairs);
@@ -115,34 +101,20 @@ pub async fn run(args: MqttArgs) -> Result<(), String> {
             let mut options = options(&args, format!("load-pub-{i}-{}", std::process::id()));
             options.set_inflight(100);
             let (client, mut eventloop) = AsyncClient::new(options, 100);
-            let (connected_tx, connected_rx) = tokio::sync::oneshot::channel();
+            let (mut connected, connected_rx) = Ready::new();
             let driver = tokio::spawn(async move {
-                let mut connected = Some(connected_tx);
                 loop {
                     match eventloop.poll().await {
-                        Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                            if let Some(tx) = connected.take() {
-                                let _ = tx.send(Ok(()));
-                            }
-                        }
+                        Ok(Event::Incoming(Packet::ConnAck(_))) => connected.ok(),
                         Ok(_) => {}
-                        Err(e) => {
-                            if let Some(tx) = connected.take() {
-                                let _ = tx.send(Err(e.to_string()));
-                            }
-                            return;
-                        }
+                        Err(e) => return connected.failed(e.to_string()),
                     }
                 }
             });
             ready.push(connected_rx);
             publishers.push((i, client, driver));
         }
-        for r in ready {
-            r.await
-                .map_err(|_| "a publisher stopped before its CONNACK".to_string())?
-                .map_err(|e| format!("a publisher could not connect: {e}"))?;
-        }
+        all_ready(ready, "a publisher", "its CONNACK").await?;
     }
     let connect_seconds = connecting.elapsed().as_secs_f64();
 
@@ -219,6 +191,43 @@ pub async fn run(args: MqttArgs) -> Result<(), String> {
             pct(50),
             pct(99)
         );
+    }
+    Ok(())
+}
+
+/// Tells the setup loop, once, whether a client got as far as it must
+/// before the load starts (its CONNACK or SUBACK) or failed first.
+struct Ready(Option<tokio::sync::oneshot::Sender<Result<(), String>>>);
+
+impl Ready {
+    fn new() -> (Ready, tokio::sync::oneshot::Receiver<Result<(), String>>) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        (Ready(Some(tx)), rx)
+    }
+
+    fn ok(&mut self) {
+        if let Some(tx) = self.0.take() {
+            let _ = tx.send(Ok(()));
+        }
+    }
+
+    fn failed(&mut self, error: String) {
+        if let Some(tx) = self.0.take() {
+            let _ = tx.send(Err(error));
+        }
+    }
+}
+
+/// Waits until every client of a chunk is ready; the first failure, named.
+async fn all_ready(
+    ready: Vec<tokio::sync::oneshot::Receiver<Result<(), String>>>,
+    who: &str,
+    awaited: &str,
+) -> Result<(), String> {
+    for r in ready {
+        r.await
+            .map_err(|_| format!("{who} stopped before {awaited}"))?
+            .map_err(|e| format!("{who} failed before {awaited}: {e}"))?;
     }
     Ok(())
 }
