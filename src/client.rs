@@ -226,7 +226,7 @@ mod tests {
     use super::*;
 
     /// The client's signature is the one in a request the official Python
-    /// SDK (aliyun-python-sdk-core) sent: capture 002 of shared/reference,
+    /// SDK (aliyun-python-sdk-core) sent: capture 002 of tests/data/sdk-captures,
     /// whose parameters differ from ours only in RegionId and SignatureType.
     #[test]
     fn signs_like_the_official_sdk() {

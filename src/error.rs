@@ -2,7 +2,7 @@
 //! message a caller sees, in one table.
 //!
 //! Codes and statuses follow Alibaba's gateway and the ApsaraMQ for MQTT API
-//! pages (see `shared/reference/protocol.md`); messages keep Alibaba's wording
+//! pages; messages keep Alibaba's wording
 //! where the SDKs or users match on it, and add what to fix.
 
 use std::fmt;

@@ -88,19 +88,16 @@ id = "1234567890"
     tokio::time::sleep(Duration::from_millis(1500)).await;
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
-    let answered_at_kill = answered.load(Ordering::SeqCst);
     stop.store(true, Ordering::Relaxed);
+    // An answer written to its socket before the kill can still be read
+    // after it: count what was answered once every client has ended.
     for task in load {
         task.await.unwrap();
     }
-    assert_eq!(
-        answered.load(Ordering::SeqCst),
-        answered_at_kill,
-        "no answer can come from a dead process"
-    );
+    let answered_total = answered.load(Ordering::SeqCst);
     assert!(
-        answered_at_kill > 50,
-        "too little load to prove anything: {answered_at_kill}"
+        answered_total > 50,
+        "too little load to prove anything: {answered_total}"
     );
 
     // Restart: the database recovers and the report reads it.
@@ -118,16 +115,14 @@ id = "1234567890"
     );
     let rows: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     let billed = rows[0]["transactions"].as_u64().unwrap() as usize;
-    eprintln!(
-        "answered 200: {answered_at_kill}; billed: {billed}; in flight at most {CONCURRENCY}"
+    eprintln!("answered 200: {answered_total}; billed: {billed}; in flight at most {CONCURRENCY}");
+    assert!(
+        billed >= answered_total,
+        "lost: billed {billed} < answered {answered_total}"
     );
     assert!(
-        billed >= answered_at_kill,
-        "lost: billed {billed} < answered {answered_at_kill}"
-    );
-    assert!(
-        billed <= answered_at_kill + CONCURRENCY,
-        "counted twice: billed {billed} > answered {answered_at_kill} + {CONCURRENCY} in flight"
+        billed <= answered_total + CONCURRENCY,
+        "counted twice: billed {billed} > answered {answered_total} + {CONCURRENCY} in flight"
     );
     restarted.kill().unwrap();
     restarted.wait().unwrap();

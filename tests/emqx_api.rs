@@ -1,7 +1,8 @@
 //! EMQX's client-management API against a live mqgate with real MQTT
 //! clients (rumqttc, 3.1.1 and 5): the checklist of EMQX's own suite
-//! (shared/reference/emqx-clients-api.md), authentication and RAM, and
-//! isolation between instances.
+//! (`emqx_mgmt_api_clients_SUITE`: paging, filters, fields, kick,
+//! subscriptions, unknown clients), authentication and RAM, and isolation
+//! between instances.
 
 mod common;
 

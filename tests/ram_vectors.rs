@@ -1,4 +1,4 @@
-//! Every documented RAM case of shared/reference/ram-vectors.json, through
+//! Every documented RAM case of tests/data/ram-vectors.json, through
 //! the library and through `mqgate policy simulate`.
 
 mod common;
@@ -9,7 +9,7 @@ use std::process::Command;
 use std::sync::Arc;
 
 fn vectors() -> Vec<Value> {
-    let path = common::shared_dir().join("reference/ram-vectors.json");
+    let path = common::data_dir().join("ram-vectors.json");
     let vectors: Vec<Value> =
         serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     assert_eq!(

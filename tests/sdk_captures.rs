@@ -1,4 +1,4 @@
-//! Requests the official SDKs really sent (shared/reference/sdk-captures),
+//! Requests the official SDKs really sent (tests/data/sdk-captures),
 //! verified by mqgate's parse, signature and replay stages with the clock
 //! fixed at the time each was captured.
 
@@ -17,7 +17,7 @@ struct Capture {
 }
 
 fn captures() -> Vec<Capture> {
-    let dir = common::shared_dir().join("reference/sdk-captures");
+    let dir = common::data_dir().join("sdk-captures");
     let mut out = Vec::new();
     for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
         let path = entry.unwrap().path();
@@ -34,7 +34,7 @@ fn captures() -> Vec<Capture> {
     assert_eq!(
         out.len(),
         42,
-        "expected the 42 captures of shared/reference/sdk-captures"
+        "expected the 42 captures of tests/data/sdk-captures"
     );
     out
 }

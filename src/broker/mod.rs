@@ -2,8 +2,8 @@
 //! behind a front layer that owns the public port.
 //!
 //! rumqttd alone cannot list or kick clients, serves MQTT 3.1.1 and 5 on
-//! separate ports, and has no notion of tenants (see
-//! `shared/reference/rumqttd.md`). So every instance gets its own rumqttd
+//! separate ports, and has no notion of tenants (its router keeps those
+//! facts private). So every instance gets its own rumqttd
 //! router, which isolates its client ids, topics and messages from every
 //! other instance, with a 3.1.1 and a 5 listener on loopback ports; and the
 //! front layer ([`front`]) accepts every client, authenticates it, picks its

@@ -10,18 +10,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-/// `shared/` (reference material) beside the repository, or
-/// `$MQGATE_SHARED_DIR`. Missing is a failure, not a skip.
-pub fn shared_dir() -> PathBuf {
-    let dir = std::env::var_os("MQGATE_SHARED_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared"));
-    assert!(
-        dir.join("reference").is_dir(),
-        "{} has no reference/: set MQGATE_SHARED_DIR to the shared/ directory",
-        dir.display()
-    );
-    dir
+/// The test data kept in the repository (`tests/data`): requests captured
+/// from the official SDKs and the documented RAM cases.
+pub fn data_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data")
 }
 
 /// Two accounts: A (111) with two instances, its root key and a user with no
