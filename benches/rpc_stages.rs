@@ -5,14 +5,16 @@
 //! Run: cargo bench --bench rpc_stages
 
 use criterion::{Criterion, black_box, criterion_group, criterion_main};
-use mqgate::actions::Action;
+use mqgate::access::conditions::ram_context;
+use mqgate::actions::{Reply, query_session_by_client_id};
+use mqgate::api::Action;
 use mqgate::config::Config;
 use mqgate::directory::Directory;
 use mqgate::metrics::Metrics;
-use mqgate::rpc::replay::ReplayGuard;
-use mqgate::rpc::response::{Answer, SuccessBody};
-use mqgate::rpc::verify::{Format, verify};
-use mqgate::rpc::{parse_request, ram_context};
+use mqgate::replay::ReplayGuard;
+use mqgate::rpc::parse::{Format, parse_request};
+use mqgate::rpc::respond;
+use mqgate::rpc::verify::verify;
 use std::time::Duration;
 
 // mqgate's allocator, so that the stages cost here what they cost in it.
@@ -102,13 +104,17 @@ fn bench(c: &mut Criterion) {
     });
     c.bench_function("render JSON answer", |b| {
         b.iter(|| {
-            let request_id = uuid::Uuid::new_v4().to_string().to_uppercase();
-            let body = serde_json::json!({"OnlineStatus": false, "RequestId": request_id});
-            Answer::Success {
-                body: SuccessBody::Json(body.to_string()),
-                action: Action::QuerySessionByClientId,
-            }
-            .render(Format::Json, &request_id, "127.0.0.1:8080")
+            let request_id = respond::new_request_id();
+            let reply = Reply::QuerySessionByClientId(query_session_by_client_id::Answer {
+                online_status: false,
+            });
+            respond::success(
+                Action::QuerySessionByClientId,
+                &reply,
+                Format::Json,
+                &request_id,
+            )
+            .unwrap()
         })
     });
 }

@@ -30,7 +30,7 @@ pub fn sign_v1(
             "Timestamp".into(),
             now.to_rfc3339_opts(SecondsFormat::Secs, true),
         ),
-        ("Version".into(), crate::actions::API_VERSION.into()),
+        ("Version".into(), crate::api::API_VERSION.into()),
     ];
     all.extend(params.iter().cloned());
     all.sort();
@@ -85,7 +85,7 @@ pub fn sign_v3(
             now.to_rfc3339_opts(SecondsFormat::Secs, true),
         ),
         ("x-acs-signature-nonce".into(), nonce.into()),
-        ("x-acs-version".into(), crate::actions::API_VERSION.into()),
+        ("x-acs-version".into(), crate::api::API_VERSION.into()),
     ];
     if !body.is_empty() {
         headers.push((
@@ -122,6 +122,24 @@ pub fn sign_v3(
     }
 }
 
+/// Why a call could not be made or its answer read.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    #[error("invalid endpoint {endpoint}: {reason}")]
+    Endpoint { endpoint: String, reason: String },
+    #[error("method {0} is not supported; use GET or POST")]
+    Method(String),
+    #[error("invalid request: {0}")]
+    Request(#[from] hyper::http::Error),
+    #[error("cannot reach {endpoint}: {source}")]
+    Unreachable {
+        endpoint: String,
+        source: hyper_util::client::legacy::Error,
+    },
+    #[error("cannot read the answer: {0}")]
+    Answer(#[from] hyper::Error),
+}
+
 /// Which signature a call is made with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Signing {
@@ -141,17 +159,21 @@ pub async fn call(
     params: &[(String, String)],
     access_key_id: &str,
     access_key_secret: &str,
-) -> Result<(u16, String), String> {
+) -> Result<(u16, String), CallError> {
     let endpoint = endpoint.trim_end_matches('/');
+    let bad_endpoint = |reason: String| CallError::Endpoint {
+        endpoint: endpoint.to_string(),
+        reason,
+    };
     let uri: hyper::Uri = format!("{endpoint}/")
         .parse()
-        .map_err(|e| format!("invalid endpoint {endpoint}: {e}"))?;
+        .map_err(|e: hyper::http::uri::InvalidUri| bad_endpoint(e.to_string()))?;
     let host = uri
         .authority()
         .map(|a| a.to_string())
-        .ok_or_else(|| format!("invalid endpoint {endpoint}: no host"))?;
+        .ok_or_else(|| bad_endpoint("no host".to_string()))?;
     if method != "GET" && method != "POST" {
-        return Err(format!("method {method} is not supported; use GET or POST"));
+        return Err(CallError::Method(method.to_string()));
     }
     let nonce = uuid::Uuid::new_v4().simple().to_string();
     let now = Utc::now();
@@ -203,21 +225,17 @@ pub async fn call(
             builder = builder.header(name.as_str(), value.as_str());
         }
     }
-    let request = builder
-        .body(Full::new(bytes::Bytes::from(body)))
-        .map_err(|e| format!("invalid request: {e}"))?;
+    let request = builder.body(Full::new(bytes::Bytes::from(body)))?;
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<bytes::Bytes>>();
     let response = client
         .request(request)
         .await
-        .map_err(|e| format!("cannot reach {endpoint}: {e}"))?;
+        .map_err(|source| CallError::Unreachable {
+            endpoint: endpoint.to_string(),
+            source,
+        })?;
     let status = response.status().as_u16();
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| format!("cannot read the answer: {e}"))?
-        .to_bytes();
+    let body = response.into_body().collect().await?.to_bytes();
     Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
 

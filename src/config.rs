@@ -5,6 +5,7 @@
 //! Parsing is strict (`deny_unknown_fields`): a misspelt key is an error, not
 //! a silently ignored line.
 
+use crate::api::Limit;
 use crate::ram::{self, Policy};
 use crate::secret::Secret;
 use ipnet::IpNet;
@@ -24,9 +25,9 @@ pub struct Config {
     pub mqtt: MqttConfig,
     #[serde(default)]
     pub storage: StorageConfig,
-    /// Calls per second per account, by action name, for every account
-    /// (defaults: QuerySessionByClientId 500, BatchQuerySessionByClientIds
-    /// 100, CloseConnection 100, DescribeMeteringReport 10).
+    /// Calls per second per account, by action name (or `EmqxApi` for the
+    /// EMQX API), for every account (defaults: the action table's, and 100
+    /// for the EMQX API).
     #[serde(default)]
     pub limits: HashMap<String, u32>,
     #[serde(default)]
@@ -208,10 +209,33 @@ impl Default for StorageConfig {
 /// Why a configuration was refused. The message names the file, the field
 /// and what to change.
 #[derive(Debug, thiserror::Error)]
-#[error("{file}: {message}")]
+#[error("{file}: {problem}")]
 pub struct ConfigError {
     pub file: String,
-    pub message: String,
+    pub problem: Problem,
+}
+
+/// What is wrong with a configuration file.
+#[derive(Debug, thiserror::Error)]
+pub enum Problem {
+    #[error("cannot read the file: {0}")]
+    Read(std::io::Error),
+    /// Not TOML, or not the shape of a configuration (toml's message says
+    /// where and which key).
+    #[error("{0}")]
+    Syntax(String),
+    /// A value the types accept but the service cannot: the field's path
+    /// (`accounts[0].users[1].access_key_id`) and what to change.
+    #[error("{field}: {reason}")]
+    Invalid { field: String, reason: String },
+}
+
+/// A [`Problem::Invalid`].
+fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Problem {
+    Problem::Invalid {
+        field: field.into(),
+        reason: reason.into(),
+    }
 }
 
 /// Credentials of the demo set-up that `mqgate serve` starts without `--config`.
@@ -264,7 +288,7 @@ impl Config {
         let file = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
             file: file.clone(),
-            message: format!("cannot read the file: {e}"),
+            problem: Problem::Read(e),
         })?;
         Config::parse(&text, &file)
     }
@@ -272,12 +296,12 @@ impl Config {
     /// Parses and validates configuration text; `file` names it in errors,
     /// and policy paths are relative to its directory.
     pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
-        let error = |message: String| ConfigError {
+        let error = |problem: Problem| ConfigError {
             file: file.to_string(),
-            message,
+            problem,
         };
-        let mut config: Config =
-            toml::from_str(text).map_err(|e| error(e.to_string().trim_end().to_string()))?;
+        let mut config: Config = toml::from_str(text)
+            .map_err(|e| error(Problem::Syntax(e.to_string().trim_end().to_string())))?;
         config.validate().map_err(error)?;
         let base_dir = Path::new(file).parent().unwrap_or(Path::new("."));
         config.compile_policies(base_dir).map_err(error)?;
@@ -286,7 +310,7 @@ impl Config {
 
     /// Loads every user's policies. Each file is read once, however many
     /// users attach it.
-    fn compile_policies(&mut self, base_dir: &Path) -> Result<(), String> {
+    fn compile_policies(&mut self, base_dir: &Path) -> Result<(), Problem> {
         let mut loaded: HashMap<String, Arc<Policy>> = HashMap::new();
         for (a, account) in self.accounts.iter_mut().enumerate() {
             for (u, user) in account.users.iter_mut().enumerate() {
@@ -297,7 +321,7 @@ impl Config {
                         None => {
                             let policy =
                                 Arc::new(ram::load_policy(reference, base_dir).map_err(|e| {
-                                    format!("accounts[{a}].users[{u}].policies[{p}]: {e}")
+                                    invalid(format!("accounts[{a}].users[{u}].policies[{p}]"), e)
                                 })?);
                             loaded.insert(reference.clone(), policy.clone());
                             policy
@@ -327,27 +351,40 @@ impl Config {
 
     /// Checks what the types alone cannot: ids that must be unique or must
     /// exist, and values that must be in range.
-    fn validate(&self) -> Result<(), String> {
+    fn validate(&self) -> Result<(), Problem> {
         if self.accounts.is_empty() {
-            return Err("accounts: at least one [[accounts]] table is needed".into());
-        }
-        if self.mqtt.max_packet_size < 1024 || self.mqtt.max_packet_size > 268_435_455 {
-            return Err(format!(
-                "mqtt.max_packet_size: {} is out of range; use 1024..=268435455 bytes",
-                self.mqtt.max_packet_size
+            return Err(invalid(
+                "accounts",
+                "at least one [[accounts]] table is needed",
             ));
         }
-        if self.mqtt.max_connections_per_instance == 0 {
-            return Err("mqtt.max_connections_per_instance: must be at least 1".into());
+        if self.mqtt.max_packet_size < 1024 || self.mqtt.max_packet_size > 268_435_455 {
+            return Err(invalid(
+                "mqtt.max_packet_size",
+                format!(
+                    "{} is out of range; use 1024..=268435455 bytes",
+                    self.mqtt.max_packet_size
+                ),
+            ));
         }
-        if self.mqtt.connect_timeout_secs == 0 {
-            return Err("mqtt.connect_timeout_secs: must be at least 1".into());
-        }
-        if self.http.max_remembered_nonces == 0 {
-            return Err("http.max_remembered_nonces: must be at least 1".into());
-        }
-        if self.http.timestamp_window_secs == 0 {
-            return Err("http.timestamp_window_secs: must be at least 1".into());
+        for (field, value) in [
+            (
+                "mqtt.max_connections_per_instance",
+                self.mqtt.max_connections_per_instance as u64,
+            ),
+            ("mqtt.connect_timeout_secs", self.mqtt.connect_timeout_secs),
+            (
+                "http.max_remembered_nonces",
+                self.http.max_remembered_nonces as u64,
+            ),
+            (
+                "http.timestamp_window_secs",
+                self.http.timestamp_window_secs,
+            ),
+        ] {
+            if value == 0 {
+                return Err(invalid(field, "must be at least 1"));
+            }
         }
         check_limits(&self.limits, "limits")?;
         let mut accounts: HashMap<&str, usize> = HashMap::new();
@@ -358,9 +395,12 @@ impl Config {
             check_id(&account.id, &format!("{here}.id"))?;
             check_limits(&account.limits, &format!("{here}.limits"))?;
             if let Some(first) = accounts.insert(&account.id, a) {
-                return Err(format!(
-                    "{here}.id: account \"{}\" is already defined at accounts[{first}]",
-                    account.id
+                return Err(invalid(
+                    format!("{here}.id"),
+                    format!(
+                        "account \"{}\" is already defined at accounts[{first}]",
+                        account.id
+                    ),
                 ));
             }
             for (i, instance) in account.instances.iter().enumerate() {
@@ -368,25 +408,34 @@ impl Config {
                 check_id(&instance.id, &format!("{here}.id"))?;
                 check_id(&instance.region, &format!("{here}.region"))?;
                 if let Some(first) = instances.insert(&instance.id, here.clone()) {
-                    return Err(format!(
-                        "{here}.id: instance \"{}\" is already defined at {first}; instance ids are unique across accounts",
-                        instance.id
+                    return Err(invalid(
+                        format!("{here}.id"),
+                        format!(
+                            "instance \"{}\" is already defined at {first}; instance ids are unique across accounts",
+                            instance.id
+                        ),
                     ));
                 }
             }
             for (u, user) in account.users.iter().enumerate() {
                 let here = format!("{here}.users[{u}]");
                 if user.name.trim().is_empty() {
-                    return Err(format!("{here}.name: must not be empty"));
+                    return Err(invalid(format!("{here}.name"), "must not be empty"));
                 }
                 check_id(&user.access_key_id, &format!("{here}.access_key_id"))?;
                 if user.access_key_secret.expose().is_empty() {
-                    return Err(format!("{here}.access_key_secret: must not be empty"));
+                    return Err(invalid(
+                        format!("{here}.access_key_secret"),
+                        "must not be empty",
+                    ));
                 }
                 if let Some(first) = keys.insert(&user.access_key_id, here.clone()) {
-                    return Err(format!(
-                        "{here}.access_key_id: \"{}\" is already used at {first}; AccessKeyIds are unique",
-                        user.access_key_id
+                    return Err(invalid(
+                        format!("{here}.access_key_id"),
+                        format!(
+                            "\"{}\" is already used at {first}; AccessKeyIds are unique",
+                            user.access_key_id
+                        ),
                     ));
                 }
             }
@@ -394,32 +443,32 @@ impl Config {
         if let Some(anonymous) = &self.mqtt.anonymous_instance
             && !instances.contains_key(anonymous.as_str())
         {
-            return Err(format!(
-                "mqtt.anonymous_instance: no instance \"{anonymous}\" is defined in [[accounts.instances]]"
+            return Err(invalid(
+                "mqtt.anonymous_instance",
+                format!("no instance \"{anonymous}\" is defined in [[accounts.instances]]"),
             ));
         }
         Ok(())
     }
 }
 
-/// Limits name actions mqgate serves, with at least one call per second.
-fn check_limits(limits: &HashMap<String, u32>, field: &str) -> Result<(), String> {
+/// Limits name actions mqgate serves (or `EmqxApi`), with at least one call
+/// per second.
+fn check_limits(limits: &HashMap<String, u32>, field: &str) -> Result<(), Problem> {
     let mut names: Vec<&String> = limits.keys().collect();
     names.sort();
     for name in names {
-        if crate::actions::Action::from_name(name).is_none() {
-            let known: Vec<&str> = crate::actions::Action::ALL
-                .iter()
-                .map(|a| a.name())
-                .collect();
-            return Err(format!(
-                "{field}.{name}: not an action; use one of {}",
-                known.join(", ")
+        if Limit::from_name(name).is_none() {
+            let known: Vec<&str> = Limit::all().map(Limit::name).collect();
+            return Err(invalid(
+                format!("{field}.{name}"),
+                format!("not an action; use one of {}", known.join(", ")),
             ));
         }
         if limits[name] == 0 {
-            return Err(format!(
-                "{field}.{name}: must be at least 1 call per second"
+            return Err(invalid(
+                format!("{field}.{name}"),
+                "must be at least 1 call per second",
             ));
         }
     }
@@ -429,21 +478,23 @@ fn check_limits(limits: &HashMap<String, u32>, field: &str) -> Result<(), String
 /// Ids end up in ARNs (`acs:mq:region:account:instance`) and MQTT usernames
 /// (`Signature|key|instance`), so `:`, `|`, `/`, whitespace and control
 /// characters would make them ambiguous.
-fn check_id(value: &str, field: &str) -> Result<(), String> {
+fn check_id(value: &str, field: &str) -> Result<(), Problem> {
     if value.is_empty() {
-        return Err(format!("{field}: must not be empty"));
+        return Err(invalid(field, "must not be empty"));
     }
     if value.len() > 128 {
-        return Err(format!(
-            "{field}: \"{value}\" is longer than 128 characters"
+        return Err(invalid(
+            field,
+            format!("\"{value}\" is longer than 128 characters"),
         ));
     }
     if let Some(bad) = value
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@')))
     {
-        return Err(format!(
-            "{field}: \"{value}\" contains '{bad}'; use letters, digits, '-', '_', '.' or '@'"
+        return Err(invalid(
+            field,
+            format!("\"{value}\" contains '{bad}'; use letters, digits, '-', '_', '.' or '@'"),
         ));
     }
     Ok(())

@@ -2,11 +2,10 @@
 //! looked up on every call. Built from the configuration; immutable once
 //! built (a reload builds a new one).
 
-use crate::actions::Action;
+use crate::api::Limit;
 use crate::config::Config;
 use crate::ram::Policy;
 use crate::secret::Secret;
-use crate::throttle;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -44,8 +43,8 @@ impl Instance {
 #[derive(Debug, Default)]
 pub struct Directory {
     users_by_key: HashMap<String, Arc<User>>,
-    /// Calls per second by (account, action).
-    limits: Vec<(String, Action, u32)>,
+    /// Calls per second by (account, limit).
+    limits: Vec<(String, Limit, u32)>,
     instances: HashMap<String, Arc<Instance>>,
     anonymous_instance: Option<String>,
     trusted_proxies: Vec<ipnet::IpNet>,
@@ -72,14 +71,14 @@ impl Directory {
                     }),
                 );
             }
-            for action in Action::ALL {
+            for limit in Limit::all() {
                 let rate = account
                     .limits
-                    .get(action.name())
-                    .or_else(|| config.limits.get(action.name()))
+                    .get(limit.name())
+                    .or_else(|| config.limits.get(limit.name()))
                     .copied()
-                    .unwrap_or_else(|| throttle::default_rate(*action));
-                directory.limits.push((account.id.clone(), *action, rate));
+                    .unwrap_or_else(|| limit.default_rate());
+                directory.limits.push((account.id.clone(), limit, rate));
             }
             for user in &account.users {
                 directory.users_by_key.insert(
@@ -111,8 +110,8 @@ impl Directory {
         self.instances.values()
     }
 
-    /// Calls per second allowed, by (account, action).
-    pub fn limits(&self) -> &[(String, Action, u32)] {
+    /// Calls per second allowed, by (account, limit).
+    pub fn limits(&self) -> &[(String, Limit, u32)] {
         &self.limits
     }
 

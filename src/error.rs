@@ -101,6 +101,9 @@ pub struct ApiError {
     /// For flow control: milliseconds until a retry can succeed, sent as
     /// `x-acs-retry-after` (the Tea SDK then raises its ThrottlingException).
     pub retry_after_ms: Option<u64>,
+    /// For an internal failure: what went wrong inside (a database error,
+    /// a path), for the log only. The caller gets the table's message.
+    pub internal: Option<String>,
 }
 
 /// Why RAM denied a call, as Alibaba's gateway reports it (the Tea SDK reads
@@ -130,6 +133,16 @@ impl ApiError {
             message: message.into(),
             access_denied: None,
             retry_after_ms: None,
+            internal: None,
+        }
+    }
+
+    /// `InternalError` with the table's message; `cause` is kept for the
+    /// log (the endpoint writes it with the request id) and never sent.
+    pub fn internal(cause: impl Into<String>) -> Self {
+        ApiError {
+            internal: Some(cause.into()),
+            ..ApiError::of(ErrorCode::InternalError)
         }
     }
 
@@ -156,6 +169,7 @@ impl ApiError {
             message: format!("The parameter \"{name}\" is invalid: {what}"),
             access_denied: None,
             retry_after_ms: None,
+            internal: None,
         }
     }
 
@@ -209,5 +223,15 @@ mod tests {
         let m = ApiError::missing("ClientId");
         assert_eq!(m.code(), "MissingParameter");
         assert!(m.message.contains("\"ClientId\""));
+    }
+
+    #[test]
+    fn an_internal_error_answers_the_table_message_only() {
+        let e = ApiError::internal(
+            "/var/lib/mqgate/metering.sqlite3: database disk image is malformed",
+        );
+        assert_eq!((e.code().as_str(), e.status()), ("InternalError", 500));
+        assert_eq!(e.message, ErrorCode::InternalError.default_message());
+        assert!(e.internal.unwrap().contains("malformed"));
     }
 }

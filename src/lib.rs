@@ -8,40 +8,49 @@
 //!
 //! # Layout
 //!
-//! Read in this order:
+//! Imports point one way, down this list.
 //!
-//! - [`config`]: the TOML file, its defaults, the demo set-up, and the checks
-//!   that stop start-up with the file, the field and the reason.
-//! - [`server`]: starts everything from a [`config::Config`] and shuts it down.
-//! - [`rpc`]: the HTTP endpoint at `/`. A call flows one way through small
-//!   stages, each a module testable alone:
-//!   [`rpc::params`] (parse) -> [`rpc::verify`] with [`rpc::signature_v1`]
-//!   and [`rpc::signature_v3`] (signature) -> [`rpc::replay`] (timestamp and
-//!   nonce) -> [`throttle`] (calls per second) -> [`access`] (instance and
-//!   permission) -> [`actions`] (the action) -> [`metering`] (the bill,
-//!   durable before the answer) -> [`rpc::response`] (the answer, with its
+//! - [`cli`] (`mqgate serve|call|report|policy`) and [`server`]: start
+//!   everything from a [`config::Config`], reload it ([`server::reload`]),
+//!   shut it down; [`state::AppState`] is what every HTTP handler shares.
+//! - [`rpc`]: the endpoint at `/`. [`rpc::pipeline`](rpc) calls the stages
+//!   in order, each in the module named for it: [`rpc::parse`] ->
+//!   [`rpc::verify`] (with [`rpc::signature_v1`], [`rpc::signature_v3`]) ->
+//!   [`replay`] -> [`principal`] -> [`throttle`] -> [`access`] (authorize)
+//!   -> [`actions`] (the action) -> [`metering`] (quota, then the bill,
+//!   durable before the answer) -> [`rpc::respond`] (JSON or XML, with the
 //!   `RequestId`).
-//! - [`actions`]: one file per API action, each declaring its parameters, its
-//!   RAM action and resource, and its handler.
-//! - [`error`]: the one table of error codes, HTTP statuses and messages.
-//! - [`directory`]: accounts, instances and AccessKeys, looked up per call.
-//! - [`ram`]: the RAM policy language, compiled at load and evaluated per
-//!   call ([`access`] applies it).
-//! - [`emqx`]: EMQX's client-management REST API per instance, over the same
-//!   session registry, keys and RAM actions.
-//! - [`broker`]: one embedded rumqttd per instance on loopback, behind the
-//!   MQTT front layer ([`broker::front`]) that owns the public port, keeps the
-//!   live session registry ([`broker::registry`]) and authenticates devices
-//!   ([`broker::device_auth`]).
-//! - [`metering`]: the SQLite bill (group commit) and its reports;
-//!   [`metrics`]: live counters for `GET /metrics`.
-//! - [`client`]: a signing client (`mqgate call`), built on the same pure
-//!   signature functions the server verifies with.
-//! - [`secret`]: a string that never prints itself.
+//! - [`emqx`]: EMQX's client-management REST API per instance; each
+//!   endpoint states its RAM action in its signature ([`emqx::auth`]).
+//! - [`actions`]: one file per action: its typed parameters, its resource,
+//!   its typed answer, its handler ([`actions::Handler`]).
+//! - [`broker`]: the embedded rumqttd brokers (on a runtime of their own)
+//!   and the API the rest drives them with ([`broker::InstanceBroker`]:
+//!   kick, subscribe and unsubscribe for a client, publish, online status);
+//!   the MQTT front layer ([`broker::front`]) with the session registry and
+//!   device authentication.
+//! - [`metering`] (the SQLite bill, group commit, reports), [`metrics`].
+//! - [`access`] (authorize, resources and their ARNs, RAM condition keys),
+//!   [`principal`], [`replay`], [`throttle`].
+//! - [`directory`] (accounts, instances, keys), [`config`], [`params`].
+//! - Leaves: [`api`] (the action table), [`error`] (the error table),
+//!   [`ram`] (the policy language), [`secret`]; [`client`] (a signing
+//!   client for tools and tests).
+//!
+//! # Adding an action
+//!
+//! One row in [`api`]'s table (name, module, RAM action, QPS limit,
+//! billed), one file in `src/actions/` implementing [`actions::Handler`],
+//! and its entries in `openapi/mqgate.yaml` and the README's action table
+//! (a test checks that both agree with the table).
+
+#![forbid(unsafe_op_in_unsafe_fn)]
 
 pub mod access;
 pub mod actions;
+pub mod api;
 pub mod broker;
+pub mod cli;
 pub mod client;
 pub mod config;
 pub mod directory;
@@ -49,8 +58,12 @@ pub mod emqx;
 pub mod error;
 pub mod metering;
 pub mod metrics;
+pub mod params;
+pub mod principal;
 pub mod ram;
+pub mod replay;
 pub mod rpc;
 pub mod secret;
 pub mod server;
+pub mod state;
 pub mod throttle;

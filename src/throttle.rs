@@ -1,54 +1,69 @@
-//! Flow control: calls per second per account and action, with a small
-//! burst, GCRA (the `governor` crate). Defaults come from the API pages
-//! (QuerySessionByClientId 500/s, BatchQuerySessionByClientIds 100/s);
-//! CloseConnection has no documented figure and gets 100/s. Every limit can
-//! be changed for all accounts (`[limits]`) or one (`[accounts.limits]`).
+//! Flow control: calls per second per account and [`Limit`] (each RPC
+//! action, and the EMQX API as a whole), with a small burst, GCRA (the
+//! `governor` crate). Defaults come from the action table
+//! ([`crate::api`]); every limit can be changed for all accounts
+//! (`[limits]`) or one (`[accounts.limits]`).
 //!
-//! The burst is a tenth of the rate (at least 1): a quiet account may send
-//! that many calls at once, and over any interval of `t` seconds at most
-//! `rate * t + burst` calls are admitted.
+//! The burst of an action is a tenth of its rate (at least 1): a quiet
+//! account may send that many calls at once, and over any interval of `t`
+//! seconds at most `rate * t + burst` calls are admitted. The EMQX API's
+//! burst is a whole second's worth: a dashboard or a script reads many
+//! things at once, then nothing for a while.
+//!
+//! A refusal is a [`Throttled`]: each API answers it in its own shape.
 
-use crate::actions::Action;
-use crate::error::{ApiError, ErrorCode};
+use crate::api::Limit;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use std::collections::HashMap;
 use std::num::NonZeroU32;
+use std::time::Duration;
 
-/// The documented default for an action, calls per second.
-pub fn default_rate(action: Action) -> u32 {
-    match action {
-        Action::QuerySessionByClientId => 500,
-        Action::BatchQuerySessionByClientIds => 100,
-        Action::CloseConnection => 100,
-        Action::DescribeMeteringReport => 10,
+/// The burst that goes with a limit's rate.
+pub fn burst(limit: Limit, rate: u32) -> u32 {
+    match limit {
+        Limit::Action(_) => (rate / 10).max(1),
+        Limit::EmqxApi => rate.max(1),
     }
 }
 
-/// The burst that goes with a rate.
-pub fn burst(rate: u32) -> u32 {
-    (rate / 10).max(1)
+/// A call refused by flow control.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Throttled {
+    pub limit: Limit,
+    /// Calls per second allowed.
+    pub rate: u32,
+    pub burst: u32,
+    /// How long until a call can be admitted again (at least 1 ms).
+    pub wait: Duration,
 }
 
-/// One limiter per (account, action), found by account first so that a
+impl Throttled {
+    /// The wait in whole milliseconds, at least 1.
+    pub fn wait_ms(&self) -> u64 {
+        (self.wait.as_millis() as u64).max(1)
+    }
+}
+
+/// One limiter per (account, limit), found by account first so that a
 /// call's `&str` account id is the key (no allocation per call).
 pub struct Throttle {
-    limiters: HashMap<String, HashMap<Action, (u32, DefaultDirectRateLimiter)>>,
+    limiters: HashMap<String, Vec<Option<(u32, DefaultDirectRateLimiter)>>>,
     clock: DefaultClock,
 }
 
 impl Throttle {
-    /// `rates` gives each account's rate for each action.
-    pub fn new(rates: impl IntoIterator<Item = (String, Action, u32)>) -> Throttle {
-        let mut limiters: HashMap<String, HashMap<_, _>> = HashMap::new();
-        for (account, action, rate) in rates {
-            let rate_nz = NonZeroU32::new(rate.max(1)).expect("at least 1");
-            let burst_nz = NonZeroU32::new(burst(rate)).expect("at least 1");
+    /// `rates` gives each account's rate for each limit.
+    pub fn new(rates: impl IntoIterator<Item = (String, Limit, u32)>) -> Throttle {
+        let mut limiters: HashMap<String, Vec<Option<_>>> = HashMap::new();
+        for (account, limit, rate) in rates {
+            let rate_nz = NonZeroU32::new(rate.max(1)).unwrap_or(NonZeroU32::MIN);
+            let burst_nz = NonZeroU32::new(burst(limit, rate)).unwrap_or(NonZeroU32::MIN);
             let quota = Quota::per_second(rate_nz).allow_burst(burst_nz);
-            limiters
+            let by_limit = limiters
                 .entry(account)
-                .or_default()
-                .insert(action, (rate, RateLimiter::direct(quota)));
+                .or_insert_with(|| (0..Limit::COUNT).map(|_| None).collect());
+            by_limit[limit.index()] = Some((rate, RateLimiter::direct(quota)));
         }
         Throttle {
             limiters,
@@ -56,76 +71,57 @@ impl Throttle {
         }
     }
 
-    /// Admits the call or refuses it with `SystemOverFlow` and how long to
-    /// wait. An account without a limiter (not in the configuration) is
-    /// refused by authentication long before this.
-    pub fn check(&self, account_id: &str, action: Action) -> Result<(), ApiError> {
+    /// Admits the call or says how long to wait. An account without a
+    /// limiter (not in the configuration) is refused by authentication long
+    /// before this.
+    pub fn check(&self, account_id: &str, limit: Limit) -> Result<(), Throttled> {
         let Some((rate, limiter)) = self
             .limiters
             .get(account_id)
-            .and_then(|by_action| by_action.get(&action))
+            .and_then(|by_limit| by_limit[limit.index()].as_ref())
         else {
             return Ok(());
         };
-        match limiter.check() {
-            Ok(()) => Ok(()),
-            Err(not_until) => {
-                let wait = not_until.wait_time_from(self.clock.now());
-                let kind = if action == Action::BatchQuerySessionByClientIds {
-                    ErrorCode::SystemOverFlowServer
-                } else {
-                    ErrorCode::SystemOverFlow
-                };
-                let mut error = ApiError::new(
-                    kind,
-                    format!(
-                        "An error occurred while processing your request. Please try again: account {account_id} is over its limit of {rate} {} calls per second (burst {}); retry after {} ms.",
-                        action.name(),
-                        burst(*rate),
-                        wait.as_millis().max(1)
-                    ),
-                );
-                error.retry_after_ms = Some((wait.as_millis() as u64).max(1));
-                Err(error)
-            }
-        }
+        limiter.check().map_err(|not_until| Throttled {
+            limit,
+            rate: *rate,
+            burst: burst(limit, *rate),
+            wait: not_until.wait_time_from(self.clock.now()),
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::Action;
+
+    const QUERY: Limit = Limit::Action(Action::QuerySessionByClientId);
 
     #[test]
     fn a_burst_admits_the_burst_and_then_refuses_with_a_wait() {
-        let throttle = Throttle::new([("a".to_string(), Action::QuerySessionByClientId, 500)]);
+        let throttle = Throttle::new([("a".to_string(), QUERY, 500)]);
         let admitted = (0..1000)
-            .filter(|_| throttle.check("a", Action::QuerySessionByClientId).is_ok())
+            .filter(|_| throttle.check("a", QUERY).is_ok())
             .count();
         // All at once: the burst (50), plus what refills while the loop runs.
         assert!((50..=60).contains(&admitted), "{admitted}");
-        let e = throttle
-            .check("a", Action::QuerySessionByClientId)
-            .unwrap_err();
-        assert_eq!((e.code().as_str(), e.status()), ("SystemOverFlow", 403));
-        assert!(e.retry_after_ms.unwrap() >= 1);
+        let refused = throttle.check("a", QUERY).unwrap_err();
+        assert_eq!((refused.rate, refused.burst), (500, 50));
+        assert!(refused.wait_ms() >= 1);
     }
 
     #[test]
-    fn batch_answers_500_and_accounts_do_not_share_limits() {
+    fn accounts_and_limits_do_not_share_buckets() {
         let throttle = Throttle::new([
-            ("a".to_string(), Action::BatchQuerySessionByClientIds, 1),
-            ("b".to_string(), Action::BatchQuerySessionByClientIds, 1),
+            ("a".to_string(), QUERY, 1),
+            ("b".to_string(), QUERY, 1),
+            ("a".to_string(), Limit::EmqxApi, 1),
         ]);
-        throttle
-            .check("a", Action::BatchQuerySessionByClientIds)
-            .unwrap();
-        let e = throttle
-            .check("a", Action::BatchQuerySessionByClientIds)
-            .unwrap_err();
-        assert_eq!((e.code().as_str(), e.status()), ("SystemOverFlow", 500));
-        throttle
-            .check("b", Action::BatchQuerySessionByClientIds)
-            .unwrap();
+        throttle.check("a", QUERY).unwrap();
+        throttle.check("a", QUERY).unwrap_err();
+        throttle.check("b", QUERY).unwrap();
+        throttle.check("a", Limit::EmqxApi).unwrap();
+        throttle.check("a", Limit::EmqxApi).unwrap_err();
     }
 }

@@ -365,10 +365,10 @@ async fn every_row_of_the_error_table_is_produced() {
 }
 
 async fn internal_error_reply() -> Reply {
-    use mqgate::actions::batch_query_session_by_client_ids::StatusCache;
     use mqgate::config::Config;
     use mqgate::directory::{Directory, DirectoryHandle};
-    use mqgate::rpc::{RpcState, replay::ReplayGuard};
+    use mqgate::replay::ReplayGuard;
+    use mqgate::state::AppState;
     use tower::ServiceExt;
 
     let with_instance = Config::parse(TWO_ACCOUNTS, "t.toml").unwrap();
@@ -377,15 +377,18 @@ async fn internal_error_reply() -> Reply {
         "t.toml",
     )
     .unwrap();
-    let brokers = mqgate::broker::Brokers::start(&Directory::from_config(&without), &without.mqtt)
-        .await
-        .unwrap();
+    let brokers = mqgate::broker::Brokers::start(
+        &Directory::from_config(&without),
+        &without.mqtt,
+        std::time::Duration::from_secs(1),
+    )
+    .await
+    .unwrap();
     let storage = tempfile::tempdir().unwrap();
-    let state = std::sync::Arc::new(RpcState {
+    let state = std::sync::Arc::new(AppState {
         directory: DirectoryHandle::new(Directory::from_config(&with_instance)),
         brokers: std::sync::Arc::new(brokers),
         replay: ReplayGuard::new(900, Utc::now() - ChronoDuration::minutes(1), 100),
-        status_cache: StatusCache::new(std::time::Duration::from_secs(1), 100),
         throttle: std::sync::RwLock::new(std::sync::Arc::new(mqgate::throttle::Throttle::new([]))),
         meter: std::sync::Arc::new(mqgate::metering::Meter::open(storage.path()).unwrap()),
         metrics: mqgate::metrics::Metrics::default(),

@@ -8,7 +8,9 @@ use chrono::{DateTime, Utc};
 use mqgate::config::Config;
 use mqgate::directory::Directory;
 use mqgate::error::ErrorCode;
-use mqgate::rpc::{parse_request, replay::ReplayGuard, signature_v1, signature_v3, verify};
+use mqgate::replay::ReplayGuard;
+use mqgate::rpc::parse::{IncomingRequest, parse_request};
+use mqgate::rpc::{signature_v1, signature_v3, verify};
 use serde_json::Value;
 
 struct Capture {
@@ -60,7 +62,7 @@ fn headers(c: &Capture) -> Vec<(String, String)> {
         .collect()
 }
 
-fn incoming(c: &Capture) -> verify::IncomingRequest {
+fn incoming(c: &Capture) -> IncomingRequest {
     let request = &c.json["request"];
     let query = request["raw_query"].as_str().filter(|q| !q.is_empty());
     let body = request["body_raw"].as_str().unwrap();

@@ -11,20 +11,17 @@
 //!
 //! As with ApsaraMQ, the answer may lag: a status is cached for
 //! `http.batch_status_ttl_ms` (default 1 s), which is the staleness a caller
-//! may see. `QuerySessionByClientId` is the real-time query.
+//! may see (see [`crate::broker::status_cache`]). `QuerySessionByClientId`
+//! is the real-time query.
 
-use super::{ActionContext, ApiAction, check_client_id};
-use crate::broker::InstanceBroker;
+use super::{Context, Handler};
+use crate::access::Resource;
 use crate::error::ApiError;
-use crate::rpc::params::Params;
-use moka::sync::Cache;
+use crate::params::{Params, check_client_id};
 use serde::Serialize;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 /// At most this many ids per call (`ClientIdList.1` .. `ClientIdList.10`).
 pub const MAX_CLIENT_IDS: usize = 10;
-const LIST: &str = "ClientIdList";
 
 pub struct BatchQuerySessionByClientIds;
 
@@ -36,8 +33,7 @@ pub struct Request {
 
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct Response {
-    pub request_id: String,
+pub struct Answer {
     pub online_status_list: Vec<ClientStatus>,
 }
 
@@ -48,132 +44,37 @@ pub struct ClientStatus {
     pub online_status: bool,
 }
 
-impl ApiAction for BatchQuerySessionByClientIds {
-    const NAME: &'static str = "BatchQuerySessionByClientIds";
-    const RAM_ACTION: &'static str = "mq:BatchQuerySessionByClientIds";
-    type Request = Request;
-    type Response = Response;
+impl Handler for BatchQuerySessionByClientIds {
+    type Params = Request;
+    type Answer = Answer;
 
     fn parse(params: &Params) -> Result<Request, ApiError> {
-        let instance_id = super::required_param(params, "InstanceId")?.to_string();
-        let mut numbered: Vec<(usize, &str)> = Vec::new();
-        for (key, value) in params.iter() {
-            let Some(rest) = key.strip_prefix(LIST) else {
-                continue;
-            };
-            let Some(n) = rest.strip_prefix('.') else {
-                return Err(ApiError::invalid(
-                    key,
-                    "send the list as ClientIdList.1=...&ClientIdList.2=... (N from 1 to 10)",
-                ));
-            };
-            let index = n
-                .parse::<usize>()
-                .ok()
-                .filter(|i| (1..=MAX_CLIENT_IDS).contains(i) && i.to_string() == n);
-            let Some(index) = index else {
-                return Err(ApiError::invalid(
-                    LIST,
-                    format!(
-                        "{key} is out of range: N of ClientIdList.N runs from 1 to {MAX_CLIENT_IDS}, so at most {MAX_CLIENT_IDS} client ids fit in one call"
-                    ),
-                ));
-            };
-            check_client_id(key, value)?;
-            numbered.push((index, value));
+        let instance_id = params.required("InstanceId")?.to_string();
+        let mut client_ids = Vec::new();
+        for (key, client_id) in params.list("ClientIdList", MAX_CLIENT_IDS)? {
+            check_client_id(key, client_id)?;
+            client_ids.push(client_id.to_string());
         }
-        if numbered.is_empty() {
-            return Err(ApiError::invalid(
-                LIST,
-                "it is missing; send ClientIdList.1=... (up to ClientIdList.10)",
-            ));
-        }
-        numbered.sort_by_key(|(index, _)| *index);
         Ok(Request {
             instance_id,
-            client_ids: numbered.into_iter().map(|(_, id)| id.to_string()).collect(),
+            client_ids,
         })
     }
 
-    fn instance_id(request: &Request) -> &str {
-        &request.instance_id
+    fn resource(request: &Request) -> Resource<'_> {
+        Resource::Instance(&request.instance_id)
     }
 
-    async fn handle(
-        ctx: &ActionContext<'_>,
-        instance: &InstanceBroker,
-        request: Request,
-        request_id: &str,
-    ) -> Result<Response, ApiError> {
+    async fn handle(ctx: &Context<'_>, request: Request) -> Result<Answer, ApiError> {
         let online_status_list = request
             .client_ids
             .into_iter()
-            .map(|client_id| {
-                let online_status = ctx.status_cache.online(instance, &client_id);
-                ClientStatus {
-                    client_id,
-                    online_status,
-                }
+            .map(|client_id| ClientStatus {
+                online_status: ctx.broker.is_online_cached(&client_id),
+                client_id,
             })
             .collect();
-        Ok(Response {
-            request_id: request_id.to_string(),
-            online_status_list,
-        })
-    }
-}
-
-/// Online status by (instance, client id), each entry kept for the TTL.
-pub struct StatusCache {
-    cache: Option<Cache<(String, String), bool>>,
-    hits: AtomicU64,
-    misses: AtomicU64,
-}
-
-impl StatusCache {
-    /// A TTL of zero turns the cache off (every answer is live).
-    pub fn new(ttl: Duration, capacity: u64) -> StatusCache {
-        let cache = (!ttl.is_zero()).then(|| {
-            Cache::builder()
-                .time_to_live(ttl)
-                .max_capacity(capacity)
-                .build()
-        });
-        StatusCache {
-            cache,
-            hits: AtomicU64::new(0),
-            misses: AtomicU64::new(0),
-        }
-    }
-
-    /// The cached status, or the live one (then cached).
-    pub fn online(&self, instance: &InstanceBroker, client_id: &str) -> bool {
-        let Some(cache) = &self.cache else {
-            return instance.sessions.is_online(client_id);
-        };
-        let key = (instance.instance_id.clone(), client_id.to_string());
-        if let Some(status) = cache.get(&key) {
-            self.hits.fetch_add(1, Ordering::Relaxed);
-            return status;
-        }
-        self.misses.fetch_add(1, Ordering::Relaxed);
-        let status = instance.sessions.is_online(client_id);
-        cache.insert(key, status);
-        status
-    }
-
-    pub fn forget(&self, instance_id: &str, client_id: &str) {
-        if let Some(cache) = &self.cache {
-            cache.invalidate(&(instance_id.to_string(), client_id.to_string()));
-        }
-    }
-
-    /// (hits, misses) since start.
-    pub fn hit_counts(&self) -> (u64, u64) {
-        (
-            self.hits.load(Ordering::Relaxed),
-            self.misses.load(Ordering::Relaxed),
-        )
+        Ok(Answer { online_status_list })
     }
 }
 

@@ -12,11 +12,10 @@
 //! that the client is not connected, holds (Alibaba's documentation lists
 //! no error for it).
 
-use super::{ActionContext, ApiAction, check_client_id, required_param};
-use crate::broker::InstanceBroker;
-use crate::broker::front::reason::ADMINISTRATIVE_ACTION;
+use super::{Context, Handler};
+use crate::access::Resource;
 use crate::error::ApiError;
-use crate::rpc::params::Params;
+use crate::params::Params;
 use serde::Serialize;
 
 pub struct CloseConnection;
@@ -28,52 +27,35 @@ pub struct Request {
 
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct Response {
-    pub request_id: String,
+pub struct Answer {
     pub code: u16,
     pub message: &'static str,
     pub success: bool,
 }
 
-impl ApiAction for CloseConnection {
-    const NAME: &'static str = "CloseConnection";
-    const RAM_ACTION: &'static str = "mq:CloseConnection";
-    type Request = Request;
-    type Response = Response;
+impl Handler for CloseConnection {
+    type Params = Request;
+    type Answer = Answer;
 
     fn parse(params: &Params) -> Result<Request, ApiError> {
-        let instance_id = required_param(params, "InstanceId")?.to_string();
-        let client_id = required_param(params, "ClientId")?.to_string();
-        check_client_id("ClientId", &client_id)?;
         Ok(Request {
-            instance_id,
-            client_id,
+            instance_id: params.required("InstanceId")?.to_string(),
+            client_id: params.client_id("ClientId")?.to_string(),
         })
     }
 
-    fn instance_id(request: &Request) -> &str {
-        &request.instance_id
+    fn resource(request: &Request) -> Resource<'_> {
+        Resource::Instance(&request.instance_id)
     }
 
-    async fn handle(
-        ctx: &ActionContext<'_>,
-        instance: &InstanceBroker,
-        request: Request,
-        request_id: &str,
-    ) -> Result<Response, ApiError> {
-        instance
-            .sessions
-            .disconnect(
+    async fn handle(ctx: &Context<'_>, request: Request) -> Result<Answer, ApiError> {
+        ctx.broker
+            .kick(
                 &request.client_id,
-                ADMINISTRATIVE_ACTION,
                 "connection closed by a CloseConnection call",
             )
             .await;
-        // The batch view should not go on reporting a client we just closed.
-        ctx.status_cache
-            .forget(&instance.instance_id, &request.client_id);
-        Ok(Response {
-            request_id: request_id.to_string(),
+        Ok(Answer {
             code: 200,
             message: "operation success.",
             success: true,

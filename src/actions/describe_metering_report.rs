@@ -12,28 +12,29 @@
 //! `GroupBy`: any of `action`, and one of `hour`, `day` (default
 //! `action,day`); without a time unit, one window spans the whole range.
 
-use super::{ActionContext, ApiAction, required_param};
-use crate::broker::InstanceBroker;
-use crate::error::{ApiError, ErrorCode};
-use crate::metering::report::{self, Bucket, Kind, Query};
-use crate::rpc::params::Params;
+use super::{Context, Handler};
+use crate::access::Resource;
+use crate::error::ApiError;
+use crate::metering::report::{self, GroupBy, Kind, Query};
+use crate::params::Params;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 
 pub struct DescribeMeteringReport;
 
+/// What `GroupBy` may name here (the instance is the one asked for).
+const GROUP_BY: &[&str] = &["action", "hour", "day"];
+
 pub struct Request {
     pub instance_id: String,
     pub start: DateTime<Utc>,
     pub end: DateTime<Utc>,
-    pub by_action: bool,
-    pub bucket: Bucket,
+    pub group_by: GroupBy,
 }
 
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct Response {
-    pub request_id: String,
+pub struct Answer {
     pub instance_id: String,
     pub start_time: String,
     pub end_time: String,
@@ -49,82 +50,54 @@ pub struct ReportRow {
     pub transactions: u64,
 }
 
-impl ApiAction for DescribeMeteringReport {
-    const NAME: &'static str = "DescribeMeteringReport";
-    const RAM_ACTION: &'static str = "mq:DescribeMeteringReport";
-    type Request = Request;
-    type Response = Response;
+impl Handler for DescribeMeteringReport {
+    type Params = Request;
+    type Answer = Answer;
 
     fn parse(params: &Params) -> Result<Request, ApiError> {
-        let instance_id = required_param(params, "InstanceId")?.to_string();
+        let instance_id = params.required("InstanceId")?.to_string();
         let now = Utc::now();
         let time = |name: &str| {
-            report::parse_time(required_param(params, name)?, now)
-                .map_err(|e| ApiError::invalid(name, e))
+            report::parse_time(params.required(name)?, now).map_err(|e| ApiError::invalid(name, e))
         };
         let (start, end) = (time("StartTime")?, time("EndTime")?);
         if end <= start {
             return Err(ApiError::invalid("EndTime", "it must be after StartTime"));
         }
-        let (mut by_action, mut bucket) = (false, Bucket::Whole);
-        for part in params.get("GroupBy").unwrap_or("action,day").split(',') {
-            match part.trim() {
-                "action" => by_action = true,
-                "hour" => bucket = Bucket::Hour,
-                "day" => bucket = Bucket::Day,
-                "" => {}
-                other => {
-                    return Err(ApiError::invalid(
-                        "GroupBy",
-                        format!("\"{other}\" is not action, hour or day"),
-                    ));
-                }
-            }
-        }
+        let group_by = GroupBy::parse(params.get("GroupBy").unwrap_or("action,day"), GROUP_BY)
+            .map_err(|e| ApiError::invalid("GroupBy", e))?;
         Ok(Request {
             instance_id,
             start,
             end,
-            by_action,
-            bucket,
+            group_by,
         })
     }
 
-    fn instance_id(request: &Request) -> &str {
-        &request.instance_id
+    fn resource(request: &Request) -> Resource<'_> {
+        Resource::Instance(&request.instance_id)
     }
 
-    async fn handle(
-        ctx: &ActionContext<'_>,
-        instance: &InstanceBroker,
-        request: Request,
-        request_id: &str,
-    ) -> Result<Response, ApiError> {
+    async fn handle(ctx: &Context<'_>, request: Request) -> Result<Answer, ApiError> {
         let query = Query {
             kind: Kind::Transactions,
             from: request.start,
             to: request.end,
-            account_id: Some(instance.account_id.clone()),
-            instance_id: Some(instance.instance_id.clone()),
-            by_instance: true,
-            by_action: request.by_action,
-            bucket: request.bucket,
+            account_id: Some(ctx.instance.account_id.clone()),
+            instance_id: Some(ctx.instance.id.clone()),
+            group_by: GroupBy {
+                instance: true,
+                ..request.group_by
+            },
         };
         let path = ctx.meter.path().to_path_buf();
         let rows = tokio::task::spawn_blocking(move || {
             report::open_read_only(&path).and_then(|c| report::run(&c, &query))
         })
         .await
-        .map_err(|e| e.to_string())
-        .and_then(|r| r)
-        .map_err(|e| {
-            ApiError::new(
-                ErrorCode::InternalError,
-                format!("An error occurred while processing your request. Try again later: {e}"),
-            )
-        })?;
-        Ok(Response {
-            request_id: request_id.to_string(),
+        .map_err(|e| ApiError::internal(format!("the report task failed: {e}")))?
+        .map_err(|e| ApiError::internal(format!("the metering report failed: {e}")))?;
+        Ok(Answer {
             instance_id: request.instance_id,
             start_time: request.start.to_rfc3339_opts(SecondsFormat::Secs, true),
             end_time: request.end.to_rfc3339_opts(SecondsFormat::Secs, true),

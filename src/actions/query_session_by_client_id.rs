@@ -6,10 +6,10 @@
 //! -> {"OnlineStatus": true, "RequestId": "..."}
 //! ```
 
-use super::{ActionContext, ApiAction, check_client_id, required_param};
-use crate::broker::InstanceBroker;
+use super::{Context, Handler, RequestIdAt};
+use crate::access::Resource;
 use crate::error::ApiError;
-use crate::rpc::params::Params;
+use crate::params::Params;
 use serde::Serialize;
 
 pub struct QuerySessionByClientId;
@@ -21,40 +21,31 @@ pub struct Request {
 
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct Response {
+pub struct Answer {
     pub online_status: bool,
-    pub request_id: String,
 }
 
-impl ApiAction for QuerySessionByClientId {
-    const NAME: &'static str = "QuerySessionByClientId";
-    const RAM_ACTION: &'static str = "mq:MqttInstanceAccess";
-    type Request = Request;
-    type Response = Response;
+impl Handler for QuerySessionByClientId {
+    type Params = Request;
+    type Answer = Answer;
+
+    // Alibaba's page lists OnlineStatus, then RequestId.
+    const REQUEST_ID_AT: RequestIdAt = RequestIdAt::Last;
 
     fn parse(params: &Params) -> Result<Request, ApiError> {
-        let instance_id = required_param(params, "InstanceId")?.to_string();
-        let client_id = required_param(params, "ClientId")?.to_string();
-        check_client_id("ClientId", &client_id)?;
         Ok(Request {
-            instance_id,
-            client_id,
+            instance_id: params.required("InstanceId")?.to_string(),
+            client_id: params.client_id("ClientId")?.to_string(),
         })
     }
 
-    fn instance_id(request: &Request) -> &str {
-        &request.instance_id
+    fn resource(request: &Request) -> Resource<'_> {
+        Resource::Instance(&request.instance_id)
     }
 
-    async fn handle(
-        _ctx: &ActionContext<'_>,
-        instance: &InstanceBroker,
-        request: Request,
-        request_id: &str,
-    ) -> Result<Response, ApiError> {
-        Ok(Response {
-            online_status: instance.sessions.is_online(&request.client_id),
-            request_id: request_id.to_string(),
+    async fn handle(ctx: &Context<'_>, request: Request) -> Result<Answer, ApiError> {
+        Ok(Answer {
+            online_status: ctx.broker.is_online(&request.client_id),
         })
     }
 }

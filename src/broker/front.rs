@@ -22,7 +22,7 @@ use super::device_auth::{self, Refusal};
 use super::registry::{
     Awaited, Control, Injected, ProtocolVersion, Session, SessionInfo, SubscriptionOptions,
 };
-use super::{Brokers, InstanceBroker};
+use super::{Brokers, InstanceBroker, reason};
 use crate::directory::DirectoryHandle;
 use bytes::BytesMut;
 use chrono::Utc;
@@ -44,13 +44,6 @@ const BROKER_MAX_FRAME: usize = 268_435_455;
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a goodbye packet may take to write before the socket is dropped.
 const GOODBYE_TIMEOUT: Duration = Duration::from_secs(1);
-
-/// MQTT 5 DISCONNECT reason codes the front layer sends.
-pub mod reason {
-    pub const SERVER_SHUTTING_DOWN: u8 = 0x8B;
-    pub const SESSION_TAKEN_OVER: u8 = 0x8E;
-    pub const ADMINISTRATIVE_ACTION: u8 = 0x98;
-}
 
 pub struct FrontLayer {
     brokers: Arc<Brokers>,

@@ -1,14 +1,17 @@
 //! The MQTT side: one embedded rumqttd broker per instance, on loopback only,
-//! behind a front layer that owns the public port.
+//! behind a front layer that owns the public port, and the API the rest of
+//! mqgate drives them with ([`InstanceBroker`]: `kick`, `subscribe_for`,
+//! `unsubscribe_for`, `publish`, online status).
 //!
 //! rumqttd alone cannot list or kick clients, serves MQTT 3.1.1 and 5 on
 //! separate ports, and has no notion of tenants (its router keeps those
-//! facts private). So every instance gets its own rumqttd
-//! router, which isolates its client ids, topics and messages from every
-//! other instance, with a 3.1.1 and a 5 listener on loopback ports; and the
-//! front layer ([`front`]) accepts every client, authenticates it, picks its
-//! instance and protocol, and relays its frames, keeping the live session
-//! registry ([`registry`]) as connections come and go.
+//! facts private). So every instance gets its own rumqttd router, which
+//! isolates its client ids, topics and messages from every other instance,
+//! with a 3.1.1 and a 5 listener on loopback ports ([`embedded`], on a
+//! runtime of their own); and the front layer ([`front`]) accepts every
+//! client, authenticates it, picks its instance and protocol, and relays
+//! its frames, keeping the live session registry ([`registry`]) as
+//! connections come and go.
 //!
 //! rumqttd's listeners require a username and password that only this
 //! process knows (random per start), and the front layer puts them in every
@@ -17,24 +20,64 @@
 
 pub mod codec;
 pub mod device_auth;
+pub mod embedded;
 pub mod front;
 pub mod registry;
+pub mod status_cache;
 
 use crate::config::MqttConfig;
 use crate::directory::Directory;
-use registry::{ProtocolVersion, SessionRegistry};
-use rumqttd::protocol::{Login, Protocol, v4::V4, v5::V5};
-use rumqttd::{ConnectionSettings, LinkType, Router, RouterConfig, Server, ServerSettings};
+use embedded::BrokerRuntime;
+use registry::{Awaited, InjectError, ProtocolVersion, SessionRegistry, SubscriptionOptions};
+use rumqttd::local::{LinkRx, LinkTx};
+use rumqttd::protocol::Login;
+use status_cache::StatusCache;
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener as StdTcpListener};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use std::sync::{Arc, Mutex, RwLock};
 
-/// The embedded broker of one instance.
-#[derive(Debug)]
+/// MQTT 5 DISCONNECT reason codes mqgate sends.
+pub mod reason {
+    pub const SERVER_SHUTTING_DOWN: u8 = 0x8B;
+    pub const SESSION_TAKEN_OVER: u8 = 0x8E;
+    pub const ADMINISTRATIVE_ACTION: u8 = 0x98;
+}
+
+/// Why a broker could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot start the embedded brokers' runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error("cannot start the embedded broker of instance {instance}: {reason}")]
+    Broker { instance: String, reason: String },
+}
+
+/// Why the broker could not do what an API asked of it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BrokerError {
+    #[error("the client is not connected")]
+    NotConnected,
+    #[error("the broker did not acknowledge in time")]
+    NoAcknowledgement,
+    #[error("\"{0}\" is not a topic a message can be published to")]
+    InvalidTopic(String),
+    #[error("the packet could not be encoded: {0}")]
+    Encode(String),
+    #[error("the embedded broker is not available: {0}")]
+    Unavailable(String),
+}
+
+impl From<InjectError> for BrokerError {
+    fn from(e: InjectError) -> BrokerError {
+        match e {
+            InjectError::Disconnected => BrokerError::NotConnected,
+            InjectError::NoAcknowledgement => BrokerError::NoAcknowledgement,
+        }
+    }
+}
+
+/// The embedded broker of one instance, and what the APIs may ask of it.
 pub struct InstanceBroker {
     pub instance_id: String,
     pub account_id: String,
@@ -45,6 +88,23 @@ pub struct InstanceBroker {
     /// rumqttd's MQTT 5 listener (loopback).
     pub v5_addr: SocketAddr,
     pub sessions: Arc<SessionRegistry>,
+    status_cache: Arc<StatusCache>,
+    /// The router link mqgate publishes through (a blocking send: used on
+    /// the brokers' runtime's blocking pool).
+    publisher: Arc<Mutex<LinkTx>>,
+    _publisher_rx: LinkRx,
+    runtime: tokio::runtime::Handle,
+}
+
+impl std::fmt::Debug for InstanceBroker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InstanceBroker")
+            .field("instance_id", &self.instance_id)
+            .field("account_id", &self.account_id)
+            .field("v4_addr", &self.v4_addr)
+            .field("v5_addr", &self.v5_addr)
+            .finish_non_exhaustive()
+    }
 }
 
 impl InstanceBroker {
@@ -55,31 +115,197 @@ impl InstanceBroker {
             ProtocolVersion::V5 => self.v5_addr,
         }
     }
+
+    /// Whether a client is connected now (the live registry).
+    pub fn is_online(&self, client_id: &str) -> bool {
+        self.sessions.is_online(client_id)
+    }
+
+    /// Whether a client is connected, as the status cache last saw it (at
+    /// most `http.batch_status_ttl_ms` old).
+    pub fn is_online_cached(&self, client_id: &str) -> bool {
+        self.status_cache
+            .online(&self.instance_id, &self.sessions, client_id)
+    }
+
+    /// The protocol a connected client speaks, `None` if it is not
+    /// connected.
+    pub fn client_protocol(&self, client_id: &str) -> Option<ProtocolVersion> {
+        self.sessions.get(client_id).map(|s| s.info.protocol)
+    }
+
+    /// Ends a client's connection and session (MQTT 5 clients get
+    /// DISCONNECT 0x98, administrative action, with `why` as the reason
+    /// string), and forgets its cached status so that the batch view does
+    /// not go on reporting it. Returns once the connection is gone; `false`
+    /// if there was neither a connection nor a kept session.
+    pub async fn kick(&self, client_id: &str, why: &str) -> bool {
+        let kicked = self
+            .sessions
+            .disconnect(client_id, reason::ADMINISTRATIVE_ACTION, why)
+            .await;
+        self.status_cache.forget(&self.instance_id, client_id);
+        kicked
+    }
+
+    /// Ends every connection of this instance and its session,
+    /// concurrently (shutdown, instance removed).
+    pub async fn disconnect_all(&self, reason_code: u8, why: &str) {
+        let mut waits = Vec::new();
+        for session in self.sessions.all() {
+            let why = why.to_string();
+            let status_cache = self.status_cache.clone();
+            let instance_id = self.instance_id.clone();
+            waits.push(tokio::spawn(async move {
+                session.disconnect(reason_code, &why).await;
+                status_cache.forget(&instance_id, &session.info.client_id);
+            }));
+        }
+        for wait in waits {
+            let _ = wait.await;
+        }
+    }
+
+    /// Subscribes a connected client to `filters`, as if it had sent the
+    /// SUBSCRIBE itself (on its connection, with a packet id of ours; the
+    /// broker's SUBACK is kept from the client). Returns the SUBACK's
+    /// return codes, one per filter (below 0x80: granted, with that QoS).
+    pub async fn subscribe_for(
+        &self,
+        client_id: &str,
+        filters: Vec<(String, SubscriptionOptions)>,
+    ) -> Result<Vec<u8>, BrokerError> {
+        use rumqttd::protocol::{Filter, Packet, QoS, RetainForwardRule, Subscribe};
+        let session = self
+            .sessions
+            .get(client_id)
+            .ok_or(BrokerError::NotConnected)?;
+        let packet_id = session.next_packet_id();
+        let packet = Packet::Subscribe(
+            Subscribe {
+                pkid: packet_id,
+                filters: filters
+                    .iter()
+                    .map(|(topic, o)| Filter {
+                        path: topic.clone(),
+                        qos: rumqttd::protocol::qos(o.qos).unwrap_or(QoS::AtMostOnce),
+                        nolocal: o.nl == 1,
+                        preserve_retain: o.rap == 1,
+                        retain_forward_rule: match o.rh {
+                            1 => RetainForwardRule::OnNewSubscribe,
+                            2 => RetainForwardRule::Never,
+                            _ => RetainForwardRule::OnEverySubscribe,
+                        },
+                    })
+                    .collect(),
+            },
+            None,
+        );
+        let frame = encode(session.info.protocol, packet)?;
+        Ok(session
+            .inject(packet_id, frame, Awaited::Subscribe(filters))
+            .await?)
+    }
+
+    /// Unsubscribes a connected client from `topics`, as if it had sent the
+    /// UNSUBSCRIBE itself.
+    pub async fn unsubscribe_for(
+        &self,
+        client_id: &str,
+        topics: Vec<String>,
+    ) -> Result<(), BrokerError> {
+        use rumqttd::protocol::{Packet, Unsubscribe};
+        let session = self
+            .sessions
+            .get(client_id)
+            .ok_or(BrokerError::NotConnected)?;
+        let packet_id = session.next_packet_id();
+        let packet = Packet::Unsubscribe(
+            Unsubscribe {
+                pkid: packet_id,
+                filters: topics.clone(),
+            },
+            None,
+        );
+        let frame = encode(session.info.protocol, packet)?;
+        session
+            .inject(packet_id, frame, Awaited::Unsubscribe(topics))
+            .await?;
+        Ok(())
+    }
+
+    /// Publishes a message to the instance's subscribers, through the
+    /// router's in-process link. The payload's bytes are delivered as they
+    /// are; each subscriber gets it at its subscription's QoS (rumqttd
+    /// delivers at the subscription's QoS). Returns once the router has the
+    /// message.
+    pub async fn publish(&self, topic: &str, payload: bytes::Bytes) -> Result<(), BrokerError> {
+        if !rumqttd::protocol::valid_topic(topic) {
+            return Err(BrokerError::InvalidTopic(topic.to_string()));
+        }
+        let publisher = self.publisher.clone();
+        let topic = bytes::Bytes::copy_from_slice(topic.as_bytes());
+        // The send blocks while the router's queue is full: that wait is
+        // the broker's backpressure, taken on the brokers' blocking pool.
+        self.runtime
+            .spawn_blocking(move || {
+                publisher
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .publish(topic, payload)
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            })
+            .await
+            .map_err(|e| BrokerError::Unavailable(e.to_string()))?
+            .map_err(|e| BrokerError::Unavailable(e.to_string()))?;
+        Ok(())
+    }
 }
 
-/// All instances' brokers, and the credentials the front layer uses to
-/// reach them. Instances added by a configuration reload get brokers of
-/// their own; rumqttd cannot stop a router, so a removed instance's broker
-/// stays, emptied of clients and unreachable (its instance is gone from the
-/// directory).
+/// A packet in the wire format of `protocol`.
+fn encode(
+    protocol: ProtocolVersion,
+    packet: rumqttd::protocol::Packet,
+) -> Result<Vec<u8>, BrokerError> {
+    use rumqttd::protocol::{Protocol, v4::V4, v5::V5};
+    let mut frame = bytes::BytesMut::new();
+    let encoded = match protocol {
+        ProtocolVersion::V311 => V4.write(packet, &mut frame),
+        ProtocolVersion::V5 => V5.write(packet, &mut frame),
+    };
+    encoded.map_err(|e| BrokerError::Encode(e.to_string()))?;
+    Ok(frame.to_vec())
+}
+
+/// All instances' brokers, the runtime they run on, and the credentials the
+/// front layer uses to reach them. Instances added by a configuration
+/// reload get brokers of their own; rumqttd cannot stop a router, so a
+/// removed instance's broker stays, emptied of clients and unreachable (its
+/// instance is gone from the directory).
 #[derive(Debug)]
 pub struct Brokers {
     instances: RwLock<HashMap<String, Arc<InstanceBroker>>>,
     next_router_id: AtomicUsize,
     internal_login: Login,
     mqtt: MqttConfig,
+    status_cache: Arc<StatusCache>,
+    runtime: BrokerRuntime,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error("cannot start the embedded broker of instance {instance}: {reason}")]
-    Broker { instance: String, reason: String },
-}
+/// Most entries the status cache holds, across instances.
+const STATUS_CACHE_CAPACITY: u64 = 1_000_000;
 
 impl Brokers {
     /// Starts a rumqttd router and its two loopback listeners for every
     /// instance of the directory, and waits until each answers a CONNECT.
-    pub async fn start(directory: &Directory, mqtt: &MqttConfig) -> Result<Brokers, StartError> {
+    /// `status_ttl` is how long the batch view may keep a status (zero:
+    /// never).
+    pub async fn start(
+        directory: &Directory,
+        mqtt: &MqttConfig,
+        status_ttl: std::time::Duration,
+    ) -> Result<Brokers, StartError> {
         let brokers = Brokers {
             instances: RwLock::new(HashMap::new()),
             next_router_id: AtomicUsize::new(0),
@@ -88,6 +314,8 @@ impl Brokers {
                 password: uuid::Uuid::new_v4().simple().to_string(),
             },
             mqtt: mqtt.clone(),
+            status_cache: Arc::new(StatusCache::new(status_ttl, STATUS_CACHE_CAPACITY)),
+            runtime: BrokerRuntime::start().map_err(StartError::Runtime)?,
         };
         brokers.ensure_started(directory).await?;
         Ok(brokers)
@@ -104,10 +332,10 @@ impl Brokers {
         missing.sort_unstable();
         for (instance_id, account_id) in &missing {
             let router_id = self.next_router_id.fetch_add(1, Ordering::Relaxed);
-            let broker = start_instance(
+            let started = embedded::start(
+                &self.runtime,
                 router_id,
                 instance_id,
-                account_id,
                 &self.mqtt,
                 &self.internal_login,
             )
@@ -116,6 +344,20 @@ impl Brokers {
                 instance: instance_id.clone(),
                 reason,
             })?;
+            let broker = InstanceBroker {
+                instance_id: instance_id.clone(),
+                account_id: account_id.clone(),
+                meter: crate::metering::BrokerMeter::default(),
+                v4_addr: started.v4_addr,
+                v5_addr: started.v5_addr,
+                sessions: SessionRegistry::with_default_expiry(std::time::Duration::from_secs(
+                    self.mqtt.session_expiry_secs,
+                )),
+                status_cache: self.status_cache.clone(),
+                publisher: Arc::new(Mutex::new(started.publisher)),
+                _publisher_rx: started.publisher_rx,
+                runtime: self.runtime.handle().clone(),
+            };
             self.write().insert(instance_id.clone(), Arc::new(broker));
         }
         Ok(missing.into_iter().map(|(id, _)| id).collect())
@@ -135,11 +377,22 @@ impl Brokers {
         &self.internal_login
     }
 
+    /// (hits, misses) of the batch view's status cache since start.
+    pub fn status_cache_hits(&self) -> (u64, u64) {
+        self.status_cache.hit_counts()
+    }
+
     /// Ends every live connection (MQTT 5 clients hear why), for shutdown.
-    pub async fn disconnect_all(&self, reason_code: u8, reason: &str) {
+    pub async fn disconnect_all(&self, reason_code: u8, why: &str) {
         for broker in self.all() {
-            broker.disconnect_all(reason_code, reason).await;
+            broker.disconnect_all(reason_code, why).await;
         }
+    }
+
+    /// Stops rumqttd's runtime (see [`embedded`]); call once every
+    /// connection is closed.
+    pub fn shutdown(&self) {
+        self.runtime.shutdown();
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<InstanceBroker>>> {
@@ -149,171 +402,4 @@ impl Brokers {
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<InstanceBroker>>> {
         self.instances.write().unwrap_or_else(|e| e.into_inner())
     }
-}
-
-impl InstanceBroker {
-    /// Ends every connection of this instance, concurrently.
-    pub async fn disconnect_all(&self, reason_code: u8, reason: &str) {
-        let mut waits = Vec::new();
-        for session in self.sessions.all() {
-            let reason = reason.to_string();
-            waits.push(tokio::spawn(async move {
-                session.disconnect(reason_code, &reason).await
-            }));
-        }
-        for wait in waits {
-            let _ = wait.await;
-        }
-    }
-}
-
-async fn start_instance(
-    router_id: usize,
-    instance_id: &str,
-    account_id: &str,
-    mqtt: &MqttConfig,
-    login: &Login,
-) -> Result<InstanceBroker, String> {
-    let router = Router::new(
-        router_id,
-        RouterConfig {
-            max_connections: mqtt.max_connections_per_instance,
-            max_outgoing_packet_count: 200,
-            max_segment_size: 4 * 1024 * 1024,
-            max_segment_count: 4,
-            ..RouterConfig::default()
-        },
-    );
-    let router_tx = router.spawn();
-    let connections = ConnectionSettings {
-        // rumqttd's field is a u16 of milliseconds.
-        connection_timeout_ms: 10_000,
-        max_payload_size: mqtt.max_packet_size,
-        max_inflight_count: 100,
-        auth: Some(HashMap::from([(
-            login.username.clone(),
-            login.password.clone(),
-        )])),
-        external_auth: None,
-        dynamic_filters: true,
-    };
-    let mut addrs = [None, None];
-    for (slot, protocol) in [ProtocolVersion::V311, ProtocolVersion::V5]
-        .into_iter()
-        .enumerate()
-    {
-        let mut last_error = String::new();
-        // rumqttd binds its own listener and never reports the port, so
-        // pick a free one, hand it over, and try again if something else
-        // took it in between.
-        for _attempt in 0..10 {
-            let addr = free_loopback_port().map_err(|e| e.to_string())?;
-            let settings = ServerSettings {
-                name: format!("{instance_id}-{protocol:?}"),
-                listen: addr,
-                tls: None,
-                next_connection_delay_ms: 0,
-                connections: connections.clone(),
-            };
-            let server = match protocol {
-                ProtocolVersion::V311 => {
-                    tokio::spawn(run_server(Server::new(settings, router_tx.clone(), V4)))
-                }
-                ProtocolVersion::V5 => {
-                    tokio::spawn(run_server(Server::new(settings, router_tx.clone(), V5)))
-                }
-            };
-            match wait_until_ready(addr, protocol, login, &server).await {
-                Ok(()) => {
-                    addrs[slot] = Some(addr);
-                    break;
-                }
-                Err(e) => {
-                    server.abort();
-                    last_error = e;
-                }
-            }
-        }
-        if addrs[slot].is_none() {
-            return Err(last_error);
-        }
-    }
-    Ok(InstanceBroker {
-        instance_id: instance_id.to_string(),
-        account_id: account_id.to_string(),
-        meter: crate::metering::BrokerMeter::default(),
-        v4_addr: addrs[0].expect("set above"),
-        v5_addr: addrs[1].expect("set above"),
-        sessions: SessionRegistry::with_default_expiry(std::time::Duration::from_secs(
-            mqtt.session_expiry_secs,
-        )),
-    })
-}
-
-async fn run_server<P: Protocol + Clone + Send + 'static>(mut server: Server<P>) -> String {
-    match server.start(LinkType::Remote).await {
-        Ok(()) => "listener stopped".to_string(),
-        Err(e) => e.to_string(),
-    }
-}
-
-fn free_loopback_port() -> std::io::Result<SocketAddr> {
-    let listener = StdTcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
-    listener.local_addr()
-}
-
-/// Connects to a fresh rumqttd listener with the internal login until it
-/// answers CONNACK (it binds asynchronously), or its task has failed.
-async fn wait_until_ready(
-    addr: SocketAddr,
-    protocol: ProtocolVersion,
-    login: &Login,
-    server: &tokio::task::JoinHandle<String>,
-) -> Result<(), String> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        if server.is_finished() {
-            return Err(format!("rumqttd listener on {addr} did not start"));
-        }
-        match probe(addr, protocol, login).await {
-            Ok(()) => return Ok(()),
-            Err(e) if tokio::time::Instant::now() >= deadline => {
-                return Err(format!("rumqttd listener on {addr} is not answering: {e}"));
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
-        }
-    }
-}
-
-async fn probe(addr: SocketAddr, protocol: ProtocolVersion, login: &Login) -> Result<(), String> {
-    let mut stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-    let connect = rumqttd::protocol::Packet::Connect(
-        rumqttd::protocol::Connect {
-            keep_alive: 10,
-            client_id: format!("mqgate-probe-{}", uuid::Uuid::new_v4().simple()),
-            clean_session: true,
-        },
-        None,
-        None,
-        None,
-        Some(login.clone()),
-    );
-    let mut out = bytes::BytesMut::new();
-    let encoded = match protocol {
-        ProtocolVersion::V311 => V4.write(connect, &mut out),
-        ProtocolVersion::V5 => V5.write(connect, &mut out),
-    };
-    encoded.map_err(|e| e.to_string())?;
-    stream.write_all(&out).await.map_err(|e| e.to_string())?;
-    let mut ack = [0u8; 4];
-    tokio::time::timeout(Duration::from_secs(1), stream.read_exact(&mut ack[..2]))
-        .await
-        .map_err(|_| "no CONNACK".to_string())?
-        .map_err(|e| e.to_string())?;
-    if ack[0] >> 4 != codec::packet_type::CONNACK {
-        return Err("not a CONNACK".to_string());
-    }
-    // Say goodbye properly so that rumqttd does not log an error.
-    let _ = stream.write_all(&[0xE0, 0x00]).await;
-    Ok(())
 }

@@ -28,8 +28,8 @@ use chrono::{DateTime, Datelike, TimeZone, Utc};
 use rusqlite::{Connection, params};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
@@ -102,15 +102,43 @@ pub struct BrokerCounts {
     pub peak_connections: u64,
 }
 
+/// Why the metering store could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("{path}: {source}")]
+    Database {
+        path: String,
+        source: rusqlite::Error,
+    },
+    #[error("{path}: cannot read this month's totals: {source}")]
+    MonthTotals {
+        path: String,
+        source: rusqlite::Error,
+    },
+    #[error("cannot start the metering writer: {0}")]
+    Writer(std::io::Error),
+}
+
+/// Why a write did not become durable.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum WriteError {
+    #[error("the metering writer stopped")]
+    WriterStopped,
+    #[error("the batch could not be committed: {0}")]
+    Commit(Arc<rusqlite::Error>),
+}
+
+type Done = oneshot::Sender<Result<(), WriteError>>;
+
 enum Op {
     Call {
         minute: i64,
         account_id: String,
         instance_id: String,
         action: &'static str,
-        done: oneshot::Sender<Result<(), String>>,
+        done: Done,
     },
-    Broker(BrokerCounts, Option<oneshot::Sender<Result<(), String>>>),
+    Broker(BrokerCounts, Option<Done>),
 }
 
 /// This month's transactions per instance: committed, and admitted but not
@@ -154,19 +182,26 @@ impl Drop for Admission<'_> {
 impl Meter {
     /// Opens (creating if needed) the database in `dir` and starts the
     /// writer thread.
-    pub fn open(dir: &Path) -> Result<Meter, String> {
+    pub fn open(dir: &Path) -> Result<Meter, OpenError> {
         let path = dir.join(DATABASE);
-        let connection = open_writer(&path)?;
+        let connection = open_writer(&path).map_err(|source| OpenError::Database {
+            path: path.display().to_string(),
+            source,
+        })?;
         let now = Utc::now();
         let month_start_minute = month_start(now).timestamp();
-        let committed = month_totals(&connection, month_start_minute)
-            .map_err(|e| format!("{}: cannot read this month's totals: {e}", path.display()))?;
+        let committed = month_totals(&connection, month_start_minute).map_err(|source| {
+            OpenError::MonthTotals {
+                path: path.display().to_string(),
+                source,
+            }
+        })?;
         let (queue, receiver) = mpsc::channel(MAX_BATCH * 4);
         let runtime = tokio::runtime::Handle::try_current().ok();
         std::thread::Builder::new()
             .name("metering-writer".into())
             .spawn(move || writer(connection, receiver, runtime))
-            .map_err(|e| format!("cannot start the metering writer: {e}"))?;
+            .map_err(OpenError::Writer)?;
         Ok(Meter {
             path,
             queue,
@@ -247,10 +282,8 @@ impl Meter {
             done,
         };
         let result = match self.queue.send(op).await {
-            Ok(()) => wait
-                .await
-                .unwrap_or_else(|_| Err("the metering writer stopped".into())),
-            Err(_) => Err("the metering writer stopped".into()),
+            Ok(()) => wait.await.unwrap_or(Err(WriteError::WriterStopped)),
+            Err(_) => Err(WriteError::WriterStopped),
         };
         let mut month = self.lock_month();
         if let Some(n) = month.in_flight.get_mut(&admission.instance_id) {
@@ -267,49 +300,42 @@ impl Meter {
                 }
                 Ok(())
             }
-            Err(e) => {
-                tracing::error!(error = %e, "a transaction could not be recorded");
-                Err(ApiError::new(
+            // The cause (a database error) is logged by the endpoint with
+            // the call's request id, never sent.
+            Err(e) => Err(ApiError {
+                internal: Some(format!("the transaction could not be recorded: {e}")),
+                ..ApiError::new(
                     ErrorCode::InternalError,
                     "An error occurred while processing your request. Try again later: the call could not be recorded for billing, so it is not confirmed.",
-                ))
-            }
+                )
+            }),
         }
     }
 
     /// Queues broker counts; with `wait`, returns once they are durable.
-    pub async fn record_broker(&self, counts: BrokerCounts, wait: bool) -> Result<(), String> {
+    pub async fn record_broker(&self, counts: BrokerCounts, wait: bool) -> Result<(), WriteError> {
         if !wait {
             return self
                 .queue
                 .send(Op::Broker(counts, None))
                 .await
-                .map_err(|_| "the metering writer stopped".to_string());
+                .map_err(|_| WriteError::WriterStopped);
         }
         let (done, result) = oneshot::channel();
         self.queue
             .send(Op::Broker(counts, Some(done)))
             .await
-            .map_err(|_| "the metering writer stopped".to_string())?;
-        result
-            .await
-            .unwrap_or_else(|_| Err("the metering writer stopped".into()))
+            .map_err(|_| WriteError::WriterStopped)?;
+        result.await.unwrap_or(Err(WriteError::WriterStopped))
     }
 }
 
-fn open_writer(path: &Path) -> Result<Connection, String> {
-    let fail = |e: rusqlite::Error| format!("{}: {e}", path.display());
-    let connection = Connection::open(path).map_err(fail)?;
-    connection
-        .pragma_update(None, "journal_mode", "WAL")
-        .map_err(fail)?;
-    connection
-        .pragma_update(None, "synchronous", "FULL")
-        .map_err(fail)?;
-    connection
-        .busy_timeout(Duration::from_secs(5))
-        .map_err(fail)?;
-    connection.execute_batch(SCHEMA).map_err(fail)?;
+fn open_writer(path: &Path) -> rusqlite::Result<Connection> {
+    let connection = Connection::open(path)?;
+    connection.pragma_update(None, "journal_mode", "WAL")?;
+    connection.pragma_update(None, "synchronous", "FULL")?;
+    connection.busy_timeout(Duration::from_secs(5))?;
+    connection.execute_batch(SCHEMA)?;
     Ok(connection)
 }
 
@@ -339,7 +365,8 @@ fn writer(
                 Err(_) => break,
             }
         }
-        let result = write_batch(&mut connection, &batch).map_err(|e| e.to_string());
+        let result =
+            write_batch(&mut connection, &batch).map_err(|e| WriteError::Commit(Arc::new(e)));
         let waiting: Vec<_> = batch
             .into_iter()
             .filter_map(|op| match op {
@@ -379,7 +406,10 @@ fn lower_own_priority() {
         // SAFETY: plain system calls with integer arguments. On Linux, a
         // thread id given to setpriority(PRIO_PROCESS) names that thread
         // alone. Raising one's own nice value needs no privilege; if it
-        // fails, the writer simply keeps the default priority.
+        // fails, the writer simply keeps the default priority. The one
+        // unsafe call in mqgate (`unsafe_code` is denied crate-wide): the
+        // standard library has no thread priority call.
+        #[allow(unsafe_code)]
         let result =
             unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10) };
         if result != 0 {

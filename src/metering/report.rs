@@ -1,5 +1,7 @@
 //! Metering reports, from the database, while mqgate runs or not: rows of a
-//! window, the ids, and the counts, as a table, CSV or JSON.
+//! window, the ids, and the counts, as a table, CSV or JSON. The CLI
+//! (`mqgate report`) and the API (`DescribeMeteringReport`) read their
+//! grouping with the one [`GroupBy`] parser.
 
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use rusqlite::{Connection, OpenFlags, params_from_iter, types::Value as SqlValue};
@@ -38,6 +40,51 @@ impl Bucket {
     }
 }
 
+/// How a report's rows are grouped: by instance, by action, and by a unit
+/// of time (or one window over the whole range).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupBy {
+    pub instance: bool,
+    pub action: bool,
+    pub bucket: Bucket,
+}
+
+impl GroupBy {
+    /// Every word [`GroupBy::parse`] knows.
+    pub const ALL: &'static [&'static str] = &["instance", "action", "minute", "hour", "day"];
+
+    /// Parses `instance,action,hour`-style text: comma-separated words of
+    /// `allowed` (a subset of [`GroupBy::ALL`]); the last time unit wins.
+    /// The error says which word is wrong and which are allowed.
+    pub fn parse(text: &str, allowed: &[&str]) -> Result<GroupBy, String> {
+        let mut group_by = GroupBy {
+            instance: false,
+            action: false,
+            bucket: Bucket::Whole,
+        };
+        for word in text.split(',').map(str::trim).filter(|w| !w.is_empty()) {
+            if !allowed.contains(&word) {
+                let (last, rest) = allowed.split_last().unwrap_or((&"", &[]));
+                let choices = if rest.is_empty() {
+                    last.to_string()
+                } else {
+                    format!("{} or {last}", rest.join(", "))
+                };
+                return Err(format!("\"{word}\" is not {choices}"));
+            }
+            match word {
+                "instance" => group_by.instance = true,
+                "action" => group_by.action = true,
+                "minute" => group_by.bucket = Bucket::Minute,
+                "hour" => group_by.bucket = Bucket::Hour,
+                "day" => group_by.bucket = Bucket::Day,
+                _ => return Err(format!("\"{word}\" is not a grouping")),
+            }
+        }
+        Ok(group_by)
+    }
+}
+
 /// Which rows, and how to group them.
 #[derive(Debug, Clone)]
 pub struct Query {
@@ -48,9 +95,25 @@ pub struct Query {
     pub to: DateTime<Utc>,
     pub account_id: Option<String>,
     pub instance_id: Option<String>,
-    pub by_instance: bool,
-    pub by_action: bool,
-    pub bucket: Bucket,
+    pub group_by: GroupBy,
+}
+
+/// Why a report could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error(
+        "{path}: no metering database (mqgate creates it when it starts with this storage.dir)"
+    )]
+    NoDatabase { path: String },
+    #[error("{path}: {source}")]
+    Open {
+        path: String,
+        source: rusqlite::Error,
+    },
+    #[error("the metering database could not be read: {0}")]
+    Query(#[from] rusqlite::Error),
+    #[error("the report's end (--to) must be after its start (--from)")]
+    EmptyRange,
 }
 
 /// One row of a report.
@@ -92,28 +155,29 @@ pub fn parse_time(value: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, Stri
 }
 
 /// Opens the database for reading (it may be in use by a running mqgate).
-pub fn open_read_only(path: &Path) -> Result<Connection, String> {
+pub fn open_read_only(path: &Path) -> Result<Connection, ReportError> {
+    let display = || path.display().to_string();
     if !path.exists() {
-        return Err(format!(
-            "{}: no metering database (mqgate creates it when it starts with this storage.dir)",
-            path.display()
-        ));
+        return Err(ReportError::NoDatabase { path: display() });
     }
-    let connection = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(|e| format!("{}: {e}", path.display()))?;
-    connection
-        .busy_timeout(std::time::Duration::from_secs(5))
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(connection)
+    let open = || -> rusqlite::Result<Connection> {
+        let connection = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        connection.busy_timeout(std::time::Duration::from_secs(5))?;
+        Ok(connection)
+    };
+    open().map_err(|source| ReportError::Open {
+        path: display(),
+        source,
+    })
 }
 
 /// Runs a report query.
-pub fn run(connection: &Connection, query: &Query) -> Result<Vec<Row>, String> {
+pub fn run(connection: &Connection, query: &Query) -> Result<Vec<Row>, ReportError> {
     if query.to <= query.from {
-        return Err("the report's end (--to) must be after its start (--from)".into());
+        return Err(ReportError::EmptyRange);
     }
     let (table, item, value, aggregate) = match query.kind {
         Kind::Transactions => ("api_transactions", "action", "transactions", "SUM"),
@@ -125,16 +189,16 @@ pub fn run(connection: &Connection, query: &Query) -> Result<Vec<Row>, String> {
         ),
         Kind::Connections => ("broker_connections", "''", "peak_connections", "MAX"),
     };
-    let window = match query.bucket.seconds() {
+    let window = match query.group_by.bucket.seconds() {
         Some(s) => format!("(minute - (minute % {s}))"),
         None => "0".to_string(),
     };
-    let instance = if query.by_instance {
+    let instance = if query.group_by.instance {
         "instance_id"
     } else {
         "''"
     };
-    let item = if query.by_action || query.kind == Kind::Messages {
+    let item = if query.group_by.action || query.kind == Kind::Messages {
         item
     } else {
         "''"
@@ -156,18 +220,16 @@ pub fn run(connection: &Connection, query: &Query) -> Result<Vec<Row>, String> {
         args.push(SqlValue::Text(instance_id.clone()));
     }
     sql.push_str(" GROUP BY w, account_id, i, it ORDER BY w, account_id, i, it");
-    let mut statement = connection.prepare(&sql).map_err(|e| e.to_string())?;
-    let rows = statement
-        .query_map(params_from_iter(args.iter()), |row| {
-            Ok((
-                row.get::<_, i64>(0)?,
-                row.get::<_, String>(1)?,
-                row.get::<_, String>(2)?,
-                row.get::<_, String>(3)?,
-                row.get::<_, i64>(4)?,
-            ))
-        })
-        .map_err(|e| e.to_string())?;
+    let mut statement = connection.prepare(&sql)?;
+    let rows = statement.query_map(params_from_iter(args.iter()), |row| {
+        Ok((
+            row.get::<_, i64>(0)?,
+            row.get::<_, String>(1)?,
+            row.get::<_, String>(2)?,
+            row.get::<_, String>(3)?,
+            row.get::<_, i64>(4)?,
+        ))
+    })?;
     let iso = |t: i64| {
         DateTime::from_timestamp(t, 0)
             .unwrap_or_default()
@@ -175,8 +237,8 @@ pub fn run(connection: &Connection, query: &Query) -> Result<Vec<Row>, String> {
     };
     let mut out = Vec::new();
     for row in rows {
-        let (window, account_id, instance_id, item, count) = row.map_err(|e| e.to_string())?;
-        let (start, end) = match query.bucket.seconds() {
+        let (window, account_id, instance_id, item, count) = row?;
+        let (start, end) = match query.group_by.bucket.seconds() {
             Some(s) => (iso(window), iso(window + s)),
             None => (iso(query.from.timestamp()), iso(query.to.timestamp())),
         };
@@ -317,6 +379,31 @@ mod tests {
     }
 
     #[test]
+    fn group_by_reads_the_allowed_words_and_names_a_wrong_one() {
+        let g = GroupBy::parse("instance, action,hour,,day", GroupBy::ALL).unwrap();
+        assert_eq!(
+            g,
+            GroupBy {
+                instance: true,
+                action: true,
+                bucket: Bucket::Day
+            }
+        );
+        assert_eq!(
+            GroupBy::parse("", GroupBy::ALL).unwrap().bucket,
+            Bucket::Whole
+        );
+        assert_eq!(
+            GroupBy::parse("week", GroupBy::ALL).unwrap_err(),
+            "\"week\" is not instance, action, minute, hour or day"
+        );
+        assert_eq!(
+            GroupBy::parse("instance", &["action", "hour", "day"]).unwrap_err(),
+            "\"instance\" is not action, hour or day"
+        );
+    }
+
+    #[test]
     fn csv_quotes_what_it_must() {
         let rows = vec![Row {
             window_start: "a".into(),
@@ -372,15 +459,17 @@ mod tests {
             .await
             .unwrap();
         let read = open_read_only(meter.path()).unwrap();
-        let query = |from: DateTime<Utc>, to: DateTime<Utc>, bucket, by_action| Query {
+        let query = |from: DateTime<Utc>, to: DateTime<Utc>, bucket, action| Query {
             kind: Kind::Transactions,
             from,
             to,
             account_id: None,
             instance_id: None,
-            by_instance: true,
-            by_action,
-            bucket,
+            group_by: GroupBy {
+                instance: true,
+                action,
+                bucket,
+            },
         };
         let day = Utc.with_ymd_and_hms(2026, 11, 21, 0, 0, 0).unwrap();
         let next = Utc.with_ymd_and_hms(2026, 11, 22, 0, 0, 0).unwrap();

@@ -11,7 +11,6 @@
 //! The system policies mqgate ships (`policies/*.json`) are built into the
 //! binary and named without their `.json`.
 
-pub mod cli;
 pub mod condition;
 pub mod pattern;
 pub mod policy;

@@ -1,378 +1,240 @@
 //! The RPC endpoint at `/`: Alibaba's `Action=...&Signature=...` protocol.
 //!
-//! A request flows one way through small stages, each its own module:
+//! A call flows one way through small stages, each in the module named for
+//! it and testable alone, called in order by [`pipeline`]:
 //!
 //! ```text
-//! parse (params) -> verify signature (verify, signature_v1) -> replay check (replay)
-//!   -> version and action -> authorize (access) -> the action (actions) -> respond (response)
+//! parse (rpc::parse) -> verify (rpc::verify, signature_v1, signature_v3)
+//!   -> replay (replay) -> principal (principal) -> throttle (throttle)
+//!   -> authorize (access) -> action (actions) -> meter (metering)
+//!   -> respond (rpc::respond)
 //! ```
 //!
-//! Every answer, success or error, carries a `RequestId`.
+//! Every answer, success or error, carries a `RequestId`. This module and
+//! its stages know HTTP, JSON and XML; the actions know none of them.
 
-pub mod params;
-pub mod replay;
-pub mod response;
+pub mod parse;
+pub mod respond;
 pub mod signature_v1;
 pub mod signature_v3;
 pub mod verify;
 
-use crate::actions::batch_query_session_by_client_ids::StatusCache;
-use crate::actions::{API_VERSION, Action, ActionContext};
-use crate::broker::Brokers;
-use crate::directory::DirectoryHandle;
+use crate::access::{self, LazyConditions};
+use crate::actions::{self, Call};
+use crate::api::{Action, Limit};
 use crate::error::{ApiError, ErrorCode};
-use crate::metering::Meter;
-use crate::metrics::Metrics;
-use crate::throttle::Throttle;
-use axum::body::Body;
+use crate::principal::Principal;
+use crate::state::AppState;
+use crate::throttle::Throttled;
 use axum::extract::{Request, State};
 use axum::http::header;
 use axum::response::Response;
-use params::Params;
-use replay::ReplayGuard;
-use response::Answer;
+use parse::Format;
+use std::net::IpAddr;
 use std::sync::Arc;
-use verify::{Format, IncomingRequest};
 
-/// Largest request body accepted, in bytes.
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
-/// Longest query string accepted, in bytes.
-pub const MAX_QUERY_BYTES: usize = 32 * 1024;
-/// Most headers a request may carry (the HTTP layer itself stops at
-/// [`crate::server::HTTP_MAX_HEADERS`]).
-pub const MAX_HEADERS: usize = 100;
-
-/// What the RPC endpoint needs to answer calls.
-pub struct RpcState {
-    pub directory: Arc<DirectoryHandle>,
-    pub brokers: Arc<Brokers>,
-    pub replay: ReplayGuard,
-    pub status_cache: StatusCache,
-    /// Rebuilt when a reload changes the limits.
-    pub throttle: std::sync::RwLock<Arc<Throttle>>,
-    pub meter: Arc<Meter>,
-    pub metrics: Metrics,
-    /// `mqtt.session_expiry_secs`, shown as a 3.1.1 session's expiry.
-    pub session_expiry_secs: u64,
-}
-
-impl RpcState {
-    pub fn throttle(&self) -> Arc<Throttle> {
-        self.throttle
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
+/// What the endpoint learns about a call as the pipeline goes, for the
+/// answer (its format), the log and the metrics.
+struct CallRecord {
+    request_id: String,
+    /// The format errors are answered in: a guess from the raw request
+    /// until the parse stage reads `Format`.
+    format: Format,
+    action: Option<Action>,
+    peer: Option<IpAddr>,
+    forwarded_for: Option<String>,
 }
 
 /// The axum handler for `/`.
-pub async fn endpoint(State(state): State<Arc<RpcState>>, request: Request) -> Response {
-    let request_id = new_request_id();
+pub async fn endpoint(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    let started = std::time::Instant::now();
     let host = request
         .headers()
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .unwrap_or("mqgate")
         .to_string();
-    let mut format = fallback_format(request.headers(), request.uri().query());
-    let peer = request
-        .extensions()
-        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|c| c.0.ip());
-    let started = std::time::Instant::now();
-    let mut action_name = "-";
-    let outcome = handle(
-        &state,
-        request,
-        peer,
-        &request_id,
-        &mut format,
-        &mut action_name,
-    )
-    .await;
-    let answer = match outcome {
-        Ok((action, body)) => {
+    let mut call = CallRecord {
+        request_id: respond::new_request_id(),
+        format: parse::fallback_format(request.headers(), request.uri().query()),
+        action: None,
+        peer: request
+            .extensions()
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0.ip()),
+        forwarded_for: request
+            .headers()
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
+    };
+    let action_name = |call: &CallRecord| call.action.map_or("-", Action::name);
+    match pipeline(&state, request, &mut call).await {
+        Ok(response) => {
             state
                 .metrics
-                .record(action.name(), "OK", started.elapsed(), false);
-            Answer::Success { action, body }
+                .record(action_name(&call), "OK", started.elapsed(), false);
+            response
         }
         Err(error) => {
+            let request_id = &call.request_id;
+            if let Some(cause) = &error.internal {
+                tracing::error!(%request_id, %cause, "rpc call failed inside mqgate");
+            }
             tracing::info!(%request_id, code = %error.code(), message = %error.message, "rpc call refused");
             let throttled = matches!(
                 error.kind,
                 ErrorCode::SystemOverFlow | ErrorCode::SystemOverFlowServer
             );
-            state
-                .metrics
-                .record(action_name, &error.code(), started.elapsed(), throttled);
-            Answer::Error(error)
+            state.metrics.record(
+                action_name(&call),
+                &error.code(),
+                started.elapsed(),
+                throttled,
+            );
+            respond::error(&error, call.format, request_id, &host)
         }
-    };
-    answer.render(format, &request_id, &host)
+    }
 }
 
-/// The pipeline. `format` is set as soon as the request says which format it
-/// wants, so that even early errors are answered in it.
-async fn handle(
-    state: &RpcState,
+/// The pipeline: every stage of a call, in order. `call` is filled in as
+/// stages learn things, so that even an early error is answered in the
+/// format the caller asked for.
+async fn pipeline(
+    state: &AppState,
     request: Request,
-    peer: Option<std::net::IpAddr>,
-    request_id: &str,
-    format: &mut Format,
-    action_name: &mut &'static str,
-) -> Result<(Action, response::SuccessBody), ApiError> {
-    let forwarded_for = request
-        .headers()
-        .get("x-forwarded-for")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    let incoming = read_request(request).await?;
-    *format = incoming.format()?;
+    call: &mut CallRecord,
+) -> Result<Response, ApiError> {
+    // Parse: parameters from the query and a form body, headers, limits.
+    let incoming = parse::read_request(request).await?;
+    call.format = incoming.format()?;
 
+    // Verify: the signature (V1 or V3) against the key's secret.
     let directory = state.directory.current();
     let verified = verify::verify(incoming, &directory)?;
+
+    // Replay: the timestamp within the window, the nonce never seen.
     state.replay.check(
         &verified.user.access_key_id,
         &verified.timestamp,
         &verified.nonce,
         chrono::Utc::now(),
     )?;
-    if verified.version != API_VERSION {
-        return Err(ApiError::new(
-            ErrorCode::InvalidVersion,
-            format!(
-                "Specified parameter Version is not valid: \"{}\"; mqgate serves OnsMqtt {API_VERSION}.",
-                verified.version
-            ),
-        ));
-    }
-    let Some(action) = Action::from_name(&verified.action) else {
-        return Err(ApiError::new(
-            ErrorCode::InvalidActionNotFound,
-            format!(
-                "Specified api is not found, please check your url and method: \"{}\" is not an action of OnsMqtt {API_VERSION} that mqgate serves.",
-                verified.action
-            ),
-        ));
+
+    // Principal: who is calling (account, root key or RAM user), and what
+    // they ask for.
+    let principal = Principal::of(&verified.user);
+    let action = Action::route(&verified.version, &verified.action)?;
+    call.action = Some(action);
+
+    // Throttle: the account's calls per second for this action.
+    state
+        .throttle()
+        .check(principal.account_id, Limit::Action(action))
+        .map_err(|refused| throttled(&refused, principal.account_id, action))?;
+
+    // Authorize: the action's own parameters name the resource; the
+    // instance must be the caller's and RAM must allow the action on it.
+    let request = Call::parse(action, &verified.params)?;
+    let source_ip = call
+        .peer
+        .map(|peer| access::source_ip(&directory, peer, call.forwarded_for.as_deref()));
+    let conditions = LazyConditions::new(principal.access_key_id, source_ip, chrono::Utc::now());
+    let instance = access::authorize(
+        &directory,
+        &principal,
+        action.ram_action(),
+        request.resource(),
+        &conditions,
+    )?;
+    let broker = state.brokers.instance(&instance.id).ok_or_else(|| {
+        ApiError::internal(format!("instance {} has no running broker", instance.id))
+    })?;
+
+    // Meter (quota): a billed call must fit in the instance's monthly
+    // quota, counting the calls in flight.
+    let admission = match action.billed() {
+        true => Some(
+            state
+                .meter
+                .admit(&instance.id, instance.monthly_transaction_quota)?,
+        ),
+        false => None,
     };
-    *action_name = action.name();
-    state.throttle().check(&verified.user.account_id, action)?;
-    let source_ip = peer.map(|peer| source_ip(&directory, peer, forwarded_for.as_deref()));
-    let conditions = crate::access::LazyConditions::new(
-        &verified.user.access_key_id,
-        source_ip,
-        chrono::Utc::now(),
-    );
-    let ctx = ActionContext {
-        directory: &directory,
-        brokers: &state.brokers,
-        status_cache: &state.status_cache,
-        ram_context: &conditions,
+
+    // Action.
+    let context = actions::Context {
+        instance: &instance,
+        broker: &broker,
         meter: &state.meter,
-        format: *format,
+        principal: &principal,
     };
-    let body = action.perform(&verified, &ctx, request_id).await?;
-    Ok((action, body))
-}
+    let reply = request.handle(&context).await?;
 
-/// The RAM condition keys of a call by `access_key_id` (the RPC endpoint
-/// and the EMQX API alike). mqgate serves plain HTTP, so
-/// `acs:SecureTransport` is false; an AccessKey call has no MFA, so
-/// `acs:MFAPresent` is absent.
-pub fn ram_context(
-    access_key_id: &str,
-    source_ip: Option<std::net::IpAddr>,
-    now: chrono::DateTime<chrono::Utc>,
-) -> crate::ram::Context {
-    let mut context = crate::ram::Context::new();
-    context
-        .set("acs:SecureTransport", "false")
-        .set(
-            "acs:CurrentTime",
-            now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        )
-        .set("acs:AccessId", access_key_id);
-    if let Some(ip) = source_ip {
-        context.set("acs:SourceIp", ip.to_canonical().to_string());
+    // Meter (bill): the call is answered only once its transaction is
+    // durable; a refused or failed call is not billed.
+    if let Some(admission) = admission {
+        state
+            .meter
+            .commit(admission, principal.account_id, action.name())
+            .await?;
     }
-    context
+
+    // Respond: the answer in the caller's format, with its RequestId.
+    respond::success(action, &reply, call.format, &call.request_id)
 }
 
-/// The caller's address for `acs:SourceIp`: the TCP peer, unless the peer
-/// is a trusted proxy, in which case the nearest untrusted address of
-/// `X-Forwarded-For` (read from the right, as each proxy appends).
-pub fn source_ip(
-    directory: &crate::directory::Directory,
-    peer: std::net::IpAddr,
-    forwarded_for: Option<&str>,
-) -> std::net::IpAddr {
-    if !directory.is_trusted_proxy(peer) {
-        return peer;
-    }
-    let Some(header) = forwarded_for else {
-        return peer;
-    };
-    let mut hops = Vec::new();
-    for hop in header.split(',') {
-        match hop.trim().parse::<std::net::IpAddr>() {
-            Ok(ip) => hops.push(ip),
-            // A header we cannot read is not believed.
-            Err(_) => return peer,
-        }
-    }
-    hops.iter()
-        .rev()
-        .find(|ip| !directory.is_trusted_proxy(**ip))
-        .or(hops.first())
-        .copied()
-        .unwrap_or(peer)
+/// A call refused by flow control: `SystemOverFlow` (403, or 500 where the
+/// action's row says so) with how long to wait, which the respond stage
+/// sends as `x-acs-retry-after` (the Tea SDK then raises its
+/// ThrottlingException) and `Retry-After`.
+fn throttled(refused: &Throttled, account_id: &str, action: Action) -> ApiError {
+    let mut error = ApiError::new(
+        action.throttled(),
+        format!(
+            "An error occurred while processing your request. Please try again: account {account_id} is over its limit of {} {} calls per second (burst {}); retry after {} ms.",
+            refused.rate,
+            action.name(),
+            refused.burst,
+            refused.wait_ms()
+        ),
+    );
+    error.retry_after_ms = Some(refused.wait_ms());
+    error
 }
 
-/// The format for answers given before the parameters are parsed (or when
-/// they cannot be): JSON for V3, else what a `Format=` in the query says,
-/// else XML (Alibaba's V1 default).
-fn fallback_format(headers: &axum::http::HeaderMap, query: Option<&str>) -> Format {
-    let v3 = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim_start().starts_with("ACS3-"));
-    let json_asked = query
-        .unwrap_or_default()
-        .split('&')
-        .any(|pair| pair.eq_ignore_ascii_case("Format=JSON"));
-    if v3 || json_asked {
-        Format::Json
-    } else {
-        Format::Xml
-    }
-}
-
-/// Parse stage over the HTTP request.
-async fn read_request(request: Request) -> Result<IncomingRequest, ApiError> {
-    let (parts, body) = request.into_parts();
-    if parts.headers.len() > MAX_HEADERS {
-        return Err(ApiError::new(
-            ErrorCode::MalformedRequest,
-            format!(
-                "The request has {} headers; at most {MAX_HEADERS} are accepted.",
-                parts.headers.len()
-            ),
-        ));
-    }
-    let headers = parts
-        .headers
-        .iter()
-        .map(|(name, value)| {
-            (
-                name.as_str().to_string(),
-                String::from_utf8_lossy(value.as_bytes()).into_owned(),
-            )
-        })
-        .collect();
-    let body = read_body(body).await?;
-    parse_request(parts.method.as_str(), parts.uri.query(), headers, &body)
-}
-
-/// Parse stage, as a pure function: the parameters of a call from its
-/// method, query string, headers (names in lower case) and body.
-pub fn parse_request(
-    method: &str,
-    query: Option<&str>,
-    headers: Vec<(String, String)>,
-    body: &[u8],
-) -> Result<IncomingRequest, ApiError> {
-    if method != "GET" && method != "POST" {
-        return Err(ApiError::new(
-            ErrorCode::MalformedRequest,
-            format!("HTTP method {method} is not supported; use GET or POST."),
-        ));
-    }
-    let mut query_params = Params::default();
-    if let Some(query) = query {
-        if query.len() > MAX_QUERY_BYTES {
-            return Err(ApiError::new(
-                ErrorCode::MalformedRequest,
-                format!("The query string is longer than {MAX_QUERY_BYTES} bytes."),
-            ));
-        }
-        query_params.add_form(query.as_bytes(), "query")?;
-    }
-    let mut query = None;
-    let mut params = query_params;
-    if !body.is_empty() {
-        let content_type = headers
-            .iter()
-            .find(|(n, _)| n == "content-type")
-            .map(|(_, v)| v.as_str());
-        if !content_type.is_some_and(is_form) {
-            return Err(ApiError::new(
-                ErrorCode::MalformedRequest,
-                "The request has a body that is not application/x-www-form-urlencoded; send parameters in the query or in a form body.",
-            ));
-        }
-        query = Some(params.clone());
-        params.add_form(body, "body")?;
-    }
-    Ok(IncomingRequest {
-        method: method.to_string(),
-        params,
-        query,
-        headers,
-        body: bytes::Bytes::copy_from_slice(body),
-    })
-}
-
-async fn read_body(body: Body) -> Result<bytes::Bytes, ApiError> {
-    axum::body::to_bytes(body, MAX_BODY_BYTES)
-        .await
-        .map_err(|_| {
-            ApiError::new(
-                ErrorCode::MalformedRequest,
-                format!(
-                    "The request body is larger than {MAX_BODY_BYTES} bytes or could not be read."
-                ),
-            )
-        })
-}
-
-fn is_form(content_type: &str) -> bool {
-    content_type.split(';').next().is_some_and(|v| {
-        v.trim()
-            .eq_ignore_ascii_case("application/x-www-form-urlencoded")
-    })
-}
-
-/// `GET /metrics`: Prometheus text.
-pub async fn metrics(State(state): State<Arc<RpcState>>) -> Response {
-    use axum::response::IntoResponse;
-    let text = state
-        .metrics
-        .render(&state.brokers, state.status_cache.hit_counts());
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        text,
-    )
-        .into_response()
-}
-
-/// A fresh `RequestId`: an upper-case UUID, as Alibaba's.
-pub fn new_request_id() -> String {
-    uuid::Uuid::new_v4()
-        .hyphenated()
-        .encode_upper(&mut uuid::Uuid::encode_buffer())
-        .to_string()
-}
-
-/// Answer for paths other than `/`.
+/// Answer for paths other than `/` (and the EMQX API's).
 pub async fn not_found() -> Response {
-    let request_id = new_request_id();
-    Answer::Error(ApiError::new(
-        ErrorCode::InvalidActionNotFound,
-        "Specified api is not found, please check your url and method: the RPC endpoint is at path /.",
-    ))
-    .render(Format::Json, &request_id, "mqgate")
+    let request_id = respond::new_request_id();
+    respond::error(
+        &ApiError::new(
+            ErrorCode::InvalidActionNotFound,
+            "Specified api is not found, please check your url and method: the RPC endpoint is at path /.",
+        ),
+        Format::Json,
+        &request_id,
+        "mqgate",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_throttled_call_answers_its_rows_status_with_the_wait() {
+        let refused = Throttled {
+            limit: Limit::Action(Action::BatchQuerySessionByClientIds),
+            rate: 1,
+            burst: 1,
+            wait: Duration::from_micros(300),
+        };
+        let e = throttled(&refused, "a", Action::BatchQuerySessionByClientIds);
+        assert_eq!((e.code().as_str(), e.status()), ("SystemOverFlow", 500));
+        assert_eq!(e.retry_after_ms, Some(1));
+        let e = throttled(&refused, "a", Action::QuerySessionByClientId);
+        assert_eq!((e.code().as_str(), e.status()), ("SystemOverFlow", 403));
+        assert!(e.message.contains("account a"), "{}", e.message);
+    }
 }

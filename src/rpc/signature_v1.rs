@@ -191,5 +191,18 @@ mod proptests {
         fn verify_arbitrary_signatures(provided in "\\PC{0,60}") {
             let _ = verify("secret", "GET&%2F&", &provided);
         }
+
+        /// What the signer encodes, the parameter parser reads back exactly.
+        #[test]
+        fn encoding_then_parsing_round_trips(
+            map in proptest::collection::btree_map("\\PC{1,12}", "\\PC{0,24}", 0..20)
+        ) {
+            let encoded = canonical_query(map.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+            let mut params = crate::params::Params::default();
+            params.add_form(encoded.as_bytes(), "query").unwrap();
+            let decoded: Vec<(&str, &str)> = params.iter().collect();
+            let expected: Vec<(&str, &str)> = map.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            prop_assert_eq!(decoded, expected);
+        }
     }
 }

@@ -3,92 +3,12 @@
 //! Nothing past this module can see a request whose signature was not
 //! checked, because a `VerifiedRequest` can only be built here.
 
-use super::params::Params;
+use super::parse::{IncomingRequest, Scheme};
 use super::{signature_v1, signature_v3};
 use crate::directory::{Directory, User};
 use crate::error::{ApiError, ErrorCode};
+use crate::params::Params;
 use std::sync::Arc;
-
-/// A request as it arrived: its method, its parameters, its headers and its
-/// body.
-#[derive(Debug)]
-pub struct IncomingRequest {
-    pub method: String,
-    /// Query and form-body parameters together (V1 signs them all; every
-    /// action reads them all). A key in both is refused when parsing.
-    pub params: Params,
-    /// The query string's parameters alone (what V3 signs) when the request
-    /// also has a form body; `None` when every parameter came in the query
-    /// (then they are `params`, not copied).
-    pub query: Option<Params>,
-    /// Header names in lower case, values as sent, in arrival order.
-    pub headers: Vec<(String, String)>,
-    /// The raw body (a form body's parameters are in `params` too).
-    pub body: bytes::Bytes,
-}
-
-impl IncomingRequest {
-    /// The query string's parameters alone.
-    pub fn query_params(&self) -> &Params {
-        self.query.as_ref().unwrap_or(&self.params)
-    }
-
-    /// Lower-case hex SHA-256 of the raw body (what V3 signs).
-    pub fn body_sha256(&self) -> String {
-        signature_v3::hashed_payload(&self.body)
-    }
-
-    /// The one value of a header; a header sent twice is refused, since
-    /// signer and server could read different values.
-    pub fn header(&self, name: &str) -> Result<Option<&str>, ApiError> {
-        let mut values = self.headers.iter().filter(|(n, _)| n == name);
-        let first = values.next().map(|(_, v)| v.as_str());
-        if values.next().is_some() {
-            return Err(ApiError::new(
-                ErrorCode::MalformedRequest,
-                format!("The header {name} appears more than once; send it once."),
-            ));
-        }
-        Ok(first)
-    }
-
-    /// Which signature scheme the request uses: V3 when it carries an
-    /// `Authorization: ACS3-...` header, V1 otherwise.
-    pub fn scheme(&self) -> Scheme {
-        let v3 = self
-            .headers
-            .iter()
-            .any(|(n, v)| n == "authorization" && v.trim_start().starts_with("ACS3-"));
-        if v3 { Scheme::V3 } else { Scheme::V1 }
-    }
-
-    /// The format to answer in: `Format` if given, else the scheme's default
-    /// (V1: XML, as Alibaba's gateway; V3: JSON).
-    pub fn format(&self) -> Result<Format, ApiError> {
-        Ok(
-            requested_format(&self.params)?.unwrap_or(match self.scheme() {
-                Scheme::V1 => Format::Xml,
-                Scheme::V3 => Format::Json,
-            }),
-        )
-    }
-}
-
-/// Signature scheme.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Scheme {
-    /// HMAC-SHA1 over the parameters (`Signature=` parameter).
-    V1,
-    /// ACS3-HMAC-SHA256 over a canonical request (`Authorization` header).
-    V3,
-}
-
-/// Answer format, from `Format` (case-insensitive).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
-    Json,
-    Xml,
-}
 
 /// Parameters every V1 call carries, which are not the action's own.
 pub const COMMON_PARAMETERS: &[&str] = &[
@@ -122,19 +42,6 @@ pub struct VerifiedRequest {
     /// The action's own parameters (common parameters removed).
     pub params: Params,
     _verified: (),
-}
-
-/// The format a request asks for. `None` when `Format` is absent.
-pub fn requested_format(params: &Params) -> Result<Option<Format>, ApiError> {
-    match params.get("Format") {
-        None => Ok(None),
-        Some(f) if f.eq_ignore_ascii_case("json") => Ok(Some(Format::Json)),
-        Some(f) if f.eq_ignore_ascii_case("xml") => Ok(Some(Format::Xml)),
-        Some(other) => Err(ApiError::invalid(
-            "Format",
-            format!("\"{other}\" is not a format; use JSON or XML"),
-        )),
-    }
 }
 
 fn required<'a>(params: &'a Params, name: &str) -> Result<&'a str, ApiError> {
@@ -481,22 +388,5 @@ mod tests {
         let (_, sts) = e.message.split_once("server string to sign is:").unwrap();
         assert!(sts.starts_with("POST&%2F&AccessKeyId%3Dtestid%26Action%3DQuerySessionByClientId"));
         assert!(!e.message.contains("testsecret"));
-    }
-
-    #[test]
-    fn format_is_read_case_insensitively() {
-        let mut p = Params::default();
-        assert_eq!(requested_format(&p).unwrap(), None);
-        p.insert("Format".into(), "json".into()).unwrap();
-        assert_eq!(requested_format(&p).unwrap(), Some(Format::Json));
-        p.remove("Format");
-        p.insert("Format".into(), "Xml".into()).unwrap();
-        assert_eq!(requested_format(&p).unwrap(), Some(Format::Xml));
-        p.remove("Format");
-        p.insert("Format".into(), "yaml".into()).unwrap();
-        assert_eq!(
-            requested_format(&p).unwrap_err().code(),
-            "InvalidParameter.Format"
-        );
     }
 }

@@ -1,9 +1,56 @@
 //! `mqgate policy simulate` and `mqgate policy validate`: answers a policy
 //! writer's question in one command, with the same code the gateway runs.
 
-use super::{Context, Policy, evaluate, load_policy};
+use crate::ram::{Context, Policy, evaluate, load_policy};
 use std::path::Path;
+use std::process::ExitCode;
 use std::sync::Arc;
+
+/// Check and try RAM policies without a running gateway.
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Decide one request: prints Allow, ImplicitDeny or ExplicitDeny, then
+    /// which statement of which policy decided. Exit 0 whatever the decision.
+    Simulate {
+        /// A policy file, or a system policy name (AliyunMQReadOnlyAccess, ...). Repeatable.
+        #[arg(long = "policy", value_name = "FILE")]
+        policies: Vec<String>,
+        /// The RAM action, e.g. mq:CloseConnection.
+        #[arg(long)]
+        action: String,
+        /// The resource ARN, e.g. acs:mq:cn-hangzhou:1234567890:post-cn-demo.
+        #[arg(long)]
+        resource: String,
+        /// A condition key and its value, e.g. acs:SourceIp=192.0.2.10. Repeatable.
+        #[arg(long = "context", value_name = "KEY=VALUE")]
+        context: Vec<String>,
+        /// One JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check policy files as the gateway does when it loads them.
+    Validate {
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<String>,
+    },
+}
+
+/// Runs a policy command: prints its outcome, returns its exit code.
+pub fn run(command: Command) -> ExitCode {
+    let outcome = match &command {
+        Command::Simulate {
+            policies,
+            action,
+            resource,
+            context,
+            json,
+        } => simulate(policies, action, resource, context, *json),
+        Command::Validate { files } => validate(files),
+    };
+    print!("{}", outcome.stdout);
+    eprint!("{}", outcome.stderr);
+    ExitCode::from(outcome.code)
+}
 
 /// What a command prints and its exit code.
 pub struct Outcome {

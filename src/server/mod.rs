@@ -1,16 +1,27 @@
 //! Wiring: starts the embedded brokers, the MQTT front layer and the HTTP
-//! API from a configuration, and shuts them down cleanly.
+//! API from a configuration ([`Server::start`]), applies a new
+//! configuration ([`Server::reload`]; [`reload`] watches for one), and
+//! shuts everything down cleanly ([`Server::shutdown`]).
 
-use crate::actions::batch_query_session_by_client_ids::StatusCache;
-use crate::broker::front::{FrontLayer, reason};
-use crate::broker::{self, Brokers};
+pub mod http;
+pub mod reload;
+
+pub use http::{HTTP_HEADER_TIMEOUT, HTTP_MAX_HEADERS};
+
+use crate::broker::front::FrontLayer;
+use crate::broker::{self, Brokers, reason};
 use crate::config::Config;
 use crate::directory::{Directory, DirectoryHandle};
 use crate::metering::Meter;
 use crate::metrics::Metrics;
-use crate::rpc::{self, RpcState, replay::ReplayGuard};
+use crate::replay::ReplayGuard;
+use crate::rpc;
+use crate::state::AppState;
 use crate::throttle::Throttle;
 use axum::Router;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -33,7 +44,7 @@ pub enum StartError {
     #[error(transparent)]
     Broker(#[from] broker::StartError),
     #[error("storage.dir: metering database: {0}")]
-    Metering(String),
+    Metering(#[from] crate::metering::OpenError),
 }
 
 /// What a reload changed.
@@ -56,18 +67,33 @@ pub struct Server {
     mqtt: JoinHandle<()>,
     flusher: JoinHandle<()>,
     flusher_stop: CancellationToken,
-    state: Arc<RpcState>,
+    state: Arc<AppState>,
     config: std::sync::Mutex<Config>,
 }
 
 /// The HTTP application, without a socket (tests can call it directly).
-pub fn app(state: Arc<RpcState>) -> Router {
+pub fn app(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/", any(rpc::endpoint))
-        .route("/metrics", axum::routing::get(rpc::metrics))
+        .route("/metrics", axum::routing::get(metrics))
         .merge(crate::emqx::routes())
         .fallback(rpc::not_found)
         .with_state(state)
+}
+
+/// `GET /metrics`: Prometheus text.
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    let text = state
+        .metrics
+        .render(&state.brokers, state.brokers.status_cache_hits());
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
 }
 
 impl Server {
@@ -76,9 +102,16 @@ impl Server {
             dir: config.storage.dir.display().to_string(),
             error,
         })?;
-        let meter = Arc::new(Meter::open(&config.storage.dir).map_err(StartError::Metering)?);
+        let meter = Arc::new(Meter::open(&config.storage.dir)?);
         let directory = DirectoryHandle::new(Directory::from_config(&config));
-        let brokers = Arc::new(Brokers::start(&directory.current(), &config.mqtt).await?);
+        let brokers = Arc::new(
+            Brokers::start(
+                &directory.current(),
+                &config.mqtt,
+                Duration::from_millis(config.http.batch_status_ttl_ms),
+            )
+            .await?,
+        );
 
         let mqtt_listener = bind("mqtt.listen", config.mqtt.listen).await?;
         let http_listener = bind("http.listen", config.http.listen).await?;
@@ -94,17 +127,13 @@ impl Server {
         );
         let mqtt = tokio::spawn(front.serve(mqtt_listener, shutdown.clone()));
 
-        let state = Arc::new(RpcState {
+        let state = Arc::new(AppState {
             directory: directory.clone(),
             brokers: brokers.clone(),
             replay: ReplayGuard::new(
                 config.http.timestamp_window_secs,
                 chrono::Utc::now(),
                 config.http.max_remembered_nonces,
-            ),
-            status_cache: StatusCache::new(
-                Duration::from_millis(config.http.batch_status_ttl_ms),
-                1_000_000,
             ),
             throttle: std::sync::RwLock::new(Arc::new(Throttle::new(
                 directory.current().limits().to_vec(),
@@ -119,7 +148,7 @@ impl Server {
             meter.clone(),
             flusher_stop.clone(),
         ));
-        let http = tokio::spawn(serve_http(
+        let http = tokio::spawn(http::serve(
             http_listener,
             app(state.clone()),
             shutdown.clone(),
@@ -229,6 +258,7 @@ impl Server {
         if let Err(e) = self.flusher.await {
             tracing::warn!(error = %e, "metering flush task failed");
         }
+        self.brokers.shutdown();
     }
 }
 
@@ -269,67 +299,6 @@ async fn flush_broker_counts(
         if stopping {
             return;
         }
-    }
-}
-
-/// Most headers hyper will parse before answering 431 by itself; below it,
-/// the RPC endpoint's own limit ([`rpc::MAX_HEADERS`]) answers a 400 with a
-/// code and message.
-pub const HTTP_MAX_HEADERS: usize = 128;
-/// A client has this long to send its request headers (slow-header floods).
-pub const HTTP_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long calls in flight may take to finish at shutdown.
-const HTTP_DRAIN: Duration = Duration::from_secs(10);
-
-/// Serves HTTP/1.1 with hyper directly (rather than `axum::serve`) for the
-/// knobs a gateway needs: a header count limit and a header read timeout.
-/// Each request carries its peer address (`ConnectInfo`).
-async fn serve_http(listener: TcpListener, app: Router, shutdown: CancellationToken) {
-    use hyper::server::conn::http1;
-    use hyper_util::rt::{TokioIo, TokioTimer};
-    use tower::ServiceExt;
-
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    tracing::warn!(error = %e, "http accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = shutdown.cancelled() => break,
-        };
-        let _ = stream.set_nodelay(true);
-        let app = app.clone();
-        let service = hyper::service::service_fn(
-            move |mut request: hyper::Request<hyper::body::Incoming>| {
-                request
-                    .extensions_mut()
-                    .insert(axum::extract::ConnectInfo(peer));
-                app.clone().oneshot(request)
-            },
-        );
-        let connection = http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(HTTP_HEADER_TIMEOUT)
-            .max_headers(HTTP_MAX_HEADERS)
-            .serve_connection(TokioIo::new(stream), service);
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(%peer, error = %e, "http connection ended with an error");
-            }
-        });
-    }
-    drop(listener);
-    if tokio::time::timeout(HTTP_DRAIN, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!("http calls still running after {HTTP_DRAIN:?}; stopping anyway");
     }
 }
 

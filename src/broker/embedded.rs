@@ -1,0 +1,275 @@
+//! The embedded rumqttd brokers: one router per instance, its loopback
+//! listeners (MQTT 3.1.1 and 5), and an in-process link mqgate publishes
+//! through, all on a runtime of their own.
+//!
+//! Why a runtime of their own: rumqttd's connection setup blocks the thread
+//! it runs on (`LinkBuilder::build` sends to the router's bounded channel and
+//! waits for its answer synchronously). On mqgate's main runtime a storm of
+//! MQTT CONNECTs could hold every worker there and stall the HTTP API; here
+//! it can only slow other MQTT connections down. rumqttd cannot stop a
+//! router (its thread runs until the process ends), so at shutdown this
+//! runtime is let go without waiting for tasks that may sit in such a call
+//! ([`BrokerRuntime::shutdown`]); the main runtime then holds nothing of
+//! rumqttd's and stops at once.
+
+use super::registry::ProtocolVersion;
+use rumqttd::local::{LinkBuilder, LinkRx, LinkTx};
+use rumqttd::protocol::{Login, Protocol, v4::V4, v5::V5};
+use rumqttd::{ConnectionSettings, LinkType, Router, RouterConfig, Server, ServerSettings};
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener as StdTcpListener};
+use std::sync::Mutex;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Worker threads of the brokers' runtime.
+const WORKER_THREADS: usize = 2;
+
+/// The runtime rumqttd's listeners and connections run on.
+pub struct BrokerRuntime {
+    runtime: Mutex<Option<tokio::runtime::Runtime>>,
+    handle: tokio::runtime::Handle,
+}
+
+impl std::fmt::Debug for BrokerRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BrokerRuntime")
+    }
+}
+
+impl BrokerRuntime {
+    pub fn start() -> std::io::Result<BrokerRuntime> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(WORKER_THREADS)
+            .thread_name("mqgate-rumqttd")
+            .enable_all()
+            .build()?;
+        Ok(BrokerRuntime {
+            handle: runtime.handle().clone(),
+            runtime: Mutex::new(Some(runtime)),
+        })
+    }
+
+    pub fn handle(&self) -> &tokio::runtime::Handle {
+        &self.handle
+    }
+
+    /// Stops the runtime without waiting for its tasks (safe from async
+    /// code, and the only stop possible for a task inside rumqttd's
+    /// blocking link setup). Idempotent.
+    pub fn shutdown(&self) {
+        let runtime = self
+            .runtime
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(runtime) = runtime {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl Drop for BrokerRuntime {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// One instance's running rumqttd: its listeners and its publisher link.
+pub struct EmbeddedBroker {
+    /// rumqttd's MQTT 3.1.1 listener (loopback).
+    pub v4_addr: SocketAddr,
+    /// rumqttd's MQTT 5 listener (loopback).
+    pub v5_addr: SocketAddr,
+    /// An in-process client of the router, for messages mqgate publishes.
+    pub publisher: LinkTx,
+    /// The publisher's receiving half: kept so that the router keeps the
+    /// link (it receives nothing, having no subscriptions).
+    pub publisher_rx: LinkRx,
+}
+
+/// Starts a router for one instance, its two loopback listeners and its
+/// publisher link, and waits until each listener answers a CONNECT.
+pub async fn start(
+    runtime: &BrokerRuntime,
+    router_id: usize,
+    instance_id: &str,
+    mqtt: &crate::config::MqttConfig,
+    login: &Login,
+) -> Result<EmbeddedBroker, String> {
+    let router = Router::new(
+        router_id,
+        RouterConfig {
+            max_connections: mqtt.max_connections_per_instance,
+            max_outgoing_packet_count: 200,
+            max_segment_size: 4 * 1024 * 1024,
+            max_segment_count: 4,
+            ..RouterConfig::default()
+        },
+    );
+    let router_tx = router.spawn();
+    // The publisher link first, before any connection has come and gone.
+    // Building it blocks until the router answers: on the brokers'
+    // runtime's blocking pool, not on a worker of either runtime.
+    let publisher_id = format!("mqgate-publisher-{}", uuid::Uuid::new_v4().simple());
+    let link_router_tx = router_tx.clone();
+    let (publisher, publisher_rx, _) = runtime
+        .handle()
+        .spawn_blocking(move || {
+            LinkBuilder::new(&publisher_id, link_router_tx)
+                .build()
+                .map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| format!("the publisher link could not be built: {e}"))?
+        .map_err(|e| format!("the router refused the publisher link: {e}"))?;
+    let connections = ConnectionSettings {
+        // rumqttd's field is a u16 of milliseconds.
+        connection_timeout_ms: 10_000,
+        max_payload_size: mqtt.max_packet_size,
+        max_inflight_count: 100,
+        auth: Some(HashMap::from([(
+            login.username.clone(),
+            login.password.clone(),
+        )])),
+        external_auth: None,
+        dynamic_filters: true,
+    };
+    let mut addrs = [None, None];
+    for (slot, protocol) in [ProtocolVersion::V311, ProtocolVersion::V5]
+        .into_iter()
+        .enumerate()
+    {
+        let mut last_error = String::new();
+        // rumqttd binds its own listener and never reports the port, so
+        // pick a free one, hand it over, and try again if something else
+        // took it in between.
+        for _attempt in 0..10 {
+            let addr = free_loopback_port().map_err(|e| e.to_string())?;
+            let settings = ServerSettings {
+                name: format!("{instance_id}-{protocol:?}"),
+                listen: addr,
+                tls: None,
+                next_connection_delay_ms: 0,
+                connections: connections.clone(),
+            };
+            let server = match protocol {
+                ProtocolVersion::V311 => {
+                    runtime
+                        .handle()
+                        .spawn(run_server(Server::new(settings, router_tx.clone(), V4)))
+                }
+                ProtocolVersion::V5 => {
+                    runtime
+                        .handle()
+                        .spawn(run_server(Server::new(settings, router_tx.clone(), V5)))
+                }
+            };
+            match wait_until_ready(addr, protocol, login, &server).await {
+                Ok(()) => {
+                    addrs[slot] = Some(addr);
+                    break;
+                }
+                Err(e) => {
+                    server.abort();
+                    last_error = e;
+                }
+            }
+        }
+        if addrs[slot].is_none() {
+            return Err(last_error);
+        }
+    }
+    Ok(EmbeddedBroker {
+        v4_addr: addrs[0].ok_or("no MQTT 3.1.1 listener")?,
+        v5_addr: addrs[1].ok_or("no MQTT 5 listener")?,
+        publisher,
+        publisher_rx,
+    })
+}
+
+async fn run_server<P: Protocol + Clone + Send + 'static>(mut server: Server<P>) -> String {
+    match server.start(LinkType::Remote).await {
+        Ok(()) => "listener stopped".to_string(),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn free_loopback_port() -> std::io::Result<SocketAddr> {
+    let listener = StdTcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+    listener.local_addr()
+}
+
+/// Connects to a fresh rumqttd listener with the internal login until it
+/// answers CONNACK (it binds asynchronously), or its task has failed.
+async fn wait_until_ready(
+    addr: SocketAddr,
+    protocol: ProtocolVersion,
+    login: &Login,
+    server: &tokio::task::JoinHandle<String>,
+) -> Result<(), String> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        if server.is_finished() {
+            return Err(format!("rumqttd listener on {addr} did not start"));
+        }
+        match probe(addr, protocol, login).await {
+            Ok(()) => return Ok(()),
+            Err(e) if tokio::time::Instant::now() >= deadline => {
+                return Err(format!("rumqttd listener on {addr} is not answering: {e}"));
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    }
+}
+
+async fn probe(addr: SocketAddr, protocol: ProtocolVersion, login: &Login) -> Result<(), String> {
+    let mut stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    let connect = rumqttd::protocol::Packet::Connect(
+        rumqttd::protocol::Connect {
+            keep_alive: 10,
+            client_id: format!("mqgate-probe-{}", uuid::Uuid::new_v4().simple()),
+            clean_session: true,
+        },
+        None,
+        None,
+        None,
+        Some(login.clone()),
+    );
+    let mut out = bytes::BytesMut::new();
+    let encoded = match protocol {
+        ProtocolVersion::V311 => V4.write(connect, &mut out),
+        ProtocolVersion::V5 => V5.write(connect, &mut out),
+    };
+    encoded.map_err(|e| e.to_string())?;
+    stream.write_all(&out).await.map_err(|e| e.to_string())?;
+    let answer = async {
+        let mut head = [0u8; 2];
+        stream.read_exact(&mut head).await?;
+        // CONNACK's remaining length fits in one byte (no properties of
+        // ours make it longer than 127).
+        let mut rest = vec![0u8; usize::from(head[1] & 0x7F)];
+        stream.read_exact(&mut rest).await?;
+        Ok::<u8, std::io::Error>(head[0])
+    };
+    let first = tokio::time::timeout(Duration::from_secs(1), answer)
+        .await
+        .map_err(|_| "no CONNACK".to_string())?
+        .map_err(|e| e.to_string())?;
+    if first >> 4 != super::codec::packet_type::CONNACK {
+        return Err("not a CONNACK".to_string());
+    }
+    // Say goodbye properly and wait for rumqttd to close: its link has then
+    // told the router, and the router forgets this connection before it
+    // sees the next one. (Closing with unread bytes instead makes rumqttd
+    // report the connection gone twice; the second report can end a new
+    // connection that reused its id.)
+    let _ = stream.write_all(&[0xE0, 0x00]).await;
+    let mut sink = [0u8; 64];
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        while stream.read(&mut sink).await.is_ok_and(|n| n > 0) {}
+    })
+    .await;
+    Ok(())
+}

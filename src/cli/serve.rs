@@ -1,0 +1,106 @@
+//! `mqgate serve`: runs the gateway until Ctrl-C or SIGTERM; without
+//! `--config`, the demo on loopback.
+
+use crate::config::{Config, demo};
+use crate::server::{Server, reload};
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Run the gateway. Without --config: a demo on loopback.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// TOML configuration file (see mqgate.example.toml).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+/// Serves until Ctrl-C or SIGTERM (reloading on SIGHUP and file changes
+/// when there is a configuration file); exit 2 for a bad configuration, 1
+/// when mqgate cannot start.
+pub async fn run(args: Args) -> ExitCode {
+    let config_path = args.config;
+    let (config, is_demo) = match &config_path {
+        Some(path) => match Config::load(path) {
+            Ok(config) => (config, false),
+            Err(e) => {
+                eprintln!("mqgate: invalid configuration: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => (Config::demo(), true),
+    };
+    let server = match Server::start(config.clone()).await {
+        Ok(server) => server,
+        Err(e) => {
+            eprintln!("mqgate: cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    print_banner(&server, &config, is_demo);
+    match &config_path {
+        Some(path) => reload::serve_until_stopped(&server, path, &config).await,
+        None => reload::wait_for_signal().await,
+    }
+    tracing::info!("shutting down");
+    server.shutdown().await;
+    tracing::info!("stopped");
+    ExitCode::SUCCESS
+}
+
+fn print_banner(server: &Server, config: &Config, is_demo: bool) {
+    let mut out = std::io::stdout().lock();
+    // The first line is for programs (tests, scripts): the bound addresses.
+    let _ = writeln!(
+        out,
+        "mqgate listening http={} mqtt={}",
+        server.http_addr, server.mqtt_addr
+    );
+    let _ = writeln!(
+        out,
+        "  HTTP API (RPC endpoint at /): http://{}",
+        server.http_addr
+    );
+    let _ = writeln!(
+        out,
+        "  MQTT 3.1.1 and 5:              mqtt://{}",
+        server.mqtt_addr
+    );
+    let instances: usize = config.accounts.iter().map(|a| a.instances.len()).sum();
+    let _ = writeln!(
+        out,
+        "  {} account(s), {} instance(s); anonymous MQTT clients {}",
+        config.accounts.len(),
+        instances,
+        match &config.mqtt.anonymous_instance {
+            Some(i) => format!("land in {i}"),
+            None => "are refused".to_string(),
+        }
+    );
+    if is_demo {
+        let _ = writeln!(
+            out,
+            "\nDemo mode (no --config): loopback only, account {}, instance {} ({}),\n\
+             root AccessKeyId {} / AccessKeySecret {}.\n\n\
+             Connect a device:   mosquitto_sub -h 127.0.0.1 -p {} -i GID_demo@@@dev-1 -t demo/# -v\n\
+             Query it:           ALIBABA_CLOUD_ACCESS_KEY_ID={} ALIBABA_CLOUD_ACCESS_KEY_SECRET={} \\\n\
+             \x20                     mqgate call --endpoint http://{} QuerySessionByClientId InstanceId={} ClientId=GID_demo@@@dev-1\n\
+             Kick it:            ... mqgate call --endpoint http://{} CloseConnection InstanceId={} ClientId=GID_demo@@@dev-1\n\
+             Official SDKs: endpoint {}, protocol http, the key above.",
+            demo::ACCOUNT_ID,
+            demo::INSTANCE_ID,
+            demo::REGION,
+            demo::ACCESS_KEY_ID,
+            demo::ACCESS_KEY_SECRET,
+            server.mqtt_addr.port(),
+            demo::ACCESS_KEY_ID,
+            demo::ACCESS_KEY_SECRET,
+            server.http_addr,
+            demo::INSTANCE_ID,
+            server.http_addr,
+            demo::INSTANCE_ID,
+            server.http_addr,
+        );
+    }
+    let _ = out.flush();
+}

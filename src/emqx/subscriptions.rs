@@ -1,0 +1,221 @@
+//! A client's subscriptions, and subscribing or unsubscribing on its
+//! behalf: the broker gets a real SUBSCRIBE or UNSUBSCRIBE on the client's
+//! connection ([`crate::broker::InstanceBroker::subscribe_for`]), which
+//! lasts as long as that connection.
+
+use super::auth::{Authorized, ManageSubscriptions, ReadClients};
+use super::{EmqxError, NODE, json_body};
+use crate::broker::BrokerError;
+use crate::broker::registry::{ProtocolVersion, SubscriptionOptions};
+use axum::Json;
+use axum::extract::Path;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+fn subscription_object(clientid: &str, topic: &str, o: &SubscriptionOptions) -> Value {
+    json!({"topic": topic, "qos": o.qos, "nl": o.nl, "rap": o.rap, "rh": o.rh, "node": NODE, "clientid": clientid})
+}
+
+/// `GET /clients/{clientid}/subscriptions`.
+pub async fn list(
+    ok: Authorized<ReadClients>,
+    Path((_, clientid)): Path<(String, String)>,
+) -> Result<Response, EmqxError> {
+    let view = ok
+        .broker
+        .sessions
+        .view(&clientid)
+        .ok_or_else(EmqxError::client_not_found)?;
+    let list: Vec<Value> = view
+        .subscriptions
+        .iter()
+        .map(|(topic, o)| subscription_object(&clientid, topic, o))
+        .collect();
+    Ok(Json(list).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubscribeBody {
+    topic: String,
+    #[serde(default)]
+    qos: u8,
+    #[serde(default)]
+    nl: u8,
+    #[serde(default)]
+    rap: u8,
+    #[serde(default)]
+    rh: u8,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnsubscribeBody {
+    topic: String,
+}
+
+/// The options of one subscription, checked against what MQTT allows and
+/// what the client's protocol can carry.
+fn check_subscription(
+    body: &SubscribeBody,
+    protocol: ProtocolVersion,
+) -> Result<SubscriptionOptions, EmqxError> {
+    if !rumqttd::protocol::valid_filter(&body.topic) {
+        return Err(EmqxError::invalid(format!(
+            "topic {:?} is not a valid topic filter",
+            body.topic
+        )));
+    }
+    if body.qos > 2 {
+        return Err(EmqxError::invalid(format!(
+            "qos must be 0, 1 or 2, not {}",
+            body.qos
+        )));
+    }
+    if body.nl > 1 || body.rap > 1 {
+        return Err(EmqxError::invalid("nl and rap must be 0 or 1"));
+    }
+    if body.rh > 2 {
+        return Err(EmqxError::invalid("rh must be 0, 1 or 2"));
+    }
+    if body.nl == 1 && body.topic.starts_with("$share/") {
+        return Err(EmqxError::invalid(
+            "nl=1 is not allowed on a shared subscription ($share/...)",
+        ));
+    }
+    if protocol == ProtocolVersion::V311 && (body.nl, body.rap, body.rh) != (0, 0, 0) {
+        return Err(EmqxError::invalid(
+            "nl, rap and rh are MQTT 5 subscription options; this client speaks MQTT 3.1.1",
+        ));
+    }
+    Ok(SubscriptionOptions {
+        qos: body.qos,
+        nl: body.nl,
+        rap: body.rap,
+        rh: body.rh,
+    })
+}
+
+/// What a broker refusal means to an EMQX caller.
+fn broker_error(e: BrokerError) -> EmqxError {
+    match e {
+        BrokerError::NotConnected => EmqxError::client_not_found(),
+        BrokerError::NoAcknowledgement => EmqxError::unavailable(format!("{e}; try again")),
+        other => EmqxError::bad_request(format!("cannot send the request: {other}")),
+    }
+}
+
+async fn subscribe_all(
+    ok: &Authorized<ManageSubscriptions>,
+    clientid: &str,
+    bodies: Vec<SubscribeBody>,
+) -> Result<Vec<Value>, EmqxError> {
+    let protocol = ok
+        .broker
+        .client_protocol(clientid)
+        .ok_or_else(EmqxError::client_not_found)?;
+    if bodies.is_empty() {
+        return Err(EmqxError::bad_request("no subscriptions given"));
+    }
+    let mut filters = Vec::new();
+    for body in &bodies {
+        let options = check_subscription(body, protocol)?;
+        filters.push((body.topic.clone(), options));
+    }
+    let codes = ok
+        .broker
+        .subscribe_for(clientid, filters.clone())
+        .await
+        .map_err(broker_error)?;
+    let mut out = Vec::new();
+    for (i, (topic, options)) in filters.iter().enumerate() {
+        match codes.get(i) {
+            Some(code) if *code < 0x80 => {
+                let granted = SubscriptionOptions {
+                    qos: *code,
+                    ..*options
+                };
+                out.push(subscription_object(clientid, topic, &granted));
+            }
+            code => {
+                return Err(EmqxError::bad_request(format!(
+                    "the broker refused the subscription to {topic} (reason code {})",
+                    code.map_or("none".to_string(), |c| format!("0x{c:02X}"))
+                )));
+            }
+        }
+    }
+    Ok(out)
+}
+
+async fn unsubscribe_all(
+    ok: &Authorized<ManageSubscriptions>,
+    clientid: &str,
+    topics: Vec<String>,
+) -> Result<(), EmqxError> {
+    if ok.broker.client_protocol(clientid).is_none() {
+        return Err(EmqxError::client_not_found());
+    }
+    if topics.is_empty() {
+        return Err(EmqxError::bad_request("no topics given"));
+    }
+    if let Some(bad) = topics.iter().find(|t| !rumqttd::protocol::valid_filter(t)) {
+        return Err(EmqxError::invalid(format!(
+            "topic {bad:?} is not a valid topic filter"
+        )));
+    }
+    ok.broker
+        .unsubscribe_for(clientid, topics)
+        .await
+        .map_err(broker_error)
+}
+
+/// `POST /clients/{clientid}/subscribe`: 200 with the subscription.
+pub async fn subscribe(
+    ok: Authorized<ManageSubscriptions>,
+    Path((_, clientid)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> Result<Response, EmqxError> {
+    let body: SubscribeBody = json_body(&body)?;
+    let mut out = subscribe_all(&ok, &clientid, vec![body]).await?;
+    Ok(Json(out.remove(0)).into_response())
+}
+
+/// `POST /clients/{clientid}/subscribe/bulk`: 200 with the subscriptions.
+pub async fn subscribe_bulk(
+    ok: Authorized<ManageSubscriptions>,
+    Path((_, clientid)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> Result<Response, EmqxError> {
+    let bodies: Vec<SubscribeBody> = json_body(&body)?;
+    Ok(Json(subscribe_all(&ok, &clientid, bodies).await?).into_response())
+}
+
+/// `POST /clients/{clientid}/unsubscribe`: 204.
+pub async fn unsubscribe(
+    ok: Authorized<ManageSubscriptions>,
+    Path((_, clientid)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> Result<Response, EmqxError> {
+    let body: UnsubscribeBody = json_body(&body)?;
+    unsubscribe_all(&ok, &clientid, vec![body.topic]).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `POST /clients/{clientid}/unsubscribe/bulk`: 204.
+pub async fn unsubscribe_bulk(
+    ok: Authorized<ManageSubscriptions>,
+    Path((_, clientid)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> Result<Response, EmqxError> {
+    let bodies: Vec<UnsubscribeBody> = json_body(&body)?;
+    unsubscribe_all(
+        &ok,
+        &clientid,
+        bodies.into_iter().map(|b| b.topic).collect(),
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}

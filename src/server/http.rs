@@ -1,0 +1,69 @@
+//! The HTTP listener: hyper directly (rather than `axum::serve`) for the
+//! knobs a gateway needs, a header count limit and a header read timeout,
+//! and a graceful drain at shutdown.
+
+use axum::Router;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// Most headers hyper will parse before answering 431 by itself; below it,
+/// the RPC endpoint's own limit ([`crate::rpc::parse::MAX_HEADERS`]) answers
+/// a 400 with a code and message.
+pub const HTTP_MAX_HEADERS: usize = 128;
+/// A client has this long to send its request headers (slow-header floods).
+pub const HTTP_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long calls in flight may take to finish at shutdown.
+const HTTP_DRAIN: Duration = Duration::from_secs(10);
+
+/// Serves HTTP/1.1 with hyper directly (rather than `axum::serve`) for the
+/// knobs a gateway needs: a header count limit and a header read timeout.
+/// Each request carries its peer address (`ConnectInfo`).
+pub async fn serve(listener: TcpListener, app: Router, shutdown: CancellationToken) {
+    use hyper::server::conn::http1;
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use tower::ServiceExt;
+
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!(error = %e, "http accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.cancelled() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let service = hyper::service::service_fn(
+            move |mut request: hyper::Request<hyper::body::Incoming>| {
+                request
+                    .extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
+                app.clone().oneshot(request)
+            },
+        );
+        let connection = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HTTP_HEADER_TIMEOUT)
+            .max_headers(HTTP_MAX_HEADERS)
+            .serve_connection(TokioIo::new(stream), service);
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(%peer, error = %e, "http connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(HTTP_DRAIN, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("http calls still running after {HTTP_DRAIN:?}; stopping anyway");
+    }
+}
