@@ -19,6 +19,17 @@ struct Api<'a> {
 
 impl Api<'_> {
     async fn send(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let (status, _, value) = self.send_full(method, path, body).await;
+        (status, value)
+    }
+
+    /// Status, headers and body.
+    async fn send_full(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, hyper::HeaderMap, Value) {
         let url = format!(
             "{}/instances/{}/api/v5{path}",
             self.t.endpoint, self.instance
@@ -41,6 +52,7 @@ impl Api<'_> {
                 .build_http::<Full<bytes::Bytes>>();
         let response = client.request(request).await.unwrap();
         let status = response.status().as_u16();
+        let headers = response.headers().clone();
         let bytes = response.into_body().collect().await.unwrap().to_bytes();
         let value = if bytes.is_empty() {
             Value::Null
@@ -48,7 +60,7 @@ impl Api<'_> {
             serde_json::from_slice(&bytes)
                 .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&bytes)))
         };
-        (status, value)
+        (status, headers, value)
     }
 
     async fn get(&self, path: &str) -> (u16, Value) {
@@ -558,5 +570,57 @@ async fn persistent_sessions_are_listed_after_disconnect() {
         204
     );
     assert_eq!(api.get("/clients/GID_p@@@persist").await.0, 404);
+    t.server.shutdown().await;
+}
+
+/// The EMQX API is throttled per account like the RPC endpoint
+/// (`[limits] EmqxApi`): past the limit, 429 in EMQX's error shape with
+/// `Retry-After`; other accounts and the RPC endpoint are not affected.
+#[tokio::test]
+async fn the_emqx_api_is_throttled_per_account() {
+    let t = TestServer::start(&format!("{TWO_ACCOUNTS}\n[limits]\nEmqxApi = 1\n")).await;
+    let api = Api {
+        t: &t,
+        instance: "inst-a1",
+        key: ("testid", "testsecret"),
+    };
+    // One call per second, burst 1: of five calls in a row, at least the
+    // ones after the first within the same second are refused.
+    let mut refused = None;
+    for _ in 0..5 {
+        let (status, headers, body) = api.send_full("GET", "/clients", None).await;
+        match status {
+            200 => continue,
+            429 => {
+                refused = Some((headers, body));
+                break;
+            }
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    let (headers, body) = refused.expect("five calls in a row at 1 per second: none refused");
+    assert_eq!(body["code"], "TOO_MANY_REQUESTS", "{body}");
+    let message = body["message"].as_str().unwrap();
+    assert!(
+        message.contains("account 111") && message.contains("EMQX API"),
+        "{message}"
+    );
+    let retry_after: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=1).contains(&retry_after), "{retry_after}");
+    // Another account has a bucket of its own.
+    let other = Api {
+        t: &t,
+        instance: "inst-b1",
+        key: ("key-b", "secret-b"),
+    };
+    assert_eq!(other.get("/clients").await.0, 200);
+    // The RPC endpoint has its own limits.
+    let (status, body) = t
+        .call(
+            "QuerySessionByClientId",
+            &[("InstanceId", "inst-a1"), ("ClientId", "c")],
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
     t.server.shutdown().await;
 }

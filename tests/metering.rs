@@ -376,3 +376,50 @@ async fn reqwest_text(url: &str) -> String {
     let body = response.into_body().collect().await.unwrap().to_bytes();
     String::from_utf8_lossy(&body).into_owned()
 }
+
+/// An internal failure (here, the metering database replaced by a file
+/// that is not one) answers the error table's InternalError and nothing of
+/// the cause: no path of the server, no SQLite message. The cause goes to
+/// the log, with the request id.
+#[tokio::test]
+async fn an_internal_failure_answers_the_table_message_only() {
+    let t = TestServer::start(&format!(
+        "{TWO_ACCOUNTS}\n[limits]\nDescribeMeteringReport = 1000\n"
+    ))
+    .await;
+    let path = t.storage.path().join(mqgate::metering::DATABASE);
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+    std::fs::write(
+        &path,
+        b"this is not a database, and the answer must not say so",
+    )
+    .unwrap();
+    let params = [
+        ("InstanceId", "inst-a1"),
+        ("StartTime", "today"),
+        ("EndTime", "tomorrow"),
+    ];
+    let (status, body) = t.call("DescribeMeteringReport", &params).await;
+    assert_eq!(
+        (status, body["Code"].as_str()),
+        (500, Some("InternalError")),
+        "{body}"
+    );
+    assert_eq!(
+        body["Message"],
+        "An error occurred while processing your request. Try again later."
+    );
+    let storage = t.storage.path().display().to_string();
+    let text = body.to_string();
+    for leak in [storage.as_str(), "sqlite", "database", "metering"] {
+        assert!(!text.contains(leak), "{leak} in {text}");
+    }
+    // Gone too: the database file entirely.
+    std::fs::remove_file(&path).unwrap();
+    let (status, body) = t.call("DescribeMeteringReport", &params).await;
+    assert_eq!(status, 500, "{body}");
+    assert!(!body.to_string().contains(&storage), "{body}");
+    t.server.shutdown().await;
+}

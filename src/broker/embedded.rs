@@ -23,6 +23,32 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+/// Why an instance's embedded broker did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum EmbeddedError {
+    #[error("no free loopback port: {0}")]
+    NoPort(std::io::Error),
+    #[error("rumqttd listener on {addr} did not start")]
+    ListenerStopped { addr: SocketAddr },
+    #[error("rumqttd listener on {addr} is not answering: {why}")]
+    NotAnswering { addr: SocketAddr, why: ProbeError },
+    #[error("the router refused mqgate's publisher link: {0}")]
+    Publisher(String),
+}
+
+/// Why a listener did not answer a probe CONNECT.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("the CONNECT could not be encoded: {0}")]
+    Encode(String),
+    #[error("no CONNACK within a second")]
+    NoConnack,
+    #[error("the answer is not a CONNACK")]
+    NotConnack,
+}
+
 /// Worker threads of the brokers' runtime.
 const WORKER_THREADS: usize = 2;
 
@@ -97,7 +123,7 @@ pub async fn start(
     instance_id: &str,
     mqtt: &crate::config::MqttConfig,
     login: &Login,
-) -> Result<EmbeddedBroker, String> {
+) -> Result<EmbeddedBroker, EmbeddedError> {
     let router = Router::new(
         router_id,
         RouterConfig {
@@ -119,11 +145,10 @@ pub async fn start(
         .spawn_blocking(move || {
             LinkBuilder::new(&publisher_id, link_router_tx)
                 .build()
-                .map_err(|e| e.to_string())
+                .map_err(|e| EmbeddedError::Publisher(e.to_string()))
         })
         .await
-        .map_err(|e| format!("the publisher link could not be built: {e}"))?
-        .map_err(|e| format!("the router refused the publisher link: {e}"))?;
+        .map_err(|e| EmbeddedError::Publisher(e.to_string()))??;
     let connections = ConnectionSettings {
         // rumqttd's field is a u16 of milliseconds.
         connection_timeout_ms: 10_000,
@@ -136,57 +161,61 @@ pub async fn start(
         external_auth: None,
         dynamic_filters: true,
     };
-    let mut addrs = [None, None];
-    for (slot, protocol) in [ProtocolVersion::V311, ProtocolVersion::V5]
-        .into_iter()
-        .enumerate()
-    {
-        let mut last_error = String::new();
-        // rumqttd binds its own listener and never reports the port, so
-        // pick a free one, hand it over, and try again if something else
-        // took it in between.
-        for _attempt in 0..10 {
-            let addr = free_loopback_port().map_err(|e| e.to_string())?;
-            let settings = ServerSettings {
-                name: format!("{instance_id}-{protocol:?}"),
-                listen: addr,
-                tls: None,
-                next_connection_delay_ms: 0,
-                connections: connections.clone(),
-            };
-            let server = match protocol {
-                ProtocolVersion::V311 => {
-                    runtime
-                        .handle()
-                        .spawn(run_server(Server::new(settings, router_tx.clone(), V4)))
-                }
-                ProtocolVersion::V5 => {
-                    runtime
-                        .handle()
-                        .spawn(run_server(Server::new(settings, router_tx.clone(), V5)))
-                }
-            };
-            match wait_until_ready(addr, protocol, login, &server).await {
-                Ok(()) => {
-                    addrs[slot] = Some(addr);
-                    break;
-                }
-                Err(e) => {
-                    server.abort();
-                    last_error = e;
-                }
-            }
+    let spawn_server = |settings: ServerSettings, protocol| match protocol {
+        ProtocolVersion::V311 => {
+            runtime
+                .handle()
+                .spawn(run_server(Server::new(settings, router_tx.clone(), V4)))
         }
-        if addrs[slot].is_none() {
-            return Err(last_error);
+        ProtocolVersion::V5 => {
+            runtime
+                .handle()
+                .spawn(run_server(Server::new(settings, router_tx.clone(), V5)))
         }
-    }
+    };
+    let listen =
+        |protocol| start_listener(instance_id, protocol, &connections, &spawn_server, login);
     Ok(EmbeddedBroker {
-        v4_addr: addrs[0].ok_or("no MQTT 3.1.1 listener")?,
-        v5_addr: addrs[1].ok_or("no MQTT 5 listener")?,
+        v4_addr: listen(ProtocolVersion::V311).await?,
+        v5_addr: listen(ProtocolVersion::V5).await?,
         publisher,
         publisher_rx,
     })
+}
+
+/// Starts one rumqttd listener on a free loopback port and returns its
+/// address once it answers. rumqttd binds its own listener and never
+/// reports the port, so this picks a free one, hands it over, and tries
+/// again (ten times) if something else took it in between.
+async fn start_listener(
+    instance_id: &str,
+    protocol: ProtocolVersion,
+    connections: &ConnectionSettings,
+    spawn_server: &impl Fn(ServerSettings, ProtocolVersion) -> tokio::task::JoinHandle<String>,
+    login: &Login,
+) -> Result<SocketAddr, EmbeddedError> {
+    let mut attempts_left = 10;
+    loop {
+        let addr = free_loopback_port().map_err(EmbeddedError::NoPort)?;
+        let settings = ServerSettings {
+            name: format!("{instance_id}-{protocol:?}"),
+            listen: addr,
+            tls: None,
+            next_connection_delay_ms: 0,
+            connections: connections.clone(),
+        };
+        let server = spawn_server(settings, protocol);
+        match wait_until_ready(addr, protocol, login, &server).await {
+            Ok(()) => return Ok(addr),
+            Err(e) => {
+                server.abort();
+                attempts_left -= 1;
+                if attempts_left == 0 {
+                    return Err(e);
+                }
+            }
+        }
+    }
 }
 
 async fn run_server<P: Protocol + Clone + Send + 'static>(mut server: Server<P>) -> String {
@@ -208,24 +237,28 @@ async fn wait_until_ready(
     protocol: ProtocolVersion,
     login: &Login,
     server: &tokio::task::JoinHandle<String>,
-) -> Result<(), String> {
+) -> Result<(), EmbeddedError> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     loop {
         if server.is_finished() {
-            return Err(format!("rumqttd listener on {addr} did not start"));
+            return Err(EmbeddedError::ListenerStopped { addr });
         }
         match probe(addr, protocol, login).await {
             Ok(()) => return Ok(()),
             Err(e) if tokio::time::Instant::now() >= deadline => {
-                return Err(format!("rumqttd listener on {addr} is not answering: {e}"));
+                return Err(EmbeddedError::NotAnswering { addr, why: e });
             }
             Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
         }
     }
 }
 
-async fn probe(addr: SocketAddr, protocol: ProtocolVersion, login: &Login) -> Result<(), String> {
-    let mut stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+async fn probe(
+    addr: SocketAddr,
+    protocol: ProtocolVersion,
+    login: &Login,
+) -> Result<(), ProbeError> {
+    let mut stream = TcpStream::connect(addr).await?;
     let connect = rumqttd::protocol::Packet::Connect(
         rumqttd::protocol::Connect {
             keep_alive: 10,
@@ -242,8 +275,8 @@ async fn probe(addr: SocketAddr, protocol: ProtocolVersion, login: &Login) -> Re
         ProtocolVersion::V311 => V4.write(connect, &mut out),
         ProtocolVersion::V5 => V5.write(connect, &mut out),
     };
-    encoded.map_err(|e| e.to_string())?;
-    stream.write_all(&out).await.map_err(|e| e.to_string())?;
+    encoded.map_err(|e| ProbeError::Encode(e.to_string()))?;
+    stream.write_all(&out).await?;
     let answer = async {
         let mut head = [0u8; 2];
         stream.read_exact(&mut head).await?;
@@ -255,10 +288,9 @@ async fn probe(addr: SocketAddr, protocol: ProtocolVersion, login: &Login) -> Re
     };
     let first = tokio::time::timeout(Duration::from_secs(1), answer)
         .await
-        .map_err(|_| "no CONNACK".to_string())?
-        .map_err(|e| e.to_string())?;
+        .map_err(|_| ProbeError::NoConnack)??;
     if first >> 4 != super::codec::packet_type::CONNACK {
-        return Err("not a CONNACK".to_string());
+        return Err(ProbeError::NotConnack);
     }
     // Say goodbye properly and wait for rumqttd to close: its link has then
     // told the router, and the router forgets this connection before it

@@ -50,7 +50,10 @@ pub enum StartError {
     #[error("cannot start the embedded brokers' runtime: {0}")]
     Runtime(std::io::Error),
     #[error("cannot start the embedded broker of instance {instance}: {reason}")]
-    Broker { instance: String, reason: String },
+    Broker {
+        instance: String,
+        reason: embedded::EmbeddedError,
+    },
 }
 
 /// Why the broker could not do what an API asked of it.
@@ -240,7 +243,8 @@ impl InstanceBroker {
     /// delivers at the subscription's QoS). Returns once the router has the
     /// message.
     pub async fn publish(&self, topic: &str, payload: bytes::Bytes) -> Result<(), BrokerError> {
-        if !rumqttd::protocol::valid_topic(topic) {
+        // MQTT: a topic name has at least one character and no wildcard.
+        if topic.is_empty() || !rumqttd::protocol::valid_topic(topic) {
             return Err(BrokerError::InvalidTopic(topic.to_string()));
         }
         let publisher = self.publisher.clone();
