@@ -56,21 +56,19 @@ impl GroupBy {
     /// Parses `instance,action,hour`-style text: comma-separated words of
     /// `allowed` (a subset of [`GroupBy::ALL`]); the last time unit wins.
     /// The error says which word is wrong and which are allowed.
-    pub fn parse(text: &str, allowed: &[&str]) -> Result<GroupBy, String> {
+    pub fn parse(text: &str, allowed: &[&str]) -> Result<GroupBy, GroupByError> {
         let mut group_by = GroupBy {
             instance: false,
             action: false,
             bucket: Bucket::Whole,
         };
         for word in text.split(',').map(str::trim).filter(|w| !w.is_empty()) {
+            let refused = || GroupByError {
+                word: word.to_string(),
+                allowed: allowed.iter().map(|a| a.to_string()).collect(),
+            };
             if !allowed.contains(&word) {
-                let (last, rest) = allowed.split_last().unwrap_or((&"", &[]));
-                let choices = if rest.is_empty() {
-                    last.to_string()
-                } else {
-                    format!("{} or {last}", rest.join(", "))
-                };
-                return Err(format!("\"{word}\" is not {choices}"));
+                return Err(refused());
             }
             match word {
                 "instance" => group_by.instance = true,
@@ -78,12 +76,39 @@ impl GroupBy {
                 "minute" => group_by.bucket = Bucket::Minute,
                 "hour" => group_by.bucket = Bucket::Hour,
                 "day" => group_by.bucket = Bucket::Day,
-                _ => return Err(format!("\"{word}\" is not a grouping")),
+                _ => return Err(refused()),
             }
         }
         Ok(group_by)
     }
 }
+
+/// A word [`GroupBy::parse`] does not take here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupByError {
+    pub word: String,
+    pub allowed: Vec<String>,
+}
+
+impl std::fmt::Display for GroupByError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let choices = match self.allowed.split_last() {
+            Some((last, [])) => last.clone(),
+            Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+            None => "nothing".to_string(),
+        };
+        write!(f, "\"{}\" is not {choices}", self.word)
+    }
+}
+
+impl std::error::Error for GroupByError {}
+
+/// A time [`parse_time`] cannot read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "\"{0}\" is not a time; use 2026-11-21, 2026-11-21T10:00:00Z, today, yesterday or now (UTC)"
+)]
+pub struct TimeError(pub String);
 
 /// Which rows, and how to group them.
 #[derive(Debug, Clone)]
@@ -132,7 +157,7 @@ pub struct Row {
 
 /// Parses `2026-11-21`, `2026-11-21T10:00:00Z` (any RFC 3339), `today`,
 /// `yesterday`, `now`.
-pub fn parse_time(value: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
+pub fn parse_time(value: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, TimeError> {
     let today = now.date_naive();
     let midnight = |d: NaiveDate| d.and_hms_opt(0, 0, 0).map(|t| t.and_utc());
     let parsed = match value {
@@ -149,9 +174,7 @@ pub fn parse_time(value: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, Stri
                     .and_then(midnight)
             }),
     };
-    parsed.ok_or_else(|| {
-        format!("\"{value}\" is not a time; use 2026-11-21, 2026-11-21T10:00:00Z, today, yesterday or now (UTC)")
-    })
+    parsed.ok_or_else(|| TimeError(value.to_string()))
 }
 
 /// Opens the database for reading (it may be in use by a running mqgate).
@@ -374,6 +397,7 @@ mod tests {
         assert!(
             parse_time("last week", now)
                 .unwrap_err()
+                .to_string()
                 .contains("yesterday")
         );
     }
@@ -394,11 +418,15 @@ mod tests {
             Bucket::Whole
         );
         assert_eq!(
-            GroupBy::parse("week", GroupBy::ALL).unwrap_err(),
+            GroupBy::parse("week", GroupBy::ALL)
+                .unwrap_err()
+                .to_string(),
             "\"week\" is not instance, action, minute, hour or day"
         );
         assert_eq!(
-            GroupBy::parse("instance", &["action", "hour", "day"]).unwrap_err(),
+            GroupBy::parse("instance", &["action", "hour", "day"])
+                .unwrap_err()
+                .to_string(),
             "\"instance\" is not action, hour or day"
         );
     }
