@@ -413,7 +413,8 @@ fn mqtt_load(
     let output = command.output().unwrap();
     assert!(
         output.status.success(),
-        "mqgate-load mqtt: {}",
+        "mqgate-load mqtt, {clients} clients at QoS {qos} on {addr} ({}): {}",
+        if login.is_some() { "rumqttd" } else { "front" },
         String::from_utf8_lossy(&output.stderr)
     );
     let v: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
@@ -422,18 +423,47 @@ fn mqtt_load(
     (rate, v["p99_ms"].as_f64().unwrap())
 }
 
-async fn mqtt(setting: &Setting, out_dir: &Path, results: &mut String) {
-    let storage = tempfile::tempdir().unwrap();
-    let config = Config::parse(&config_text(&storage.path().join("data")), "bench.toml").unwrap();
-    let server = mqgate::server::Server::start(config).await.unwrap();
-    let broker = server.brokers.instance(INSTANCE).unwrap();
-    let internal = server.brokers.internal_login();
-    let login = (internal.username.clone(), internal.password.clone());
-    let (front_addr, direct_addr) = (server.mqtt_addr, broker.v4_addr);
-    let run = |addr: SocketAddr, direct: bool, qos: u8, clients: usize, seconds: f64| {
-        let login = direct.then(|| login.clone());
+/// A fresh mqgate for MQTT measurements: its front port, its instance's
+/// rumqttd listener, and the login that listener takes.
+struct MqttTarget {
+    server: mqgate::server::Server,
+    front: SocketAddr,
+    direct: SocketAddr,
+    login: (String, String),
+    _storage: tempfile::TempDir,
+}
+
+impl MqttTarget {
+    async fn start() -> MqttTarget {
+        let storage = tempfile::tempdir().unwrap();
+        let config =
+            Config::parse(&config_text(&storage.path().join("data")), "bench.toml").unwrap();
+        let server = mqgate::server::Server::start(config).await.unwrap();
+        let broker = server.brokers.instance(INSTANCE).unwrap();
+        let internal = server.brokers.internal_login();
+        MqttTarget {
+            front: server.mqtt_addr,
+            direct: broker.v4_addr,
+            login: (internal.username.clone(), internal.password.clone()),
+            server,
+            _storage: storage,
+        }
+    }
+
+    /// `clients` through the front port (`direct`: straight to rumqttd).
+    async fn load(&self, direct: bool, qos: u8, clients: usize, seconds: f64) -> (f64, f64) {
+        let (addr, login) = match direct {
+            true => (self.direct, Some(self.login.clone())),
+            false => (self.front, None),
+        };
         tokio::task::spawn_blocking(move || mqtt_load(addr, login.as_ref(), qos, clients, seconds))
-    };
+            .await
+            .unwrap()
+    }
+}
+
+async fn mqtt(setting: &Setting, out_dir: &Path, results: &mut String) {
+    let target = MqttTarget::start().await;
 
     let mut csv =
         String::from("qos,front_msgs_per_s,rumqttd_msgs_per_s,front_p99_ms,rumqttd_p99_ms\n");
@@ -453,12 +483,8 @@ async fn mqtt(setting: &Setting, out_dir: &Path, results: &mut String) {
     let _ = writeln!(results, "|---|---|---|---|---|---|");
     for qos in [0u8, 1] {
         let clients = setting.mqtt_pairs * 2;
-        let (front, front_p99) = run(front_addr, false, qos, clients, setting.mqtt_seconds)
-            .await
-            .unwrap();
-        let (direct, direct_p99) = run(direct_addr, true, qos, clients, setting.mqtt_seconds)
-            .await
-            .unwrap();
+        let (front, front_p99) = target.load(false, qos, clients, setting.mqtt_seconds).await;
+        let (direct, direct_p99) = target.load(true, qos, clients, setting.mqtt_seconds).await;
         let _ = writeln!(
             results,
             "| {qos} | {front:.0} | {direct:.0} | {:.2} | {front_p99:.3} | {direct_p99:.3} |",
@@ -471,6 +497,7 @@ async fn mqtt(setting: &Setting, out_dir: &Path, results: &mut String) {
     }
     let _ = writeln!(results);
     std::fs::write(out_dir.join("mqtt.csv"), csv).unwrap();
+    target.server.shutdown().await;
 
     // Scaling: the same load as the number of clients grows, QoS 1.
     let mut csv =
@@ -491,18 +518,20 @@ async fn mqtt(setting: &Setting, out_dir: &Path, results: &mut String) {
         None => "-".to_string(),
     };
     for &clients in setting.mqtt_clients {
+        // Each point on a fresh mqgate, each path on its own: what one run
+        // leaves in rumqttd's router (thousands of connections to tear
+        // down, commit logs per topic) does not weigh on the next.
         let front = if clients <= setting.front_max_clients {
-            Some(
-                run(front_addr, false, 1, clients, setting.mqtt_seconds)
-                    .await
-                    .unwrap(),
-            )
+            let target = MqttTarget::start().await;
+            let front = target.load(false, 1, clients, setting.mqtt_seconds).await;
+            target.server.shutdown().await;
+            Some(front)
         } else {
             None
         };
-        let direct = run(direct_addr, true, 1, clients, setting.mqtt_seconds)
-            .await
-            .unwrap();
+        let target = MqttTarget::start().await;
+        let direct = target.load(true, 1, clients, setting.mqtt_seconds).await;
+        target.server.shutdown().await;
         let ratio = front.map(|(f, _)| f / direct.0.max(1.0));
         let _ = writeln!(
             results,
@@ -524,7 +553,6 @@ async fn mqtt(setting: &Setting, out_dir: &Path, results: &mut String) {
     }
     let _ = writeln!(results);
     std::fs::write(out_dir.join("mqtt_scaling.csv"), csv).unwrap();
-    server.shutdown().await;
 }
 
 fn rss_kib(pid: u32) -> u64 {

@@ -49,8 +49,16 @@ pub enum ProbeError {
     NotConnack,
 }
 
-/// Worker threads of the brokers' runtime.
-const WORKER_THREADS: usize = 2;
+/// Worker threads of the brokers' runtime: twice the cores (at least 4).
+/// rumqttd's connection setup blocks the worker it runs on until the router
+/// answers; with only as many workers as cores, a burst of connections can
+/// block them all, and then nothing accepts the next connections (they wait
+/// in the kernel's backlog, then retry after backoffs of seconds).
+fn worker_threads() -> usize {
+    std::thread::available_parallelism()
+        .map_or(2, |n| n.get() * 2)
+        .max(4)
+}
 
 /// The runtime rumqttd's listeners and connections run on.
 pub struct BrokerRuntime {
@@ -67,7 +75,7 @@ impl std::fmt::Debug for BrokerRuntime {
 impl BrokerRuntime {
     pub fn start() -> std::io::Result<BrokerRuntime> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(WORKER_THREADS)
+            .worker_threads(worker_threads())
             .thread_name("mqgate-rumqttd")
             .enable_all()
             .build()?;

@@ -393,7 +393,23 @@ impl Brokers {
         }
     }
 
-    /// Stops rumqttd's runtime (see [`embedded`]); call once every
+    /// Runs `task` on the MQTT side's runtime (the front layer's accept
+    /// loop, so that it and every connection's relay run beside rumqttd).
+    pub fn spawn<F>(&self, task: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.runtime.handle().spawn(task)
+    }
+
+    /// Makes the MQTT side's runtime the current one until the guard drops
+    /// (to register a socket with it).
+    pub fn enter(&self) -> tokio::runtime::EnterGuard<'_> {
+        self.runtime.handle().enter()
+    }
+
+    /// Stops the MQTT side's runtime (see [`embedded`]); call once every
     /// connection is closed.
     pub fn shutdown(&self) {
         self.runtime.shutdown();

@@ -113,9 +113,17 @@ impl Server {
             .await?,
         );
 
-        let mqtt_listener = bind("mqtt.listen", config.mqtt.listen).await?;
+        // The MQTT listener is handed to the brokers' runtime: the front
+        // layer runs there, beside rumqttd, away from the HTTP API.
+        let mqtt_listener = bind_std("mqtt.listen", config.mqtt.listen)?;
         let http_listener = bind("http.listen", config.http.listen).await?;
-        let mqtt_addr = local_addr("mqtt.listen", &mqtt_listener, config.mqtt.listen)?;
+        let mqtt_addr = mqtt_listener
+            .local_addr()
+            .map_err(|error| StartError::Bind {
+                field: "mqtt.listen",
+                addr: config.mqtt.listen,
+                error,
+            })?;
         let http_addr = local_addr("http.listen", &http_listener, config.http.listen)?;
         let shutdown = CancellationToken::new();
 
@@ -125,7 +133,16 @@ impl Server {
             config.mqtt.max_packet_size,
             Duration::from_secs(config.mqtt.connect_timeout_secs),
         );
-        let mqtt = tokio::spawn(front.serve(mqtt_listener, shutdown.clone()));
+        let mqtt_listener = {
+            // Registered with the brokers' runtime, where it is polled.
+            let _mqtt_side = brokers.enter();
+            TcpListener::from_std(mqtt_listener).map_err(|error| StartError::Bind {
+                field: "mqtt.listen",
+                addr: config.mqtt.listen,
+                error,
+            })?
+        };
+        let mqtt = brokers.spawn(front.serve(mqtt_listener, shutdown.clone()));
 
         let state = Arc::new(AppState {
             directory: directory.clone(),
@@ -300,6 +317,15 @@ async fn flush_broker_counts(
             return;
         }
     }
+}
+
+/// A listener not yet tied to a runtime (for the brokers' runtime to take).
+fn bind_std(field: &'static str, addr: SocketAddr) -> Result<std::net::TcpListener, StartError> {
+    let bound = std::net::TcpListener::bind(addr).and_then(|listener| {
+        listener.set_nonblocking(true)?;
+        Ok(listener)
+    });
+    bound.map_err(|error| StartError::Bind { field, addr, error })
 }
 
 async fn bind(field: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
