@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the whole benchmark and writes bench/results.md, bench/*.csv and the
-# plots bench/*.png. Usage: bash bench/run.sh   (about 5 minutes on 2 cores)
+# plots bench/*.png. Usage: bash bench/run.sh   (about 10 minutes on 2 cores)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x .venv/bin/python ] || python3 -m venv .venv
