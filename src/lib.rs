@@ -44,8 +44,6 @@
 //! and its entries in `openapi/mqgate.yaml` and the README's action table
 //! (a test checks that both agree with the table).
 
-#![forbid(unsafe_op_in_unsafe_fn)]
-
 pub mod access;
 pub mod actions;
 pub mod api;

@@ -3,7 +3,8 @@
 #   - Debian packages: mosquitto-clients (a real MQTT client for the SDK suite)
 #   - a Python venv in .venv with the official Alibaba SDKs and paho-mqtt, pinned
 #   - npm packages (tests/sdk/node: @alicloud/pop-core, pinned by its lock file)
-#   - cargo fmt --check, cargo clippy, cargo test (unit, SDK captures, end to end, CLI)
+#   - cargo fmt --check, cargo clippy, cargo doc, cargo test (unit, SDK captures, end to
+#     end, CLI, the broker API, the crash test, the benchmark on its tiny setting)
 #   - the official-SDK suite (pytest) against a running mqgate
 # Usage: bash tests/run_all.sh
 set -euo pipefail
@@ -37,6 +38,9 @@ cargo fmt --all -- --check
 
 step "cargo clippy"
 cargo clippy --locked --all-targets -- -D warnings
+
+step "cargo doc (broken links in the crate docs fail)"
+RUSTDOCFLAGS="-D warnings" cargo doc --locked --no-deps -q
 
 step "cargo test"
 cargo test --locked --all-targets

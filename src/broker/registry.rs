@@ -203,7 +203,7 @@ const ACK_TIMEOUT: Duration = Duration::from_secs(5);
 impl Session {
     /// Ends the connection and its session: asks the relay to say goodbye
     /// (MQTT 5 DISCONNECT with `reason_code`), and drops it outright if that
-    /// takes longer than [`KICK_GRACE`]. Returns once the connection is gone.
+    /// takes longer than `KICK_GRACE` (2 s). Returns once the connection is gone.
     pub async fn disconnect(&self, reason_code: u8, reason: &str) {
         self.discard.store(true, Ordering::Relaxed);
         self.end(reason_code, reason).await;

@@ -1,7 +1,7 @@
 //! The RPC endpoint at `/`: Alibaba's `Action=...&Signature=...` protocol.
 //!
 //! A call flows one way through small stages, each in the module named for
-//! it and testable alone, called in order by [`pipeline`]:
+//! it and testable alone, called in order by `pipeline` (below):
 //!
 //! ```text
 //! parse (rpc::parse) -> verify (rpc::verify, signature_v1, signature_v3)
