@@ -57,6 +57,24 @@ macro_rules! with_action_table {
                 billed: true,
                 throttled: SystemOverFlowServer,
             },
+            CreateGroupId (create_group_id) {
+                ram_action: "mq:CreateMqttGroupId",
+                qps: 10,
+                billed: true,
+                throttled: SystemOverFlow,
+            },
+            DeleteGroupId (delete_group_id) {
+                ram_action: "mq:DeleteMqttGroupId",
+                qps: 10,
+                billed: true,
+                throttled: SystemOverFlow,
+            },
+            ListGroupId (list_group_id) {
+                ram_action: "mq:ListMqttGroupId",
+                qps: 10,
+                billed: true,
+                throttled: SystemOverFlow,
+            },
             // mqgate's own: the bill of one of the caller's instances.
             DescribeMeteringReport (describe_metering_report) {
                 ram_action: "mq:DescribeMeteringReport",

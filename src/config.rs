@@ -116,6 +116,14 @@ pub struct InstanceConfig {
     /// Billed transactions allowed per UTC month; absent: no limit.
     #[serde(default)]
     pub monthly_transaction_quota: Option<u64>,
+    /// Refuse a client whose client id's group id (`{GroupId}@@@{DeviceId}`)
+    /// has not been created with CreateGroupId. Off by default.
+    #[serde(default)]
+    pub require_group_ids: bool,
+    /// Most group ids the instance holds (CreateGroupId past it answers
+    /// `GroupIdNumExceed`).
+    #[serde(default = "default_max_group_ids")]
+    pub max_group_ids: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -168,6 +176,9 @@ fn default_session_expiry_secs() -> u64 {
 }
 fn default_storage_dir() -> PathBuf {
     PathBuf::from("./mqgate-data")
+}
+fn default_max_group_ids() -> usize {
+    10_000
 }
 fn default_region() -> String {
     "cn-hangzhou".to_string()
@@ -269,6 +280,8 @@ impl Config {
                     id: demo::INSTANCE_ID.to_string(),
                     region: demo::REGION.to_string(),
                     monthly_transaction_quota: None,
+                    require_group_ids: false,
+                    max_group_ids: default_max_group_ids(),
                 }],
                 users: vec![UserConfig {
                     name: demo::USER_NAME.to_string(),

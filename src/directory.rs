@@ -31,6 +31,10 @@ pub struct Instance {
     pub account_id: String,
     /// Billed transactions allowed per UTC month; `None`: no limit.
     pub monthly_transaction_quota: Option<u64>,
+    /// Clients must use a group id created on the instance.
+    pub require_group_ids: bool,
+    /// Most group ids the instance holds.
+    pub max_group_ids: usize,
 }
 
 impl Instance {
@@ -68,6 +72,8 @@ impl Directory {
                         region: instance.region.clone(),
                         account_id: account.id.clone(),
                         monthly_transaction_quota: instance.monthly_transaction_quota,
+                        require_group_ids: instance.require_group_ids,
+                        max_group_ids: instance.max_group_ids,
                     }),
                 );
             }

@@ -82,6 +82,11 @@ error_table! {
         "An error occurred while processing your request. Please try again."),
     InstanceQuotaExceeded => (403, "InstanceQuotaExceeded",
         "The instance's monthly transaction quota is used up."),
+    // Device-side state.
+    GroupIdAlreadyExsited => (400, "GroupIdAlreadyExsited",
+        "The specified GroupId already exists."),
+    GroupIdNumExceed => (400, "GroupIdNumExceed",
+        "The instance has reached its limit of group ids."),
     // The service.
     ServiceUnavailable => (503, "ServiceUnavailable",
         "The request has failed due to a temporary failure of the server."),

@@ -29,7 +29,8 @@
 //!   kick, subscribe and unsubscribe for a client, publish, online status);
 //!   the MQTT front layer ([`broker::front`]) with the session registry and
 //!   device authentication.
-//! - [`metering`] (the SQLite bill, group commit, reports), [`metrics`].
+//! - [`metering`] (the SQLite bill, group commit, reports), [`devices`] (the
+//!   durable device-side state: group ids), [`metrics`].
 //! - [`access`] (authorize, resources and their ARNs, RAM condition keys),
 //!   [`principal`], [`replay`], [`throttle`].
 //! - [`directory`] (accounts, instances, keys), [`config`], [`params`].
@@ -51,6 +52,7 @@ pub mod broker;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod devices;
 pub mod directory;
 pub mod emqx;
 pub mod error;

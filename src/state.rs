@@ -2,6 +2,7 @@
 //! replay memory, the limits, the bill and the live counters.
 
 use crate::broker::Brokers;
+use crate::devices::DeviceStore;
 use crate::directory::DirectoryHandle;
 use crate::metering::Meter;
 use crate::metrics::Metrics;
@@ -16,6 +17,8 @@ pub struct AppState {
     /// Rebuilt when a reload changes the limits.
     pub throttle: RwLock<Arc<Throttle>>,
     pub meter: Arc<Meter>,
+    /// Group ids (and the rest of the device-side state), durable.
+    pub devices: Arc<DeviceStore>,
     pub metrics: Metrics,
     /// `mqtt.session_expiry_secs`, shown as a 3.1.1 session's expiry.
     pub session_expiry_secs: u64,

@@ -4,9 +4,11 @@
 //! ([`crate::api`]); every limit can be changed for all accounts
 //! (`[limits]`) or one (`[accounts.limits]`).
 //!
-//! The burst of an action is a tenth of its rate (at least 1): a quiet
-//! account may send that many calls at once, and over any interval of `t`
-//! seconds at most `rate * t + burst` calls are admitted. The EMQX API's
+//! The burst of an action is a tenth of its rate, but at least the rate
+//! itself up to 10 (so an action limited to 10 calls per second takes 10
+//! at once, as a per-second window would): a quiet account may send that
+//! many calls at once, and over any interval of `t` seconds at most
+//! `rate * t + burst` calls are admitted. The EMQX API's
 //! burst is a whole second's worth: a dashboard or a script reads many
 //! things at once, then nothing for a while.
 //!
@@ -22,7 +24,7 @@ use std::time::Duration;
 /// The burst that goes with a limit's rate.
 pub fn burst(limit: Limit, rate: u32) -> u32 {
     match limit {
-        Limit::Action(_) => (rate / 10).max(1),
+        Limit::Action(_) => (rate / 10).max(rate.min(10)).max(1),
         Limit::EmqxApi => rate.max(1),
     }
 }
@@ -109,6 +111,16 @@ mod tests {
         let refused = throttle.check("a", QUERY).unwrap_err();
         assert_eq!((refused.rate, refused.burst), (500, 50));
         assert!(refused.wait_ms() >= 1);
+    }
+
+    #[test]
+    fn bursts_are_a_tenth_of_the_rate_but_a_seconds_worth_for_small_rates() {
+        let action = Limit::Action(Action::CreateGroupId);
+        let cases = [(500, 50), (100, 10), (50, 10), (10, 10), (5, 5), (1, 1)];
+        for (rate, expected) in cases {
+            assert_eq!(burst(action, rate), expected, "{rate}");
+        }
+        assert_eq!(burst(Limit::EmqxApi, 100), 100);
     }
 
     #[test]

@@ -444,3 +444,39 @@ async fn shutdown_disconnects_clients_with_a_reason() {
     let ended = device.ended().await;
     assert!(ended.contains("ServerShuttingDown"), "{ended}");
 }
+
+/// Takeovers in a row, several clients at once: each new connection is
+/// accepted and the one before it ends. (rumqttd reuses connection ids:
+/// before the front layer closed its upstream connections cleanly, the late
+/// report of an old connection's end could end the new connection that took
+/// its id, and a takeover was refused with "server unavailable" now and
+/// then.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn takeovers_in_a_row_are_each_accepted() {
+    let t = TestServer::start(TWO_ACCOUNTS).await;
+    let mut seats = Vec::new();
+    for seat in 0..6 {
+        let mqtt = t.mqtt;
+        seats.push(tokio::spawn(async move {
+            let client_id = format!("GID_x@@@hot-seat-{seat}");
+            let mut previous = connect_v5(mqtt, &client_id, None).await.unwrap();
+            for round in 0..25 {
+                let next = if round % 2 == 0 {
+                    connect_v4(mqtt, &client_id, None).await
+                } else {
+                    connect_v5(mqtt, &client_id, None).await
+                };
+                let next =
+                    next.unwrap_or_else(|e| panic!("{client_id}: takeover {round} refused: {e}"));
+                previous.ended().await;
+                previous = next;
+            }
+            (client_id, previous)
+        }));
+    }
+    for seat in seats {
+        let (client_id, _last) = seat.await.unwrap();
+        assert!(t.online("inst-a1", &client_id).await, "{client_id}");
+    }
+    t.server.shutdown().await;
+}

@@ -352,6 +352,35 @@ async fn every_row_of_the_error_table_is_produced() {
     );
     limited.server.shutdown().await;
 
+    // Device-side state: a group id created twice, and an instance's limit
+    // of group ids.
+    let groups = TestServer::start(&TWO_ACCOUNTS.replace(
+        "  id = \"inst-a2\"\n",
+        "  id = \"inst-a2\"\n  max_group_ids = 1\n",
+    ))
+    .await;
+    let create = |group: &'static str| {
+        with(
+            "CreateGroupId",
+            &[("InstanceId", "inst-a2"), ("GroupId", group)],
+        )
+    };
+    assert_eq!(
+        v1_get(&groups, create("GID_first"), "testsecret")
+            .await
+            .status,
+        200
+    );
+    expect(
+        v1_get(&groups, create("GID_first"), "testsecret").await,
+        ErrorCode::GroupIdAlreadyExsited,
+    );
+    expect(
+        v1_get(&groups, create("GID_second"), "testsecret").await,
+        ErrorCode::GroupIdNumExceed,
+    );
+    groups.server.shutdown().await;
+
     // An instance in the directory whose broker is not running (as after a
     // configuration reload that added it): InternalError, not a panic.
     expect(internal_error_reply().await, ErrorCode::InternalError);
@@ -391,6 +420,7 @@ async fn internal_error_reply() -> Reply {
         replay: ReplayGuard::new(900, Utc::now() - ChronoDuration::minutes(1), 100),
         throttle: std::sync::RwLock::new(std::sync::Arc::new(mqgate::throttle::Throttle::new([]))),
         meter: std::sync::Arc::new(mqgate::metering::Meter::open(storage.path()).unwrap()),
+        devices: std::sync::Arc::new(mqgate::devices::DeviceStore::open(storage.path()).unwrap()),
         metrics: mqgate::metrics::Metrics::default(),
         session_expiry_secs: 7200,
     });

@@ -30,6 +30,11 @@ pub struct LazyConditions<'a> {
 }
 
 impl<'a> LazyConditions<'a> {
+    /// The time of the call (`acs:CurrentTime`).
+    pub fn now(&self) -> DateTime<Utc> {
+        self.now
+    }
+
     pub fn new(
         access_key_id: &'a str,
         source_ip: Option<IpAddr>,

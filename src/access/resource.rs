@@ -50,6 +50,8 @@ mod tests {
             region: "cn-shanghai".into(),
             account_id: "111".into(),
             monthly_transaction_quota: None,
+            require_group_ids: false,
+            max_group_ids: 10,
         };
         let cases = [
             (

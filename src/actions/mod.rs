@@ -12,6 +12,7 @@
 use crate::access::Resource;
 use crate::api::Action;
 use crate::broker::InstanceBroker;
+use crate::devices::DeviceStore;
 use crate::directory::Instance;
 use crate::error::ApiError;
 use crate::metering::Meter;
@@ -21,12 +22,15 @@ use serde::{Serialize, Serializer};
 use std::future::Future;
 
 /// What an action may use while it runs: the instance the caller was
-/// authorized on, its broker, the bill, and who is calling.
+/// authorized on, its broker, the bill, the device-side state, who is
+/// calling, and the time the call is made (one clock read per call).
 pub struct Context<'a> {
     pub instance: &'a Instance,
     pub broker: &'a InstanceBroker,
     pub meter: &'a Meter,
+    pub devices: &'a DeviceStore,
     pub principal: &'a Principal<'a>,
+    pub now: chrono::DateTime<chrono::Utc>,
 }
 
 /// Where an answer's `RequestId` goes among its fields, as the action's

@@ -4,7 +4,11 @@
 //! Signature mode: username `Signature|<AccessKeyId>|<InstanceId>`, password
 //! `Base64(HMAC-SHA1(key = AccessKeySecret, data = ClientId))`. A client with
 //! no username lands in `mqtt.anonymous_instance` when that is set.
+//!
+//! An instance with `require_group_ids` admits only client ids
+//! `{GroupId}@@@{DeviceId}` whose group id was created on it.
 
+use crate::devices::{DeviceStore, group_of};
 use crate::directory::{Directory, Instance};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -44,6 +48,39 @@ impl Refusal {
 /// The instance a client may connect to, given its client id and the
 /// username and password of its CONNECT.
 pub fn authenticate(
+    directory: &Directory,
+    devices: &DeviceStore,
+    client_id: &str,
+    username: Option<&str>,
+    password: Option<&str>,
+) -> Result<Arc<Instance>, Refusal> {
+    let instance = login(directory, client_id, username, password)?;
+    check_group(&instance, devices, client_id)?;
+    Ok(instance)
+}
+
+/// With `require_group_ids`, the client id's group id must exist on the
+/// instance.
+fn check_group(instance: &Instance, devices: &DeviceStore, client_id: &str) -> Result<(), Refusal> {
+    if !instance.require_group_ids {
+        return Ok(());
+    }
+    match group_of(client_id) {
+        Some(group) if devices.has_group(&instance.id, group) => Ok(()),
+        Some(group) => Err(Refusal::not_authorized(format!(
+            "group id {group} has not been created on instance {} (CreateGroupId)",
+            instance.id
+        ))),
+        None => Err(Refusal::not_authorized(format!(
+            "instance {} requires client ids GroupId@@@DeviceId with a created group id",
+            instance.id
+        ))),
+    }
+}
+
+/// The instance a login (username and password) names, once its
+/// credentials are checked.
+fn login(
     directory: &Directory,
     client_id: &str,
     username: Option<&str>,
@@ -159,12 +196,21 @@ mod tests {
         Directory::from_config(&Config::parse(&text, "t.toml").unwrap())
     }
 
+    /// An empty device store in a directory of its own.
+    fn store() -> (tempfile::TempDir, DeviceStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DeviceStore::open(dir.path()).unwrap();
+        (dir, store)
+    }
+
     #[test]
     fn a_correct_signature_lands_in_the_named_instance() {
         let d = directory(false);
+        let (_dir, devices) = store();
         let password = signature_password("sec-a-7f3", "GID_x@@@dev1");
         let instance = authenticate(
             &d,
+            &devices,
             "GID_x@@@dev1",
             Some("Signature|ka|inst-a"),
             Some(&password),
@@ -176,6 +222,7 @@ mod tests {
     #[test]
     fn every_wrong_credential_is_refused_with_bad_username_or_password() {
         let d = directory(false);
+        let (_dir, devices) = store();
         let good = signature_password("sec-a-7f3", "c1");
         let cases = [
             (
@@ -202,7 +249,8 @@ mod tests {
             ("c1", "Signature|ka|inst-a|x", good.clone()),
         ];
         for (client_id, username, password) in cases {
-            let refusal = authenticate(&d, client_id, Some(username), Some(&password)).unwrap_err();
+            let refusal =
+                authenticate(&d, &devices, client_id, Some(username), Some(&password)).unwrap_err();
             assert_eq!(
                 (refusal.v4_code, refusal.v5_code),
                 (0x04, 0x86),
@@ -218,9 +266,66 @@ mod tests {
 
     #[test]
     fn anonymous_clients_land_only_where_configured() {
-        let refusal = authenticate(&directory(false), "c", None, None).unwrap_err();
+        let (_dir, devices) = store();
+        let refusal = authenticate(&directory(false), &devices, "c", None, None).unwrap_err();
         assert_eq!((refusal.v4_code, refusal.v5_code), (0x05, 0x87));
-        let instance = authenticate(&directory(true), "c", Some(""), None).unwrap();
+        let instance = authenticate(&directory(true), &devices, "c", Some(""), None).unwrap();
         assert_eq!(instance.id, "inst-a");
+    }
+
+    #[tokio::test]
+    async fn an_instance_that_requires_group_ids_admits_only_created_ones() {
+        let text = r#"
+            [mqtt]
+            anonymous_instance = "strict"
+            [[accounts]]
+            id = "1"
+              [[accounts.instances]]
+              id = "strict"
+              require_group_ids = true
+              [[accounts.users]]
+              name = "root"
+              access_key_id = "ka"
+              access_key_secret = "sa"
+              root = true
+        "#;
+        let d = Directory::from_config(&Config::parse(text, "t.toml").unwrap());
+        let (_dir, devices) = store();
+        devices
+            .create_group("strict", "GID_ok", 1, 10)
+            .await
+            .unwrap();
+        devices
+            .create_group("elsewhere", "GID_other", 1, 10)
+            .await
+            .unwrap();
+        let login = |client_id: &str| {
+            let password = signature_password("sa", client_id);
+            authenticate(
+                &d,
+                &devices,
+                client_id,
+                Some("Signature|ka|strict"),
+                Some(&password),
+            )
+        };
+        assert_eq!(login("GID_ok@@@dev-1").unwrap().id, "strict");
+        for refused in [
+            "GID_other@@@dev-1",
+            "GID_none@@@dev-1",
+            "no-group-at-all",
+            "",
+        ] {
+            let refusal = login(refused).unwrap_err();
+            assert_eq!(
+                (refusal.v4_code, refusal.v5_code),
+                (0x05, 0x87),
+                "{refused}"
+            );
+            assert!(refusal.reason.contains("strict"), "{}", refusal.reason);
+        }
+        // Anonymous clients too.
+        assert!(authenticate(&d, &devices, "GID_ok@@@x", None, None).is_ok());
+        assert!(authenticate(&d, &devices, "GID_no@@@x", None, None).is_err());
     }
 }

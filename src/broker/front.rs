@@ -23,6 +23,7 @@ use super::registry::{
     Awaited, Control, Injected, ProtocolVersion, Session, SessionInfo, SubscriptionOptions,
 };
 use super::{Brokers, InstanceBroker, reason};
+use crate::devices::DeviceStore;
 use crate::directory::DirectoryHandle;
 use bytes::BytesMut;
 use chrono::Utc;
@@ -42,12 +43,15 @@ use tracing::{debug, info, warn};
 const BROKER_MAX_FRAME: usize = 268_435_455;
 /// How long the front layer waits for rumqttd to connect and answer.
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long rumqttd may take to close its side of an ended connection.
+const UPSTREAM_CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a goodbye packet may take to write before the socket is dropped.
 const GOODBYE_TIMEOUT: Duration = Duration::from_secs(1);
 
 pub struct FrontLayer {
     brokers: Arc<Brokers>,
     directory: Arc<DirectoryHandle>,
+    devices: Arc<DeviceStore>,
     max_packet_size: usize,
     connect_timeout: Duration,
 }
@@ -69,12 +73,14 @@ impl FrontLayer {
     pub fn new(
         brokers: Arc<Brokers>,
         directory: Arc<DirectoryHandle>,
+        devices: Arc<DeviceStore>,
         max_packet_size: usize,
         connect_timeout: Duration,
     ) -> Arc<FrontLayer> {
         Arc::new(FrontLayer {
             brokers,
             directory,
+            devices,
             max_packet_size,
             connect_timeout,
         })
@@ -154,6 +160,7 @@ impl FrontLayer {
         };
         let instance = match device_auth::authenticate(
             &directory,
+            &self.devices,
             &connect.client_id,
             username,
             password,
@@ -296,16 +303,16 @@ impl FrontLayer {
         info!(instance = %instance.id, %client_id, %peer, ?protocol, "client connected");
 
         let (client_rd, client_wr) = client.into_split();
-        let (upstream_rd, upstream_wr) = upstream.into_split();
+        let (mut upstream_rd, mut upstream_wr) = upstream.into_split();
         let to_broker = ToBroker {
             client: client_rd,
-            upstream: upstream_wr,
+            upstream: &mut upstream_wr,
             buf: client_buf,
             max_packet_size: self.max_packet_size,
             injected: handle.upstream,
         };
         let to_client = ToClient {
-            upstream: upstream_rd,
+            upstream: &mut upstream_rd,
             client: client_wr,
             buf: upstream_buf,
             control: handle.control,
@@ -315,6 +322,9 @@ impl FrontLayer {
             end = to_client.run(&broker, &session) => end,
             _ = handle.hard_stop.cancelled() => End::HardStop,
         };
+        close_upstream(&mut upstream_rd, &mut upstream_wr).await;
+        // Only now is the session gone for the registry, and for a takeover
+        // waiting to connect the same client id upstream.
         drop(handle.guard);
         info!(instance = %instance.id, %client_id, ?end, "client disconnected");
     }
@@ -439,18 +449,36 @@ async fn write_goodbye(client: &mut TcpStream, packet: &[u8]) -> std::io::Result
     .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
 }
 
+/// Ends a connection to rumqttd cleanly: FIN, then read (and discard) until
+/// rumqttd closes its side, which its link does right after telling the
+/// router that the connection is gone.
+///
+/// Why: rumqttd reuses connection ids. A connection dropped abruptly can be
+/// reported gone by its link after the router has already dropped it (say,
+/// for a new connection with the same client id) and given its id to a new
+/// connection, which that late report then ends. Once rumqttd has closed
+/// its side, the report is queued before anything this process sends next.
+async fn close_upstream(upstream_rd: &mut OwnedReadHalf, upstream_wr: &mut OwnedWriteHalf) {
+    let _ = tokio::time::timeout(UPSTREAM_CLOSE_TIMEOUT, async {
+        let _ = upstream_wr.shutdown().await;
+        let mut sink = [0u8; 4096];
+        while upstream_rd.read(&mut sink).await.is_ok_and(|n| n > 0) {}
+    })
+    .await;
+}
+
 /// Client to broker: forwards whole frames, starting with whatever the
 /// client sent right behind its CONNECT, and sends the packets the API
 /// injects between them.
-struct ToBroker {
+struct ToBroker<'a> {
     client: OwnedReadHalf,
-    upstream: OwnedWriteHalf,
+    upstream: &'a mut OwnedWriteHalf,
     buf: BytesMut,
     max_packet_size: usize,
     injected: mpsc::Receiver<Injected>,
 }
 
-impl ToBroker {
+impl ToBroker<'_> {
     async fn run(mut self, broker: &InstanceBroker, session: &Session) -> End {
         let protocol = session.info.protocol;
         let stats = &session.stats;
@@ -608,14 +636,14 @@ fn settle_ack(
 /// Broker to client: forwards whole frames, keeps the counters, answers the
 /// API's own acknowledgements instead of forwarding them, and obeys
 /// commands between frames.
-struct ToClient {
-    upstream: OwnedReadHalf,
+struct ToClient<'a> {
+    upstream: &'a mut OwnedReadHalf,
     client: OwnedWriteHalf,
     buf: BytesMut,
     control: mpsc::Receiver<Control>,
 }
 
-impl ToClient {
+impl ToClient<'_> {
     async fn run(mut self, broker: &InstanceBroker, session: &Session) -> End {
         let protocol_v5 = session.info.protocol == ProtocolVersion::V5;
         let stats = &session.stats;

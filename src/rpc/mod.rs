@@ -167,7 +167,9 @@ async fn pipeline(
         instance: &instance,
         broker: &broker,
         meter: &state.meter,
+        devices: &state.devices,
         principal: &principal,
+        now: conditions.now(),
     };
     let reply = request.handle(&context).await?;
 

@@ -11,6 +11,7 @@ pub use http::{HTTP_HEADER_TIMEOUT, HTTP_MAX_HEADERS};
 use crate::broker::front::FrontLayer;
 use crate::broker::{self, Brokers, reason};
 use crate::config::Config;
+use crate::devices::DeviceStore;
 use crate::directory::{Directory, DirectoryHandle};
 use crate::metering::Meter;
 use crate::metrics::Metrics;
@@ -45,6 +46,8 @@ pub enum StartError {
     Broker(#[from] broker::StartError),
     #[error("storage.dir: metering database: {0}")]
     Metering(#[from] crate::metering::OpenError),
+    #[error("storage.dir: device database: {0}")]
+    Devices(#[from] crate::devices::StoreError),
 }
 
 /// What a reload changed.
@@ -103,6 +106,7 @@ impl Server {
             error,
         })?;
         let meter = Arc::new(Meter::open(&config.storage.dir)?);
+        let devices = Arc::new(DeviceStore::open(&config.storage.dir)?);
         let directory = DirectoryHandle::new(Directory::from_config(&config));
         let brokers = Arc::new(
             Brokers::start(
@@ -130,6 +134,7 @@ impl Server {
         let front = FrontLayer::new(
             brokers.clone(),
             directory.clone(),
+            devices.clone(),
             config.mqtt.max_packet_size,
             Duration::from_secs(config.mqtt.connect_timeout_secs),
         );
@@ -156,6 +161,7 @@ impl Server {
                 directory.current().limits().to_vec(),
             ))),
             meter: meter.clone(),
+            devices: devices.clone(),
             metrics: Metrics::default(),
             session_expiry_secs: config.mqtt.session_expiry_secs,
         });

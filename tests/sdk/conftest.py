@@ -23,6 +23,8 @@ ACCESS_KEY_ID = "testid"
 ACCESS_KEY_SECRET = "testsecret"
 INSTANCE = "mqtt-cn-test0001"
 OTHER_INSTANCE = "mqtt-cn-other0001"
+# An instance of the first account that admits only created group ids.
+STRICT_INSTANCE = "mqtt-cn-strict0001"
 
 CONFIG = """
 [http]
@@ -34,9 +36,18 @@ anonymous_instance = "{instance}"
 dir = "{storage}"
 [[accounts]]
 id = "1234567890"
+  # The suite calls these many times a second; their defaults (10/s) are
+  # exercised by the Rust tests.
+  [accounts.limits]
+  CreateGroupId = 1000
+  DeleteGroupId = 1000
+  ListGroupId = 1000
   [[accounts.instances]]
   id = "{instance}"
   region = "cn-hangzhou"
+  [[accounts.instances]]
+  id = "{strict}"
+  require_group_ids = true
   [[accounts.users]]
   name = "root"
   access_key_id = "{key}"
@@ -115,6 +126,7 @@ def run_mqgate(extra_config):
             + CONFIG.format(
                 instance=INSTANCE,
                 other=OTHER_INSTANCE,
+                strict=STRICT_INSTANCE,
                 storage=storage,
                 key=ACCESS_KEY_ID,
                 secret=ACCESS_KEY_SECRET,
@@ -145,7 +157,7 @@ def device_password(secret, client_id):
 class Device:
     """A paho-mqtt client in its own network loop, recording how it ended."""
 
-    def __init__(self, gate, client_id, protocol, signed=True):
+    def __init__(self, gate, client_id, protocol, signed=True, instance=INSTANCE):
         self.connected = threading.Event()
         self.disconnected = threading.Event()
         self.connect_reason = None
@@ -156,7 +168,7 @@ class Device:
         )
         if signed:
             self.client.username_pw_set(
-                f"Signature|{ACCESS_KEY_ID}|{INSTANCE}",
+                f"Signature|{ACCESS_KEY_ID}|{instance}",
                 device_password(ACCESS_KEY_SECRET, client_id),
             )
         self.client.on_connect = self._on_connect
@@ -191,8 +203,8 @@ class Device:
 def device_factory(mqgate):
     made = []
 
-    def make(client_id, protocol=mqtt.MQTTv311, signed=True):
-        d = Device(mqgate, client_id, protocol, signed)
+    def make(client_id, protocol=mqtt.MQTTv311, signed=True, instance=INSTANCE):
+        d = Device(mqgate, client_id, protocol, signed, instance)
         made.append(d)
         return d
 

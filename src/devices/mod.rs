@@ -1,0 +1,130 @@
+//! The durable device-side state of every instance: the group ids created
+//! on it (more to come: tokens, device credentials), in SQLite
+//! (`storage.dir/devices.sqlite3`, WAL, `synchronous=FULL`) and in memory.
+//!
+//! Every change is committed before the call that made it is answered, so
+//! it survives a restart and a SIGKILL; the in-memory view, which the front
+//! layer reads on every CONNECT, is updated after the commit, under the
+//! same lock, so that memory never holds what the database does not.
+//! Changes are few (management calls), so each is its own transaction;
+//! reads never touch the database.
+
+pub mod groups;
+
+use rusqlite::Connection;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+pub use groups::{Group, GroupIdError, check_group_id, group_of};
+
+/// File name of the device database inside `storage.dir`.
+pub const DATABASE: &str = "devices.sqlite3";
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS group_ids (
+    instance_id TEXT NOT NULL,
+    group_id TEXT NOT NULL,
+    create_time INTEGER NOT NULL,
+    update_time INTEGER NOT NULL,
+    PRIMARY KEY (instance_id, group_id)
+) WITHOUT ROWID;
+";
+
+/// Why the device database could not be opened or written.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{path}: {source}")]
+    Open {
+        path: String,
+        source: rusqlite::Error,
+    },
+    #[error("the device database could not be written: {0}")]
+    Write(#[from] rusqlite::Error),
+    #[error("the device database's writer task failed: {0}")]
+    Task(String),
+}
+
+/// What the store holds in memory, per instance.
+#[derive(Debug, Default)]
+struct State {
+    /// instance -> group id -> group.
+    groups: HashMap<String, BTreeMap<String, Group>>,
+}
+
+/// The device-side state of every instance.
+pub struct DeviceStore {
+    path: PathBuf,
+    db: Arc<Mutex<Connection>>,
+    state: Arc<RwLock<State>>,
+}
+
+impl std::fmt::Debug for DeviceStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeviceStore")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DeviceStore {
+    /// Opens (creating if needed) the database in `dir` and loads it.
+    pub fn open(dir: &Path) -> Result<DeviceStore, StoreError> {
+        let path = dir.join(DATABASE);
+        let open = || -> rusqlite::Result<(Connection, State)> {
+            let connection = Connection::open(&path)?;
+            connection.pragma_update(None, "journal_mode", "WAL")?;
+            connection.pragma_update(None, "synchronous", "FULL")?;
+            connection.busy_timeout(Duration::from_secs(5))?;
+            connection.execute_batch(SCHEMA)?;
+            let state = State {
+                groups: groups::load(&connection)?,
+            };
+            Ok((connection, state))
+        };
+        let (connection, state) = open().map_err(|source| StoreError::Open {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Ok(DeviceStore {
+            path,
+            db: Arc::new(Mutex::new(connection)),
+            state: Arc::new(RwLock::new(state)),
+        })
+    }
+
+    /// Where the database is.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `change` in one transaction on the blocking pool and, once it
+    /// is committed, `apply` to the in-memory state, both under the
+    /// database lock (so memory follows the database's order of changes).
+    async fn write<T, C, A>(&self, change: C, apply: A) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        C: FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<T> + Send + 'static,
+        A: FnOnce(&mut State, &T) + Send + 'static,
+    {
+        let (db, state) = (self.db.clone(), self.state.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut connection = db.lock().unwrap_or_else(|e| e.into_inner());
+            let transaction = connection.transaction()?;
+            let result = change(&transaction)?;
+            transaction.commit()?;
+            apply(
+                &mut state.write().unwrap_or_else(|e| e.into_inner()),
+                &result,
+            );
+            Ok(result)
+        })
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))?
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(|e| e.into_inner())
+    }
+}

@@ -1,0 +1,139 @@
+//! The device-side state (group ids) is durable: written before the call
+//! is answered, it survives SIGKILL and a restart of the `mqgate` binary.
+
+mod common;
+
+use std::process::{Child, Stdio};
+
+struct Gate {
+    child: Child,
+    endpoint: String,
+}
+
+impl Gate {
+    fn start(config: &std::path::Path) -> Gate {
+        let (child, http) = common::spawn_mqgate(
+            &["serve", "--config", config.to_str().unwrap()],
+            Stdio::null(),
+        );
+        Gate {
+            child,
+            endpoint: format!("http://{http}"),
+        }
+    }
+
+    async fn call(&self, action: &str, params: &[(&str, &str)]) -> serde_json::Value {
+        let params: Vec<(String, String)> = params
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let (status, body) = mqgate::client::call(
+            &self.endpoint,
+            "POST",
+            mqgate::client::Signing::V1,
+            action,
+            &params,
+            "testid",
+            "testsecret",
+        )
+        .await
+        .unwrap();
+        assert_eq!(status, 200, "{action}: {body}");
+        serde_json::from_str(&body).unwrap()
+    }
+
+    /// (group id, create time) of the instance's groups.
+    async fn groups(&self) -> Vec<(String, i64)> {
+        let body = self
+            .call("ListGroupId", &[("InstanceId", "post-cn-durable")])
+            .await;
+        body["Data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| {
+                (
+                    g["GroupId"].as_str().unwrap().to_string(),
+                    g["CreateTime"].as_i64().unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    fn sigkill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    fn sigterm(mut self) {
+        let pid = self.child.id().to_string();
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        assert!(self.child.wait().unwrap().success());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_ids_survive_sigkill_and_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("durable.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[http]
+listen = "127.0.0.1:0"
+[mqtt]
+listen = "127.0.0.1:0"
+[storage]
+dir = {:?}
+[[accounts]]
+id = "1234567890"
+  [accounts.limits]
+  CreateGroupId = 1000
+  DeleteGroupId = 1000
+  ListGroupId = 1000
+  [[accounts.instances]]
+  id = "post-cn-durable"
+  [[accounts.users]]
+  name = "root"
+  access_key_id = "testid"
+  access_key_secret = "testsecret"
+  root = true
+"#,
+            dir.path().join("data").display().to_string()
+        ),
+    )
+    .unwrap();
+
+    let gate = Gate::start(&config);
+    for group in ["GID_one", "GID_two", "GID_three"] {
+        gate.call(
+            "CreateGroupId",
+            &[("InstanceId", "post-cn-durable"), ("GroupId", group)],
+        )
+        .await;
+    }
+    gate.call(
+        "DeleteGroupId",
+        &[("InstanceId", "post-cn-durable"), ("GroupId", "GID_two")],
+    )
+    .await;
+    let before = gate.groups().await;
+    assert_eq!(
+        before.iter().map(|(g, _)| g.as_str()).collect::<Vec<_>>(),
+        ["GID_one", "GID_three"]
+    );
+    // Answered, therefore durable: SIGKILL right after the last answer.
+    gate.sigkill();
+
+    let gate = Gate::start(&config);
+    assert_eq!(gate.groups().await, before, "after SIGKILL");
+    gate.sigterm();
+    let gate = Gate::start(&config);
+    assert_eq!(gate.groups().await, before, "after a clean restart");
+    gate.sigterm();
+}
