@@ -75,6 +75,39 @@ macro_rules! with_action_table {
                 billed: true,
                 throttled: SystemOverFlow,
             },
+            RegisterDeviceCredential (register_device_credential) {
+                ram_action: "mq:RegisterDeviceCredential",
+                qps: 500,
+                billed: true,
+                throttled: SystemOverFlow,
+            },
+            GetDeviceCredential (get_device_credential) {
+                ram_action: "mq:GetDeviceCredential",
+                qps: 500,
+                billed: true,
+                throttled: SystemOverFlow,
+            },
+            RefreshDeviceCredential (refresh_device_credential) {
+                ram_action: "mq:RefreshDeviceCredential",
+                qps: 500,
+                billed: true,
+                throttled: SystemOverFlow,
+            },
+            // Alibaba's page names mq:MqttInstanceAccess, not an action of its own.
+            UnRegisterDeviceCredential (unregister_device_credential) {
+                ram_action: "mq:MqttInstanceAccess",
+                qps: 500,
+                billed: true,
+                throttled: SystemOverFlow,
+            },
+            // The page gives no limit (100, as for CloseConnection) and does
+            // not say whether a call is billed (billed, as every other call).
+            ListDeviceCredentialClientId (list_device_credential_client_id) {
+                ram_action: "mq:MqttInstanceAccess",
+                qps: 100,
+                billed: true,
+                throttled: SystemOverFlow,
+            },
             // mqgate's own: the bill of one of the caller's instances.
             DescribeMeteringReport (describe_metering_report) {
                 ram_action: "mq:DescribeMeteringReport",

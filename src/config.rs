@@ -92,6 +92,12 @@ pub struct StorageConfig {
     /// Directory for mqgate's durable state. Created if missing.
     #[serde(default = "default_storage_dir")]
     pub dir: PathBuf,
+    /// The server key device secrets are derived from (created, 0600, if
+    /// missing). Default: `dir/devices.key`. Keep it apart from the
+    /// database to keep a copy of the database from holding what derives
+    /// the secrets.
+    #[serde(default)]
+    pub device_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -124,6 +130,10 @@ pub struct InstanceConfig {
     /// `GroupIdNumExceed`).
     #[serde(default = "default_max_group_ids")]
     pub max_group_ids: usize,
+    /// Most device credentials the instance holds (RegisterDeviceCredential
+    /// past it answers `DeviceCredentialNumExceed`).
+    #[serde(default = "default_max_device_credentials")]
+    pub max_device_credentials: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -180,6 +190,9 @@ fn default_storage_dir() -> PathBuf {
 fn default_max_group_ids() -> usize {
     10_000
 }
+fn default_max_device_credentials() -> usize {
+    100_000
+}
 fn default_region() -> String {
     "cn-hangzhou".to_string()
 }
@@ -213,6 +226,7 @@ impl Default for StorageConfig {
     fn default() -> Self {
         StorageConfig {
             dir: default_storage_dir(),
+            device_key_file: None,
         }
     }
 }
@@ -271,6 +285,7 @@ impl Config {
             },
             storage: StorageConfig {
                 dir: std::env::temp_dir().join("mqgate-demo"),
+                device_key_file: None,
             },
             limits: HashMap::new(),
             accounts: vec![AccountConfig {
@@ -282,6 +297,7 @@ impl Config {
                     monthly_transaction_quota: None,
                     require_group_ids: false,
                     max_group_ids: default_max_group_ids(),
+                    max_device_credentials: default_max_device_credentials(),
                 }],
                 users: vec![UserConfig {
                     name: demo::USER_NAME.to_string(),

@@ -35,6 +35,8 @@ pub struct Instance {
     pub require_group_ids: bool,
     /// Most group ids the instance holds.
     pub max_group_ids: usize,
+    /// Most device credentials the instance holds.
+    pub max_device_credentials: usize,
 }
 
 impl Instance {
@@ -74,6 +76,7 @@ impl Directory {
                         monthly_transaction_quota: instance.monthly_transaction_quota,
                         require_group_ids: instance.require_group_ids,
                         max_group_ids: instance.max_group_ids,
+                        max_device_credentials: instance.max_device_credentials,
                     }),
                 );
             }

@@ -87,6 +87,10 @@ error_table! {
         "The specified GroupId already exists."),
     GroupIdNumExceed => (400, "GroupIdNumExceed",
         "The instance has reached its limit of group ids."),
+    DeviceCredentialNotFound => (400, "DeviceCredentialNotFound",
+        "Device Credential Not Found. Check if the device certificate is registered."),
+    DeviceCredentialNumExceed => (400, "DeviceCredentialNumExceed",
+        "The number of device credentials exceeds the limit. Please revoke unused device certificates."),
     // The service.
     ServiceUnavailable => (503, "ServiceUnavailable",
         "The request has failed due to a temporary failure of the server."),

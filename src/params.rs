@@ -127,6 +127,29 @@ impl Params {
         }
     }
 
+    /// An optional whole number within `range` (SDKs send numbers as
+    /// decimal text).
+    pub fn integer(
+        &self,
+        name: &str,
+        range: std::ops::RangeInclusive<i64>,
+    ) -> Result<Option<i64>, ApiError> {
+        let Some(text) = self.get(name) else {
+            return Ok(None);
+        };
+        match text.trim().parse::<i64>() {
+            Ok(n) if range.contains(&n) => Ok(Some(n)),
+            _ => Err(ApiError::invalid(
+                name,
+                format!(
+                    "\"{text}\" is not a whole number from {} to {}",
+                    range.start(),
+                    range.end()
+                ),
+            )),
+        }
+    }
+
     /// A required client id (see [`check_client_id`]).
     pub fn client_id(&self, name: &str) -> Result<&str, ApiError> {
         let value = self.required(name)?;
@@ -261,6 +284,18 @@ mod tests {
     fn invalid_utf8_and_empty_names_are_refused() {
         assert_eq!(parse("a=%FF%FE").unwrap_err().code(), "MalformedRequest");
         assert_eq!(parse("=x").unwrap_err().code(), "MalformedRequest");
+    }
+
+    #[test]
+    fn integers_are_read_within_their_range() {
+        let p = parse("PageSize=100&PageNo=0&Big=99999999999999999999&Text=ten").unwrap();
+        assert_eq!(p.integer("PageSize", 1..=100).unwrap(), Some(100));
+        assert_eq!(p.integer("Missing", 1..=100).unwrap(), None);
+        for name in ["PageNo", "Big", "Text"] {
+            let e = p.integer(name, 1..=100).unwrap_err();
+            assert_eq!(e.code(), format!("InvalidParameter.{name}"));
+            assert!(e.message.contains("1 to 100"), "{}", e.message);
+        }
     }
 
     #[test]

@@ -1,5 +1,7 @@
-//! The device-side state (group ids) is durable: written before the call
-//! is answered, it survives SIGKILL and a restart of the `mqgate` binary.
+//! The device-side state (group ids, device credentials) is durable:
+//! written before the call is answered, it survives SIGKILL and a restart
+//! of the `mqgate` binary; and a device credential logs real MQTT clients
+//! (rumqttc, 3.1.1 and 5) in after the restart.
 
 mod common;
 
@@ -8,17 +10,26 @@ use std::process::{Child, Stdio};
 struct Gate {
     child: Child,
     endpoint: String,
+    mqtt: std::net::SocketAddr,
 }
 
 impl Gate {
     fn start(config: &std::path::Path) -> Gate {
-        let (child, http) = common::spawn_mqgate(
+        let (child, first_line) = common::spawn_mqgate_line(
             &["serve", "--config", config.to_str().unwrap()],
             Stdio::null(),
         );
+        let address = |name: &str| {
+            first_line
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix(name))
+                .unwrap_or_else(|| panic!("no {name} in {first_line:?}"))
+                .to_string()
+        };
         Gate {
             child,
-            endpoint: format!("http://{http}"),
+            endpoint: format!("http://{}", address("http=")),
+            mqtt: address("mqtt=").parse().unwrap(),
         }
     }
 
@@ -96,6 +107,8 @@ id = "1234567890"
   CreateGroupId = 1000
   DeleteGroupId = 1000
   ListGroupId = 1000
+  RegisterDeviceCredential = 1000
+  GetDeviceCredential = 1000
   [[accounts.instances]]
   id = "post-cn-durable"
   [[accounts.users]]
@@ -122,6 +135,12 @@ id = "1234567890"
         &[("InstanceId", "post-cn-durable"), ("GroupId", "GID_two")],
     )
     .await;
+    let credential = &[
+        ("InstanceId", "post-cn-durable"),
+        ("ClientId", "GID_one@@@dev"),
+    ];
+    let registered =
+        gate.call("RegisterDeviceCredential", credential).await["DeviceCredential"].clone();
     let before = gate.groups().await;
     assert_eq!(
         before.iter().map(|(g, _)| g.as_str()).collect::<Vec<_>>(),
@@ -132,6 +151,23 @@ id = "1234567890"
 
     let gate = Gate::start(&config);
     assert_eq!(gate.groups().await, before, "after SIGKILL");
+    let fetched = gate.call("GetDeviceCredential", credential).await["DeviceCredential"].clone();
+    assert_eq!(fetched, registered, "after SIGKILL");
+    // The credential logs real clients in, MQTT 3.1.1 and 5.
+    let login = (
+        format!(
+            "DeviceCredential|{}|post-cn-durable",
+            fetched["DeviceAccessKeyId"].as_str().unwrap()
+        ),
+        mqgate::broker::device_auth::signature_password(
+            fetched["DeviceAccessKeySecret"].as_str().unwrap(),
+            "GID_one@@@dev",
+        ),
+    );
+    let v4 = common::connect_v4(gate.mqtt, "GID_one@@@dev", Some(login.clone())).await;
+    assert!(v4.is_ok(), "{v4:?}");
+    let v5 = common::connect_v5(gate.mqtt, "GID_one@@@dev", Some(login)).await;
+    assert!(v5.is_ok(), "{v5:?}");
     gate.sigterm();
     let gate = Gate::start(&config);
     assert_eq!(gate.groups().await, before, "after a clean restart");

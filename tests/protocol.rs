@@ -356,7 +356,7 @@ async fn every_row_of_the_error_table_is_produced() {
     // of group ids.
     let groups = TestServer::start(&TWO_ACCOUNTS.replace(
         "  id = \"inst-a2\"\n",
-        "  id = \"inst-a2\"\n  max_group_ids = 1\n",
+        "  id = \"inst-a2\"\n  max_group_ids = 1\n  max_device_credentials = 1\n",
     ))
     .await;
     let create = |group: &'static str| {
@@ -378,6 +378,35 @@ async fn every_row_of_the_error_table_is_produced() {
     expect(
         v1_get(&groups, create("GID_second"), "testsecret").await,
         ErrorCode::GroupIdNumExceed,
+    );
+    // A device credential that does not exist; an instance's limit of them.
+    expect(
+        v1_get(
+            &groups,
+            with(
+                "GetDeviceCredential",
+                &[("InstanceId", "inst-a2"), ("ClientId", "GID_x@@@none")],
+            ),
+            "testsecret",
+        )
+        .await,
+        ErrorCode::DeviceCredentialNotFound,
+    );
+    let register = |client: &'static str| {
+        with(
+            "RegisterDeviceCredential",
+            &[("InstanceId", "inst-a2"), ("ClientId", client)],
+        )
+    };
+    assert_eq!(
+        v1_get(&groups, register("GID_test@@@first"), "testsecret")
+            .await
+            .status,
+        200
+    );
+    expect(
+        v1_get(&groups, register("GID_test@@@second"), "testsecret").await,
+        ErrorCode::DeviceCredentialNumExceed,
     );
     groups.server.shutdown().await;
 
@@ -420,7 +449,9 @@ async fn internal_error_reply() -> Reply {
         replay: ReplayGuard::new(900, Utc::now() - ChronoDuration::minutes(1), 100),
         throttle: std::sync::RwLock::new(std::sync::Arc::new(mqgate::throttle::Throttle::new([]))),
         meter: std::sync::Arc::new(mqgate::metering::Meter::open(storage.path()).unwrap()),
-        devices: std::sync::Arc::new(mqgate::devices::DeviceStore::open(storage.path()).unwrap()),
+        devices: std::sync::Arc::new(
+            mqgate::devices::DeviceStore::open(storage.path(), None).unwrap(),
+        ),
         metrics: mqgate::metrics::Metrics::default(),
         session_expiry_secs: 7200,
     });

@@ -52,6 +52,7 @@ mod tests {
             monthly_transaction_quota: None,
             require_group_ids: false,
             max_group_ids: 10,
+            max_device_credentials: 10,
         };
         let cases = [
             (

@@ -68,6 +68,53 @@ pub trait Handler {
     ) -> impl Future<Output = Result<Self::Answer, ApiError>> + Send;
 }
 
+/// A device's client id, `{GroupId}@@@{DeviceId}`, as the device-credential
+/// actions take it: at most 64 characters (Alibaba's limit), with a valid
+/// group id and a device id.
+pub(crate) fn device_client_id(params: &Params) -> Result<&str, ApiError> {
+    let client_id = params.client_id("ClientId")?;
+    if client_id.chars().count() > 64 {
+        return Err(ApiError::invalid(
+            "ClientId",
+            "it is longer than the 64 characters of an ApsaraMQ client id",
+        ));
+    }
+    let Some((group, device)) = client_id.split_once("@@@") else {
+        return Err(ApiError::invalid(
+            "ClientId",
+            format!("\"{client_id}\" is not GroupId@@@DeviceId"),
+        ));
+    };
+    crate::devices::check_group_id(group)
+        .map_err(|e| ApiError::invalid("ClientId", format!("its group id {group}: {e}")))?;
+    if device.is_empty() {
+        return Err(ApiError::invalid(
+            "ClientId",
+            "its device id (after @@@) is empty",
+        ));
+    }
+    Ok(client_id)
+}
+
+/// On an instance with `require_group_ids`, a client id's group id must
+/// have been created.
+pub(crate) fn check_group_created(ctx: &Context<'_>, client_id: &str) -> Result<(), ApiError> {
+    if !ctx.instance.require_group_ids {
+        return Ok(());
+    }
+    let group = crate::devices::group_of(client_id).unwrap_or_default();
+    if ctx.devices.has_group(&ctx.instance.id, group) {
+        return Ok(());
+    }
+    Err(ApiError::invalid(
+        "ClientId",
+        format!(
+            "its group id {group} has not been created on instance {}, which requires created group ids (CreateGroupId)",
+            ctx.instance.id
+        ),
+    ))
+}
+
 /// Builds the dispatch from the action table's rows: a module per row, and
 /// [`Call`] and [`Reply`] with one variant per action.
 macro_rules! define_dispatch {

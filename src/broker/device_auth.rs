@@ -1,9 +1,14 @@
 //! Device authentication the ApsaraMQ for MQTT way, and which instance a
 //! connecting client belongs to.
 //!
-//! Signature mode: username `Signature|<AccessKeyId>|<InstanceId>`, password
-//! `Base64(HMAC-SHA1(key = AccessKeySecret, data = ClientId))`. A client with
-//! no username lands in `mqtt.anonymous_instance` when that is set.
+//! - Signature mode: username `Signature|<AccessKeyId>|<InstanceId>`, password
+//!   `Base64(HMAC-SHA1(key = AccessKeySecret, data = ClientId))`.
+//! - DeviceCredential mode: username
+//!   `DeviceCredential|<DeviceAccessKeyId>|<InstanceId>`, password
+//!   `Base64(HMAC-SHA1(key = DeviceAccessKeySecret, data = ClientId))`, with
+//!   the credential issued to that client id on that instance.
+//! - A client with no username lands in `mqtt.anonymous_instance` when that
+//!   is set.
 //!
 //! An instance with `require_group_ids` admits only client ids
 //! `{GroupId}@@@{DeviceId}` whose group id was created on it.
@@ -54,7 +59,7 @@ pub fn authenticate(
     username: Option<&str>,
     password: Option<&str>,
 ) -> Result<Arc<Instance>, Refusal> {
-    let instance = login(directory, client_id, username, password)?;
+    let instance = login(directory, devices, client_id, username, password)?;
     check_group(&instance, devices, client_id)?;
     Ok(instance)
 }
@@ -82,6 +87,7 @@ fn check_group(instance: &Instance, devices: &DeviceStore, client_id: &str) -> R
 /// credentials are checked.
 fn login(
     directory: &Directory,
+    devices: &DeviceStore,
     client_id: &str,
     username: Option<&str>,
     password: Option<&str>,
@@ -96,18 +102,34 @@ fn login(
         });
     };
     let mut parts = username.split('|');
-    let (Some(mode), Some(access_key_id), Some(instance_id), None) =
+    let (Some(mode), Some(key_id), Some(instance_id), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(Refusal::bad_credentials(
-            "username must be Signature|AccessKeyId|InstanceId",
+            "username must be Signature|AccessKeyId|InstanceId or DeviceCredential|DeviceAccessKeyId|InstanceId",
         ));
     };
-    if mode != "Signature" {
-        return Err(Refusal::bad_credentials(format!(
-            "authentication mode \"{mode}\" is not supported; use Signature|AccessKeyId|InstanceId"
-        )));
+    let password = password.unwrap_or("");
+    match mode {
+        "Signature" => signature_login(directory, client_id, key_id, instance_id, password),
+        "DeviceCredential" => {
+            credential_login(directory, devices, client_id, key_id, instance_id, password)
+        }
+        other => Err(Refusal::bad_credentials(format!(
+            "authentication mode \"{other}\" is not supported; use Signature|AccessKeyId|InstanceId or DeviceCredential|DeviceAccessKeyId|InstanceId"
+        ))),
     }
+}
+
+/// Signature mode: an AccessKey of the instance's account signs the client
+/// id.
+fn signature_login(
+    directory: &Directory,
+    client_id: &str,
+    access_key_id: &str,
+    instance_id: &str,
+    password: &str,
+) -> Result<Arc<Instance>, Refusal> {
     let Some(user) = directory.user(access_key_id) else {
         return Err(Refusal::bad_credentials(format!(
             "AccessKeyId \"{access_key_id}\" is not known"
@@ -126,10 +148,46 @@ fn login(
             "instance \"{instance_id}\" does not exist in the account of AccessKeyId \"{access_key_id}\""
         )));
     };
-    let password = password.unwrap_or("");
     if !verify_password(user.access_key_secret.expose(), client_id, password) {
         return Err(Refusal::bad_credentials(
             "password must be Base64(HMAC-SHA1(AccessKeySecret, ClientId))",
+        ));
+    }
+    Ok(instance.clone())
+}
+
+/// DeviceCredential mode: the credential issued to this client id on this
+/// instance (RegisterDeviceCredential) signs the client id.
+fn credential_login(
+    directory: &Directory,
+    devices: &DeviceStore,
+    client_id: &str,
+    device_key_id: &str,
+    instance_id: &str,
+    password: &str,
+) -> Result<Arc<Instance>, Refusal> {
+    let credential = devices
+        .credential_by_key(device_key_id)
+        .filter(|c| c.instance_id == instance_id);
+    let Some(credential) = credential else {
+        return Err(Refusal::bad_credentials(format!(
+            "DeviceAccessKeyId \"{device_key_id}\" is not a device credential of instance \"{instance_id}\""
+        )));
+    };
+    if credential.client_id != client_id {
+        return Err(Refusal::bad_credentials(format!(
+            "DeviceAccessKeyId \"{device_key_id}\" was issued to another client id"
+        )));
+    }
+    let Some(instance) = directory.instance(instance_id) else {
+        return Err(Refusal::bad_credentials(format!(
+            "instance \"{instance_id}\" does not exist"
+        )));
+    };
+    let secret = devices.credential_secret(&credential);
+    if !verify_password(secret.expose(), client_id, password) {
+        return Err(Refusal::bad_credentials(
+            "password must be Base64(HMAC-SHA1(DeviceAccessKeySecret, ClientId))",
         ));
     }
     Ok(instance.clone())
@@ -199,7 +257,7 @@ mod tests {
     /// An empty device store in a directory of its own.
     fn store() -> (tempfile::TempDir, DeviceStore) {
         let dir = tempfile::tempdir().unwrap();
-        let store = DeviceStore::open(dir.path()).unwrap();
+        let store = DeviceStore::open(dir.path(), None).unwrap();
         (dir, store)
     }
 
@@ -327,5 +385,75 @@ mod tests {
         // Anonymous clients too.
         assert!(authenticate(&d, &devices, "GID_ok@@@x", None, None).is_ok());
         assert!(authenticate(&d, &devices, "GID_no@@@x", None, None).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_device_credential_logs_in_its_own_client_id_only() {
+        let d = directory(false);
+        let (_dir, devices) = store();
+        let crate::devices::Registered::New(credential) = devices
+            .register_credential("inst-a", "GID_x@@@dev1", 1, 10)
+            .await
+            .unwrap()
+        else {
+            panic!("not registered")
+        };
+        let username = format!("DeviceCredential|{}|inst-a", credential.access_key_id);
+        let secret = devices.credential_secret(&credential);
+        let password = |client_id: &str| signature_password(secret.expose(), client_id);
+        let login = |client_id: &str, username: &str, password: &str| {
+            authenticate(&d, &devices, client_id, Some(username), Some(password))
+        };
+        assert_eq!(
+            login("GID_x@@@dev1", &username, &password("GID_x@@@dev1"))
+                .unwrap()
+                .id,
+            "inst-a"
+        );
+        let elsewhere = format!("DeviceCredential|{}|inst-b", credential.access_key_id);
+        let refused = [
+            // Another client id, even signed with the right secret.
+            login("GID_x@@@dev2", &username, &password("GID_x@@@dev2")),
+            // Another instance.
+            login("GID_x@@@dev1", &elsewhere, &password("GID_x@@@dev1")),
+            // A wrong secret, an unknown key.
+            login(
+                "GID_x@@@dev1",
+                &username,
+                &signature_password("DC.wrong", "GID_x@@@dev1"),
+            ),
+            login(
+                "GID_x@@@dev1",
+                "DeviceCredential|DC.nope|inst-a",
+                &password("GID_x@@@dev1"),
+            ),
+        ];
+        for refusal in refused {
+            let refusal = refusal.unwrap_err();
+            assert_eq!((refusal.v4_code, refusal.v5_code), (0x04, 0x86));
+            assert!(
+                !refusal.reason.contains(&secret.expose()[3..]),
+                "{}",
+                refusal.reason
+            );
+        }
+        // After a refresh the old secret is refused, the new one accepted.
+        let refreshed = devices
+            .refresh_credential("inst-a", "GID_x@@@dev1", 2)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(login("GID_x@@@dev1", &username, &password("GID_x@@@dev1")).is_err());
+        let new_password = signature_password(
+            devices.credential_secret(&refreshed).expose(),
+            "GID_x@@@dev1",
+        );
+        assert!(login("GID_x@@@dev1", &username, &new_password).is_ok());
+        // Unregistered: refused.
+        devices
+            .unregister_credential("inst-a", "GID_x@@@dev1")
+            .await
+            .unwrap();
+        assert!(login("GID_x@@@dev1", &username, &new_password).is_err());
     }
 }

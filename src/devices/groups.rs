@@ -219,7 +219,7 @@ mod tests {
     #[tokio::test]
     async fn groups_are_durable_and_per_instance() {
         let dir = tempfile::tempdir().unwrap();
-        let store = DeviceStore::open(dir.path()).unwrap();
+        let store = DeviceStore::open(dir.path(), None).unwrap();
         assert!(matches!(
             store.create_group("i1", "GID_a", 1000, 10).await.unwrap(),
             Created::New(_)
@@ -241,7 +241,7 @@ mod tests {
         assert!(store.delete_group("i1", "GID_b").await.unwrap());
         assert!(!store.delete_group("i1", "GID_b").await.unwrap());
         drop(store);
-        let reopened = DeviceStore::open(dir.path()).unwrap();
+        let reopened = DeviceStore::open(dir.path(), None).unwrap();
         let groups = reopened.groups("i1");
         assert_eq!(groups.len(), 1);
         assert_eq!(

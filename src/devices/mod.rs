@@ -1,6 +1,8 @@
 //! The durable device-side state of every instance: the group ids created
-//! on it (more to come: tokens, device credentials), in SQLite
-//! (`storage.dir/devices.sqlite3`, WAL, `synchronous=FULL`) and in memory.
+//! on it ([`groups`]) and its device credentials ([`credentials`]), in
+//! SQLite (`storage.dir/devices.sqlite3`, WAL, `synchronous=FULL`) and in
+//! memory. Device secrets are derived from a server key kept in a file of
+//! its own, never stored ([`keys`]).
 //!
 //! Every change is committed before the call that made it is answered, so
 //! it survives a restart and a SIGKILL; the in-memory view, which the front
@@ -9,7 +11,9 @@
 //! Changes are few (management calls), so each is its own transaction;
 //! reads never touch the database.
 
+pub mod credentials;
 pub mod groups;
+pub mod keys;
 
 use rusqlite::Connection;
 use std::collections::{BTreeMap, HashMap};
@@ -17,10 +21,15 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+pub use credentials::{Credential, Registered};
 pub use groups::{Group, GroupIdError, check_group_id, group_of};
+pub use keys::{KeyError, ServerKey};
 
 /// File name of the device database inside `storage.dir`.
 pub const DATABASE: &str = "devices.sqlite3";
+/// File name of the server key inside `storage.dir` (unless
+/// `storage.device_key_file` names another place).
+pub const KEY_FILE: &str = "devices.key";
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS group_ids (
@@ -29,6 +38,15 @@ CREATE TABLE IF NOT EXISTS group_ids (
     create_time INTEGER NOT NULL,
     update_time INTEGER NOT NULL,
     PRIMARY KEY (instance_id, group_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS device_credentials (
+    instance_id TEXT NOT NULL,
+    client_id TEXT NOT NULL,
+    access_key_id TEXT NOT NULL UNIQUE,
+    generation INTEGER NOT NULL,
+    create_time INTEGER NOT NULL,
+    update_time INTEGER NOT NULL,
+    PRIMARY KEY (instance_id, client_id)
 ) WITHOUT ROWID;
 ";
 
@@ -44,6 +62,8 @@ pub enum StoreError {
     Write(#[from] rusqlite::Error),
     #[error("the device database's writer task failed: {0}")]
     Task(String),
+    #[error("device key: {0}")]
+    Key(#[from] KeyError),
 }
 
 /// What the store holds in memory, per instance.
@@ -51,6 +71,7 @@ pub enum StoreError {
 struct State {
     /// instance -> group id -> group.
     groups: HashMap<String, BTreeMap<String, Group>>,
+    credentials: credentials::Credentials,
 }
 
 /// The device-side state of every instance.
@@ -58,6 +79,7 @@ pub struct DeviceStore {
     path: PathBuf,
     db: Arc<Mutex<Connection>>,
     state: Arc<RwLock<State>>,
+    key: ServerKey,
 }
 
 impl std::fmt::Debug for DeviceStore {
@@ -69,8 +91,13 @@ impl std::fmt::Debug for DeviceStore {
 }
 
 impl DeviceStore {
-    /// Opens (creating if needed) the database in `dir` and loads it.
-    pub fn open(dir: &Path) -> Result<DeviceStore, StoreError> {
+    /// Opens (creating if needed) the database in `dir` and loads it, with
+    /// the server key at `key_file` (default: `dir/devices.key`), created
+    /// if missing.
+    pub fn open(dir: &Path, key_file: Option<&Path>) -> Result<DeviceStore, StoreError> {
+        let key = ServerKey::load_or_create(
+            &key_file.map_or_else(|| dir.join(KEY_FILE), Path::to_path_buf),
+        )?;
         let path = dir.join(DATABASE);
         let open = || -> rusqlite::Result<(Connection, State)> {
             let connection = Connection::open(&path)?;
@@ -80,6 +107,7 @@ impl DeviceStore {
             connection.execute_batch(SCHEMA)?;
             let state = State {
                 groups: groups::load(&connection)?,
+                credentials: credentials::load(&connection)?,
             };
             Ok((connection, state))
         };
@@ -91,6 +119,7 @@ impl DeviceStore {
             path,
             db: Arc::new(Mutex::new(connection)),
             state: Arc::new(RwLock::new(state)),
+            key,
         })
     }
 

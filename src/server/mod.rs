@@ -106,7 +106,10 @@ impl Server {
             error,
         })?;
         let meter = Arc::new(Meter::open(&config.storage.dir)?);
-        let devices = Arc::new(DeviceStore::open(&config.storage.dir)?);
+        let devices = Arc::new(DeviceStore::open(
+            &config.storage.dir,
+            config.storage.device_key_file.as_deref(),
+        )?);
         let directory = DirectoryHandle::new(Directory::from_config(&config));
         let brokers = Arc::new(
             Brokers::start(
@@ -236,6 +239,9 @@ impl Server {
         }
         if previous.storage.dir != config.storage.dir {
             needs_restart.push("storage.dir");
+        }
+        if previous.storage.device_key_file != config.storage.device_key_file {
+            needs_restart.push("storage.device_key_file");
         }
         let (old_http, new_http) = (&previous.http, &config.http);
         if old_http.batch_status_ttl_ms != new_http.batch_status_ttl_ms {

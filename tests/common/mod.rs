@@ -180,6 +180,8 @@ pub struct Device {
     pub v4: Option<rumqttc::AsyncClient>,
     pub v5: Option<rumqttc::v5::AsyncClient>,
     pub events: mpsc::UnboundedReceiver<Seen>,
+    /// The error that ended the connection, once `next_ack` saw it.
+    pub last_error: Option<String>,
 }
 
 pub async fn connect_v4(
@@ -215,6 +217,7 @@ pub async fn connect_v4(
         v4: Some(client),
         v5: None,
         events: rx,
+        last_error: None,
     })
 }
 
@@ -253,6 +256,7 @@ pub async fn connect_v5(
         v4: None,
         v5: Some(client),
         events: rx,
+        last_error: None,
     })
 }
 
@@ -323,6 +327,81 @@ impl Device {
         }
     }
 
+    /// The next SUBACK, UNSUBACK, PUBACK or PUBREC the client receives, as
+    /// (kind, codes by name), e.g. `("UnsubAck", ["NoSubscriptionExisted"])`;
+    /// `None` if the connection ended first (the error is kept in `ended`).
+    pub async fn next_ack(&mut self) -> Option<(String, Vec<String>)> {
+        use rumqttc::v5::mqttbytes::v5::Packet as P5;
+        loop {
+            let seen = tokio::time::timeout(Duration::from_secs(5), self.events.recv())
+                .await
+                .expect("no acknowledgement within 5 s");
+            match seen {
+                Some(Seen::V4(Ok(rumqttc::Event::Incoming(p)))) => match p {
+                    rumqttc::Packet::SubAck(a) => {
+                        let codes = a.return_codes.iter().map(|c| format!("{c:?}")).collect();
+                        return Some(("SubAck".into(), codes));
+                    }
+                    rumqttc::Packet::UnsubAck(_) => return Some(("UnsubAck".into(), vec![])),
+                    rumqttc::Packet::PubAck(_) => return Some(("PubAck".into(), vec![])),
+                    rumqttc::Packet::PubRec(_) => return Some(("PubRec".into(), vec![])),
+                    _ => continue,
+                },
+                Some(Seen::V5(Ok(rumqttc::v5::Event::Incoming(p)))) => match p {
+                    P5::SubAck(a) => {
+                        let codes = a.return_codes.iter().map(|c| format!("{c:?}")).collect();
+                        return Some(("SubAck".into(), codes));
+                    }
+                    P5::UnsubAck(a) => {
+                        let codes = a.reasons.iter().map(|c| format!("{c:?}")).collect();
+                        return Some(("UnsubAck".into(), codes));
+                    }
+                    P5::PubAck(a) => {
+                        return Some(("PubAck".into(), vec![format!("{:?}", a.reason)]));
+                    }
+                    P5::PubRec(a) => {
+                        return Some(("PubRec".into(), vec![format!("{:?}", a.reason)]));
+                    }
+                    _ => continue,
+                },
+                Some(Seen::V4(Err(e))) => {
+                    self.last_error = Some(format!("{e:?}"));
+                    return None;
+                }
+                Some(Seen::V5(Err(e))) => {
+                    self.last_error = Some(format!("{e:?}"));
+                    return None;
+                }
+                Some(_) => continue,
+                None => return None,
+            }
+        }
+    }
+
+    /// Sends an UNSUBSCRIBE of one filter.
+    pub async fn unsubscribe(&self, filter: &str) {
+        if let Some(c) = &self.v4 {
+            c.unsubscribe(filter).await.unwrap();
+        }
+        if let Some(c) = &self.v5 {
+            c.unsubscribe(filter).await.unwrap();
+        }
+    }
+
+    /// Sends a SUBSCRIBE of one filter at QoS 1 (no wait).
+    pub async fn send_subscribe(&self, filter: &str) {
+        if let Some(c) = &self.v4 {
+            c.subscribe(filter, rumqttc::QoS::AtLeastOnce)
+                .await
+                .unwrap();
+        }
+        if let Some(c) = &self.v5 {
+            c.subscribe(filter, rumqttc::v5::mqttbytes::QoS::AtLeastOnce)
+                .await
+                .unwrap();
+        }
+    }
+
     pub async fn subscribe(&mut self, filter: &str) {
         if let Some(c) = &self.v4 {
             c.subscribe(filter, rumqttc::QoS::AtLeastOnce)
@@ -359,6 +438,21 @@ impl Device {
 /// Starts the `mqgate` binary with `args` and reads the HTTP address from
 /// its first line (`mqgate listening http=... mqtt=...`).
 pub fn spawn_mqgate(args: &[&str], stderr: std::process::Stdio) -> (std::process::Child, String) {
+    let (child, first) = spawn_mqgate_line(args, stderr);
+    let http = first
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("http="))
+        .unwrap_or_else(|| panic!("mqgate did not start: {first:?}"))
+        .to_string();
+    (child, http)
+}
+
+/// Starts the `mqgate` binary with `args`; its first line, which names the
+/// bound addresses (`mqgate listening http=... mqtt=...`).
+pub fn spawn_mqgate_line(
+    args: &[&str],
+    stderr: std::process::Stdio,
+) -> (std::process::Child, String) {
     use std::io::BufRead;
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mqgate"))
         .args(args)
@@ -370,10 +464,9 @@ pub fn spawn_mqgate(args: &[&str], stderr: std::process::Stdio) -> (std::process
     std::io::BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut first)
         .unwrap();
-    let http = first
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("http="))
-        .unwrap_or_else(|| panic!("mqgate did not start: {first:?}"))
-        .to_string();
-    (child, http)
+    assert!(
+        first.contains("listening"),
+        "mqgate did not start: {first:?}"
+    );
+    (child, first)
 }

@@ -42,6 +42,7 @@ id = "1234567890"
   CreateGroupId = 1000
   DeleteGroupId = 1000
   ListGroupId = 1000
+  ListDeviceCredentialClientId = 1000
   [[accounts.instances]]
   id = "{instance}"
   region = "cn-hangzhou"
@@ -157,7 +158,7 @@ def device_password(secret, client_id):
 class Device:
     """A paho-mqtt client in its own network loop, recording how it ended."""
 
-    def __init__(self, gate, client_id, protocol, signed=True, instance=INSTANCE):
+    def __init__(self, gate, client_id, protocol, signed=True, instance=INSTANCE, login=None):
         self.connected = threading.Event()
         self.disconnected = threading.Event()
         self.connect_reason = None
@@ -166,7 +167,9 @@ class Device:
         self.client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol
         )
-        if signed:
+        if login:
+            self.client.username_pw_set(*login)
+        elif signed:
             self.client.username_pw_set(
                 f"Signature|{ACCESS_KEY_ID}|{instance}",
                 device_password(ACCESS_KEY_SECRET, client_id),
@@ -203,8 +206,8 @@ class Device:
 def device_factory(mqgate):
     made = []
 
-    def make(client_id, protocol=mqtt.MQTTv311, signed=True, instance=INSTANCE):
-        d = Device(mqgate, client_id, protocol, signed, instance)
+    def make(client_id, protocol=mqtt.MQTTv311, signed=True, instance=INSTANCE, login=None):
+        d = Device(mqgate, client_id, protocol, signed, instance, login)
         made.append(d)
         return d
 

@@ -69,13 +69,14 @@ function client(key = 'testid', secret = 'testsecret') {
 
 // A device: mosquitto_sub with ApsaraMQ Signature-mode credentials. With
 // -d it reports each CONNACK it receives, so a test can see it reconnect.
-function device(clientId, version) {
+function device(clientId, version, login) {
   const [host, port] = gate.mqtt.split(':');
-  const password = crypto.createHmac('sha1', 'testsecret').update(clientId).digest('base64');
+  const [username, secret] = login || [`Signature|testid|${INSTANCE}`, 'testsecret'];
+  const password = crypto.createHmac('sha1', secret).update(clientId).digest('base64');
   // stdbuf: line-buffered stdout, or the lines arrive only at exit.
   const child = spawn('stdbuf', ['-oL', 'mosquitto_sub',
     '-d', '-h', host, '-p', port, '-i', clientId, '-t', 'node/#', '-V', version,
-    '-u', `Signature|testid|${INSTANCE}`, '-P', password,
+    '-u', username, '-P', password,
   ], { stdio: ['ignore', 'pipe', 'ignore'] });
   const dev = { child, connacks: 0 };
   readline.createInterface({ input: child.stdout }).on('line', (line) => {
@@ -160,5 +161,25 @@ for (const method of ['GET', 'POST']) {
   test(`${method}: an unknown action`, async () => {
     const err = await expectError(client().request('DescribeEverything', { InstanceId: INSTANCE }, { method }));
     assert.strictEqual(err.code, 'InvalidAction.NotFound');
+  });
+}
+
+for (const method of ['GET', 'POST']) {
+  test(`${method}: RegisterDeviceCredential, and a device logs in with it`, async () => {
+    const sdk = client();
+    const clientId = `GID_node@@@cred-${method}`;
+    const answer = await sdk.request('RegisterDeviceCredential', { InstanceId: INSTANCE, ClientId: clientId }, { method });
+    const credential = answer.DeviceCredential;
+    assert.strictEqual(credential.ClientId, clientId);
+    assert.strictEqual(credential.InstanceId, INSTANCE);
+    assert.match(credential.DeviceAccessKeyId, /^DC\./);
+    const dev = device(clientId, 'mqttv311', [`DeviceCredential|${credential.DeviceAccessKeyId}|${INSTANCE}`, credential.DeviceAccessKeySecret]);
+    try {
+      const online = async () => (await sdk.request('QuerySessionByClientId', { InstanceId: INSTANCE, ClientId: clientId }, { method })).OnlineStatus === true;
+      assert.ok(await until(online), 'the device never came online with its credential');
+      assert.strictEqual(dev.connacks, 1);
+    } finally {
+      dev.child.kill();
+    }
   });
 }
