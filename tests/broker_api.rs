@@ -140,6 +140,52 @@ async fn subscribe_and_unsubscribe_for_a_client_act_on_its_own_connection() {
     t.server.shutdown().await;
 }
 
+/// rumqttd answers no UNSUBSCRIBE of a filter that is not subscribed and
+/// one UNSUBACK per removed filter; the front layer makes it one answer per
+/// UNSUBSCRIBE, as MQTT requires.
+#[tokio::test]
+async fn every_unsubscribe_gets_exactly_one_answer() {
+    let t = TestServer::start(TWO_ACCOUNTS).await;
+    let broker = t.server.brokers.instance("inst-a1").unwrap();
+    let sender = connect_v4(t.mqtt, "GID_u@@@sender", None).await.unwrap();
+    for (client_id, v5) in [("GID_u@@@v4", false), ("GID_u@@@v5", true)] {
+        let mut device = match v5 {
+            false => connect_v4(t.mqtt, client_id, None).await.unwrap(),
+            true => connect_v5(t.mqtt, client_id, None).await.unwrap(),
+        };
+        device.subscribe("u/1").await;
+        device.unsubscribe("never/subscribed").await;
+        let (kind, codes) = device.next_ack().await.unwrap();
+        assert_eq!(kind, "UnsubAck");
+        if v5 {
+            assert_eq!(codes, ["NoSubscriptionExisted"]);
+        }
+        device.unsubscribe("u/1").await;
+        let (kind, codes) = device.next_ack().await.unwrap();
+        assert_eq!(kind, "UnsubAck");
+        if v5 {
+            assert_eq!(codes, ["Success"]);
+        }
+        sender.publish("u/1", b"gone").await;
+        nothing_arrives(&mut device).await;
+
+        // The API: two subscribed filters, one not, one repeated; done in
+        // one call, and the client sees none of rumqttd's answers.
+        device.subscribe("u/2").await;
+        device.subscribe("u/3").await;
+        let filters = ["u/2", "nope", "u/3", "u/2"].map(String::from).to_vec();
+        broker.unsubscribe_for(client_id, filters).await.unwrap();
+        let view = broker.sessions.view(client_id).unwrap();
+        assert!(view.subscriptions.is_empty(), "{:?}", view.subscriptions);
+        let stray = tokio::time::timeout(Duration::from_millis(300), device.next_ack()).await;
+        assert!(
+            stray.is_err(),
+            "the client saw an answer meant for the API: {stray:?}"
+        );
+    }
+    t.server.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_kick_ends_the_connection_and_the_batch_view_forgets_the_client_at_once() {
     let t = TestServer::start(TWO_ACCOUNTS).await;

@@ -118,6 +118,58 @@ pub fn disconnect_v5(reason_code: u8, reason: Option<&str>) -> Vec<u8> {
     with_fixed_header(0xE0, body)
 }
 
+/// SUBACK with one return (3.1.1) or reason (5) code per filter, for a
+/// SUBSCRIBE the front layer answers itself.
+pub fn suback(protocol_v5: bool, packet_id: u16, codes: &[u8]) -> Vec<u8> {
+    let mut body = packet_id.to_be_bytes().to_vec();
+    if protocol_v5 {
+        body.push(0); // no properties
+    }
+    body.extend_from_slice(codes);
+    with_fixed_header(0x90, body)
+}
+
+/// UNSUBACK: 3.1.1 carries only the packet id, 5 one reason code per filter
+/// (0x00 success, 0x11 no subscription existed).
+pub fn unsuback(protocol_v5: bool, packet_id: u16, codes: &[u8]) -> Vec<u8> {
+    let mut body = packet_id.to_be_bytes().to_vec();
+    if protocol_v5 {
+        body.push(0);
+        body.extend_from_slice(codes);
+    }
+    with_fixed_header(0xB0, body)
+}
+
+/// An MQTT 5 PUBACK (QoS 1) or PUBREC (QoS 2) with a reason code and string:
+/// how a refused PUBLISH is answered.
+pub fn publish_refusal_v5(qos: u8, packet_id: u16, reason_code: u8, reason: &str) -> Vec<u8> {
+    let properties = reason_string_property(Some(reason));
+    let mut body = packet_id.to_be_bytes().to_vec();
+    body.push(reason_code);
+    push_variable_int(&mut body, properties.len());
+    body.extend_from_slice(&properties);
+    with_fixed_header(if qos == 2 { 0x50 } else { 0x40 }, body)
+}
+
+/// The topic name and packet id (QoS > 0) of a complete PUBLISH frame.
+pub fn publish_topic(frame: &[u8]) -> Option<(&[u8], Option<u16>)> {
+    let (_, len_len) = read_variable_int(frame.get(1..)?)?;
+    let at = 1 + len_len;
+    let topic_len = u16::from_be_bytes([*frame.get(at)?, *frame.get(at + 1)?]) as usize;
+    let topic = frame.get(at + 2..at + 2 + topic_len)?;
+    let packet_id = match publish_qos(frame) {
+        0 => None,
+        _ => {
+            let id_at = at + 2 + topic_len;
+            Some(u16::from_be_bytes([
+                *frame.get(id_at)?,
+                *frame.get(id_at + 1)?,
+            ]))
+        }
+    };
+    Some((topic, packet_id))
+}
+
 /// The session-present flag and return (3.1.1) or reason (5) code of a
 /// complete CONNACK frame. Read by hand: rumqttd's v5 decoder cannot decode
 /// CONNACK (it panics), and the layout is the same in both versions.

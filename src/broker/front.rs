@@ -20,7 +20,8 @@
 use super::codec::{self, FrameError, packet_type};
 use super::device_auth::{self, Refusal};
 use super::registry::{
-    Awaited, Control, Injected, ProtocolVersion, Session, SessionInfo, SubscriptionOptions,
+    ACK_TIMEOUT, Awaited, Control, Injected, ProtocolVersion, Session, SessionInfo,
+    SubscriptionOptions,
 };
 use super::{Brokers, InstanceBroker, reason};
 use crate::devices::DeviceStore;
@@ -479,46 +480,54 @@ struct ToBroker<'a> {
 }
 
 impl ToBroker<'_> {
-    async fn run(mut self, broker: &InstanceBroker, session: &Session) -> End {
+    async fn run(mut self, broker: &InstanceBroker, session: &Arc<Session>) -> End {
         let protocol = session.info.protocol;
         let stats = &session.stats;
         loop {
-            // Every complete frame in the buffer, checked and counted.
+            // Every complete frame in the buffer, checked and counted; the
+            // ones the relay answers itself are taken out of the stream.
             let mut whole = 0;
             loop {
                 let frame_at = &self.buf[whole..];
-                match codec::frame_len(frame_at, self.max_packet_size) {
-                    Ok(Some(len)) => {
-                        let kind = codec::frame_type(frame_at);
-                        if !codec::client_may_send(kind) {
-                            return End::ClientProtocol(FrameError::Forbidden(kind));
-                        }
-                        stats.recv_pkt.fetch_add(1, Ordering::Relaxed);
-                        match kind {
-                            packet_type::PUBLISH => {
-                                stats.recv_msg.fetch_add(1, Ordering::Relaxed);
-                                broker.meter.published(codec::publish_qos(frame_at));
-                            }
-                            // The client acknowledges a QoS 1 or 2 delivery.
-                            packet_type::PUBACK | packet_type::PUBCOMP => {
-                                stats.inflight.fetch_sub(1, Ordering::Relaxed);
-                            }
-                            packet_type::SUBSCRIBE | packet_type::UNSUBSCRIBE => {
-                                track_request(session, protocol, &frame_at[..len]);
-                            }
-                            _ => {}
-                        }
-                        whole += len;
-                    }
+                let len = match codec::frame_len(frame_at, self.max_packet_size) {
+                    Ok(Some(len)) => len,
                     Ok(None) => break,
                     Err(e) => return End::ClientProtocol(e),
+                };
+                let kind = codec::frame_type(frame_at);
+                if !codec::client_may_send(kind) {
+                    return End::ClientProtocol(FrameError::Forbidden(kind));
                 }
+                stats.recv_pkt.fetch_add(1, Ordering::Relaxed);
+                match kind {
+                    packet_type::PUBLISH => {
+                        stats.recv_msg.fetch_add(1, Ordering::Relaxed);
+                        broker.meter.published(codec::publish_qos(frame_at));
+                    }
+                    // The client acknowledges a QoS 1 or 2 delivery.
+                    packet_type::PUBACK | packet_type::PUBCOMP => {
+                        stats.inflight.fetch_sub(1, Ordering::Relaxed);
+                    }
+                    packet_type::SUBSCRIBE => {
+                        track_request(session, protocol, &frame_at[..len]);
+                    }
+                    packet_type::UNSUBSCRIBE => {
+                        if let Err(end) = self.forward(whole).await {
+                            return end;
+                        }
+                        let frame = self.buf.split_to(len);
+                        if let Err(end) = self.unsubscribe(session, frame).await {
+                            return end;
+                        }
+                        whole = 0;
+                        continue;
+                    }
+                    _ => {}
+                }
+                whole += len;
             }
-            if whole > 0 {
-                let chunk = self.buf.split_to(whole);
-                if self.upstream.write_all(&chunk).await.is_err() {
-                    return End::BrokerClosed;
-                }
+            if let Err(end) = self.forward(whole).await {
+                return end;
             }
             self.buf.reserve(4096);
             tokio::select! {
@@ -539,6 +548,71 @@ impl ToBroker<'_> {
                 }
             }
         }
+    }
+
+    /// Forwards the first `len` bytes of the buffer (whole frames) to the
+    /// broker.
+    async fn forward(&mut self, len: usize) -> Result<(), End> {
+        if len == 0 {
+            return Ok(());
+        }
+        let chunk = self.buf.split_to(len);
+        self.upstream
+            .write_all(&chunk)
+            .await
+            .map_err(|_| End::BrokerClosed)
+    }
+
+    /// A client's UNSUBSCRIBE, answered the way MQTT requires: rumqttd sends
+    /// nothing back for a filter that is not subscribed (the client would
+    /// wait forever) and one UNSUBACK per removed filter, all with the same
+    /// packet id. So each subscribed filter goes to rumqttd alone under a
+    /// packet id of ours, and the client gets one UNSUBACK once rumqttd has
+    /// acknowledged them all (MQTT 5: 0x00 per removed filter, 0x11 "no
+    /// subscription existed" for the others).
+    async fn unsubscribe(&mut self, session: &Arc<Session>, frame: BytesMut) -> Result<(), End> {
+        let protocol = session.info.protocol;
+        let mut bytes = frame;
+        let len = bytes.len();
+        let decoded = match protocol {
+            ProtocolVersion::V311 => V4.read_mut(&mut bytes, len),
+            ProtocolVersion::V5 => V5.read_mut(&mut bytes, len),
+        };
+        let Ok(Packet::Unsubscribe(unsubscribe, _)) = decoded else {
+            return Err(End::ClientProtocol(FrameError::Malformed));
+        };
+        let subscribed = session.subscribed_among(&unsubscribe.filters);
+        let codes: Vec<u8> = unsubscribe
+            .filters
+            .iter()
+            .map(|f| if subscribed.contains(f) { 0x00 } else { 0x11 })
+            .collect();
+        let mut answers = Vec::with_capacity(subscribed.len());
+        for filter in subscribed {
+            let packet_id = session.next_packet_id();
+            let packet = super::unsubscribe_packet(packet_id, filter.clone());
+            let Ok(frame) = super::encode(protocol, packet) else {
+                return Err(End::ClientProtocol(FrameError::Malformed));
+            };
+            answers.push((
+                packet_id,
+                session.expect_ack(packet_id, Awaited::Unsubscribe(vec![filter])),
+            ));
+            if self.upstream.write_all(&frame).await.is_err() {
+                return Err(End::BrokerClosed);
+            }
+        }
+        let unsuback = codec::unsuback(protocol == ProtocolVersion::V5, unsubscribe.pkid, &codes);
+        let session = session.clone();
+        tokio::spawn(async move {
+            for (packet_id, answer) in answers {
+                if tokio::time::timeout(ACK_TIMEOUT, answer).await.is_err() {
+                    session.forget_injected(packet_id);
+                }
+            }
+            session.tell_client(unsuback).await;
+        });
+        Ok(())
     }
 }
 
@@ -721,6 +795,14 @@ impl ToClient<'_> {
                         }
                         let _ = tokio::time::timeout(GOODBYE_TIMEOUT, self.client.shutdown()).await;
                         return End::Disconnected(reason_code);
+                    }
+                    Control::Frame(frame) => {
+                        if self.client.write_all(&frame).await.is_err() {
+                            return End::ClientClosed;
+                        }
+                        stats.send_pkt.fetch_add(1, Ordering::Relaxed);
+                        stats.send_cnt.fetch_add(1, Ordering::Relaxed);
+                        stats.send_oct.fetch_add(frame.len() as u64, Ordering::Relaxed);
                     }
                 },
                 read = self.upstream.read_buf(&mut self.buf) => match read {

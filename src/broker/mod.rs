@@ -217,23 +217,24 @@ impl InstanceBroker {
         client_id: &str,
         topics: Vec<String>,
     ) -> Result<(), BrokerError> {
-        use rumqttd::protocol::{Packet, Unsubscribe};
         let session = self
             .sessions
             .get(client_id)
             .ok_or(BrokerError::NotConnected)?;
-        let packet_id = session.next_packet_id();
-        let packet = Packet::Unsubscribe(
-            Unsubscribe {
-                pkid: packet_id,
-                filters: topics.clone(),
-            },
-            None,
-        );
-        let frame = encode(session.info.protocol, packet)?;
-        session
-            .inject(packet_id, frame, Awaited::Unsubscribe(topics))
-            .await?;
+        // One UNSUBSCRIBE per subscribed filter: rumqttd answers nothing for
+        // a filter that is not subscribed, and one UNSUBACK per filter
+        // removed, all with the same packet id. A filter that is not
+        // subscribed is already what the caller wants.
+        for filter in session.subscribed_among(&topics) {
+            let packet_id = session.next_packet_id();
+            let frame = encode(
+                session.info.protocol,
+                unsubscribe_packet(packet_id, filter.clone()),
+            )?;
+            session
+                .inject(packet_id, frame, Awaited::Unsubscribe(vec![filter]))
+                .await?;
+        }
         Ok(())
     }
 
@@ -267,8 +268,19 @@ impl InstanceBroker {
     }
 }
 
+/// An UNSUBSCRIBE of one filter.
+pub(super) fn unsubscribe_packet(packet_id: u16, filter: String) -> rumqttd::protocol::Packet {
+    rumqttd::protocol::Packet::Unsubscribe(
+        rumqttd::protocol::Unsubscribe {
+            pkid: packet_id,
+            filters: vec![filter],
+        },
+        None,
+    )
+}
+
 /// A packet in the wire format of `protocol`.
-fn encode(
+pub(super) fn encode(
     protocol: ProtocolVersion,
     packet: rumqttd::protocol::Packet,
 ) -> Result<Vec<u8>, BrokerError> {

@@ -136,6 +136,9 @@ pub enum Control {
     /// End the connection: MQTT 5 clients get DISCONNECT with this reason
     /// code first.
     Disconnect { reason_code: u8, reason: String },
+    /// Write this complete packet to the client (an acknowledgement the
+    /// front layer gives itself).
+    Frame(Vec<u8>),
 }
 
 /// A packet the API wants sent to the broker on the client's behalf, with
@@ -198,7 +201,7 @@ pub struct Session {
 /// sockets are dropped regardless.
 const KICK_GRACE: Duration = Duration::from_secs(2);
 /// How long the API waits for the broker to acknowledge a subscription.
-const ACK_TIMEOUT: Duration = Duration::from_secs(5);
+pub const ACK_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Session {
     /// Ends the connection and its session: asks the relay to say goodbye
@@ -223,6 +226,25 @@ impl Session {
             self.hard_stop.cancel();
             let _ = ended.changed().await;
         }
+    }
+
+    /// Writes a complete packet to the client, between the frames the relay
+    /// forwards. False if the connection is gone.
+    pub async fn tell_client(&self, frame: Vec<u8>) -> bool {
+        self.control.send(Control::Frame(frame)).await.is_ok()
+    }
+
+    /// Registers a packet the relay itself sends to the broker (its
+    /// acknowledgement is then not forwarded to the client) and returns
+    /// where the acknowledgement's codes arrive.
+    pub fn expect_ack(&self, packet_id: u16, awaited: Awaited) -> oneshot::Receiver<Vec<u8>> {
+        let (reply, answer) = oneshot::channel();
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .injected
+            .insert(packet_id, (awaited, reply));
+        answer
     }
 
     /// Sends a frame the API built to the broker, and waits for the
@@ -258,7 +280,7 @@ impl Session {
         }
     }
 
-    fn forget_injected(&self, packet_id: u16) {
+    pub fn forget_injected(&self, packet_id: u16) {
         self.pending
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -274,6 +296,19 @@ impl Session {
             self.next_injected_id.store(65535, Ordering::Relaxed);
         }
         id.max(1)
+    }
+
+    /// The filters among `filters` this session is subscribed to, each once,
+    /// in the order given.
+    pub fn subscribed_among(&self, filters: &[String]) -> Vec<String> {
+        let subscriptions = self.subscriptions.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out: Vec<String> = Vec::new();
+        for filter in filters {
+            if subscriptions.contains_key(filter) && !out.contains(filter) {
+                out.push(filter.clone());
+            }
+        }
+        out
     }
 
     /// The current subscriptions (a copy).
