@@ -108,6 +108,24 @@ macro_rules! with_action_table {
                 billed: true,
                 throttled: SystemOverFlow,
             },
+            ApplyToken (apply_token) {
+                ram_action: "mq:ApplyToken",
+                qps: 100,
+                billed: true,
+                throttled: SystemOverFlow,
+            },
+            QueryToken (query_token) {
+                ram_action: "mq:QueryToken",
+                qps: 100,
+                billed: true,
+                throttled: SystemOverFlow,
+            },
+            RevokeToken (revoke_token) {
+                ram_action: "mq:RevokeToken",
+                qps: 5,
+                billed: true,
+                throttled: SystemOverFlow,
+            },
             // mqgate's own: the bill of one of the caller's instances.
             DescribeMeteringReport (describe_metering_report) {
                 ram_action: "mq:DescribeMeteringReport",

@@ -134,6 +134,10 @@ pub struct InstanceConfig {
     /// past it answers `DeviceCredentialNumExceed`).
     #[serde(default = "default_max_device_credentials")]
     pub max_device_credentials: usize,
+    /// Most unexpired tokens the instance holds (ApplyToken past it answers
+    /// `TokenNumExceed`).
+    #[serde(default = "default_max_tokens")]
+    pub max_tokens: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -191,6 +195,9 @@ fn default_max_group_ids() -> usize {
     10_000
 }
 fn default_max_device_credentials() -> usize {
+    100_000
+}
+fn default_max_tokens() -> usize {
     100_000
 }
 fn default_region() -> String {
@@ -298,6 +305,7 @@ impl Config {
                     require_group_ids: false,
                     max_group_ids: default_max_group_ids(),
                     max_device_credentials: default_max_device_credentials(),
+                    max_tokens: default_max_tokens(),
                 }],
                 users: vec![UserConfig {
                     name: demo::USER_NAME.to_string(),

@@ -37,6 +37,8 @@ pub struct Instance {
     pub max_group_ids: usize,
     /// Most device credentials the instance holds.
     pub max_device_credentials: usize,
+    /// Most unexpired tokens the instance holds.
+    pub max_tokens: usize,
 }
 
 impl Instance {
@@ -77,6 +79,7 @@ impl Directory {
                         require_group_ids: instance.require_group_ids,
                         max_group_ids: instance.max_group_ids,
                         max_device_credentials: instance.max_device_credentials,
+                        max_tokens: instance.max_tokens,
                     }),
                 );
             }

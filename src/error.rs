@@ -91,6 +91,8 @@ error_table! {
         "Device Credential Not Found. Check if the device certificate is registered."),
     DeviceCredentialNumExceed => (400, "DeviceCredentialNumExceed",
         "The number of device credentials exceeds the limit. Please revoke unused device certificates."),
+    TokenNumExceed => (400, "TokenNumExceed",
+        "The number of tokens exceeds the limit. Please revoke unused tokens."),
     // The service.
     ServiceUnavailable => (503, "ServiceUnavailable",
         "The request has failed due to a temporary failure of the server."),

@@ -27,10 +27,13 @@
 //! - [`broker`]: the embedded rumqttd brokers (on a runtime of their own)
 //!   and the API the rest drives them with ([`broker::InstanceBroker`]:
 //!   kick, subscribe and unsubscribe for a client, publish, online status);
-//!   the MQTT front layer ([`broker::front`]) with the session registry and
-//!   device authentication.
+//!   the MQTT front layer ([`broker::front`]) with the session registry,
+//!   device authentication ([`broker::device_auth`]: Signature, Token and
+//!   DeviceCredential logins) and what a token-mode connection may do
+//!   ([`broker::tokens`]).
 //! - [`metering`] (the SQLite bill, group commit, reports), [`devices`] (the
-//!   durable device-side state: group ids), [`metrics`].
+//!   durable device-side state: group ids, device credentials, tokens and
+//!   their compiled topic tries), [`metrics`].
 //! - [`access`] (authorize, resources and their ARNs, RAM condition keys),
 //!   [`principal`], [`replay`], [`throttle`].
 //! - [`directory`] (accounts, instances, keys), [`config`], [`params`].

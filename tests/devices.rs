@@ -1,4 +1,4 @@
-//! The device-side state (group ids, device credentials) is durable:
+//! The device-side state (group ids, device credentials, tokens) is durable:
 //! written before the call is answered, it survives SIGKILL and a restart
 //! of the `mqgate` binary; and a device credential logs real MQTT clients
 //! (rumqttc, 3.1.1 and 5) in after the restart.
@@ -109,6 +109,9 @@ id = "1234567890"
   ListGroupId = 1000
   RegisterDeviceCredential = 1000
   GetDeviceCredential = 1000
+  ApplyToken = 1000
+  QueryToken = 1000
+  RevokeToken = 1000
   [[accounts.instances]]
   id = "post-cn-durable"
   [[accounts.users]]
@@ -141,6 +144,30 @@ id = "1234567890"
     ];
     let registered =
         gate.call("RegisterDeviceCredential", credential).await["DeviceCredential"].clone();
+    let expire = (chrono::Utc::now().timestamp_millis() + 3_600_000).to_string();
+    let mut tokens = Vec::new();
+    for _ in 0..2 {
+        let token = gate
+            .call(
+                "ApplyToken",
+                &[
+                    ("InstanceId", "post-cn-durable"),
+                    ("Actions", "R,W"),
+                    ("Resources", "durable/#"),
+                    ("ExpireTime", &expire),
+                ],
+            )
+            .await["Token"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        tokens.push(token);
+    }
+    gate.call(
+        "RevokeToken",
+        &[("InstanceId", "post-cn-durable"), ("Token", &tokens[1])],
+    )
+    .await;
     let before = gate.groups().await;
     assert_eq!(
         before.iter().map(|(g, _)| g.as_str()).collect::<Vec<_>>(),
@@ -168,6 +195,34 @@ id = "1234567890"
     assert!(v4.is_ok(), "{v4:?}");
     let v5 = common::connect_v5(gate.mqtt, "GID_one@@@dev", Some(login)).await;
     assert!(v5.is_ok(), "{v5:?}");
+    // The token still works, the revoked one does not, and neither is in
+    // the database file in clear.
+    for (token, valid) in [(&tokens[0], true), (&tokens[1], false)] {
+        let params = [("InstanceId", "post-cn-durable"), ("Token", token.as_str())];
+        let body = gate.call("QueryToken", &params).await;
+        assert_eq!(body["TokenStatus"], valid, "after SIGKILL");
+    }
+    let token_login = |token: &str| {
+        (
+            "Token|testid|post-cn-durable".to_string(),
+            format!("RW|{token}"),
+        )
+    };
+    let v4 = common::connect_v4(gate.mqtt, "GID_one@@@tok", Some(token_login(&tokens[0]))).await;
+    assert!(v4.is_ok(), "{v4:?}");
+    let revoked =
+        common::connect_v5(gate.mqtt, "GID_one@@@tok5", Some(token_login(&tokens[1]))).await;
+    assert!(revoked.is_err(), "a revoked token logged in after SIGKILL");
+    let database = std::fs::read(dir.path().join("data/devices.sqlite3")).unwrap();
+    let wal = std::fs::read(dir.path().join("data/devices.sqlite3-wal")).unwrap_or_default();
+    for token in &tokens {
+        for file in [&database, &wal] {
+            assert!(
+                !file.windows(token.len()).any(|w| w == token.as_bytes()),
+                "a token is stored in clear"
+            );
+        }
+    }
     gate.sigterm();
     let gate = Gate::start(&config);
     assert_eq!(gate.groups().await, before, "after a clean restart");

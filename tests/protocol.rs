@@ -356,7 +356,7 @@ async fn every_row_of_the_error_table_is_produced() {
     // of group ids.
     let groups = TestServer::start(&TWO_ACCOUNTS.replace(
         "  id = \"inst-a2\"\n",
-        "  id = \"inst-a2\"\n  max_group_ids = 1\n  max_device_credentials = 1\n",
+        "  id = \"inst-a2\"\n  max_group_ids = 1\n  max_device_credentials = 1\n  max_tokens = 2\n",
     ))
     .await;
     let create = |group: &'static str| {
@@ -407,6 +407,39 @@ async fn every_row_of_the_error_table_is_produced() {
     expect(
         v1_get(&groups, register("GID_test@@@second"), "testsecret").await,
         ErrorCode::DeviceCredentialNumExceed,
+    );
+    // An instance's limit of unexpired tokens (max_tokens = 2): a third
+    // is refused until one is revoked.
+    let expire = (chrono::Utc::now().timestamp_millis() + 3_600_000).to_string();
+    let apply = [
+        ("InstanceId", "inst-a2"),
+        ("Actions", "R"),
+        ("Resources", "a/#"),
+        ("ExpireTime", expire.as_str()),
+    ];
+    let mut tokens = Vec::new();
+    for _ in 0..2 {
+        let reply = v1_get(&groups, with("ApplyToken", &apply), "testsecret").await;
+        assert_eq!(reply.status, 200, "{:?}", reply.body);
+        let body: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+        tokens.push(body["Token"].as_str().unwrap().to_string());
+    }
+    expect(
+        v1_get(&groups, with("ApplyToken", &apply), "testsecret").await,
+        ErrorCode::TokenNumExceed,
+    );
+    let revoke = [("InstanceId", "inst-a2"), ("Token", tokens[0].as_str())];
+    assert_eq!(
+        v1_get(&groups, with("RevokeToken", &revoke), "testsecret")
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        v1_get(&groups, with("ApplyToken", &apply), "testsecret")
+            .await
+            .status,
+        200
     );
     groups.server.shutdown().await;
 

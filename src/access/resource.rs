@@ -53,6 +53,7 @@ mod tests {
             require_group_ids: false,
             max_group_ids: 10,
             max_device_credentials: 10,
+            max_tokens: 10,
         };
         let cases = [
             (

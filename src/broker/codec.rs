@@ -16,6 +16,7 @@ pub mod packet_type {
     pub const CONNACK: u8 = 2;
     pub const PUBLISH: u8 = 3;
     pub const PUBACK: u8 = 4;
+    pub const PUBREL: u8 = 6;
     pub const PUBCOMP: u8 = 7;
     pub const SUBSCRIBE: u8 = 8;
     pub const SUBACK: u8 = 9;
@@ -149,6 +150,33 @@ pub fn publish_refusal_v5(qos: u8, packet_id: u16, reason_code: u8, reason: &str
     push_variable_int(&mut body, properties.len());
     body.extend_from_slice(&properties);
     with_fixed_header(if qos == 2 { 0x50 } else { 0x40 }, body)
+}
+
+/// A QoS 0 PUBLISH the front layer sends itself (the `$SYS/token...`
+/// notices).
+pub fn publish_qos0(protocol_v5: bool, topic: &str, payload: &[u8]) -> Vec<u8> {
+    let mut body = (topic.len() as u16).to_be_bytes().to_vec();
+    body.extend_from_slice(topic.as_bytes());
+    if protocol_v5 {
+        body.push(0); // no properties
+    }
+    body.extend_from_slice(payload);
+    with_fixed_header(0x30, body)
+}
+
+/// PUBACK (QoS 1) or PUBREC (QoS 2) of success, for a PUBLISH the front
+/// layer consumes itself (`$SYS/uploadToken`). The 3.1.1 form is valid MQTT
+/// 5 too (reason code 0 may be left out).
+pub fn publish_ack(qos: u8, packet_id: u16) -> Vec<u8> {
+    let first = if qos == 2 { 0x50 } else { 0x40 };
+    let [hi, lo] = packet_id.to_be_bytes();
+    vec![first, 0x02, hi, lo]
+}
+
+/// PUBCOMP, closing a QoS 2 exchange the front layer answered itself.
+pub fn pubcomp(packet_id: u16) -> Vec<u8> {
+    let [hi, lo] = packet_id.to_be_bytes();
+    vec![0x70, 0x02, hi, lo]
 }
 
 /// The topic name and packet id (QoS > 0) of a complete PUBLISH frame.

@@ -14,6 +14,7 @@
 //! `{GroupId}@@@{DeviceId}` whose group id was created on it.
 
 use crate::devices::{DeviceStore, group_of};
+use crate::devices::{TokenGrant, TokenType};
 use crate::directory::{Directory, Instance};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -50,6 +51,24 @@ impl Refusal {
     }
 }
 
+/// A client let in: its instance and, for a Token-mode login, the tokens
+/// that bound what it may do (`None`: the instance's topics are open to
+/// it).
+#[derive(Debug)]
+pub struct Admitted {
+    pub instance: Arc<Instance>,
+    pub tokens: Option<Vec<Arc<TokenGrant>>>,
+}
+
+impl From<Arc<Instance>> for Admitted {
+    fn from(instance: Arc<Instance>) -> Admitted {
+        Admitted {
+            instance,
+            tokens: None,
+        }
+    }
+}
+
 /// The instance a client may connect to, given its client id and the
 /// username and password of its CONNECT.
 pub fn authenticate(
@@ -58,10 +77,10 @@ pub fn authenticate(
     client_id: &str,
     username: Option<&str>,
     password: Option<&str>,
-) -> Result<Arc<Instance>, Refusal> {
-    let instance = login(directory, devices, client_id, username, password)?;
-    check_group(&instance, devices, client_id)?;
-    Ok(instance)
+) -> Result<Admitted, Refusal> {
+    let admitted = login(directory, devices, client_id, username, password)?;
+    check_group(&admitted.instance, devices, client_id)?;
+    Ok(admitted)
 }
 
 /// With `require_group_ids`, the client id's group id must exist on the
@@ -91,10 +110,10 @@ fn login(
     client_id: &str,
     username: Option<&str>,
     password: Option<&str>,
-) -> Result<Arc<Instance>, Refusal> {
+) -> Result<Admitted, Refusal> {
     let username = username.filter(|u| !u.is_empty());
     let Some(username) = username else {
-        return directory.anonymous_instance().cloned().ok_or_else(|| {
+        return directory.anonymous_instance().cloned().map(Admitted::from).ok_or_else(|| {
             Refusal::not_authorized(
                 "anonymous clients are not accepted: connect with username \
                  Signature|AccessKeyId|InstanceId and password Base64(HMAC-SHA1(AccessKeySecret, ClientId))",
@@ -111,14 +130,94 @@ fn login(
     };
     let password = password.unwrap_or("");
     match mode {
-        "Signature" => signature_login(directory, client_id, key_id, instance_id, password),
+        "Signature" => {
+            signature_login(directory, client_id, key_id, instance_id, password).map(Admitted::from)
+        }
         "DeviceCredential" => {
             credential_login(directory, devices, client_id, key_id, instance_id, password)
+                .map(Admitted::from)
         }
+        "Token" => token_login(directory, devices, key_id, instance_id, password),
         other => Err(Refusal::bad_credentials(format!(
-            "authentication mode \"{other}\" is not supported; use Signature|AccessKeyId|InstanceId or DeviceCredential|DeviceAccessKeyId|InstanceId"
+            "authentication mode \"{other}\" is not supported; use Signature, Token or DeviceCredential"
         ))),
     }
+}
+
+/// Token mode: the password names one token per type (`R|t`, `W|t`,
+/// `RW|t`, or several: `R|t1|W|t2`), each applied for on this instance by
+/// the account of the AccessKeyId in the username, and valid now. One bad
+/// part refuses the whole login (Alibaba: "if some tokens are invalid, the
+/// broker may determine that the token settings are invalid").
+fn token_login(
+    directory: &Directory,
+    devices: &DeviceStore,
+    access_key_id: &str,
+    instance_id: &str,
+    password: &str,
+) -> Result<Admitted, Refusal> {
+    let Some(user) = directory.user(access_key_id).filter(|u| !u.disabled) else {
+        return Err(Refusal::bad_credentials(format!(
+            "AccessKeyId \"{access_key_id}\" is not known or is disabled"
+        )));
+    };
+    let Some(instance) = directory
+        .instance(instance_id)
+        .filter(|i| i.account_id == user.account_id)
+    else {
+        return Err(Refusal::bad_credentials(format!(
+            "instance \"{instance_id}\" does not exist in the account of AccessKeyId \"{access_key_id}\""
+        )));
+    };
+    let parts: Vec<&str> = password.split('|').collect();
+    if password.is_empty() || !parts.len().is_multiple_of(2) {
+        return Err(Refusal::bad_credentials(
+            "password must be R|token, W|token, RW|token or several of them joined with |",
+        ));
+    }
+    let now = crate::broker::tokens::now_ms();
+    let mut grants: Vec<Arc<TokenGrant>> = Vec::new();
+    for pair in parts.chunks(2) {
+        let (label, token) = (pair[0], pair[1]);
+        let Some(kind) = TokenType::from_label(label) else {
+            return Err(Refusal::bad_credentials(format!(
+                "token type \"{label}\" is not R, W or RW"
+            )));
+        };
+        if grants.iter().any(|g| g.kind == kind) {
+            return Err(Refusal::bad_credentials(format!(
+                "the password names two tokens of type {label}; a client holds one per type"
+            )));
+        }
+        let grant = devices
+            .token(token)
+            .filter(|g| g.instance_id == instance.id && g.account_id == user.account_id);
+        let Some(grant) = grant else {
+            return Err(Refusal::bad_credentials(format!(
+                "the {label} token was not issued for instance {instance_id} to this AccessKeyId's account, or it was revoked"
+            )));
+        };
+        if grant.kind != kind {
+            return Err(Refusal::bad_credentials(format!(
+                "the {label} token was applied for with Actions {}; present it as {}|token",
+                match grant.kind {
+                    TokenType::RW => "R,W",
+                    other => other.label(),
+                },
+                grant.kind.label()
+            )));
+        }
+        if !grant.valid_at(now) {
+            return Err(Refusal::bad_credentials(format!(
+                "the {label} token has expired or was revoked"
+            )));
+        }
+        grants.push(grant);
+    }
+    Ok(Admitted {
+        instance: instance.clone(),
+        tokens: Some(grants),
+    })
 }
 
 /// Signature mode: an AccessKey of the instance's account signs the client
@@ -274,7 +373,7 @@ mod tests {
             Some(&password),
         )
         .unwrap();
-        assert_eq!(instance.id, "inst-a");
+        assert_eq!(instance.instance.id, "inst-a");
     }
 
     #[test]
@@ -328,7 +427,7 @@ mod tests {
         let refusal = authenticate(&directory(false), &devices, "c", None, None).unwrap_err();
         assert_eq!((refusal.v4_code, refusal.v5_code), (0x05, 0x87));
         let instance = authenticate(&directory(true), &devices, "c", Some(""), None).unwrap();
-        assert_eq!(instance.id, "inst-a");
+        assert_eq!(instance.instance.id, "inst-a");
     }
 
     #[tokio::test]
@@ -367,7 +466,7 @@ mod tests {
                 Some(&password),
             )
         };
-        assert_eq!(login("GID_ok@@@dev-1").unwrap().id, "strict");
+        assert_eq!(login("GID_ok@@@dev-1").unwrap().instance.id, "strict");
         for refused in [
             "GID_other@@@dev-1",
             "GID_none@@@dev-1",
@@ -407,6 +506,7 @@ mod tests {
         assert_eq!(
             login("GID_x@@@dev1", &username, &password("GID_x@@@dev1"))
                 .unwrap()
+                .instance
                 .id,
             "inst-a"
         );

@@ -23,6 +23,7 @@ use super::registry::{
     ACK_TIMEOUT, Awaited, Control, Injected, ProtocolVersion, Session, SessionInfo,
     SubscriptionOptions,
 };
+use super::tokens::{self as token_rules, TokenRights};
 use super::{Brokers, InstanceBroker, reason};
 use crate::devices::DeviceStore;
 use crate::directory::DirectoryHandle;
@@ -68,6 +69,8 @@ enum End {
     BrokerProtocol(FrameError),
     Disconnected(u8),
     HardStop,
+    /// A token-mode client published where its tokens do not allow it.
+    Refused(String),
 }
 
 impl FrontLayer {
@@ -159,19 +162,23 @@ impl FrontLayer {
             Some(l) => (Some(l.username.as_str()), Some(l.password.as_str())),
             None => (None, None),
         };
-        let instance = match device_auth::authenticate(
+        let admitted = match device_auth::authenticate(
             &directory,
             &self.devices,
             &connect.client_id,
             username,
             password,
         ) {
-            Ok(instance) => instance,
+            Ok(admitted) => admitted,
             Err(refusal) => {
                 info!(%peer, client_id = %connect.client_id, reason = %refusal.reason, "CONNECT refused");
                 return refuse(&mut client, protocol, &refusal).await;
             }
         };
+        let instance = admitted.instance;
+        let token_rights = admitted
+            .tokens
+            .map(|grants| Arc::new(TokenRights::new(&instance.account_id, &instance.id, grants)));
         let Some(broker) = self.brokers.instance(&instance.id) else {
             let refusal = Refusal {
                 v4_code: 0x03,
@@ -286,6 +293,9 @@ impl FrontLayer {
             created_at: Utc::now(),
         };
         let (session, handle) = broker.sessions.register(info);
+        if let Some(rights) = &token_rights {
+            let _ = session.tokens.set(rights.clone());
+        }
         broker.meter.connections_now(broker.sessions.len() as u64);
         if client.write_all(&connack).await.is_err() {
             return debug!(%client_id, "client left before CONNACK");
@@ -311,6 +321,7 @@ impl FrontLayer {
             buf: client_buf,
             max_packet_size: self.max_packet_size,
             injected: handle.upstream,
+            own_qos2: Vec::new(),
         };
         let to_client = ToClient {
             upstream: &mut upstream_rd,
@@ -318,9 +329,16 @@ impl FrontLayer {
             buf: upstream_buf,
             control: handle.control,
         };
+        let token_watch = async {
+            match &token_rights {
+                Some(rights) => watch_tokens(&broker, &session, rights).await,
+                None => std::future::pending().await,
+            }
+        };
         let end = tokio::select! {
-            end = to_broker.run(&broker, &session) => end,
+            end = to_broker.run(&broker, &session, &self.devices) => end,
             end = to_client.run(&broker, &session) => end,
+            end = token_watch => end,
             _ = handle.hard_stop.cancelled() => End::HardStop,
         };
         close_upstream(&mut upstream_rd, &mut upstream_wr).await;
@@ -477,12 +495,22 @@ struct ToBroker<'a> {
     buf: BytesMut,
     max_packet_size: usize,
     injected: mpsc::Receiver<Injected>,
+    /// Packet ids of QoS 2 token uploads the relay answered with PUBREC.
+    own_qos2: Vec<u16>,
 }
 
 impl ToBroker<'_> {
-    async fn run(mut self, broker: &InstanceBroker, session: &Arc<Session>) -> End {
+    async fn run(
+        mut self,
+        broker: &InstanceBroker,
+        session: &Arc<Session>,
+        devices: &DeviceStore,
+    ) -> End {
         let protocol = session.info.protocol;
         let stats = &session.stats;
+        // Token-mode logins only: every other login may use every topic of
+        // its instance, and pays nothing for the checks below.
+        let tokens = session.tokens.get().cloned();
         loop {
             // Every complete frame in the buffer, checked and counted; the
             // ones the relay answers itself are taken out of the stream.
@@ -502,15 +530,68 @@ impl ToBroker<'_> {
                 match kind {
                     packet_type::PUBLISH => {
                         stats.recv_msg.fetch_add(1, Ordering::Relaxed);
+                        if let Some(rights) = &tokens
+                            && let Some(special) = publish_verdict(rights, &frame_at[..len])
+                        {
+                            if let Err(end) = self.forward(whole).await {
+                                return end;
+                            }
+                            let frame = self.buf.split_to(len);
+                            let outcome = match special {
+                                Special::Upload => {
+                                    self.upload_token(session, rights, devices, frame).await
+                                }
+                                Special::Refused(topic) => {
+                                    refuse_publish(session, &frame, &topic).await
+                                }
+                            };
+                            match outcome {
+                                Outcome::Continue => {}
+                                Outcome::End(end) => return end,
+                                // The other half writes the DISCONNECT and ends
+                                // the connection; forward nothing more.
+                                Outcome::AwaitDisconnect => return std::future::pending().await,
+                            }
+                            whole = 0;
+                            continue;
+                        }
                         broker.meter.published(codec::publish_qos(frame_at));
+                    }
+                    // The client's PUBREL of a QoS 2 token upload, which
+                    // the relay acknowledged itself.
+                    packet_type::PUBREL if !self.own_qos2.is_empty() => {
+                        let id = codec::packet_id(&frame_at[..len]);
+                        if let Some(at) = self.own_qos2.iter().position(|p| Some(*p) == id) {
+                            self.own_qos2.swap_remove(at);
+                            if let Err(end) = self.forward(whole).await {
+                                return end;
+                            }
+                            let _ = self.buf.split_to(len);
+                            session.tell_client(codec::pubcomp(id.unwrap_or(0))).await;
+                            whole = 0;
+                            continue;
+                        }
                     }
                     // The client acknowledges a QoS 1 or 2 delivery.
                     packet_type::PUBACK | packet_type::PUBCOMP => {
                         stats.inflight.fetch_sub(1, Ordering::Relaxed);
                     }
-                    packet_type::SUBSCRIBE => {
-                        track_request(session, protocol, &frame_at[..len]);
-                    }
+                    packet_type::SUBSCRIBE => match &tokens {
+                        None => track_request(session, protocol, &frame_at[..len]),
+                        Some(rights) => {
+                            if let Err(end) = self.forward(whole).await {
+                                return end;
+                            }
+                            let frame = self.buf.split_to(len);
+                            if let Err(end) =
+                                self.subscribe_with_tokens(session, rights, frame).await
+                            {
+                                return end;
+                            }
+                            whole = 0;
+                            continue;
+                        }
+                    },
                     packet_type::UNSUBSCRIBE => {
                         if let Err(end) = self.forward(whole).await {
                             return end;
@@ -563,6 +644,166 @@ impl ToBroker<'_> {
             .map_err(|_| End::BrokerClosed)
     }
 
+    /// A token-mode client's SUBSCRIBE: filters its R tokens cover go to
+    /// rumqttd, the others get a failure code (0x80 in 3.1.1, 0x87 "not
+    /// authorized" in 5), and the client one SUBACK with a code per filter
+    /// in its order. The notice topics (`$SYS/token...`) are granted here
+    /// at QoS 0: the relay sends those notices itself.
+    async fn subscribe_with_tokens(
+        &mut self,
+        session: &Arc<Session>,
+        rights: &TokenRights,
+        frame: BytesMut,
+    ) -> Result<(), End> {
+        let protocol = session.info.protocol;
+        let original = frame.clone();
+        let mut bytes = frame;
+        let len = bytes.len();
+        let decoded = match protocol {
+            ProtocolVersion::V311 => V4.read_mut(&mut bytes, len),
+            ProtocolVersion::V5 => V5.read_mut(&mut bytes, len),
+        };
+        let Ok(Packet::Subscribe(subscribe, properties)) = decoded else {
+            return Err(End::ClientProtocol(FrameError::Malformed));
+        };
+        let refused_code = match protocol {
+            ProtocolVersion::V311 => 0x80,
+            ProtocolVersion::V5 => 0x87,
+        };
+        // Per filter: Some(code) decided here, None: rumqttd decides.
+        let decided: Vec<Option<u8>> = subscribe
+            .filters
+            .iter()
+            .map(|f| {
+                if token_rules::is_notice_topic(&f.path) {
+                    Some(0x00)
+                } else if rights.may_subscribe(&f.path) {
+                    None
+                } else {
+                    info!(client_id = %session.info.client_id, filter = %f.path, "SUBSCRIBE refused: no valid R or RW token covers the filter");
+                    Some(refused_code)
+                }
+            })
+            .collect();
+        if decided.iter().all(Option::is_none) {
+            track_request(session, protocol, &original);
+            return self
+                .upstream
+                .write_all(&original)
+                .await
+                .map_err(|_| End::BrokerClosed);
+        }
+        let allowed: Vec<rumqttd::protocol::Filter> = subscribe
+            .filters
+            .iter()
+            .zip(&decided)
+            .filter(|(_, d)| d.is_none())
+            .map(|(f, _)| f.clone())
+            .collect();
+        let mut answer = None;
+        if !allowed.is_empty() {
+            let packet_id = session.next_packet_id();
+            let awaited = Awaited::Subscribe(
+                allowed
+                    .iter()
+                    .map(|f| (f.path.clone(), options_of(f)))
+                    .collect(),
+            );
+            let packet = Packet::Subscribe(
+                rumqttd::protocol::Subscribe {
+                    pkid: packet_id,
+                    filters: allowed,
+                },
+                properties,
+            );
+            let Ok(frame) = super::encode(protocol, packet) else {
+                return Err(End::ClientProtocol(FrameError::Malformed));
+            };
+            answer = Some((packet_id, session.expect_ack(packet_id, awaited)));
+            if self.upstream.write_all(&frame).await.is_err() {
+                return Err(End::BrokerClosed);
+            }
+        }
+        let session = session.clone();
+        let client_packet_id = subscribe.pkid;
+        tokio::spawn(async move {
+            let mut granted = Vec::new();
+            if let Some((packet_id, answer)) = answer {
+                match tokio::time::timeout(ACK_TIMEOUT, answer).await {
+                    Ok(Ok(codes)) => granted = codes,
+                    _ => session.forget_injected(packet_id),
+                }
+            }
+            let mut granted = granted.into_iter();
+            let codes: Vec<u8> = decided
+                .into_iter()
+                .map(|d| d.unwrap_or_else(|| granted.next().unwrap_or(refused_code)))
+                .collect();
+            let v5 = protocol == ProtocolVersion::V5;
+            session
+                .tell_client(codec::suback(v5, client_packet_id, &codes))
+                .await;
+        });
+        Ok(())
+    }
+
+    /// A token-mode client's PUBLISH to `$SYS/uploadToken`: the payload
+    /// `{"token": "...", "type": "R" | "W" | "RW"}` names a token applied for
+    /// on the connection's instance by its account; it replaces the
+    /// connection's token of that type. Never forwarded to rumqttd.
+    async fn upload_token(
+        &mut self,
+        session: &Arc<Session>,
+        rights: &TokenRights,
+        devices: &DeviceStore,
+        frame: BytesMut,
+    ) -> Outcome {
+        let qos = codec::publish_qos(&frame);
+        let packet_id = codec::publish_topic(&frame).and_then(|(_, id)| id);
+        let protocol = session.info.protocol;
+        let mut bytes = frame;
+        let len = bytes.len();
+        let decoded = match protocol {
+            ProtocolVersion::V311 => V4.read_mut(&mut bytes, len),
+            ProtocolVersion::V5 => V5.read_mut(&mut bytes, len),
+        };
+        let Ok(Packet::Publish(publish, _)) = decoded else {
+            return Outcome::End(End::ClientProtocol(FrameError::Malformed));
+        };
+        let client_id = &session.info.client_id;
+        match token_rules::uploaded_grant(rights, devices, &publish.payload) {
+            Ok(grant) => {
+                info!(%client_id, kind = grant.kind.label(), "token uploaded");
+                rights.upload(grant);
+                if let Some(id) = packet_id {
+                    if qos == 2 {
+                        self.own_qos2.push(id);
+                    }
+                    session.tell_client(codec::publish_ack(qos, id)).await;
+                }
+            }
+            Err(reason) => {
+                info!(%client_id, %reason, "token upload refused");
+                match (protocol, packet_id) {
+                    (ProtocolVersion::V5, Some(id)) => {
+                        let refusal = codec::publish_refusal_v5(qos, id, 0x87, &reason);
+                        session.tell_client(refusal).await;
+                    }
+                    // 3.1.1 has no refusal code: the upload is acknowledged
+                    // and ignored (the log says why).
+                    (ProtocolVersion::V311, Some(id)) => {
+                        if qos == 2 {
+                            self.own_qos2.push(id);
+                        }
+                        session.tell_client(codec::publish_ack(qos, id)).await;
+                    }
+                    (_, None) => {}
+                }
+            }
+        }
+        Outcome::Continue
+    }
+
     /// A client's UNSUBSCRIBE, answered the way MQTT requires: rumqttd sends
     /// nothing back for a filter that is not subscribed (the client would
     /// wait forever) and one UNSUBACK per removed filter, all with the same
@@ -613,6 +854,109 @@ impl ToBroker<'_> {
             session.tell_client(unsuback).await;
         });
         Ok(())
+    }
+}
+
+/// A PUBLISH of a token-mode client that is not simply forwarded.
+enum Special {
+    Upload,
+    Refused(String),
+}
+
+/// What the relay does after a PUBLISH it handled itself.
+enum Outcome {
+    Continue,
+    End(End),
+    /// A DISCONNECT is on its way to the client (MQTT 5).
+    AwaitDisconnect,
+}
+
+/// `None`: the tokens allow the PUBLISH (forward it).
+fn publish_verdict(rights: &TokenRights, frame: &[u8]) -> Option<Special> {
+    let topic = codec::publish_topic(frame).and_then(|(t, _)| std::str::from_utf8(t).ok());
+    match topic {
+        Some(token_rules::UPLOAD_TOPIC) => Some(Special::Upload),
+        Some(topic) if rights.may_publish(topic) => None,
+        Some(topic) => Some(Special::Refused(topic.to_string())),
+        // An alias-only MQTT 5 PUBLISH (empty topic) or a malformed one:
+        // tokens name topics, so it is refused.
+        None => Some(Special::Refused(String::new())),
+    }
+}
+
+/// A PUBLISH the client's tokens do not allow: MQTT 3.1.1 has no refusal
+/// code, so the connection is closed (Alibaba: "resource auth failed");
+/// MQTT 5 gets PUBACK (QoS 1) or PUBREC (QoS 2) 0x87, or DISCONNECT 0x87
+/// for QoS 0, which has no acknowledgement.
+async fn refuse_publish(session: &Session, frame: &[u8], topic: &str) -> Outcome {
+    let reason =
+        format!("not authorized to publish to {topic:?}: no valid W or RW token covers it");
+    info!(client_id = %session.info.client_id, %reason, "PUBLISH refused");
+    let qos = codec::publish_qos(frame);
+    let packet_id = codec::publish_topic(frame).and_then(|(_, id)| id);
+    match (session.info.protocol, packet_id) {
+        (ProtocolVersion::V311, _) => Outcome::End(End::Refused(reason)),
+        (ProtocolVersion::V5, Some(id)) => {
+            session
+                .tell_client(codec::publish_refusal_v5(qos, id, 0x87, &reason))
+                .await;
+            Outcome::Continue
+        }
+        (ProtocolVersion::V5, None) => {
+            session.request_disconnect(0x87, &reason);
+            Outcome::AwaitDisconnect
+        }
+    }
+}
+
+/// Tells a token-mode client about its tokens as they near expiry, expire
+/// or are revoked, and removes the subscriptions its rights no longer
+/// cover. Runs beside the relay for the connection's life.
+async fn watch_tokens(broker: &InstanceBroker, session: &Session, rights: &TokenRights) -> End {
+    let mut revocations = broker.token_events();
+    let v5 = session.info.protocol == ProtocolVersion::V5;
+    loop {
+        let now = token_rules::now_ms();
+        let (notices, next) = rights.due(now);
+        let mut lost_reading = false;
+        for notice in &notices {
+            if let token_rules::Notice::Invalid { kind, .. } = notice {
+                lost_reading |= kind.reads();
+            }
+            info!(client_id = %session.info.client_id, ?notice, "token notice");
+            let (topic, payload) = notice.message();
+            session
+                .tell_client(codec::publish_qos0(v5, topic, payload.as_bytes()))
+                .await;
+        }
+        if lost_reading {
+            let uncovered: Vec<String> = session
+                .subscriptions()
+                .into_keys()
+                .filter(|f| !rights.may_subscribe(f))
+                .collect();
+            if !uncovered.is_empty()
+                && let Err(e) = broker
+                    .unsubscribe_for(&session.info.client_id, uncovered)
+                    .await
+            {
+                warn!(client_id = %session.info.client_id, error = %e, "could not remove subscriptions of an ended token");
+            }
+        }
+        let wait = match next {
+            Some(at) => Duration::from_millis((at - now).clamp(0, i64::MAX) as u64),
+            None => Duration::from_secs(3600),
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = rights.uploaded.notified() => {}
+            changed = revocations.changed() => {
+                if changed.is_err() {
+                    // The broker is gone: so is this connection, soon.
+                    return std::future::pending().await;
+                }
+            }
+        }
     }
 }
 

@@ -24,6 +24,7 @@ pub mod embedded;
 pub mod front;
 pub mod registry;
 pub mod status_cache;
+pub mod tokens;
 
 use crate::config::MqttConfig;
 use crate::directory::Directory;
@@ -97,6 +98,9 @@ pub struct InstanceBroker {
     publisher: Arc<Mutex<LinkTx>>,
     _publisher_rx: LinkRx,
     runtime: tokio::runtime::Handle,
+    /// Bumped when a token of the instance is revoked: the connections
+    /// holding tokens look at theirs again.
+    token_events: tokio::sync::watch::Sender<()>,
 }
 
 impl std::fmt::Debug for InstanceBroker {
@@ -111,6 +115,17 @@ impl std::fmt::Debug for InstanceBroker {
 }
 
 impl InstanceBroker {
+    /// Tells every connection holding tokens to look at them again (a
+    /// token was revoked).
+    pub fn tokens_changed(&self) {
+        self.token_events.send_replace(());
+    }
+
+    /// Where a connection holding tokens hears of revocations.
+    pub fn token_events(&self) -> tokio::sync::watch::Receiver<()> {
+        self.token_events.subscribe()
+    }
+
     /// rumqttd's listener for a protocol version.
     pub fn upstream(&self, protocol: ProtocolVersion) -> SocketAddr {
         match protocol {
@@ -373,6 +388,7 @@ impl Brokers {
                 publisher: Arc::new(Mutex::new(started.publisher)),
                 _publisher_rx: started.publisher_rx,
                 runtime: self.runtime.handle().clone(),
+                token_events: tokio::sync::watch::channel(()).0,
             };
             self.write().insert(instance_id.clone(), Arc::new(broker));
         }

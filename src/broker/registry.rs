@@ -185,6 +185,9 @@ pub struct Session {
     /// Current subscriptions, made by the client or on its behalf.
     pub subscriptions: Mutex<BTreeMap<String, SubscriptionOptions>>,
     pub pending: Mutex<PendingAcks>,
+    /// The tokens a Token-mode login holds (set once, before the relay
+    /// starts); unset for every other login.
+    pub tokens: std::sync::OnceLock<Arc<super::tokens::TokenRights>>,
     control: mpsc::Sender<Control>,
     upstream: mpsc::Sender<Injected>,
     next_injected_id: AtomicU16,
@@ -226,6 +229,15 @@ impl Session {
             self.hard_stop.cancel();
             let _ = ended.changed().await;
         }
+    }
+
+    /// Asks the relay to end the connection (MQTT 5: DISCONNECT with
+    /// `reason_code` first) without waiting for it: for the relay itself.
+    pub fn request_disconnect(&self, reason_code: u8, reason: &str) {
+        let _ = self.control.try_send(Control::Disconnect {
+            reason_code,
+            reason: reason.to_string(),
+        });
     }
 
     /// Writes a complete packet to the client, between the frames the relay
@@ -423,6 +435,7 @@ impl SessionRegistry {
             stats: ConnectionStats::default(),
             subscriptions: Mutex::new(subscriptions),
             pending: Mutex::default(),
+            tokens: std::sync::OnceLock::new(),
             control: control_tx,
             upstream: upstream_tx,
             next_injected_id: AtomicU16::new(65535),

@@ -1,5 +1,6 @@
 //! The durable device-side state of every instance: the group ids created
-//! on it ([`groups`]) and its device credentials ([`credentials`]), in
+//! on it ([`groups`]), its device credentials ([`credentials`]) and its
+//! tokens ([`tokens`], topic sets compiled by [`topics`]), in
 //! SQLite (`storage.dir/devices.sqlite3`, WAL, `synchronous=FULL`) and in
 //! memory. Device secrets are derived from a server key kept in a file of
 //! its own, never stored ([`keys`]).
@@ -14,6 +15,8 @@
 pub mod credentials;
 pub mod groups;
 pub mod keys;
+pub mod tokens;
+pub mod topics;
 
 use rusqlite::Connection;
 use std::collections::{BTreeMap, HashMap};
@@ -24,6 +27,8 @@ use std::time::Duration;
 pub use credentials::{Credential, Registered};
 pub use groups::{Group, GroupIdError, check_group_id, group_of};
 pub use keys::{KeyError, ServerKey};
+pub use tokens::{Applied, TokenGrant, TokenRequest, TokenType};
+pub use topics::TopicSet;
 
 /// File name of the device database inside `storage.dir`.
 pub const DATABASE: &str = "devices.sqlite3";
@@ -48,6 +53,16 @@ CREATE TABLE IF NOT EXISTS device_credentials (
     update_time INTEGER NOT NULL,
     PRIMARY KEY (instance_id, client_id)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS tokens (
+    token_hash BLOB PRIMARY KEY,
+    account_id TEXT NOT NULL,
+    instance_id TEXT NOT NULL,
+    actions TEXT NOT NULL,
+    resources TEXT NOT NULL,
+    expire_time INTEGER NOT NULL,
+    create_time INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS tokens_by_instance ON tokens (instance_id);
 ";
 
 /// Why the device database could not be opened or written.
@@ -72,6 +87,7 @@ struct State {
     /// instance -> group id -> group.
     groups: HashMap<String, BTreeMap<String, Group>>,
     credentials: credentials::Credentials,
+    tokens: tokens::Tokens,
 }
 
 /// The device-side state of every instance.
@@ -108,6 +124,7 @@ impl DeviceStore {
             let state = State {
                 groups: groups::load(&connection)?,
                 credentials: credentials::load(&connection)?,
+                tokens: tokens::load(&connection, chrono::Utc::now().timestamp_millis())?,
             };
             Ok((connection, state))
         };

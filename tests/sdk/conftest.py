@@ -43,6 +43,7 @@ id = "1234567890"
   DeleteGroupId = 1000
   ListGroupId = 1000
   ListDeviceCredentialClientId = 1000
+  RevokeToken = 1000
   [[accounts.instances]]
   id = "{instance}"
   region = "cn-hangzhou"
@@ -69,6 +70,11 @@ id = "1234567890"
   access_key_id = "office-key"
   access_key_secret = "office-secret"
   policies = ["{storage}/loopback-only.json"]
+  [[accounts.users]]
+  name = "lister"
+  access_key_id = "lister-key"
+  access_key_secret = "lister-secret"
+  policies = ["{storage}/list-groups-only.json"]
   [[accounts.users]]
   name = "elsewhere"
   access_key_id = "elsewhere-key"
@@ -121,6 +127,12 @@ def run_mqgate(extra_config):
                     }],
                 })
             )
+        (pathlib.Path(storage) / "list-groups-only.json").write_text(
+            json.dumps({
+                "Version": "1",
+                "Statement": [{"Effect": "Allow", "Action": "mq:ListMqttGroupId", "Resource": "*"}],
+            })
+        )
         config = pathlib.Path(storage) / "mqgate.toml"
         config.write_text(
             extra_config

@@ -71,16 +71,20 @@ function client(key = 'testid', secret = 'testsecret') {
 // -d it reports each CONNACK it receives, so a test can see it reconnect.
 function device(clientId, version, login) {
   const [host, port] = gate.mqtt.split(':');
-  const [username, secret] = login || [`Signature|testid|${INSTANCE}`, 'testsecret'];
-  const password = crypto.createHmac('sha1', secret).update(clientId).digest('base64');
+  const [username, secret, raw] = login || [`Signature|testid|${INSTANCE}`, 'testsecret'];
+  // Signature and DeviceCredential modes sign the client id; Token mode
+  // sends its password as is.
+  const password = raw || crypto.createHmac('sha1', secret).update(clientId).digest('base64');
   // stdbuf: line-buffered stdout, or the lines arrive only at exit.
   const child = spawn('stdbuf', ['-oL', 'mosquitto_sub',
     '-d', '-h', host, '-p', port, '-i', clientId, '-t', 'node/#', '-V', version,
     '-u', username, '-P', password,
   ], { stdio: ['ignore', 'pipe', 'ignore'] });
-  const dev = { child, connacks: 0 };
+  const dev = { child, connacks: 0, granted: [] };
   readline.createInterface({ input: child.stdout }).on('line', (line) => {
     if (line.includes('received CONNACK')) dev.connacks += 1;
+    const subscribed = line.match(/Subscribed \(mid: \d+\): (\d+)/);
+    if (subscribed) dev.granted.push(Number(subscribed[1]));
   });
   dev.exited = new Promise((resolve) => child.once('exit', resolve));
   return dev;
@@ -181,5 +185,30 @@ for (const method of ['GET', 'POST']) {
     } finally {
       dev.child.kill();
     }
+  });
+}
+
+for (const method of ['GET', 'POST']) {
+  test(`${method}: ApplyToken, and a device logs in and subscribes with it`, async () => {
+    const sdk = client();
+    const clientId = `GID_node@@@token-${method}`;
+    const answer = await sdk.request('ApplyToken', {
+      InstanceId: INSTANCE, Actions: 'R', Resources: 'node/#', ExpireTime: Date.now() + 3600 * 1000,
+    }, { method });
+    assert.strictEqual(typeof answer.Token, 'string');
+    assert.ok(answer.Token.length >= 32);
+    const dev = device(clientId, 'mqttv5', [`Token|testid|${INSTANCE}`, null, `R|${answer.Token}`]);
+    try {
+      assert.ok(await until(() => dev.granted.length > 0), 'no SUBACK for node/#');
+      assert.deepStrictEqual(dev.granted, [0]);
+      const status = await sdk.request('QueryToken', { InstanceId: INSTANCE, Token: answer.Token }, { method });
+      assert.strictEqual(status.TokenStatus, true);
+    } finally {
+      dev.child.kill();
+    }
+    const err = await expectError(sdk.request('ApplyToken', {
+      InstanceId: INSTANCE, Actions: 'R', Resources: 'node/#/x', ExpireTime: Date.now() + 3600 * 1000,
+    }, { method }));
+    assert.strictEqual(err.code, 'InvalidParameter.Resources');
   });
 }
