@@ -480,3 +480,47 @@ async fn takeovers_in_a_row_are_each_accepted() {
     }
     t.server.shutdown().await;
 }
+
+/// Clients that leave with DISCONNECT while others arrive: every arrival
+/// stays connected. (rumqttd reports a connection that read DISCONNECT gone
+/// twice if its socket closes too early, and the second report can end a
+/// newcomer that was given the same connection id; the front layer lets
+/// rumqttd close such connections itself.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_leaving_with_disconnect_do_not_end_clients_arriving() {
+    let t = TestServer::start(TWO_ACCOUNTS).await;
+    let mut lanes = Vec::new();
+    for lane in 0..8 {
+        let mqtt = t.mqtt;
+        lanes.push(tokio::spawn(async move {
+            let mut staying = Vec::new();
+            for round in 0..15 {
+                let leaving = connect_v4(mqtt, &format!("GID_x@@@leave-{lane}-{round}"), None)
+                    .await
+                    .unwrap();
+                let arriving_id = format!("GID_x@@@arrive-{lane}-{round}");
+                let (_, arriving) = tokio::join!(
+                    async { leaving.v4.as_ref().unwrap().disconnect().await.unwrap() },
+                    connect_v4(mqtt, &arriving_id, None)
+                );
+                staying.push((arriving_id, arriving.unwrap()));
+            }
+            staying
+        }));
+    }
+    let mut staying = Vec::new();
+    for lane in lanes {
+        staying.extend(lane.await.unwrap());
+    }
+    // Every arrival still answers: a SUBACK comes back on its connection.
+    for (client_id, device) in &mut staying {
+        device.send_subscribe("still/here").await;
+        let ack = device.next_ack().await;
+        assert!(
+            ack.is_some(),
+            "{client_id} was disconnected: {:?}",
+            device.last_error
+        );
+    }
+    t.server.shutdown().await;
+}

@@ -63,6 +63,8 @@ pub struct FrontLayer {
 #[allow(dead_code)]
 enum End {
     ClientClosed,
+    /// The client sent DISCONNECT.
+    ClientDisconnected,
     ClientError(std::io::Error),
     ClientProtocol(FrameError),
     BrokerClosed,
@@ -341,7 +343,12 @@ impl FrontLayer {
             end = token_watch => end,
             _ = handle.hard_stop.cancelled() => End::HardStop,
         };
-        close_upstream(&mut upstream_rd, &mut upstream_wr).await;
+        match end {
+            End::ClientDisconnected => {
+                await_upstream_close(&mut upstream_rd, &mut upstream_wr).await
+            }
+            _ => close_upstream(&mut upstream_rd, &mut upstream_wr).await,
+        }
         // Only now is the session gone for the registry, and for a takeover
         // waiting to connect the same client id upstream.
         drop(handle.guard);
@@ -486,6 +493,26 @@ async fn close_upstream(upstream_rd: &mut OwnedReadHalf, upstream_wr: &mut Owned
     .await;
 }
 
+/// After a client's DISCONNECT: lets rumqttd close the connection itself,
+/// sending no FIN first.
+///
+/// Why: rumqttd's router removes a connection when it reads DISCONNECT, and
+/// its link reports the connection gone a second time if it sees the socket
+/// close before it sees the router's drop. By then the router may have given
+/// the connection id to a new connection (of any client), which that second
+/// report ends right after its CONNACK. Left open, the socket stays quiet
+/// and the link ends on the router's drop, which it does not report.
+async fn await_upstream_close(upstream_rd: &mut OwnedReadHalf, upstream_wr: &mut OwnedWriteHalf) {
+    let closed = tokio::time::timeout(UPSTREAM_CLOSE_TIMEOUT, async {
+        let mut sink = [0u8; 4096];
+        while upstream_rd.read(&mut sink).await.is_ok_and(|n| n > 0) {}
+    })
+    .await;
+    if closed.is_err() {
+        close_upstream(upstream_rd, upstream_wr).await;
+    }
+}
+
 /// Client to broker: forwards whole frames, starting with whatever the
 /// client sent right behind its CONNECT, and sends the packets the API
 /// injects between them.
@@ -575,6 +602,15 @@ impl ToBroker<'_> {
                     // The client acknowledges a QoS 1 or 2 delivery.
                     packet_type::PUBACK | packet_type::PUBCOMP => {
                         stats.inflight.fetch_sub(1, Ordering::Relaxed);
+                    }
+                    // The client's goodbye: forward it (it tells rumqttd to
+                    // drop the will) and nothing after it.
+                    packet_type::DISCONNECT => {
+                        let end = whole + len;
+                        if let Err(end) = self.forward(end).await {
+                            return end;
+                        }
+                        return End::ClientDisconnected;
                     }
                     packet_type::SUBSCRIBE => match &tokens {
                         None => track_request(session, protocol, &frame_at[..len]),
