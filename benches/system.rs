@@ -47,6 +47,8 @@ struct Setting {
     /// Most clients the front layer is measured with (see FULL).
     front_max_clients: usize,
     idle_connections: &'static [usize],
+    /// MQTT clients of the Token-against-Signature rows.
+    login_clients: usize,
 }
 
 const FULL: Setting = Setting {
@@ -64,6 +66,7 @@ const FULL: Setting = Setting {
     // the front layer, 10,000 straight to rumqttd.
     front_max_clients: 6_000,
     idle_connections: &[100, 1_000, 6_000],
+    login_clients: 100,
 };
 
 const TINY: Setting = Setting {
@@ -76,6 +79,7 @@ const TINY: Setting = Setting {
     mqtt_clients: &[4],
     front_max_clients: 4,
     idle_connections: &[20],
+    login_clients: 4,
 };
 
 fn main() {
@@ -100,6 +104,7 @@ fn main() {
     rpc(&setting, &out_dir, &mut results);
     runtime.block_on(registry(&setting, &out_dir, &mut results));
     runtime.block_on(mqtt(&setting, &out_dir, &mut results));
+    runtime.block_on(mqtt_logins(&setting, &out_dir, &mut results));
     idle(&setting, &out_dir, &mut results);
     // What the profile showed and what changed, kept by hand beside the
     // generated tables.
@@ -392,6 +397,36 @@ async fn registry(setting: &Setting, out_dir: &Path, results: &mut String) {
     server.shutdown().await;
 }
 
+/// How `mqgate-load mqtt` clients log in.
+enum Login {
+    /// The same username and password for every client.
+    Fixed(String, String),
+    /// ApsaraMQ Signature mode, `KEYID:SECRET:INSTANCE`.
+    Signature(String),
+}
+
+/// [`mqtt_load`] with a login of either kind.
+fn mqtt_load_as(
+    addr: SocketAddr,
+    login: &Login,
+    qos: u8,
+    clients: usize,
+    seconds: f64,
+) -> (f64, f64) {
+    match login {
+        Login::Fixed(username, password) => mqtt_load(
+            addr,
+            Some(&(username.clone(), password.clone())),
+            qos,
+            clients,
+            seconds,
+        ),
+        Login::Signature(spec) => {
+            mqtt_load_args(addr, &["--signature", spec], qos, clients, seconds)
+        }
+    }
+}
+
 /// Messages/s and p99 latency (ms) of `clients` MQTT clients (half
 /// publishing flat out, half subscribing) through `addr`, measured by
 /// `mqgate-load mqtt` in its own process, so that the clients' descriptors
@@ -403,18 +438,35 @@ fn mqtt_load(
     clients: usize,
     seconds: f64,
 ) -> (f64, f64) {
+    match login {
+        Some((username, password)) => mqtt_load_args(
+            addr,
+            &["--username", username, "--password", password],
+            qos,
+            clients,
+            seconds,
+        ),
+        None => mqtt_load_args(addr, &[], qos, clients, seconds),
+    }
+}
+
+fn mqtt_load_args(
+    addr: SocketAddr,
+    login_args: &[&str],
+    qos: u8,
+    clients: usize,
+    seconds: f64,
+) -> (f64, f64) {
     let mut command = Command::new(LOAD);
     command.args(["mqtt", "--json", "--addr", &addr.to_string()]);
     command.args(["--qos", &qos.to_string(), "--clients", &clients.to_string()]);
     command.args(["--duration", &seconds.to_string()]);
-    if let Some((username, password)) = login {
-        command.args(["--username", username, "--password", password]);
-    }
+    command.args(login_args);
     let output = command.output().unwrap();
     assert!(
         output.status.success(),
         "mqgate-load mqtt, {clients} clients at QoS {qos} on {addr} ({}): {}",
-        if login.is_some() { "rumqttd" } else { "front" },
+        login_args.first().copied().unwrap_or("anonymous"),
         String::from_utf8_lossy(&output.stderr)
     );
     let v: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
@@ -553,6 +605,86 @@ async fn mqtt(setting: &Setting, out_dir: &Path, results: &mut String) {
     }
     let _ = writeln!(results);
     std::fs::write(out_dir.join("mqtt_scaling.csv"), csv).unwrap();
+}
+
+/// Token-mode clients against Signature-mode ones through the front layer:
+/// the price of checking every PUBLISH and SUBSCRIBE against the token's
+/// topics. Rounds interleaved on one mqgate; the row is the median round.
+async fn mqtt_logins(setting: &Setting, out_dir: &Path, results: &mut String) {
+    let target = MqttTarget::start().await;
+    let endpoint = format!("http://{}", target.server.http_addr);
+    let expire = (chrono::Utc::now().timestamp_millis() + 3_600_000).to_string();
+    let params: Vec<(String, String)> = [
+        ("InstanceId", INSTANCE),
+        ("Actions", "R,W"),
+        ("Resources", "bench/#"),
+        ("ExpireTime", expire.as_str()),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let (status, body) = mqgate::client::call(
+        &endpoint,
+        "POST",
+        mqgate::client::Signing::V1,
+        "ApplyToken",
+        &params,
+        "testid",
+        "testsecret",
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "ApplyToken: {body}");
+    let token = serde_json::from_str::<serde_json::Value>(&body).unwrap()["Token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let clients = setting.login_clients;
+    let seconds = setting.mqtt_seconds;
+    let front = target.front;
+    let run = |login: Login| {
+        tokio::task::spawn_blocking(move || mqtt_load_as(front, &login, 1, clients, seconds))
+    };
+    let mut rounds = Vec::new();
+    for _ in 0..setting.rpc_rounds {
+        let signature = run(Login::Signature(format!("testid:testsecret:{INSTANCE}")))
+            .await
+            .unwrap();
+        let token = run(Login::Fixed(
+            format!("Token|testid|{INSTANCE}"),
+            format!("RW|{token}"),
+        ))
+        .await
+        .unwrap();
+        rounds.push((signature, token));
+    }
+    target.server.shutdown().await;
+    rounds.sort_by(|x, y| (x.1.0 / x.0.0).total_cmp(&(y.1.0 / y.0.0)));
+    let ratios: Vec<f64> = rounds.iter().map(|(s, t)| t.0 / s.0.max(1.0)).collect();
+    let ((signature, signature_p99), (token_rate, token_p99)) = rounds[rounds.len() / 2];
+    let _ = writeln!(results, "## MQTT logins: Token against Signature\n");
+    let _ = writeln!(
+        results,
+        "{clients} clients through the front layer, QoS 1, half publishing to `bench/{{i}}`, half subscribing, {seconds} s per run. Signature: each client signs its client id with the account's key (no check per message). Token: one `RW` token on `bench/#`, so every PUBLISH and SUBSCRIBE is checked against its topic trie. {} rounds, interleaved; the row is the median round by Token/Signature, with the lowest and highest ratio of all rounds in brackets.\n",
+        setting.rpc_rounds
+    );
+    let _ = writeln!(
+        results,
+        "| Signature msgs/s | Token msgs/s | Token/Signature | p99 Signature ms | p99 Token ms |"
+    );
+    let _ = writeln!(results, "|---|---|---|---|---|");
+    let low = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+    let high = ratios.iter().copied().fold(0.0, f64::max);
+    let _ = writeln!(
+        results,
+        "| {signature:.0} | {token_rate:.0} | {:.2} ({low:.2}-{high:.2}) | {signature_p99:.3} | {token_p99:.3} |\n",
+        token_rate / signature.max(1.0)
+    );
+    let mut csv = String::from("round,signature_msgs_per_s,token_msgs_per_s,ratio\n");
+    for (i, ((s, _), (t, _))) in rounds.iter().enumerate() {
+        let _ = writeln!(csv, "{i},{s:.1},{t:.1},{:.3}", t / s.max(1.0));
+    }
+    std::fs::write(out_dir.join("mqtt_logins.csv"), csv).unwrap();
 }
 
 fn rss_kib(pid: u32) -> u64 {
