@@ -260,6 +260,32 @@ async fn a_revoked_token_is_announced_and_an_upload_restores_the_rights() {
         }
         device.subscribe("r/1").await;
         delivered(&sender, &mut device, "r/1").await;
+
+        // At QoS 2 the relay answers the whole exchange itself.
+        match (&device.v4, &device.v5) {
+            (Some(c), _) => c
+                .publish(
+                    "$SYS/uploadToken",
+                    rumqttc::QoS::ExactlyOnce,
+                    false,
+                    upload.clone(),
+                )
+                .await
+                .unwrap(),
+            (_, Some(c)) => c
+                .publish(
+                    "$SYS/uploadToken",
+                    rumqttc::v5::mqttbytes::QoS::ExactlyOnce,
+                    false,
+                    upload.clone(),
+                )
+                .await
+                .unwrap(),
+            _ => unreachable!(),
+        }
+        assert_eq!(device.next_ack().await.unwrap().0, "PubRec");
+        assert_eq!(device.next_ack().await.unwrap().0, "PubComp");
+        delivered(&sender, &mut device, "r/1").await;
     }
     t.server.shutdown().await;
 }

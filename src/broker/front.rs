@@ -954,17 +954,11 @@ async fn watch_tokens(broker: &InstanceBroker, session: &Session, rights: &Token
     loop {
         let now = token_rules::now_ms();
         let (notices, next) = rights.due(now);
-        let mut lost_reading = false;
-        for notice in &notices {
-            if let token_rules::Notice::Invalid { kind, .. } = notice {
-                lost_reading |= kind.reads();
-            }
-            info!(client_id = %session.info.client_id, ?notice, "token notice");
-            let (topic, payload) = notice.message();
-            session
-                .tell_client(codec::publish_qos0(v5, topic, payload.as_bytes()))
-                .await;
-        }
+        // The rights go first, then the client is told: once it reads the
+        // notice, nothing more arrives on what the token allowed.
+        let lost_reading = notices
+            .iter()
+            .any(|n| matches!(n, token_rules::Notice::Invalid { kind, .. } if kind.reads()));
         if lost_reading {
             let uncovered: Vec<String> = session
                 .subscriptions()
@@ -978,6 +972,13 @@ async fn watch_tokens(broker: &InstanceBroker, session: &Session, rights: &Token
             {
                 warn!(client_id = %session.info.client_id, error = %e, "could not remove subscriptions of an ended token");
             }
+        }
+        for notice in &notices {
+            info!(client_id = %session.info.client_id, ?notice, "token notice");
+            let (topic, payload) = notice.message();
+            session
+                .tell_client(codec::publish_qos0(v5, topic, payload.as_bytes()))
+                .await;
         }
         let wait = match next {
             Some(at) => Duration::from_millis((at - now).clamp(0, i64::MAX) as u64),

@@ -345,6 +345,7 @@ impl Device {
                     rumqttc::Packet::UnsubAck(_) => return Some(("UnsubAck".into(), vec![])),
                     rumqttc::Packet::PubAck(_) => return Some(("PubAck".into(), vec![])),
                     rumqttc::Packet::PubRec(_) => return Some(("PubRec".into(), vec![])),
+                    rumqttc::Packet::PubComp(_) => return Some(("PubComp".into(), vec![])),
                     _ => continue,
                 },
                 Some(Seen::V5(Ok(rumqttc::v5::Event::Incoming(p)))) => match p {
@@ -361,6 +362,9 @@ impl Device {
                     }
                     P5::PubRec(a) => {
                         return Some(("PubRec".into(), vec![format!("{:?}", a.reason)]));
+                    }
+                    P5::PubComp(a) => {
+                        return Some(("PubComp".into(), vec![format!("{:?}", a.reason)]));
                     }
                     _ => continue,
                 },
