@@ -693,13 +693,7 @@ impl ToBroker<'_> {
     ) -> Result<(), End> {
         let protocol = session.info.protocol;
         let original = frame.clone();
-        let mut bytes = frame;
-        let len = bytes.len();
-        let decoded = match protocol {
-            ProtocolVersion::V311 => V4.read_mut(&mut bytes, len),
-            ProtocolVersion::V5 => V5.read_mut(&mut bytes, len),
-        };
-        let Ok(Packet::Subscribe(subscribe, properties)) = decoded else {
+        let Some(Packet::Subscribe(subscribe, properties)) = decode(protocol, frame) else {
             return Err(End::ClientProtocol(FrameError::Malformed));
         };
         let refused_code = match protocol {
@@ -797,13 +791,7 @@ impl ToBroker<'_> {
         let qos = codec::publish_qos(&frame);
         let packet_id = codec::publish_topic(&frame).and_then(|(_, id)| id);
         let protocol = session.info.protocol;
-        let mut bytes = frame;
-        let len = bytes.len();
-        let decoded = match protocol {
-            ProtocolVersion::V311 => V4.read_mut(&mut bytes, len),
-            ProtocolVersion::V5 => V5.read_mut(&mut bytes, len),
-        };
-        let Ok(Packet::Publish(publish, _)) = decoded else {
+        let Some(Packet::Publish(publish, _)) = decode(protocol, frame) else {
             return Outcome::End(End::ClientProtocol(FrameError::Malformed));
         };
         let client_id = &session.info.client_id;
@@ -849,13 +837,7 @@ impl ToBroker<'_> {
     /// subscription existed" for the others).
     async fn unsubscribe(&mut self, session: &Arc<Session>, frame: BytesMut) -> Result<(), End> {
         let protocol = session.info.protocol;
-        let mut bytes = frame;
-        let len = bytes.len();
-        let decoded = match protocol {
-            ProtocolVersion::V311 => V4.read_mut(&mut bytes, len),
-            ProtocolVersion::V5 => V5.read_mut(&mut bytes, len),
-        };
-        let Ok(Packet::Unsubscribe(unsubscribe, _)) = decoded else {
+        let Some(Packet::Unsubscribe(unsubscribe, _)) = decode(protocol, frame) else {
             return Err(End::ClientProtocol(FrameError::Malformed));
         };
         let subscribed = session.subscribed_among(&unsubscribe.filters);
@@ -997,16 +979,22 @@ async fn watch_tokens(broker: &InstanceBroker, session: &Session, rights: &Token
     }
 }
 
+/// One complete frame, decoded with rumqttd's codec for the connection's
+/// protocol; `None` if it is malformed.
+fn decode(protocol: ProtocolVersion, mut frame: BytesMut) -> Option<Packet> {
+    let len = frame.len();
+    match protocol {
+        ProtocolVersion::V311 => V4.read_mut(&mut frame, len),
+        ProtocolVersion::V5 => V5.read_mut(&mut frame, len),
+    }
+    .ok()
+}
+
 /// Remembers what a client's own SUBSCRIBE or UNSUBSCRIBE asks, so that the
 /// broker's acknowledgement can settle the session's subscriptions.
 fn track_request(session: &Session, protocol: ProtocolVersion, frame: &[u8]) {
-    let mut bytes = BytesMut::from(frame);
-    let decoded = match protocol {
-        ProtocolVersion::V311 => V4.read_mut(&mut bytes, frame.len()),
-        ProtocolVersion::V5 => V5.read_mut(&mut bytes, frame.len()),
-    };
-    let (packet_id, awaited) = match decoded {
-        Ok(Packet::Subscribe(subscribe, _)) => (
+    let (packet_id, awaited) = match decode(protocol, BytesMut::from(frame)) {
+        Some(Packet::Subscribe(subscribe, _)) => (
             subscribe.pkid,
             Awaited::Subscribe(
                 subscribe
@@ -1016,7 +1004,7 @@ fn track_request(session: &Session, protocol: ProtocolVersion, frame: &[u8]) {
                     .collect(),
             ),
         ),
-        Ok(Packet::Unsubscribe(unsubscribe, _)) => {
+        Some(Packet::Unsubscribe(unsubscribe, _)) => {
             (unsubscribe.pkid, Awaited::Unsubscribe(unsubscribe.filters))
         }
         // rumqttd will refuse it itself; nothing to track.
