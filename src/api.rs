@@ -126,6 +126,27 @@ macro_rules! with_action_table {
                 billed: true,
                 throttled: SystemOverFlow,
             },
+            // The custom-auth pages give no limit (100, as for
+            // CloseConnection) and do not say whether a call is billed
+            // (billed, as every other call).
+            AddCustomAuthConnectBlack (add_custom_auth_connect_black) {
+                ram_action: "mq:AddCustomAuthConnectBlack",
+                qps: 100,
+                billed: true,
+                throttled: SystemOverFlow,
+            },
+            DeleteCustomAuthConnectBlack (delete_custom_auth_connect_black) {
+                ram_action: "mq:DeleteCustomAuthConnectBlack",
+                qps: 100,
+                billed: true,
+                throttled: SystemOverFlow,
+            },
+            QueryCustomAuthConnectBlack (query_custom_auth_connect_black) {
+                ram_action: "mq:QueryCustomAuthConnectBlack",
+                qps: 100,
+                billed: true,
+                throttled: SystemOverFlow,
+            },
             // mqgate's own: the bill of one of the caller's instances.
             DescribeMeteringReport (describe_metering_report) {
                 ram_action: "mq:DescribeMeteringReport",

@@ -138,6 +138,10 @@ pub struct InstanceConfig {
     /// `TokenNumExceed`).
     #[serde(default = "default_max_tokens")]
     pub max_tokens: usize,
+    /// Most client ids on the instance's connection blacklist
+    /// (AddCustomAuthConnectBlack past it answers `Customauth.over.capacity`).
+    #[serde(default = "default_max_blacklisted_clients")]
+    pub max_blacklisted_clients: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -196,6 +200,9 @@ fn default_max_group_ids() -> usize {
 }
 fn default_max_device_credentials() -> usize {
     100_000
+}
+fn default_max_blacklisted_clients() -> usize {
+    10_000
 }
 fn default_max_tokens() -> usize {
     100_000
@@ -306,6 +313,7 @@ impl Config {
                     max_group_ids: default_max_group_ids(),
                     max_device_credentials: default_max_device_credentials(),
                     max_tokens: default_max_tokens(),
+                    max_blacklisted_clients: default_max_blacklisted_clients(),
                 }],
                 users: vec![UserConfig {
                     name: demo::USER_NAME.to_string(),

@@ -39,6 +39,8 @@ pub struct Instance {
     pub max_device_credentials: usize,
     /// Most unexpired tokens the instance holds.
     pub max_tokens: usize,
+    /// Most client ids on the instance's connection blacklist.
+    pub max_blacklisted_clients: usize,
 }
 
 impl Instance {
@@ -80,6 +82,7 @@ impl Directory {
                         max_group_ids: instance.max_group_ids,
                         max_device_credentials: instance.max_device_credentials,
                         max_tokens: instance.max_tokens,
+                        max_blacklisted_clients: instance.max_blacklisted_clients,
                     }),
                 );
             }

@@ -91,6 +91,8 @@ error_table! {
         "Device Credential Not Found. Check if the device certificate is registered."),
     DeviceCredentialNumExceed => (400, "DeviceCredentialNumExceed",
         "The number of device credentials exceeds the limit. Please revoke unused device certificates."),
+    CustomauthOverCapacity => (400, "Customauth.over.capacity",
+        "Over custom auth capacity."),
     TokenNumExceed => (400, "TokenNumExceed",
         "The number of tokens exceeds the limit. Please revoke unused tokens."),
     // The service.

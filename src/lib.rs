@@ -33,7 +33,7 @@
 //!   ([`broker::tokens`]).
 //! - [`metering`] (the SQLite bill, group commit, reports), [`devices`] (the
 //!   durable device-side state: group ids, device credentials, tokens and
-//!   their compiled topic tries), [`metrics`].
+//!   their compiled topic tries, the connection blacklist), [`metrics`].
 //! - [`access`] (authorize, resources and their ARNs, RAM condition keys),
 //!   [`principal`], [`replay`], [`throttle`].
 //! - [`directory`] (accounts, instances, keys), [`config`], [`params`].

@@ -1,4 +1,5 @@
-//! The device-side state (group ids, device credentials, tokens) is durable:
+//! The device-side state (group ids, device credentials, tokens, the
+//! connection blacklist) is durable:
 //! written before the call is answered, it survives SIGKILL and a restart
 //! of the `mqgate` binary; and a device credential logs real MQTT clients
 //! (rumqttc, 3.1.1 and 5) in after the restart.
@@ -112,6 +113,7 @@ id = "1234567890"
   ApplyToken = 1000
   QueryToken = 1000
   RevokeToken = 1000
+  AddCustomAuthConnectBlack = 1000
   [[accounts.instances]]
   id = "post-cn-durable"
   [[accounts.users]]
@@ -164,6 +166,14 @@ id = "1234567890"
         tokens.push(token);
     }
     gate.call(
+        "AddCustomAuthConnectBlack",
+        &[
+            ("InstanceId", "post-cn-durable"),
+            ("ClientId", "GID_one@@@banned"),
+        ],
+    )
+    .await;
+    gate.call(
         "RevokeToken",
         &[("InstanceId", "post-cn-durable"), ("Token", &tokens[1])],
     )
@@ -213,6 +223,17 @@ id = "1234567890"
     let revoked =
         common::connect_v5(gate.mqtt, "GID_one@@@tok5", Some(token_login(&tokens[1]))).await;
     assert!(revoked.is_err(), "a revoked token logged in after SIGKILL");
+    let login = common::signature_login(
+        "testid",
+        "testsecret",
+        "post-cn-durable",
+        "GID_one@@@banned",
+    );
+    let banned = common::connect_v5(gate.mqtt, "GID_one@@@banned", Some(login)).await;
+    assert!(
+        banned.as_ref().is_err_and(|e| e.contains("Banned")),
+        "a blacklisted client id connected after SIGKILL: {banned:?}"
+    );
     let database = std::fs::read(dir.path().join("data/devices.sqlite3")).unwrap();
     let wal = std::fs::read(dir.path().join("data/devices.sqlite3-wal")).unwrap_or_default();
     for token in &tokens {

@@ -524,3 +524,35 @@ async fn clients_leaving_with_disconnect_do_not_end_clients_arriving() {
     }
     t.server.shutdown().await;
 }
+
+/// A client id on the connection blacklist is disconnected at once and
+/// refused at CONNECT whatever its login (rumqttc, 3.1.1 and 5), in its
+/// instance only; off the list, it connects again.
+#[tokio::test]
+async fn a_blacklisted_client_id_is_kicked_and_refused_in_its_instance_only() {
+    let t = TestServer::start(TWO_ACCOUNTS).await;
+    let mut v4 = connect_v4(t.mqtt, "GID_x@@@banned", None).await.unwrap();
+    let black = [("InstanceId", "inst-a1"), ("ClientId", "GID_x@@@banned")];
+    let (status, body) = t.call("AddCustomAuthConnectBlack", &black).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(!v4.ended().await.is_empty());
+    let refused = connect_v4(t.mqtt, "GID_x@@@banned", None)
+        .await
+        .unwrap_err();
+    assert!(refused.contains("NotAuthorized"), "{refused}");
+    let signed = common::signature_login("testid", "testsecret", "inst-a1", "GID_x@@@banned");
+    let refused = connect_v5(t.mqtt, "GID_x@@@banned", Some(signed))
+        .await
+        .unwrap_err();
+    assert!(refused.contains("Banned"), "{refused}");
+    // The same client id in another instance of the account is not banned.
+    let elsewhere = common::signature_login("testid", "testsecret", "inst-a2", "GID_x@@@banned");
+    connect_v5(t.mqtt, "GID_x@@@banned", Some(elsewhere))
+        .await
+        .unwrap();
+
+    let (status, _) = t.call("DeleteCustomAuthConnectBlack", &black).await;
+    assert_eq!(status, 200);
+    connect_v4(t.mqtt, "GID_x@@@banned", None).await.unwrap();
+    t.server.shutdown().await;
+}

@@ -356,7 +356,7 @@ async fn every_row_of_the_error_table_is_produced() {
     // of group ids.
     let groups = TestServer::start(&TWO_ACCOUNTS.replace(
         "  id = \"inst-a2\"\n",
-        "  id = \"inst-a2\"\n  max_group_ids = 1\n  max_device_credentials = 1\n  max_tokens = 2\n",
+        "  id = \"inst-a2\"\n  max_group_ids = 1\n  max_device_credentials = 1\n  max_tokens = 2\n  max_blacklisted_clients = 1\n",
     ))
     .await;
     let create = |group: &'static str| {
@@ -440,6 +440,23 @@ async fn every_row_of_the_error_table_is_produced() {
             .await
             .status,
         200
+    );
+    // The connection blacklist's capacity (max_blacklisted_clients = 1).
+    let black = |client: &'static str| {
+        with(
+            "AddCustomAuthConnectBlack",
+            &[("InstanceId", "inst-a2"), ("ClientId", client)],
+        )
+    };
+    assert_eq!(
+        v1_get(&groups, black("GID_b@@@one"), "testsecret")
+            .await
+            .status,
+        200
+    );
+    expect(
+        v1_get(&groups, black("GID_b@@@two"), "testsecret").await,
+        ErrorCode::CustomauthOverCapacity,
     );
     groups.server.shutdown().await;
 

@@ -54,6 +54,7 @@ mod tests {
             max_group_ids: 10,
             max_device_credentials: 10,
             max_tokens: 10,
+            max_blacklisted_clients: 10,
         };
         let cases = [
             (

@@ -10,6 +10,9 @@
 //! - A client with no username lands in `mqtt.anonymous_instance` when that
 //!   is set.
 //!
+//! A client id on the instance's connection blacklist is refused whatever
+//! its login (3.1.1: 5 not authorized, 5: 0x8A banned).
+//!
 //! An instance with `require_group_ids` admits only client ids
 //! `{GroupId}@@@{DeviceId}` whose group id was created on it.
 
@@ -80,6 +83,16 @@ pub fn authenticate(
 ) -> Result<Admitted, Refusal> {
     let admitted = login(directory, devices, client_id, username, password)?;
     check_group(&admitted.instance, devices, client_id)?;
+    if devices.is_blacklisted(&admitted.instance.id, client_id) {
+        return Err(Refusal {
+            v4_code: 0x05,
+            v5_code: 0x8A,
+            reason: format!(
+                "client id {client_id} is on the connection blacklist of instance {} (DeleteCustomAuthConnectBlack)",
+                admitted.instance.id
+            ),
+        });
+    }
     Ok(admitted)
 }
 

@@ -1,6 +1,7 @@
 //! The durable device-side state of every instance: the group ids created
 //! on it ([`groups`]), its device credentials ([`credentials`]) and its
-//! tokens ([`tokens`], topic sets compiled by [`topics`]), in
+//! tokens ([`tokens`], topic sets compiled by [`topics`]) and its
+//! connection blacklist ([`blacklist`]), in
 //! SQLite (`storage.dir/devices.sqlite3`, WAL, `synchronous=FULL`) and in
 //! memory. Device secrets are derived from a server key kept in a file of
 //! its own, never stored ([`keys`]).
@@ -12,6 +13,7 @@
 //! Changes are few (management calls), so each is its own transaction;
 //! reads never touch the database.
 
+pub mod blacklist;
 pub mod credentials;
 pub mod groups;
 pub mod keys;
@@ -24,6 +26,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+pub use blacklist::Blacklisted;
 pub use credentials::{Credential, Registered};
 pub use groups::{Group, GroupIdError, check_group_id, group_of};
 pub use keys::{KeyError, ServerKey};
@@ -63,6 +66,12 @@ CREATE TABLE IF NOT EXISTS tokens (
     create_time INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS tokens_by_instance ON tokens (instance_id);
+CREATE TABLE IF NOT EXISTS connect_blacklist (
+    instance_id TEXT NOT NULL,
+    client_id TEXT NOT NULL,
+    create_time INTEGER NOT NULL,
+    PRIMARY KEY (instance_id, client_id)
+) WITHOUT ROWID;
 ";
 
 /// Why the device database could not be opened or written.
@@ -88,6 +97,8 @@ struct State {
     groups: HashMap<String, BTreeMap<String, Group>>,
     credentials: credentials::Credentials,
     tokens: tokens::Tokens,
+    /// instance -> client ids refused at CONNECT.
+    blacklist: HashMap<String, std::collections::BTreeSet<String>>,
 }
 
 /// The device-side state of every instance.
@@ -125,6 +136,7 @@ impl DeviceStore {
                 groups: groups::load(&connection)?,
                 credentials: credentials::load(&connection)?,
                 tokens: tokens::load(&connection, chrono::Utc::now().timestamp_millis())?,
+                blacklist: blacklist::load(&connection)?,
             };
             Ok((connection, state))
         };
