@@ -1,0 +1,539 @@
+//! The MQTT front layer: the public port, in front of every instance's
+//! embedded rumqttd.
+//!
+//! For each TCP connection:
+//! 1. read the CONNECT (within `mqtt.connect_timeout_secs`), tell MQTT 3.1.1
+//!    from 5 by its protocol level;
+//! 2. authenticate it and find its instance ([`device_auth`]); refuse with a
+//!    CONNACK that says why (MQTT 5 adds a reason string);
+//! 3. give an empty client id one of ours, take over an older connection
+//!    with the same client id (MQTT 5: DISCONNECT 0x8E);
+//! 4. open a loopback connection to the instance's rumqttd listener for that
+//!    version, forward the CONNECT with the internal login, and relay the
+//!    CONNACK back;
+//! 5. register the session and relay frames both ways until either side
+//!    closes or the API kicks it (MQTT 5: DISCONNECT 0x98 first).
+//!
+//! Frames are relayed whole: the relay only writes complete MQTT packets to
+//! the client, so a DISCONNECT it injects never lands inside another packet.
+//!
+//! The relay's two halves: `to_broker.rs` reads the client (and checks a
+//! token-mode client's PUBLISH and SUBSCRIBE), `to_client.rs` reads rumqttd;
+//! beside them, `token_watch.rs` tells a token-mode client about its tokens.
+
+mod to_broker;
+mod to_client;
+mod token_watch;
+
+use to_broker::ToBroker;
+use to_client::ToClient;
+use token_watch::watch_tokens;
+
+use super::codec::{self, FrameError, packet_type};
+use super::device_auth::{self, Refusal};
+use super::registry::{ProtocolVersion, SessionInfo};
+use super::tokens::TokenRights;
+use super::{Brokers, reason};
+use crate::devices::DeviceStore;
+use crate::directory::DirectoryHandle;
+use bytes::BytesMut;
+use chrono::Utc;
+use rumqttd::protocol::{Packet, Protocol, v4::V4, v5::V5};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+/// Frames from rumqttd are trusted; their size is bounded by rumqttd itself.
+const BROKER_MAX_FRAME: usize = 268_435_455;
+/// How long the front layer waits for rumqttd to connect and answer.
+const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long rumqttd may take to close its side of an ended connection.
+const UPSTREAM_CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a goodbye packet may take to write before the socket is dropped.
+const GOODBYE_TIMEOUT: Duration = Duration::from_secs(1);
+
+pub struct FrontLayer {
+    brokers: Arc<Brokers>,
+    directory: Arc<DirectoryHandle>,
+    devices: Arc<DeviceStore>,
+    max_packet_size: usize,
+    connect_timeout: Duration,
+}
+
+/// How a relayed connection ended, for the log (read through `Debug`).
+#[derive(Debug)]
+#[allow(dead_code)]
+enum End {
+    ClientClosed,
+    /// The client sent DISCONNECT.
+    ClientDisconnected,
+    ClientError(std::io::Error),
+    ClientProtocol(FrameError),
+    BrokerClosed,
+    BrokerProtocol(FrameError),
+    Disconnected(u8),
+    HardStop,
+    /// A token-mode client published where its tokens do not allow it.
+    Refused(String),
+}
+
+impl FrontLayer {
+    pub fn new(
+        brokers: Arc<Brokers>,
+        directory: Arc<DirectoryHandle>,
+        devices: Arc<DeviceStore>,
+        max_packet_size: usize,
+        connect_timeout: Duration,
+    ) -> Arc<FrontLayer> {
+        Arc::new(FrontLayer {
+            brokers,
+            directory,
+            devices,
+            max_packet_size,
+            connect_timeout,
+        })
+    }
+
+    /// Accepts connections until `shutdown` is cancelled.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener, shutdown: CancellationToken) {
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        let front = self.clone();
+                        tokio::spawn(async move { front.handle(stream, peer).await });
+                    }
+                    Err(e) => {
+                        // Out of file descriptors and the like: say so, back
+                        // off a little, keep serving the connections we have.
+                        warn!(error = %e, "mqtt accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+                _ = shutdown.cancelled() => return,
+            }
+        }
+    }
+
+    async fn handle(&self, mut client: TcpStream, peer: SocketAddr) {
+        let _ = client.set_nodelay(true);
+        let mut client_buf = BytesMut::with_capacity(1024);
+        let frame = match tokio::time::timeout(
+            self.connect_timeout,
+            read_frame(&mut client, &mut client_buf, self.max_packet_size),
+        )
+        .await
+        {
+            Ok(Ok(Some(frame))) => frame,
+            Ok(Ok(None)) => return debug!(%peer, "closed before CONNECT"),
+            Ok(Err(e)) => return info!(%peer, error = %e, "unreadable first packet; closing"),
+            Err(_) => return info!(%peer, "no CONNECT in time; closing"),
+        };
+        if codec::frame_type(&frame) != packet_type::CONNECT {
+            return info!(%peer, "first packet is not CONNECT; closing");
+        }
+        let protocol = match codec::connect_protocol_level(&frame) {
+            Some(4) => ProtocolVersion::V311,
+            Some(5) => ProtocolVersion::V5,
+            level => {
+                info!(%peer, ?level, "unsupported MQTT protocol level; refusing");
+                // Return code 1 (unacceptable protocol version) in the 3.1.1
+                // format, which clients of every version can read.
+                let _ = write_goodbye(&mut client, &codec::connack_v4(0x01)).await;
+                return;
+            }
+        };
+        let connect_len = frame.len() as u64;
+        let mut frame = frame;
+        let decoded = match protocol {
+            ProtocolVersion::V311 => V4.read_mut(&mut frame, self.max_packet_size),
+            ProtocolVersion::V5 => V5.read_mut(&mut frame, self.max_packet_size),
+        };
+        let (connect, properties, will, will_properties, login) = match decoded {
+            Ok(Packet::Connect(c, p, w, wp, l)) => (c, p, w, wp, l),
+            other => {
+                info!(%peer, error = ?other.err(), "malformed CONNECT; refusing");
+                if protocol == ProtocolVersion::V5 {
+                    let packet = codec::connack_v5(0x81, Some("malformed CONNECT packet"));
+                    let _ = write_goodbye(&mut client, &packet).await;
+                }
+                return;
+            }
+        };
+
+        let directory = self.directory.current();
+        let (username, password) = match &login {
+            Some(l) => (Some(l.username.as_str()), Some(l.password.as_str())),
+            None => (None, None),
+        };
+        let admitted = match device_auth::authenticate(
+            &directory,
+            &self.devices,
+            &connect.client_id,
+            username,
+            password,
+        ) {
+            Ok(admitted) => admitted,
+            Err(refusal) => {
+                info!(%peer, client_id = %connect.client_id, reason = %refusal.reason, "CONNECT refused");
+                return refuse(&mut client, protocol, &refusal).await;
+            }
+        };
+        let instance = admitted.instance;
+        let token_rights = admitted
+            .tokens
+            .map(|grants| Arc::new(TokenRights::new(&instance.account_id, &instance.id, grants)));
+        let Some(broker) = self.brokers.instance(&instance.id) else {
+            let refusal = Refusal {
+                v4_code: 0x03,
+                v5_code: 0x88,
+                reason: format!("instance {} has no running broker", instance.id),
+            };
+            warn!(instance = %instance.id, "CONNECT for an instance without a broker");
+            return refuse(&mut client, protocol, &refusal).await;
+        };
+
+        let mut client_id = connect.client_id.clone();
+        let assigned_client_id = client_id.is_empty();
+        if assigned_client_id {
+            if !connect.clean_session {
+                let refusal = Refusal {
+                    v4_code: 0x02,
+                    v5_code: 0x85,
+                    reason: "an empty client id needs clean start (clean session) set".into(),
+                };
+                return refuse(&mut client, protocol, &refusal).await;
+            }
+            client_id = format!("mqgate-{}", uuid::Uuid::new_v4().simple());
+        }
+
+        // MQTT: a new connection with the same client id takes over the old
+        // one. Do it before rumqttd sees the new CONNECT, so the old client
+        // hears why (0x8E) instead of a bare close.
+        if let Some(old) = broker.sessions.get(&client_id) {
+            info!(instance = %instance.id, %client_id, "session taken over");
+            old.end(
+                reason::SESSION_TAKEN_OVER,
+                "another connection with the same client id took over the session",
+            )
+            .await;
+        }
+
+        let mut upstream = match self
+            .connect_upstream(
+                broker.upstream(protocol),
+                protocol,
+                &client_id,
+                &connect,
+                properties.clone(),
+                will,
+                will_properties,
+            )
+            .await
+        {
+            Ok(upstream) => upstream,
+            Err(e) => {
+                warn!(instance = %instance.id, error = %e, "embedded broker unreachable");
+                let refusal = Refusal {
+                    v4_code: 0x03,
+                    v5_code: 0x88,
+                    reason: "the broker is unavailable; try again".into(),
+                };
+                return refuse(&mut client, protocol, &refusal).await;
+            }
+        };
+        let mut upstream_buf = BytesMut::with_capacity(1024);
+        let connack = match tokio::time::timeout(
+            UPSTREAM_TIMEOUT,
+            read_frame(&mut upstream, &mut upstream_buf, BROKER_MAX_FRAME),
+        )
+        .await
+        {
+            Ok(Ok(Some(frame))) if codec::frame_type(&frame) == packet_type::CONNACK => frame,
+            other => {
+                warn!(instance = %instance.id, %client_id, outcome = ?other.map(|r| r.map(|f| f.map(|f| f.len()))), "embedded broker did not answer CONNECT");
+                let refusal = Refusal {
+                    v4_code: 0x03,
+                    v5_code: 0x88,
+                    reason: "the broker did not accept the connection; try again".into(),
+                };
+                return refuse(&mut client, protocol, &refusal).await;
+            }
+        };
+        let (connack, accepted) = match patch_connack(
+            connack,
+            protocol,
+            assigned_client_id.then_some(client_id.as_str()),
+        ) {
+            Ok(patched) => patched,
+            Err(e) => {
+                warn!(error = %e, "unreadable CONNACK from the embedded broker");
+                let refusal = Refusal {
+                    v4_code: 0x03,
+                    v5_code: 0x88,
+                    reason: "the broker answered with an unreadable CONNACK".into(),
+                };
+                return refuse(&mut client, protocol, &refusal).await;
+            }
+        };
+        if !accepted {
+            info!(instance = %instance.id, %client_id, "embedded broker refused CONNECT");
+            let _ = write_goodbye(&mut client, &connack).await;
+            return;
+        }
+
+        // Registered before the client hears CONNACK, so that a status query
+        // made right after the client connected already sees it.
+        let info = SessionInfo {
+            client_id: client_id.clone(),
+            username: login.map(|l| l.username),
+            ip: peer.ip(),
+            port: peer.port(),
+            protocol,
+            keepalive: connect.keep_alive,
+            clean_start: connect.clean_session,
+            session_expiry_interval: properties.and_then(|p| p.session_expiry_interval),
+            connected_at: Utc::now(),
+            created_at: Utc::now(),
+        };
+        let (session, handle) = broker.sessions.register(info);
+        if let Some(rights) = &token_rights {
+            let _ = session.tokens.set(rights.clone());
+        }
+        broker.meter.connections_now(broker.sessions.len() as u64);
+        if client.write_all(&connack).await.is_err() {
+            return debug!(%client_id, "client left before CONNACK");
+        }
+        // The CONNECT and CONNACK count as traffic of the connection.
+        for (counter, value) in [
+            (&session.stats.recv_pkt, 1),
+            (&session.stats.recv_cnt, 1),
+            (&session.stats.recv_oct, connect_len),
+            (&session.stats.send_pkt, 1),
+            (&session.stats.send_cnt, 1),
+            (&session.stats.send_oct, connack.len() as u64),
+        ] {
+            counter.fetch_add(value, Ordering::Relaxed);
+        }
+        info!(instance = %instance.id, %client_id, %peer, ?protocol, "client connected");
+
+        let (client_rd, client_wr) = client.into_split();
+        let (mut upstream_rd, mut upstream_wr) = upstream.into_split();
+        let to_broker = ToBroker {
+            client: client_rd,
+            upstream: &mut upstream_wr,
+            buf: client_buf,
+            max_packet_size: self.max_packet_size,
+            injected: handle.upstream,
+            own_qos2: Vec::new(),
+        };
+        let to_client = ToClient {
+            upstream: &mut upstream_rd,
+            client: client_wr,
+            buf: upstream_buf,
+            control: handle.control,
+        };
+        let token_watch = async {
+            match &token_rights {
+                Some(rights) => watch_tokens(&broker, &session, rights).await,
+                None => std::future::pending().await,
+            }
+        };
+        let end = tokio::select! {
+            end = to_broker.run(&broker, &session, &self.devices) => end,
+            end = to_client.run(&broker, &session) => end,
+            end = token_watch => end,
+            _ = handle.hard_stop.cancelled() => End::HardStop,
+        };
+        match end {
+            End::ClientDisconnected => {
+                await_upstream_close(&mut upstream_rd, &mut upstream_wr).await
+            }
+            _ => close_upstream(&mut upstream_rd, &mut upstream_wr).await,
+        }
+        // Only now is the session gone for the registry, and for a takeover
+        // waiting to connect the same client id upstream.
+        drop(handle.guard);
+        info!(instance = %instance.id, %client_id, ?end, "client disconnected");
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn connect_upstream(
+        &self,
+        addr: SocketAddr,
+        protocol: ProtocolVersion,
+        client_id: &str,
+        connect: &rumqttd::protocol::Connect,
+        properties: Option<rumqttd::protocol::ConnectProperties>,
+        will: Option<rumqttd::protocol::LastWill>,
+        will_properties: Option<rumqttd::protocol::LastWillProperties>,
+    ) -> std::io::Result<TcpStream> {
+        let mut upstream = tokio::time::timeout(UPSTREAM_TIMEOUT, TcpStream::connect(addr))
+            .await
+            .map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
+            })??;
+        let _ = upstream.set_nodelay(true);
+        let forwarded = Packet::Connect(
+            rumqttd::protocol::Connect {
+                // rumqttd refuses keepalive 0 (MQTT's "no keepalive"); the
+                // longest keepalive it accepts is the nearest it can do.
+                keep_alive: if connect.keep_alive == 0 {
+                    u16::MAX
+                } else {
+                    connect.keep_alive
+                },
+                client_id: broker_client_id(client_id),
+                clean_session: connect.clean_session,
+            },
+            properties,
+            will,
+            will_properties,
+            Some(self.brokers.internal_login().clone()),
+        );
+        let mut out = BytesMut::new();
+        let encoded = match protocol {
+            ProtocolVersion::V311 => V4.write(forwarded, &mut out),
+            ProtocolVersion::V5 => V5.write(forwarded, &mut out),
+        };
+        encoded.map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
+        upstream.write_all(&out).await?;
+        Ok(upstream)
+    }
+}
+
+/// The client id rumqttd sees. rumqttd refuses client ids containing `+`,
+/// `$`, `#` or `/` (it reserves them for its tenant prefixes), which MQTT and
+/// ApsaraMQ allow; percent-escaping them (and `%` itself) keeps every client
+/// id distinct and acceptable. Only rumqttd sees the escaped form.
+pub fn broker_client_id(client_id: &str) -> String {
+    let mut out = String::with_capacity(client_id.len());
+    for c in client_id.chars() {
+        match c {
+            '%' => out.push_str("%25"),
+            '+' => out.push_str("%2B"),
+            '$' => out.push_str("%24"),
+            '#' => out.push_str("%23"),
+            '/' => out.push_str("%2F"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Reads until `buf` holds one complete frame and splits it off; `None` if
+/// the peer closed first.
+async fn read_frame<R: AsyncRead + Unpin>(
+    stream: &mut R,
+    buf: &mut BytesMut,
+    max_packet_size: usize,
+) -> Result<Option<BytesMut>, FrameError> {
+    loop {
+        if let Some(len) = codec::frame_len(buf, max_packet_size)? {
+            return Ok(Some(buf.split_to(len)));
+        }
+        buf.reserve(1024);
+        match stream.read_buf(buf).await {
+            Ok(0) | Err(_) => return Ok(None),
+            Ok(_) => {}
+        }
+    }
+}
+
+/// Decides whether rumqttd accepted the connection and, for an MQTT 5 client
+/// whose client id we assigned, adds the Assigned Client Identifier property
+/// to the CONNACK (MQTT 5 requires it; 3.1.1 has no way to say it).
+fn patch_connack(
+    frame: BytesMut,
+    protocol: ProtocolVersion,
+    assigned_client_id: Option<&str>,
+) -> Result<(BytesMut, bool), &'static str> {
+    let (_, code) = codec::connack_code(&frame).ok_or("not a CONNACK")?;
+    let accepted = code == 0;
+    match (protocol, assigned_client_id) {
+        (ProtocolVersion::V5, Some(id)) if accepted => {
+            let patched =
+                codec::connack_v5_with_assigned_id(&frame, id).ok_or("malformed CONNACK")?;
+            Ok((BytesMut::from(&patched[..]), accepted))
+        }
+        _ => Ok((frame, accepted)),
+    }
+}
+
+async fn refuse(client: &mut TcpStream, protocol: ProtocolVersion, refusal: &Refusal) {
+    let packet = match protocol {
+        ProtocolVersion::V311 => codec::connack_v4(refusal.v4_code),
+        ProtocolVersion::V5 => codec::connack_v5(refusal.v5_code, Some(&refusal.reason)),
+    };
+    let _ = write_goodbye(client, &packet).await;
+}
+
+async fn write_goodbye(client: &mut TcpStream, packet: &[u8]) -> std::io::Result<()> {
+    tokio::time::timeout(GOODBYE_TIMEOUT, async {
+        client.write_all(packet).await?;
+        client.shutdown().await
+    })
+    .await
+    .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
+}
+
+/// Ends a connection to rumqttd cleanly: FIN, then read (and discard) until
+/// rumqttd closes its side, which its link does right after telling the
+/// router that the connection is gone.
+///
+/// Why: rumqttd reuses connection ids. A connection dropped abruptly can be
+/// reported gone by its link after the router has already dropped it (say,
+/// for a new connection with the same client id) and given its id to a new
+/// connection, which that late report then ends. Once rumqttd has closed
+/// its side, the report is queued before anything this process sends next.
+async fn close_upstream(upstream_rd: &mut OwnedReadHalf, upstream_wr: &mut OwnedWriteHalf) {
+    let _ = tokio::time::timeout(UPSTREAM_CLOSE_TIMEOUT, async {
+        let _ = upstream_wr.shutdown().await;
+        let mut sink = [0u8; 4096];
+        while upstream_rd.read(&mut sink).await.is_ok_and(|n| n > 0) {}
+    })
+    .await;
+}
+
+/// After a client's DISCONNECT: lets rumqttd close the connection itself,
+/// sending no FIN first.
+///
+/// Why: rumqttd's router removes a connection when it reads DISCONNECT, and
+/// its link reports the connection gone a second time if it sees the socket
+/// close before it sees the router's drop. By then the router may have given
+/// the connection id to a new connection (of any client), which that second
+/// report ends right after its CONNACK. Left open, the socket stays quiet
+/// and the link ends on the router's drop, which it does not report.
+async fn await_upstream_close(upstream_rd: &mut OwnedReadHalf, upstream_wr: &mut OwnedWriteHalf) {
+    let closed = tokio::time::timeout(UPSTREAM_CLOSE_TIMEOUT, async {
+        let mut sink = [0u8; 4096];
+        while upstream_rd.read(&mut sink).await.is_ok_and(|n| n > 0) {}
+    })
+    .await;
+    if closed.is_err() {
+        close_upstream(upstream_rd, upstream_wr).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broker_client_ids_are_escaped_injectively() {
+        assert_eq!(
+            broker_client_id("GID_x@@@dev 1+*~/é"),
+            "GID_x@@@dev 1%2B*~%2Fé"
+        );
+        assert_eq!(broker_client_id("a$b#c%d"), "a%24b%23c%25d");
+        // "%2B" and "+" stay different.
+        assert_ne!(broker_client_id("%2B"), broker_client_id("+"));
+        assert_eq!(broker_client_id("plain"), "plain");
+    }
+}

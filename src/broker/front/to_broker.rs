@@ -1,0 +1,488 @@
+//! Client to broker: the relay's half that reads the client. It forwards
+//! whole frames, answers what rumqttd would answer wrongly (UNSUBSCRIBE)
+//! and, for a token-mode login, checks every PUBLISH and SUBSCRIBE against
+//! the connection's tokens.
+
+use super::End;
+use crate::broker::InstanceBroker;
+use crate::broker::codec::{self, FrameError, packet_type};
+use crate::broker::registry::{
+    ACK_TIMEOUT, Awaited, Injected, ProtocolVersion, Session, SubscriptionOptions,
+};
+use crate::broker::tokens::{self as token_rules, TokenRights};
+use crate::devices::DeviceStore;
+use bytes::BytesMut;
+use rumqttd::protocol::{Packet, Protocol, v4::V4, v5::V5};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::mpsc;
+use tracing::info;
+
+/// Client to broker: forwards whole frames, starting with whatever the
+/// client sent right behind its CONNECT, and sends the packets the API
+/// injects between them.
+pub(super) struct ToBroker<'a> {
+    pub(super) client: OwnedReadHalf,
+    pub(super) upstream: &'a mut OwnedWriteHalf,
+    pub(super) buf: BytesMut,
+    pub(super) max_packet_size: usize,
+    pub(super) injected: mpsc::Receiver<Injected>,
+    /// Packet ids of QoS 2 token uploads the relay answered with PUBREC.
+    pub(super) own_qos2: Vec<u16>,
+}
+
+impl ToBroker<'_> {
+    pub(super) async fn run(
+        mut self,
+        broker: &InstanceBroker,
+        session: &Arc<Session>,
+        devices: &DeviceStore,
+    ) -> End {
+        let protocol = session.info.protocol;
+        let stats = &session.stats;
+        // Token-mode logins only: every other login may use every topic of
+        // its instance, and pays nothing for the checks below.
+        let tokens = session.tokens.get().cloned();
+        loop {
+            // Every complete frame in the buffer, checked and counted; the
+            // ones the relay answers itself are taken out of the stream.
+            let mut whole = 0;
+            loop {
+                let frame_at = &self.buf[whole..];
+                let len = match codec::frame_len(frame_at, self.max_packet_size) {
+                    Ok(Some(len)) => len,
+                    Ok(None) => break,
+                    Err(e) => return End::ClientProtocol(e),
+                };
+                let kind = codec::frame_type(frame_at);
+                if !codec::client_may_send(kind) {
+                    return End::ClientProtocol(FrameError::Forbidden(kind));
+                }
+                stats.recv_pkt.fetch_add(1, Ordering::Relaxed);
+                match kind {
+                    packet_type::PUBLISH => {
+                        stats.recv_msg.fetch_add(1, Ordering::Relaxed);
+                        if let Some(rights) = &tokens
+                            && let Some(special) = publish_verdict(rights, &frame_at[..len])
+                        {
+                            if let Err(end) = self.forward(whole).await {
+                                return end;
+                            }
+                            let frame = self.buf.split_to(len);
+                            let outcome = match special {
+                                Special::Upload => {
+                                    self.upload_token(session, rights, devices, frame).await
+                                }
+                                Special::Refused(topic) => {
+                                    refuse_publish(session, &frame, &topic).await
+                                }
+                            };
+                            match outcome {
+                                Outcome::Continue => {}
+                                Outcome::End(end) => return end,
+                                // The other half writes the DISCONNECT and ends
+                                // the connection; forward nothing more.
+                                Outcome::AwaitDisconnect => return std::future::pending().await,
+                            }
+                            whole = 0;
+                            continue;
+                        }
+                        broker.meter.published(codec::publish_qos(frame_at));
+                    }
+                    // The client's PUBREL of a QoS 2 token upload, which
+                    // the relay acknowledged itself.
+                    packet_type::PUBREL if !self.own_qos2.is_empty() => {
+                        let id = codec::packet_id(&frame_at[..len]);
+                        if let Some(at) = self.own_qos2.iter().position(|p| Some(*p) == id) {
+                            self.own_qos2.swap_remove(at);
+                            if let Err(end) = self.forward(whole).await {
+                                return end;
+                            }
+                            let _ = self.buf.split_to(len);
+                            session.tell_client(codec::pubcomp(id.unwrap_or(0))).await;
+                            whole = 0;
+                            continue;
+                        }
+                    }
+                    // The client acknowledges a QoS 1 or 2 delivery.
+                    packet_type::PUBACK | packet_type::PUBCOMP => {
+                        stats.inflight.fetch_sub(1, Ordering::Relaxed);
+                    }
+                    // The client's goodbye: forward it (it tells rumqttd to
+                    // drop the will) and nothing after it.
+                    packet_type::DISCONNECT => {
+                        let end = whole + len;
+                        if let Err(end) = self.forward(end).await {
+                            return end;
+                        }
+                        return End::ClientDisconnected;
+                    }
+                    packet_type::SUBSCRIBE => match &tokens {
+                        None => track_request(session, protocol, &frame_at[..len]),
+                        Some(rights) => {
+                            if let Err(end) = self.forward(whole).await {
+                                return end;
+                            }
+                            let frame = self.buf.split_to(len);
+                            if let Err(end) =
+                                self.subscribe_with_tokens(session, rights, frame).await
+                            {
+                                return end;
+                            }
+                            whole = 0;
+                            continue;
+                        }
+                    },
+                    packet_type::UNSUBSCRIBE => {
+                        if let Err(end) = self.forward(whole).await {
+                            return end;
+                        }
+                        let frame = self.buf.split_to(len);
+                        if let Err(end) = self.unsubscribe(session, frame).await {
+                            return end;
+                        }
+                        whole = 0;
+                        continue;
+                    }
+                    _ => {}
+                }
+                whole += len;
+            }
+            if let Err(end) = self.forward(whole).await {
+                return end;
+            }
+            self.buf.reserve(4096);
+            tokio::select! {
+                read = self.client.read_buf(&mut self.buf) => match read {
+                    Ok(0) => return End::ClientClosed,
+                    Ok(n) => {
+                        stats.recv_cnt.fetch_add(1, Ordering::Relaxed);
+                        stats.recv_oct.fetch_add(n as u64, Ordering::Relaxed);
+                    }
+                    Err(e) => return End::ClientError(e),
+                },
+                // Only whole frames have been written: an injected packet
+                // starts on a frame boundary.
+                Some(injected) = self.injected.recv() => {
+                    if self.upstream.write_all(&injected.frame).await.is_err() {
+                        return End::BrokerClosed;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Forwards the first `len` bytes of the buffer (whole frames) to the
+    /// broker.
+    async fn forward(&mut self, len: usize) -> Result<(), End> {
+        if len == 0 {
+            return Ok(());
+        }
+        let chunk = self.buf.split_to(len);
+        self.upstream
+            .write_all(&chunk)
+            .await
+            .map_err(|_| End::BrokerClosed)
+    }
+
+    /// A token-mode client's SUBSCRIBE: filters its R tokens cover go to
+    /// rumqttd, the others get a failure code (0x80 in 3.1.1, 0x87 "not
+    /// authorized" in 5), and the client one SUBACK with a code per filter
+    /// in its order. The notice topics (`$SYS/token...`) are granted here
+    /// at QoS 0: the relay sends those notices itself.
+    async fn subscribe_with_tokens(
+        &mut self,
+        session: &Arc<Session>,
+        rights: &TokenRights,
+        frame: BytesMut,
+    ) -> Result<(), End> {
+        let protocol = session.info.protocol;
+        let original = frame.clone();
+        let Some(Packet::Subscribe(subscribe, properties)) = decode(protocol, frame) else {
+            return Err(End::ClientProtocol(FrameError::Malformed));
+        };
+        let refused_code = match protocol {
+            ProtocolVersion::V311 => 0x80,
+            ProtocolVersion::V5 => 0x87,
+        };
+        // Per filter: Some(code) decided here, None: rumqttd decides.
+        let decided: Vec<Option<u8>> = subscribe
+            .filters
+            .iter()
+            .map(|f| {
+                if token_rules::is_notice_topic(&f.path) {
+                    Some(0x00)
+                } else if rights.may_subscribe(&f.path) {
+                    None
+                } else {
+                    info!(client_id = %session.info.client_id, filter = %f.path, "SUBSCRIBE refused: no valid R or RW token covers the filter");
+                    Some(refused_code)
+                }
+            })
+            .collect();
+        if decided.iter().all(Option::is_none) {
+            track_request(session, protocol, &original);
+            return self
+                .upstream
+                .write_all(&original)
+                .await
+                .map_err(|_| End::BrokerClosed);
+        }
+        let allowed: Vec<rumqttd::protocol::Filter> = subscribe
+            .filters
+            .iter()
+            .zip(&decided)
+            .filter(|(_, d)| d.is_none())
+            .map(|(f, _)| f.clone())
+            .collect();
+        let mut answer = None;
+        if !allowed.is_empty() {
+            let packet_id = session.next_packet_id();
+            let awaited = Awaited::Subscribe(
+                allowed
+                    .iter()
+                    .map(|f| (f.path.clone(), options_of(f)))
+                    .collect(),
+            );
+            let packet = Packet::Subscribe(
+                rumqttd::protocol::Subscribe {
+                    pkid: packet_id,
+                    filters: allowed,
+                },
+                properties,
+            );
+            let Ok(frame) = crate::broker::encode(protocol, packet) else {
+                return Err(End::ClientProtocol(FrameError::Malformed));
+            };
+            answer = Some((packet_id, session.expect_ack(packet_id, awaited)));
+            if self.upstream.write_all(&frame).await.is_err() {
+                return Err(End::BrokerClosed);
+            }
+        }
+        let session = session.clone();
+        let client_packet_id = subscribe.pkid;
+        tokio::spawn(async move {
+            let mut granted = Vec::new();
+            if let Some((packet_id, answer)) = answer {
+                match tokio::time::timeout(ACK_TIMEOUT, answer).await {
+                    Ok(Ok(codes)) => granted = codes,
+                    _ => session.forget_injected(packet_id),
+                }
+            }
+            let mut granted = granted.into_iter();
+            let codes: Vec<u8> = decided
+                .into_iter()
+                .map(|d| d.unwrap_or_else(|| granted.next().unwrap_or(refused_code)))
+                .collect();
+            let v5 = protocol == ProtocolVersion::V5;
+            session
+                .tell_client(codec::suback(v5, client_packet_id, &codes))
+                .await;
+        });
+        Ok(())
+    }
+
+    /// A token-mode client's PUBLISH to `$SYS/uploadToken`: the payload
+    /// `{"token": "...", "type": "R" | "W" | "RW"}` names a token applied for
+    /// on the connection's instance by its account; it replaces the
+    /// connection's token of that type. Never forwarded to rumqttd.
+    async fn upload_token(
+        &mut self,
+        session: &Arc<Session>,
+        rights: &TokenRights,
+        devices: &DeviceStore,
+        frame: BytesMut,
+    ) -> Outcome {
+        let qos = codec::publish_qos(&frame);
+        let packet_id = codec::publish_topic(&frame).and_then(|(_, id)| id);
+        let protocol = session.info.protocol;
+        let Some(Packet::Publish(publish, _)) = decode(protocol, frame) else {
+            return Outcome::End(End::ClientProtocol(FrameError::Malformed));
+        };
+        let client_id = &session.info.client_id;
+        match token_rules::uploaded_grant(rights, devices, &publish.payload) {
+            Ok(grant) => {
+                info!(%client_id, kind = grant.kind.label(), "token uploaded");
+                rights.upload(grant);
+                if let Some(id) = packet_id {
+                    if qos == 2 {
+                        self.own_qos2.push(id);
+                    }
+                    session.tell_client(codec::publish_ack(qos, id)).await;
+                }
+            }
+            Err(reason) => {
+                info!(%client_id, %reason, "token upload refused");
+                match (protocol, packet_id) {
+                    (ProtocolVersion::V5, Some(id)) => {
+                        let refusal = codec::publish_refusal_v5(qos, id, 0x87, &reason);
+                        session.tell_client(refusal).await;
+                    }
+                    // 3.1.1 has no refusal code: the upload is acknowledged
+                    // and ignored (the log says why).
+                    (ProtocolVersion::V311, Some(id)) => {
+                        if qos == 2 {
+                            self.own_qos2.push(id);
+                        }
+                        session.tell_client(codec::publish_ack(qos, id)).await;
+                    }
+                    (_, None) => {}
+                }
+            }
+        }
+        Outcome::Continue
+    }
+
+    /// A client's UNSUBSCRIBE, answered the way MQTT requires: rumqttd sends
+    /// nothing back for a filter that is not subscribed (the client would
+    /// wait forever) and one UNSUBACK per removed filter, all with the same
+    /// packet id. So each subscribed filter goes to rumqttd alone under a
+    /// packet id of ours, and the client gets one UNSUBACK once rumqttd has
+    /// acknowledged them all (MQTT 5: 0x00 per removed filter, 0x11 "no
+    /// subscription existed" for the others).
+    async fn unsubscribe(&mut self, session: &Arc<Session>, frame: BytesMut) -> Result<(), End> {
+        let protocol = session.info.protocol;
+        let Some(Packet::Unsubscribe(unsubscribe, _)) = decode(protocol, frame) else {
+            return Err(End::ClientProtocol(FrameError::Malformed));
+        };
+        let subscribed = session.subscribed_among(&unsubscribe.filters);
+        let codes: Vec<u8> = unsubscribe
+            .filters
+            .iter()
+            .map(|f| if subscribed.contains(f) { 0x00 } else { 0x11 })
+            .collect();
+        let mut answers = Vec::with_capacity(subscribed.len());
+        for filter in subscribed {
+            let packet_id = session.next_packet_id();
+            let packet = crate::broker::unsubscribe_packet(packet_id, filter.clone());
+            let Ok(frame) = crate::broker::encode(protocol, packet) else {
+                return Err(End::ClientProtocol(FrameError::Malformed));
+            };
+            answers.push((
+                packet_id,
+                session.expect_ack(packet_id, Awaited::Unsubscribe(vec![filter])),
+            ));
+            if self.upstream.write_all(&frame).await.is_err() {
+                return Err(End::BrokerClosed);
+            }
+        }
+        let unsuback = codec::unsuback(protocol == ProtocolVersion::V5, unsubscribe.pkid, &codes);
+        let session = session.clone();
+        tokio::spawn(async move {
+            for (packet_id, answer) in answers {
+                if tokio::time::timeout(ACK_TIMEOUT, answer).await.is_err() {
+                    session.forget_injected(packet_id);
+                }
+            }
+            session.tell_client(unsuback).await;
+        });
+        Ok(())
+    }
+}
+
+/// A PUBLISH of a token-mode client that is not simply forwarded.
+enum Special {
+    Upload,
+    Refused(String),
+}
+
+/// What the relay does after a PUBLISH it handled itself.
+enum Outcome {
+    Continue,
+    End(End),
+    /// A DISCONNECT is on its way to the client (MQTT 5).
+    AwaitDisconnect,
+}
+
+/// `None`: the tokens allow the PUBLISH (forward it).
+fn publish_verdict(rights: &TokenRights, frame: &[u8]) -> Option<Special> {
+    let topic = codec::publish_topic(frame).and_then(|(t, _)| std::str::from_utf8(t).ok());
+    match topic {
+        Some(token_rules::UPLOAD_TOPIC) => Some(Special::Upload),
+        Some(topic) if rights.may_publish(topic) => None,
+        Some(topic) => Some(Special::Refused(topic.to_string())),
+        // An alias-only MQTT 5 PUBLISH (empty topic) or a malformed one:
+        // tokens name topics, so it is refused.
+        None => Some(Special::Refused(String::new())),
+    }
+}
+
+/// A PUBLISH the client's tokens do not allow: MQTT 3.1.1 has no refusal
+/// code, so the connection is closed (Alibaba: "resource auth failed");
+/// MQTT 5 gets PUBACK (QoS 1) or PUBREC (QoS 2) 0x87, or DISCONNECT 0x87
+/// for QoS 0, which has no acknowledgement.
+async fn refuse_publish(session: &Session, frame: &[u8], topic: &str) -> Outcome {
+    let reason =
+        format!("not authorized to publish to {topic:?}: no valid W or RW token covers it");
+    info!(client_id = %session.info.client_id, %reason, "PUBLISH refused");
+    let qos = codec::publish_qos(frame);
+    let packet_id = codec::publish_topic(frame).and_then(|(_, id)| id);
+    match (session.info.protocol, packet_id) {
+        (ProtocolVersion::V311, _) => Outcome::End(End::Refused(reason)),
+        (ProtocolVersion::V5, Some(id)) => {
+            session
+                .tell_client(codec::publish_refusal_v5(qos, id, 0x87, &reason))
+                .await;
+            Outcome::Continue
+        }
+        (ProtocolVersion::V5, None) => {
+            session.request_disconnect(0x87, &reason);
+            Outcome::AwaitDisconnect
+        }
+    }
+}
+
+/// One complete frame, decoded with rumqttd's codec for the connection's
+/// protocol; `None` if it is malformed.
+fn decode(protocol: ProtocolVersion, mut frame: BytesMut) -> Option<Packet> {
+    let len = frame.len();
+    match protocol {
+        ProtocolVersion::V311 => V4.read_mut(&mut frame, len),
+        ProtocolVersion::V5 => V5.read_mut(&mut frame, len),
+    }
+    .ok()
+}
+
+/// Remembers what a client's own SUBSCRIBE or UNSUBSCRIBE asks, so that the
+/// broker's acknowledgement can settle the session's subscriptions.
+fn track_request(session: &Session, protocol: ProtocolVersion, frame: &[u8]) {
+    let (packet_id, awaited) = match decode(protocol, BytesMut::from(frame)) {
+        Some(Packet::Subscribe(subscribe, _)) => (
+            subscribe.pkid,
+            Awaited::Subscribe(
+                subscribe
+                    .filters
+                    .into_iter()
+                    .map(|f| (f.path.clone(), options_of(&f)))
+                    .collect(),
+            ),
+        ),
+        Some(Packet::Unsubscribe(unsubscribe, _)) => {
+            (unsubscribe.pkid, Awaited::Unsubscribe(unsubscribe.filters))
+        }
+        // rumqttd will refuse it itself; nothing to track.
+        _ => return,
+    };
+    session
+        .pending
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .own
+        .insert(packet_id, awaited);
+}
+
+fn options_of(filter: &rumqttd::protocol::Filter) -> SubscriptionOptions {
+    use rumqttd::protocol::RetainForwardRule;
+    SubscriptionOptions {
+        qos: filter.qos as u8,
+        nl: filter.nolocal as u8,
+        rap: filter.preserve_retain as u8,
+        rh: match filter.retain_forward_rule {
+            RetainForwardRule::OnEverySubscribe => 0,
+            RetainForwardRule::OnNewSubscribe => 1,
+            RetainForwardRule::Never => 2,
+        },
+    }
+}
