@@ -138,6 +138,9 @@ pub struct AccessDeniedDetail {
     pub encoded_diagnostic_message: String,
 }
 
+/// Where a `SignatureDoesNotMatch` message starts quoting the call.
+pub const STRING_TO_SIGN_MARK: &str = "server string to sign is:";
+
 impl ApiError {
     pub fn new(kind: ErrorCode, message: impl Into<String>) -> Self {
         ApiError {
@@ -186,6 +189,17 @@ impl ApiError {
         }
     }
 
+    /// The message as the log may hold it: without the string to sign a
+    /// `SignatureDoesNotMatch` answer carries back to its caller, which
+    /// holds every parameter of the call, a `Token` or a `Secret` among
+    /// them.
+    pub fn loggable_message(&self) -> &str {
+        match self.message.split_once(STRING_TO_SIGN_MARK) {
+            Some((before, _)) => before.trim_end(),
+            None => &self.message,
+        }
+    }
+
     /// The `Code` field of the answer.
     pub fn code(&self) -> String {
         match &self.parameter {
@@ -211,6 +225,26 @@ impl std::error::Error for ApiError {}
 mod tests {
     use super::*;
     use std::collections::HashSet;
+
+    #[test]
+    fn the_log_never_sees_the_string_to_sign() {
+        let e = ApiError::new(
+            ErrorCode::SignatureDoesNotMatch,
+            format!(
+                "Specified signature is not matched with our calculation. {STRING_TO_SIGN_MARK}POST&%2F&Action%3DRevokeToken%26Token%3Dsecret-token"
+            ),
+        );
+        assert_eq!(
+            e.loggable_message(),
+            "Specified signature is not matched with our calculation."
+        );
+        assert!(
+            e.message.contains("secret-token"),
+            "the caller still gets it"
+        );
+        let plain = ApiError::invalid("Size", "it is 0");
+        assert_eq!(plain.loggable_message(), plain.message);
+    }
 
     #[test]
     fn table_rows_are_distinct_and_well_formed() {

@@ -81,7 +81,7 @@ pub async fn endpoint(State(state): State<Arc<AppState>>, request: Request) -> R
             if let Some(cause) = &error.internal {
                 tracing::error!(%request_id, %cause, "rpc call failed inside mqgate");
             }
-            tracing::info!(%request_id, code = %error.code(), message = %error.message, "rpc call refused");
+            tracing::info!(%request_id, code = %error.code(), message = %error.loggable_message(), "rpc call refused");
             let throttled = matches!(
                 error.kind,
                 ErrorCode::SystemOverFlow | ErrorCode::SystemOverFlowServer

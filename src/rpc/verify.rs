@@ -6,7 +6,7 @@
 use super::parse::{IncomingRequest, Scheme};
 use super::{signature_v1, signature_v3};
 use crate::directory::{Directory, User};
-use crate::error::{ApiError, ErrorCode};
+use crate::error::{ApiError, ErrorCode, STRING_TO_SIGN_MARK};
 use crate::params::Params;
 use std::sync::Arc;
 
@@ -103,7 +103,7 @@ fn verify_v1(request: IncomingRequest, directory: &Directory) -> Result<Verified
         return Err(ApiError::new(
             ErrorCode::SignatureDoesNotMatch,
             format!(
-                "Specified signature is not matched with our calculation. server string to sign is:{string_to_sign}"
+                "Specified signature is not matched with our calculation. {STRING_TO_SIGN_MARK}{string_to_sign}"
             ),
         ));
     }
@@ -214,7 +214,7 @@ fn verify_v3(request: IncomingRequest, directory: &Directory) -> Result<Verified
         return Err(ApiError::new(
             ErrorCode::SignatureDoesNotMatch,
             format!(
-                "Specified signature is not matched with our calculation. server string to sign is:{string_to_sign}\nserver canonical request is:\n{canonical}"
+                "Specified signature is not matched with our calculation. {STRING_TO_SIGN_MARK}{string_to_sign}\nserver canonical request is:\n{canonical}"
             ),
         ));
     }

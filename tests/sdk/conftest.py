@@ -26,6 +26,10 @@ OTHER_INSTANCE = "mqtt-cn-other0001"
 # An instance of the first account that admits only created group ids.
 STRICT_INSTANCE = "mqtt-cn-strict0001"
 
+# Secrets the suite holds or is handed (account secrets, tokens, device
+# secrets): mqgate's log must hold none of them when it stops.
+SECRETS_SEEN = [ACCESS_KEY_SECRET, "operator-secret", "reader-secret", "other-secret"]
+
 CONFIG = """
 [http]
 listen = "127.0.0.1:0"
@@ -159,6 +163,9 @@ def run_mqgate(extra_config):
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=10) == 0
         log.close()
+        text = (pathlib.Path(storage) / "mqgate.log").read_text()
+        leaked = [s for s in SECRETS_SEEN if s and s in text]
+        assert not leaked, f"{len(leaked)} secret(s) the tests were handed appear in mqgate's log"
 
 
 def device_password(secret, client_id):

@@ -22,7 +22,7 @@ from aliyunsdkonsmqtt.request.v20200420.UnRegisterDeviceCredentialRequest import
 from alibabacloud_onsmqtt20200420 import models
 from alibabacloud_tea_openapi.exceptions import ClientException
 
-from conftest import ACCESS_KEY_ID, ACCESS_KEY_SECRET, INSTANCE, device_password, wait_until
+from conftest import ACCESS_KEY_ID, ACCESS_KEY_SECRET, INSTANCE, SECRETS_SEEN, device_password, wait_until
 from test_tea_sdk import MODE_IDS, MODES, tea
 
 PROTOCOLS = [mqtt.MQTTv311, mqtt.MQTTv5]
@@ -36,9 +36,11 @@ def raises(call):
 
 
 def register(client, client_id):
-    return client.register_device_credential(
+    credential = client.register_device_credential(
         models.RegisterDeviceCredentialRequest(client_id=client_id, instance_id=INSTANCE)
     ).body.device_credential
+    SECRETS_SEEN.append(credential.device_access_key_secret)
+    return credential
 
 
 def login_of(credential, client_id):

@@ -17,7 +17,7 @@ from aliyunsdkonsmqtt.request.v20200420.RevokeTokenRequest import RevokeTokenReq
 from alibabacloud_onsmqtt20200420 import models
 from alibabacloud_tea_openapi.exceptions import ClientException
 
-from conftest import ACCESS_KEY_ID, ACCESS_KEY_SECRET, INSTANCE, wait_until
+from conftest import ACCESS_KEY_ID, ACCESS_KEY_SECRET, INSTANCE, SECRETS_SEEN, wait_until
 from test_tea_sdk import MODE_IDS, MODES, tea
 
 PROTOCOLS = [mqtt.MQTTv311, mqtt.MQTTv5]
@@ -36,7 +36,7 @@ def raises(call):
 
 
 def apply(client, actions, resources, expire_time=None, instance=INSTANCE):
-    return client.apply_token(
+    token = client.apply_token(
         models.ApplyTokenRequest(
             actions=actions,
             resources=resources,
@@ -44,6 +44,8 @@ def apply(client, actions, resources, expire_time=None, instance=INSTANCE):
             instance_id=instance,
         )
     ).body.token
+    SECRETS_SEEN.append(token)
+    return token
 
 
 def status(client, token):
@@ -59,6 +61,12 @@ def test_apply_query_revoke(mqgate, mode):
     assert isinstance(token, str) and len(token) >= 32
     assert status(client, token) is True
     assert status(client, token + "x") is False
+    # A call with a wrong signature is refused; its answer quotes the string
+    # to sign (token included) back to the caller, and the log does not.
+    forger = tea(mqgate, mode, secret="not-the-secret")
+    e = raises(lambda: forger.revoke_token(models.RevokeTokenRequest(instance_id=INSTANCE, token=token)))
+    assert e.code == "SignatureDoesNotMatch"
+    assert status(client, token) is True
     client.revoke_token(models.RevokeTokenRequest(instance_id=INSTANCE, token=token))
     assert status(client, token) is False
     # Revoking again is not an error: the token is revoked, as asked.
