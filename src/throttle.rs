@@ -19,6 +19,7 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use std::collections::HashMap;
 use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The burst that goes with a limit's rate.
@@ -47,25 +48,49 @@ impl Throttled {
     }
 }
 
+/// One limit's rate and its bucket.
+type Bucket = (u32, Arc<DefaultDirectRateLimiter>);
+
 /// One limiter per (account, limit), found by account first so that a
 /// call's `&str` account id is the key (no allocation per call).
 pub struct Throttle {
-    limiters: HashMap<String, Vec<Option<(u32, DefaultDirectRateLimiter)>>>,
+    /// Shared (`Arc`) so that a reload keeps the buckets whose rate it does
+    /// not change.
+    limiters: HashMap<String, Vec<Option<Bucket>>>,
     clock: DefaultClock,
 }
 
 impl Throttle {
     /// `rates` gives each account's rate for each limit.
     pub fn new(rates: impl IntoIterator<Item = (String, Limit, u32)>) -> Throttle {
+        Throttle::carrying_over(rates, None)
+    }
+
+    /// A throttle for new `rates` that keeps `previous`'s bucket, with what
+    /// it has used, wherever an account's rate for a limit is unchanged: a
+    /// configuration reload must not hand every account a fresh burst.
+    pub fn carrying_over(
+        rates: impl IntoIterator<Item = (String, Limit, u32)>,
+        previous: Option<&Throttle>,
+    ) -> Throttle {
         let mut limiters: HashMap<String, Vec<Option<_>>> = HashMap::new();
         for (account, limit, rate) in rates {
-            let rate_nz = NonZeroU32::new(rate.max(1)).unwrap_or(NonZeroU32::MIN);
-            let burst_nz = NonZeroU32::new(burst(limit, rate)).unwrap_or(NonZeroU32::MIN);
-            let quota = Quota::per_second(rate_nz).allow_burst(burst_nz);
+            let kept = previous
+                .and_then(|p| p.limiters.get(&account))
+                .and_then(|by_limit| by_limit[limit.index()].as_ref())
+                .filter(|(old_rate, _)| *old_rate == rate)
+                .map(|(_, limiter)| limiter.clone());
             let by_limit = limiters
                 .entry(account)
                 .or_insert_with(|| (0..Limit::COUNT).map(|_| None).collect());
-            by_limit[limit.index()] = Some((rate, RateLimiter::direct(quota)));
+            if let Some(limiter) = kept {
+                by_limit[limit.index()] = Some((rate, limiter));
+                continue;
+            }
+            let rate_nz = NonZeroU32::new(rate.max(1)).unwrap_or(NonZeroU32::MIN);
+            let burst_nz = NonZeroU32::new(burst(limit, rate)).unwrap_or(NonZeroU32::MIN);
+            let quota = Quota::per_second(rate_nz).allow_burst(burst_nz);
+            by_limit[limit.index()] = Some((rate, Arc::new(RateLimiter::direct(quota))));
         }
         Throttle {
             limiters,
@@ -121,6 +146,31 @@ mod tests {
             assert_eq!(burst(action, rate), expected, "{rate}");
         }
         assert_eq!(burst(Limit::EmqxApi, 100), 100);
+    }
+
+    #[test]
+    fn a_reload_keeps_the_buckets_whose_rate_it_does_not_change() {
+        let before = Throttle::new([
+            ("a".to_string(), QUERY, 1),
+            ("a".to_string(), Limit::EmqxApi, 1),
+        ]);
+        before.check("a", QUERY).unwrap();
+        before.check("a", Limit::EmqxApi).unwrap();
+        // The reload changes a's EmqxApi rate and adds b.
+        let after = Throttle::carrying_over(
+            [
+                ("a".to_string(), QUERY, 1),
+                ("a".to_string(), Limit::EmqxApi, 2),
+                ("b".to_string(), QUERY, 1),
+            ],
+            Some(&before),
+        );
+        assert!(
+            after.check("a", QUERY).is_err(),
+            "a fresh burst after reload"
+        );
+        after.check("a", Limit::EmqxApi).unwrap();
+        after.check("b", QUERY).unwrap();
     }
 
     #[test]

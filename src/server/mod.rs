@@ -211,12 +211,13 @@ impl Server {
         removed_instances.sort();
         let limits_changed = directory.limits() != old.limits();
         if limits_changed {
-            let throttle = Arc::new(Throttle::new(directory.limits().to_vec()));
-            *self
+            let mut current = self
                 .state
                 .throttle
                 .write()
-                .unwrap_or_else(|e| e.into_inner()) = throttle;
+                .unwrap_or_else(|e| e.into_inner());
+            let throttle = Throttle::carrying_over(directory.limits().to_vec(), Some(&current));
+            *current = Arc::new(throttle);
         }
         self.directory.replace(directory);
         for id in &removed_instances {
