@@ -18,7 +18,7 @@
 
 use crate::devices::{DeviceStore, group_of};
 use crate::devices::{TokenGrant, TokenType};
-use crate::directory::{Directory, Instance};
+use crate::directory::{Directory, Instance, User};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use hmac::{Hmac, Mac};
@@ -169,19 +169,7 @@ fn token_login(
     instance_id: &str,
     password: &str,
 ) -> Result<Admitted, Refusal> {
-    let Some(user) = directory.user(access_key_id).filter(|u| !u.disabled) else {
-        return Err(Refusal::bad_credentials(format!(
-            "AccessKeyId \"{access_key_id}\" is not known or is disabled"
-        )));
-    };
-    let Some(instance) = directory
-        .instance(instance_id)
-        .filter(|i| i.account_id == user.account_id)
-    else {
-        return Err(Refusal::bad_credentials(format!(
-            "instance \"{instance_id}\" does not exist in the account of AccessKeyId \"{access_key_id}\""
-        )));
-    };
+    let (user, instance) = key_and_instance(directory, access_key_id, instance_id)?;
     let parts: Vec<&str> = password.split('|').collect();
     if password.is_empty() || !parts.len().is_multiple_of(2) {
         return Err(Refusal::bad_credentials(
@@ -242,6 +230,22 @@ fn signature_login(
     instance_id: &str,
     password: &str,
 ) -> Result<Arc<Instance>, Refusal> {
+    let (user, instance) = key_and_instance(directory, access_key_id, instance_id)?;
+    if !verify_password(user.access_key_secret.expose(), client_id, password) {
+        return Err(Refusal::bad_credentials(
+            "password must be Base64(HMAC-SHA1(AccessKeySecret, ClientId))",
+        ));
+    }
+    Ok(instance.clone())
+}
+
+/// The active key of a username (Signature and Token modes) and the
+/// instance it names, which must be of the key's account.
+fn key_and_instance<'d>(
+    directory: &'d Directory,
+    access_key_id: &str,
+    instance_id: &str,
+) -> Result<(&'d Arc<User>, &'d Arc<Instance>), Refusal> {
     let Some(user) = directory.user(access_key_id) else {
         return Err(Refusal::bad_credentials(format!(
             "AccessKeyId \"{access_key_id}\" is not known"
@@ -260,12 +264,7 @@ fn signature_login(
             "instance \"{instance_id}\" does not exist in the account of AccessKeyId \"{access_key_id}\""
         )));
     };
-    if !verify_password(user.access_key_secret.expose(), client_id, password) {
-        return Err(Refusal::bad_credentials(
-            "password must be Base64(HMAC-SHA1(AccessKeySecret, ClientId))",
-        ));
-    }
-    Ok(instance.clone())
+    Ok((user, instance))
 }
 
 /// DeviceCredential mode: the credential issued to this client id on this
