@@ -150,6 +150,24 @@ impl Params {
         }
     }
 
+    /// A page token this API gave (`NextToken`): where the previous page
+    /// ended. `None` when absent or empty (the first page).
+    pub fn next_token(&self, name: &str) -> Result<Option<String>, ApiError> {
+        let Some(token) = self.get(name).filter(|t| !t.is_empty()) else {
+            return Ok(None);
+        };
+        hex::decode(token)
+            .ok()
+            .and_then(|bytes| String::from_utf8(bytes).ok())
+            .map(Some)
+            .ok_or_else(|| {
+                ApiError::invalid(
+                    name,
+                    "it is not a NextToken this API gave; send the one from the previous page",
+                )
+            })
+    }
+
     /// A required client id (see [`check_client_id`]).
     pub fn client_id(&self, name: &str) -> Result<&str, ApiError> {
         let value = self.required(name)?;
@@ -199,6 +217,12 @@ impl Params {
             .map(|(_, key, value)| (key, value))
             .collect())
     }
+}
+
+/// The page token that continues after `last` (the last key of a page),
+/// read back by [`Params::next_token`].
+pub fn next_token_after(last: &str) -> String {
+    hex::encode(last.as_bytes())
 }
 
 /// A client id as MQTT allows it: not empty, at most 65535 bytes.

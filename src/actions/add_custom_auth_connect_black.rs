@@ -12,12 +12,11 @@
 //! the answer. A list holds at most `max_blacklisted_clients` client ids
 //! (default 10,000), then `Customauth.over.capacity` (Alibaba's code).
 
-use super::{Context, Handler};
+use super::{Context, Handler, OperationSuccess};
 use crate::access::Resource;
 use crate::devices::Blacklisted;
 use crate::error::{ApiError, ErrorCode};
 use crate::params::Params;
-use serde::Serialize;
 
 pub struct AddCustomAuthConnectBlack;
 
@@ -26,27 +25,9 @@ pub struct Request {
     pub client_id: String,
 }
 
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct Answer {
-    pub code: u16,
-    pub message: &'static str,
-    pub success: bool,
-}
-
-impl Answer {
-    pub fn ok() -> Answer {
-        Answer {
-            code: 200,
-            message: "operation success.",
-            success: true,
-        }
-    }
-}
-
 impl Handler for AddCustomAuthConnectBlack {
     type Params = Request;
-    type Answer = Answer;
+    type Answer = OperationSuccess;
 
     fn parse(params: &Params) -> Result<Request, ApiError> {
         Ok(Request {
@@ -59,7 +40,7 @@ impl Handler for AddCustomAuthConnectBlack {
         Resource::Instance(&request.instance_id)
     }
 
-    async fn handle(ctx: &Context<'_>, request: Request) -> Result<Answer, ApiError> {
+    async fn handle(ctx: &Context<'_>, request: Request) -> Result<OperationSuccess, ApiError> {
         let limit = ctx.instance.max_blacklisted_clients;
         let outcome = ctx
             .devices
@@ -83,6 +64,6 @@ impl Handler for AddCustomAuthConnectBlack {
         ctx.broker
             .kick(&request.client_id, "the client id was put on the connection blacklist")
             .await;
-        Ok(Answer::ok())
+        Ok(OperationSuccess::new())
     }
 }

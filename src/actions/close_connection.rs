@@ -12,11 +12,10 @@
 //! that the client is not connected, holds (Alibaba's documentation lists
 //! no error for it).
 
-use super::{Context, Handler};
+use super::{Context, Handler, OperationSuccess};
 use crate::access::Resource;
 use crate::error::ApiError;
 use crate::params::Params;
-use serde::Serialize;
 
 pub struct CloseConnection;
 
@@ -25,17 +24,9 @@ pub struct Request {
     pub client_id: String,
 }
 
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct Answer {
-    pub code: u16,
-    pub message: &'static str,
-    pub success: bool,
-}
-
 impl Handler for CloseConnection {
     type Params = Request;
-    type Answer = Answer;
+    type Answer = OperationSuccess;
 
     fn parse(params: &Params) -> Result<Request, ApiError> {
         Ok(Request {
@@ -48,17 +39,13 @@ impl Handler for CloseConnection {
         Resource::Instance(&request.instance_id)
     }
 
-    async fn handle(ctx: &Context<'_>, request: Request) -> Result<Answer, ApiError> {
+    async fn handle(ctx: &Context<'_>, request: Request) -> Result<OperationSuccess, ApiError> {
         ctx.broker
             .kick(
                 &request.client_id,
                 "connection closed by a CloseConnection call",
             )
             .await;
-        Ok(Answer {
-            code: 200,
-            message: "operation success.",
-            success: true,
-        })
+        Ok(OperationSuccess::new())
     }
 }

@@ -9,8 +9,7 @@
 //! Deleting a client id that is not on the list succeeds: what the caller
 //! asked for holds.
 
-use super::add_custom_auth_connect_black::Answer;
-use super::{Context, Handler};
+use super::{Context, Handler, OperationSuccess};
 use crate::access::Resource;
 use crate::error::ApiError;
 use crate::params::Params;
@@ -24,7 +23,7 @@ pub struct Request {
 
 impl Handler for DeleteCustomAuthConnectBlack {
     type Params = Request;
-    type Answer = Answer;
+    type Answer = OperationSuccess;
 
     fn parse(params: &Params) -> Result<Request, ApiError> {
         Ok(Request {
@@ -37,11 +36,11 @@ impl Handler for DeleteCustomAuthConnectBlack {
         Resource::Instance(&request.instance_id)
     }
 
-    async fn handle(ctx: &Context<'_>, request: Request) -> Result<Answer, ApiError> {
+    async fn handle(ctx: &Context<'_>, request: Request) -> Result<OperationSuccess, ApiError> {
         ctx.devices
             .unblacklist(&request.instance_id, &request.client_id)
             .await
             .map_err(|e| ApiError::internal(e.to_string()))?;
-        Ok(Answer::ok())
+        Ok(OperationSuccess::new())
     }
 }

@@ -16,7 +16,7 @@
 use super::{Context, Handler};
 use crate::access::Resource;
 use crate::error::ApiError;
-use crate::params::Params;
+use crate::params::{Params, next_token_after};
 use serde::Serialize;
 
 pub struct ListDeviceCredentialClientId;
@@ -60,19 +60,8 @@ impl Handler for ListDeviceCredentialClientId {
         let instance_id = params.required("InstanceId")?.to_string();
         let group_id = params.required("GroupId")?.to_string();
         let page_size = params.integer("PageSize", 1..=100)?.unwrap_or(100) as usize;
-        let start = match params.get("NextToken").filter(|t| !t.is_empty()) {
-            Some(token) => {
-                let after = hex::decode(token)
-                    .ok()
-                    .and_then(|bytes| String::from_utf8(bytes).ok())
-                    .ok_or_else(|| {
-                        ApiError::invalid(
-                            "NextToken",
-                            "it is not a NextToken this API gave; send the one from the previous page",
-                        )
-                    })?;
-                Start::After(after)
-            }
+        let start = match params.next_token("NextToken")? {
+            Some(after) => Start::After(after),
             None => Start::Page(params.integer("PageNo", 1..=1_000_000)?.unwrap_or(1) as usize),
         };
         Ok(Request {
@@ -108,7 +97,7 @@ impl Handler for ListDeviceCredentialClientId {
                 page_no: (first / request.page_size + 1).to_string(),
                 page_size: request.page_size.to_string(),
                 next_token: more
-                    .then(|| page.last().map(|last| hex::encode(last.as_bytes())))
+                    .then(|| page.last().map(|last| next_token_after(last)))
                     .flatten(),
                 client_id_list: page,
             },

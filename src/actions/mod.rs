@@ -115,6 +115,32 @@ pub(crate) fn check_group_created(ctx: &Context<'_>, client_id: &str) -> Result<
     ))
 }
 
+/// The answer of actions that only say they did it: `{Code: 200, Message:
+/// "operation success.", Success: true}` (CloseConnection, the blacklist).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct OperationSuccess {
+    pub code: u16,
+    pub message: &'static str,
+    pub success: bool,
+}
+
+impl OperationSuccess {
+    pub fn new() -> OperationSuccess {
+        OperationSuccess {
+            code: 200,
+            message: "operation success.",
+            success: true,
+        }
+    }
+}
+
+impl Default for OperationSuccess {
+    fn default() -> Self {
+        OperationSuccess::new()
+    }
+}
+
 /// Builds the dispatch from the action table's rows: a module per row, and
 /// [`Call`] and [`Reply`] with one variant per action.
 macro_rules! define_dispatch {

@@ -15,11 +15,10 @@
 //! `PermitAction` CONNECT (Alibaba's page shows the two fields without
 //! saying what a blacklist entry holds in them).
 
-use super::add_custom_auth_connect_black::Answer as Status;
-use super::{Context, Handler};
+use super::{Context, Handler, OperationSuccess};
 use crate::access::Resource;
 use crate::error::ApiError;
-use crate::params::Params;
+use crate::params::{Params, next_token_after};
 use serde::Serialize;
 
 pub struct QueryCustomAuthConnectBlack;
@@ -36,7 +35,7 @@ pub struct Request {
 #[serde(rename_all = "PascalCase")]
 pub struct Answer {
     #[serde(flatten)]
-    pub status: Status,
+    pub status: OperationSuccess,
     pub data: Data,
 }
 
@@ -64,20 +63,7 @@ impl Handler for QueryCustomAuthConnectBlack {
         let instance_id = params.required("InstanceId")?.to_string();
         params.required("Size")?;
         let size = params.integer("Size", 1..=100)?.unwrap_or(100) as usize;
-        let after = match params.get("NextToken").filter(|t| !t.is_empty()) {
-            Some(token) => Some(
-                hex::decode(token)
-                    .ok()
-                    .and_then(|bytes| String::from_utf8(bytes).ok())
-                    .ok_or_else(|| {
-                        ApiError::invalid(
-                            "NextToken",
-                            "it is not a NextToken this API gave; send the one from the previous page",
-                        )
-                    })?,
-            ),
-            None => None,
-        };
+        let after = params.next_token("NextToken")?;
         let client_id = match params.get("ClientId").filter(|c| !c.is_empty()) {
             Some(_) => Some(params.client_id("ClientId")?.to_string()),
             None => None,
@@ -107,10 +93,10 @@ impl Handler for QueryCustomAuthConnectBlack {
             ),
         };
         let next_token = more
-            .then(|| client_ids.last().map(|last| hex::encode(last.as_bytes())))
+            .then(|| client_ids.last().map(|last| next_token_after(last)))
             .flatten();
         Ok(Answer {
-            status: Status::ok(),
+            status: OperationSuccess::new(),
             data: Data {
                 results: client_ids
                     .into_iter()
