@@ -17,7 +17,8 @@ pub struct AppState {
     /// Rebuilt when a reload changes the limits.
     pub throttle: RwLock<Arc<Throttle>>,
     pub meter: Arc<Meter>,
-    /// Group ids (and the rest of the device-side state), durable.
+    /// The device-side state (group ids, credentials, tokens, blacklist),
+    /// durable.
     pub devices: Arc<DeviceStore>,
     pub metrics: Metrics,
     /// `mqtt.session_expiry_secs`, shown as a 3.1.1 session's expiry.

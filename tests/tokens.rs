@@ -163,6 +163,24 @@ async fn a_token_allows_its_topics_and_refuses_the_others() {
     t.server.shutdown().await;
 }
 
+/// Alibaba: a validity beyond 30 days is not an error, but the token lives
+/// 30 days.
+#[tokio::test]
+async fn an_expire_time_beyond_30_days_is_cut_to_30_days() {
+    let t = TestServer::start(TWO_ACCOUNTS).await;
+    let thirty_days: i64 = 30 * 24 * 3600 * 1000;
+    let before = chrono::Utc::now().timestamp_millis();
+    let token = apply(&t, "R", "a/#", 3 * thirty_days).await;
+    let after = chrono::Utc::now().timestamp_millis();
+    let grant = t.server.devices().token(&token).unwrap();
+    assert!(
+        (before + thirty_days..=after + thirty_days).contains(&grant.expire_time),
+        "expires at {}, not 30 days after {before}",
+        grant.expire_time
+    );
+    t.server.shutdown().await;
+}
+
 #[tokio::test]
 async fn bad_token_logins_are_refused_at_connect() {
     let t = TestServer::start(TWO_ACCOUNTS).await;

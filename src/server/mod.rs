@@ -100,6 +100,11 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
 }
 
 impl Server {
+    /// The device-side state (group ids, credentials, tokens, blacklist).
+    pub fn devices(&self) -> &Arc<DeviceStore> {
+        &self.state.devices
+    }
+
     pub async fn start(config: Config) -> Result<Server, StartError> {
         std::fs::create_dir_all(&config.storage.dir).map_err(|error| StartError::Storage {
             dir: config.storage.dir.display().to_string(),
