@@ -147,6 +147,54 @@ macro_rules! with_action_table {
                 billed: true,
                 throttled: SystemOverFlow,
             },
+            AddCustomAuthIdentity (add_custom_auth_identity) {
+                ram_action: "mq:AddCustomAuthIdentity",
+                qps: 100,
+                billed: true,
+                throttled: SystemOverFlow,
+            },
+            UpdateCustomAuthIdentity (update_custom_auth_identity) {
+                ram_action: "mq:UpdateCustomAuthIdentity",
+                qps: 100,
+                billed: true,
+                throttled: SystemOverFlow,
+            },
+            DeleteCustomAuthIdentity (delete_custom_auth_identity) {
+                ram_action: "mq:DeleteCustomAuthIdentity",
+                qps: 100,
+                billed: true,
+                throttled: SystemOverFlow,
+            },
+            QueryCustomAuthIdentity (query_custom_auth_identity) {
+                ram_action: "mq:QueryCustomAuthIdentity",
+                qps: 100,
+                billed: true,
+                throttled: SystemOverFlow,
+            },
+            AddCustomAuthPermission (add_custom_auth_permission) {
+                ram_action: "mq:AddCustomAuthPermission",
+                qps: 100,
+                billed: true,
+                throttled: SystemOverFlow,
+            },
+            UpdateCustomAuthPermission (update_custom_auth_permission) {
+                ram_action: "mq:UpdateCustomAuthPermission",
+                qps: 100,
+                billed: true,
+                throttled: SystemOverFlow,
+            },
+            DeleteCustomAuthPermission (delete_custom_auth_permission) {
+                ram_action: "mq:DeleteCustomAuthPermission",
+                qps: 100,
+                billed: true,
+                throttled: SystemOverFlow,
+            },
+            QueryCustomAuthPermission (query_custom_auth_permission) {
+                ram_action: "mq:QueryCustomAuthPermission",
+                qps: 100,
+                billed: true,
+                throttled: SystemOverFlow,
+            },
             // mqgate's own: the bill of one of the caller's instances.
             DescribeMeteringReport (describe_metering_report) {
                 ram_action: "mq:DescribeMeteringReport",

@@ -142,6 +142,20 @@ pub struct InstanceConfig {
     /// (AddCustomAuthConnectBlack past it answers `Customauth.over.capacity`).
     #[serde(default = "default_max_blacklisted_clients")]
     pub max_blacklisted_clients: usize,
+    /// Most custom-auth identities the instance holds
+    /// (AddCustomAuthIdentity past it answers `Customauth.over.capacity`).
+    #[serde(default = "default_max_custom_auth_identities")]
+    pub max_custom_auth_identities: usize,
+    /// Most custom-auth permission rules the instance holds
+    /// (AddCustomAuthPermission past it answers `Customauth.over.capacity`).
+    #[serde(default = "default_max_custom_auth_permissions")]
+    pub max_custom_auth_permissions: usize,
+    /// An MQTT listener of the instance's own: a custom-auth login there
+    /// belongs to this instance, whatever other instances hold its
+    /// username (the way Alibaba tells instances apart by endpoint). Read
+    /// at start; a reload does not open or close listeners.
+    #[serde(default)]
+    pub mqtt_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -200,6 +214,12 @@ fn default_max_group_ids() -> usize {
 }
 fn default_max_device_credentials() -> usize {
     100_000
+}
+fn default_max_custom_auth_identities() -> usize {
+    10_000
+}
+fn default_max_custom_auth_permissions() -> usize {
+    50_000
 }
 fn default_max_blacklisted_clients() -> usize {
     10_000
@@ -314,6 +334,9 @@ impl Config {
                     max_device_credentials: default_max_device_credentials(),
                     max_tokens: default_max_tokens(),
                     max_blacklisted_clients: default_max_blacklisted_clients(),
+                    max_custom_auth_identities: default_max_custom_auth_identities(),
+                    max_custom_auth_permissions: default_max_custom_auth_permissions(),
+                    mqtt_listen: None,
                 }],
                 users: vec![UserConfig {
                     name: demo::USER_NAME.to_string(),

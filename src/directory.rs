@@ -41,6 +41,10 @@ pub struct Instance {
     pub max_tokens: usize,
     /// Most client ids on the instance's connection blacklist.
     pub max_blacklisted_clients: usize,
+    /// Most custom-auth identities the instance holds.
+    pub max_custom_auth_identities: usize,
+    /// Most custom-auth permission rules the instance holds.
+    pub max_custom_auth_permissions: usize,
 }
 
 impl Instance {
@@ -83,6 +87,8 @@ impl Directory {
                         max_device_credentials: instance.max_device_credentials,
                         max_tokens: instance.max_tokens,
                         max_blacklisted_clients: instance.max_blacklisted_clients,
+                        max_custom_auth_identities: instance.max_custom_auth_identities,
+                        max_custom_auth_permissions: instance.max_custom_auth_permissions,
                     }),
                 );
             }

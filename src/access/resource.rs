@@ -55,6 +55,8 @@ mod tests {
             max_device_credentials: 10,
             max_tokens: 10,
             max_blacklisted_clients: 10,
+            max_custom_auth_identities: 10,
+            max_custom_auth_permissions: 10,
         };
         let cases = [
             (

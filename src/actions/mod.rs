@@ -9,6 +9,8 @@
 //! learns the request id, the signature scheme or the answer format (the
 //! RPC endpoint's respond stage adds those).
 
+pub(crate) mod custom_auth_params;
+
 use crate::access::Resource;
 use crate::api::Action;
 use crate::broker::InstanceBroker;

@@ -7,8 +7,22 @@
 //!   `DeviceCredential|<DeviceAccessKeyId>|<InstanceId>`, password
 //!   `Base64(HMAC-SHA1(key = DeviceAccessKeySecret, data = ClientId))`, with
 //!   the credential issued to that client id on that instance.
+//! - Custom auth: any other username without `|` is a custom-auth
+//!   identity's (AddCustomAuthIdentity); the password is the identity's
+//!   secret (SignMode ORIGIN) or Base64(HMAC-SHA1(secret, ClientId))
+//!   (SIGNED). Its username names no instance, so the instance is the one
+//!   of the listener it came in on (`[[accounts.instances]] mqtt_listen`),
+//!   else, on the shared port, the one instance holding that username: a
+//!   username two instances hold is refused there, with a log line saying
+//!   so (connect such devices to their instance's own listener). Alibaba
+//!   tells instances apart by endpoint the same way. (TLS with SNI would be
+//!   a third way; mqgate serves no TLS yet.)
 //! - A client with no username lands in `mqtt.anonymous_instance` when that
 //!   is set.
+//!
+//! On an instance's own listener, a Signature, Token or DeviceCredential
+//! username must name that instance, and an anonymous client is let in
+//! only if that instance is the anonymous one.
 //!
 //! A client id on the instance's connection blacklist is refused whatever
 //! its login (3.1.1: 5 not authorized, 5: 0x8A banned).
@@ -16,7 +30,7 @@
 //! An instance with `require_group_ids` admits only client ids
 //! `{GroupId}@@@{DeviceId}` whose group id was created on it.
 
-use crate::devices::{DeviceStore, group_of};
+use crate::devices::{DeviceStore, SignMode, group_of};
 use crate::devices::{TokenGrant, TokenType};
 use crate::directory::{Directory, Instance, User};
 use base64::Engine;
@@ -24,6 +38,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use hmac::{Hmac, Mac};
 use sha1::Sha1;
 use std::sync::Arc;
+use subtle::ConstantTimeEq;
 
 /// Why a CONNECT was refused: the return code for each protocol version and
 /// a sentence for the MQTT 5 reason string and the log.
@@ -54,34 +69,60 @@ impl Refusal {
     }
 }
 
-/// A client let in: its instance and, for a Token-mode login, the tokens
-/// that bound what it may do (`None`: the instance's topics are open to
-/// it).
+/// A client let in: its instance and what bounds the topics it may use.
 #[derive(Debug)]
 pub struct Admitted {
     pub instance: Arc<Instance>,
-    pub tokens: Option<Vec<Arc<TokenGrant>>>,
+    pub bound_by: Bounds,
+}
+
+/// What bounds an admitted client's topics.
+#[derive(Debug)]
+pub enum Bounds {
+    /// Nothing: the instance's topics are open to it (Signature,
+    /// DeviceCredential, anonymous).
+    Open,
+    /// Token mode: these tokens.
+    Tokens(Vec<Arc<TokenGrant>>),
+    /// Custom auth: the permission rules of this username (and of the
+    /// client id).
+    CustomAuth { username: String },
 }
 
 impl From<Arc<Instance>> for Admitted {
     fn from(instance: Arc<Instance>) -> Admitted {
         Admitted {
             instance,
-            tokens: None,
+            bound_by: Bounds::Open,
         }
     }
 }
 
-/// The instance a client may connect to, given its client id and the
-/// username and password of its CONNECT.
+/// The username prefixes of Alibaba's device login modes: a username with
+/// one of them is always read as that mode.
+const MODE_PREFIXES: [&str; 3] = ["Signature|", "Token|", "DeviceCredential|"];
+
+/// The instance a client may connect to, given the listener it came in on
+/// (`endpoint`: the instance of an instance's own listener, `None` on the
+/// shared port), its client id and the username and password of its
+/// CONNECT.
 pub fn authenticate(
     directory: &Directory,
     devices: &DeviceStore,
+    endpoint: Option<&str>,
     client_id: &str,
     username: Option<&str>,
     password: Option<&str>,
 ) -> Result<Admitted, Refusal> {
-    let admitted = login(directory, devices, client_id, username, password)?;
+    let admitted = login(directory, devices, endpoint, client_id, username, password)?;
+    if let Some(endpoint) = endpoint
+        && admitted.instance.id != endpoint
+    {
+        return Err(Refusal::not_authorized(format!(
+            "this MQTT listener serves instance {endpoint}; the login names instance {}",
+            admitted.instance.id
+        )));
+    }
     check_group(&admitted.instance, devices, client_id)?;
     if devices.is_blacklisted(&admitted.instance.id, client_id) {
         return Err(Refusal {
@@ -120,19 +161,34 @@ fn check_group(instance: &Instance, devices: &DeviceStore, client_id: &str) -> R
 fn login(
     directory: &Directory,
     devices: &DeviceStore,
+    endpoint: Option<&str>,
     client_id: &str,
     username: Option<&str>,
     password: Option<&str>,
 ) -> Result<Admitted, Refusal> {
     let username = username.filter(|u| !u.is_empty());
     let Some(username) = username else {
-        return directory.anonymous_instance().cloned().map(Admitted::from).ok_or_else(|| {
+        let anonymous = match endpoint {
+            Some(endpoint) => directory.anonymous_instance().filter(|i| i.id == endpoint),
+            None => directory.anonymous_instance(),
+        };
+        return anonymous.cloned().map(Admitted::from).ok_or_else(|| {
             Refusal::not_authorized(
                 "anonymous clients are not accepted: connect with username \
                  Signature|AccessKeyId|InstanceId and password Base64(HMAC-SHA1(AccessKeySecret, ClientId))",
             )
         });
     };
+    if !username.contains('|') && !MODE_PREFIXES.iter().any(|p| username.starts_with(p)) {
+        return custom_login(
+            directory,
+            devices,
+            endpoint,
+            client_id,
+            username,
+            password.unwrap_or(""),
+        );
+    }
     let mut parts = username.split('|');
     let (Some(mode), Some(key_id), Some(instance_id), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
@@ -217,7 +273,73 @@ fn token_login(
     }
     Ok(Admitted {
         instance: instance.clone(),
-        tokens: Some(grants),
+        bound_by: Bounds::Tokens(grants),
+    })
+}
+
+/// Custom auth: the identity of this username (and client id) on the
+/// listener's instance, or on the one instance that holds the username.
+fn custom_login(
+    directory: &Directory,
+    devices: &DeviceStore,
+    endpoint: Option<&str>,
+    client_id: &str,
+    username: &str,
+    password: &str,
+) -> Result<Admitted, Refusal> {
+    let instance_id = match endpoint {
+        Some(endpoint) => endpoint.to_string(),
+        None => {
+            let holders = devices.custom_username_instances(username);
+            match holders.as_slice() {
+                [] => {
+                    return Err(Refusal::bad_credentials(format!(
+                        "username \"{username}\" is no custom-auth identity (AddCustomAuthIdentity) of any instance; \
+                         other logins use Signature|, Token| or DeviceCredential| usernames"
+                    )));
+                }
+                [one] => one.clone(),
+                several => {
+                    tracing::warn!(
+                        username,
+                        instances = ?several,
+                        "custom-auth login refused on the shared MQTT port: several instances hold this username; give them their own mqtt_listen"
+                    );
+                    return Err(Refusal::not_authorized(format!(
+                        "username \"{username}\" belongs to several instances; connect to your instance's own MQTT listener"
+                    )));
+                }
+            }
+        }
+    };
+    let Some(instance) = directory.instance(&instance_id) else {
+        return Err(Refusal::not_authorized(format!(
+            "instance \"{instance_id}\" is not served here"
+        )));
+    };
+    let Some(identity) = devices.custom_login(&instance_id, username, client_id) else {
+        return Err(Refusal::bad_credentials(format!(
+            "instance {instance_id} has no custom-auth identity \"{username}\" for this client id"
+        )));
+    };
+    let secret = identity.secret.expose();
+    let accepted = match identity.sign_mode {
+        SignMode::Origin => bool::from(password.as_bytes().ct_eq(secret.as_bytes())),
+        SignMode::Signed => verify_password(secret, client_id, password),
+    };
+    if !accepted {
+        return Err(Refusal::bad_credentials(match identity.sign_mode {
+            SignMode::Origin => "wrong password: SignMode ORIGIN expects the identity's secret",
+            SignMode::Signed => {
+                "wrong password: SignMode SIGNED expects Base64(HMAC-SHA1(secret, ClientId))"
+            }
+        }));
+    }
+    Ok(Admitted {
+        instance: instance.clone(),
+        bound_by: Bounds::CustomAuth {
+            username: username.to_string(),
+        },
     })
 }
 
@@ -380,6 +502,7 @@ mod tests {
         let instance = authenticate(
             &d,
             &devices,
+            None,
             "GID_x@@@dev1",
             Some("Signature|ka|inst-a"),
             Some(&password),
@@ -418,8 +541,15 @@ mod tests {
             ("c1", "Signature|ka|inst-a|x", good.clone()),
         ];
         for (client_id, username, password) in cases {
-            let refusal =
-                authenticate(&d, &devices, client_id, Some(username), Some(&password)).unwrap_err();
+            let refusal = authenticate(
+                &d,
+                &devices,
+                None,
+                client_id,
+                Some(username),
+                Some(&password),
+            )
+            .unwrap_err();
             assert_eq!(
                 (refusal.v4_code, refusal.v5_code),
                 (0x04, 0x86),
@@ -436,9 +566,9 @@ mod tests {
     #[test]
     fn anonymous_clients_land_only_where_configured() {
         let (_dir, devices) = store();
-        let refusal = authenticate(&directory(false), &devices, "c", None, None).unwrap_err();
+        let refusal = authenticate(&directory(false), &devices, None, "c", None, None).unwrap_err();
         assert_eq!((refusal.v4_code, refusal.v5_code), (0x05, 0x87));
-        let instance = authenticate(&directory(true), &devices, "c", Some(""), None).unwrap();
+        let instance = authenticate(&directory(true), &devices, None, "c", Some(""), None).unwrap();
         assert_eq!(instance.instance.id, "inst-a");
     }
 
@@ -473,6 +603,7 @@ mod tests {
             authenticate(
                 &d,
                 &devices,
+                None,
                 client_id,
                 Some("Signature|ka|strict"),
                 Some(&password),
@@ -494,8 +625,8 @@ mod tests {
             assert!(refusal.reason.contains("strict"), "{}", refusal.reason);
         }
         // Anonymous clients too.
-        assert!(authenticate(&d, &devices, "GID_ok@@@x", None, None).is_ok());
-        assert!(authenticate(&d, &devices, "GID_no@@@x", None, None).is_err());
+        assert!(authenticate(&d, &devices, None, "GID_ok@@@x", None, None).is_ok());
+        assert!(authenticate(&d, &devices, None, "GID_no@@@x", None, None).is_err());
     }
 
     #[tokio::test]
@@ -513,7 +644,14 @@ mod tests {
         let secret = devices.credential_secret(&credential);
         let password = |client_id: &str| signature_password(secret.expose(), client_id);
         let login = |client_id: &str, username: &str, password: &str| {
-            authenticate(&d, &devices, client_id, Some(username), Some(password))
+            authenticate(
+                &d,
+                &devices,
+                None,
+                client_id,
+                Some(username),
+                Some(password),
+            )
         };
         assert_eq!(
             login("GID_x@@@dev1", &username, &password("GID_x@@@dev1"))
@@ -567,5 +705,181 @@ mod tests {
             .await
             .unwrap();
         assert!(login("GID_x@@@dev1", &username, &new_password).is_err());
+    }
+    async fn add_identity(
+        devices: &DeviceStore,
+        instance: &str,
+        kind: crate::devices::IdentityType,
+        username: &str,
+        client_id: &str,
+        sign_mode: SignMode,
+        secret: &str,
+    ) {
+        let outcome = devices
+            .add_custom_identity(
+                instance,
+                crate::devices::Identity {
+                    kind,
+                    username: username.into(),
+                    client_id: client_id.into(),
+                    sign_mode,
+                    secret: crate::secret::Secret::new(secret),
+                },
+                1,
+                100,
+            )
+            .await
+            .unwrap();
+        assert_eq!(outcome, crate::devices::Added::Added);
+    }
+
+    #[tokio::test]
+    async fn custom_auth_logins_check_the_sign_mode_and_find_their_instance() {
+        use crate::devices::IdentityType::{Client, User};
+        let d = directory(false);
+        let (_dir, devices) = store();
+        add_identity(
+            &devices,
+            "inst-a",
+            User,
+            "origin-user",
+            "",
+            SignMode::Origin,
+            "pw-1",
+        )
+        .await;
+        add_identity(
+            &devices,
+            "inst-a",
+            User,
+            "signed-user",
+            "",
+            SignMode::Signed,
+            "pw-2",
+        )
+        .await;
+        add_identity(
+            &devices,
+            "inst-b",
+            Client,
+            "bound",
+            "GID_b@@@1",
+            SignMode::Origin,
+            "pw-3",
+        )
+        .await;
+        let login = |endpoint: Option<&str>, client_id: &str, username: &str, password: &str| {
+            authenticate(
+                &d,
+                &devices,
+                endpoint,
+                client_id,
+                Some(username),
+                Some(password),
+            )
+        };
+        let admitted = login(None, "any", "origin-user", "pw-1").unwrap();
+        assert_eq!(admitted.instance.id, "inst-a");
+        assert!(
+            matches!(admitted.bound_by, Bounds::CustomAuth { ref username } if username == "origin-user")
+        );
+        let signed = signature_password("pw-2", "GID_s@@@1");
+        assert_eq!(
+            login(None, "GID_s@@@1", "signed-user", &signed)
+                .unwrap()
+                .instance
+                .id,
+            "inst-a"
+        );
+        assert_eq!(
+            login(None, "GID_b@@@1", "bound", "pw-3")
+                .unwrap()
+                .instance
+                .id,
+            "inst-b"
+        );
+        for (client_id, username, password) in [
+            ("any", "origin-user", "pw-2"),
+            // SIGNED wants the signature, not the secret itself.
+            ("GID_s@@@1", "signed-user", "pw-2"),
+            // Signed for another client id.
+            ("GID_s@@@2", "signed-user", signed.as_str()),
+            // A CLIENT identity logs in its own client id only.
+            ("GID_b@@@2", "bound", "pw-3"),
+            ("any", "nobody", "pw-1"),
+        ] {
+            let refusal = login(None, client_id, username, password).unwrap_err();
+            assert_eq!(
+                (refusal.v4_code, refusal.v5_code),
+                (0x04, 0x86),
+                "{username}: {}",
+                refusal.reason
+            );
+            assert!(
+                !refusal.reason.contains("pw-"),
+                "secret leaked: {}",
+                refusal.reason
+            );
+        }
+        // On an instance's own listener, only that instance's identities.
+        assert!(login(Some("inst-a"), "any", "origin-user", "pw-1").is_ok());
+        assert!(login(Some("inst-b"), "any", "origin-user", "pw-1").is_err());
+        // And a Signature login there must name that instance.
+        let password = signature_password("sec-a-7f3", "c1");
+        assert!(login(Some("inst-a"), "c1", "Signature|ka|inst-a", &password).is_ok());
+        let refusal = login(Some("inst-b"), "c1", "Signature|ka|inst-a", &password).unwrap_err();
+        assert_eq!((refusal.v4_code, refusal.v5_code), (0x05, 0x87));
+    }
+
+    #[tokio::test]
+    async fn a_username_two_instances_hold_is_refused_on_the_shared_port_only() {
+        use crate::devices::IdentityType::User;
+        let d = directory(false);
+        let (_dir, devices) = store();
+        add_identity(
+            &devices,
+            "inst-a",
+            User,
+            "shared",
+            "",
+            SignMode::Origin,
+            "pw-a",
+        )
+        .await;
+        add_identity(
+            &devices,
+            "inst-b",
+            User,
+            "shared",
+            "",
+            SignMode::Origin,
+            "pw-b",
+        )
+        .await;
+        let refusal =
+            authenticate(&d, &devices, None, "c", Some("shared"), Some("pw-a")).unwrap_err();
+        assert_eq!((refusal.v4_code, refusal.v5_code), (0x05, 0x87));
+        assert!(
+            refusal.reason.contains("several instances"),
+            "{}",
+            refusal.reason
+        );
+        for (endpoint, password) in [("inst-a", "pw-a"), ("inst-b", "pw-b")] {
+            let admitted = authenticate(
+                &d,
+                &devices,
+                Some(endpoint),
+                "c",
+                Some("shared"),
+                Some(password),
+            )
+            .unwrap();
+            assert_eq!(admitted.instance.id, endpoint);
+        }
+        // Another mode's prefix is that mode, even if an identity could
+        // not be named so ('|' is not allowed in custom-auth usernames).
+        let refusal =
+            authenticate(&d, &devices, None, "c", Some("Token|ka|inst-a"), Some("x")).unwrap_err();
+        assert!(refusal.reason.contains("token"), "{}", refusal.reason);
     }
 }

@@ -23,6 +23,7 @@ pub mod device_auth;
 pub mod embedded;
 pub mod front;
 pub mod registry;
+pub mod rights;
 pub mod status_cache;
 pub mod tokens;
 
@@ -100,7 +101,7 @@ pub struct InstanceBroker {
     runtime: tokio::runtime::Handle,
     /// Bumped when a token of the instance is revoked: the connections
     /// holding tokens look at theirs again.
-    token_events: tokio::sync::watch::Sender<()>,
+    rights_events: tokio::sync::watch::Sender<()>,
 }
 
 impl std::fmt::Debug for InstanceBroker {
@@ -115,15 +116,15 @@ impl std::fmt::Debug for InstanceBroker {
 }
 
 impl InstanceBroker {
-    /// Tells every connection holding tokens to look at them again (a
-    /// token was revoked).
-    pub fn tokens_changed(&self) {
-        self.token_events.send_replace(());
+    /// Tells every connection bound by tokens or custom-auth rules to look
+    /// at its rights again (a token was revoked, a rule changed).
+    pub fn rights_changed(&self) {
+        self.rights_events.send_replace(());
     }
 
-    /// Where a connection holding tokens hears of revocations.
-    pub fn token_events(&self) -> tokio::sync::watch::Receiver<()> {
-        self.token_events.subscribe()
+    /// Where a connection bound by tokens or rules hears of changes.
+    pub fn rights_events(&self) -> tokio::sync::watch::Receiver<()> {
+        self.rights_events.subscribe()
     }
 
     /// rumqttd's listener for a protocol version.
@@ -388,7 +389,7 @@ impl Brokers {
                 publisher: Arc::new(Mutex::new(started.publisher)),
                 _publisher_rx: started.publisher_rx,
                 runtime: self.runtime.handle().clone(),
-                token_events: tokio::sync::watch::channel(()).0,
+                rights_events: tokio::sync::watch::channel(()).0,
             };
             self.write().insert(instance_id.clone(), Arc::new(broker));
         }

@@ -185,9 +185,9 @@ pub struct Session {
     /// Current subscriptions, made by the client or on its behalf.
     pub subscriptions: Mutex<BTreeMap<String, SubscriptionOptions>>,
     pub pending: Mutex<PendingAcks>,
-    /// The tokens a Token-mode login holds (set once, before the relay
-    /// starts); unset for every other login.
-    pub tokens: std::sync::OnceLock<Arc<super::tokens::TokenRights>>,
+    /// What a Token-mode or custom-auth login may publish and subscribe to
+    /// (set once, before the relay starts); unset for every other login.
+    pub rights: std::sync::OnceLock<super::rights::TopicRights>,
     control: mpsc::Sender<Control>,
     upstream: mpsc::Sender<Injected>,
     next_injected_id: AtomicU16,
@@ -435,7 +435,7 @@ impl SessionRegistry {
             stats: ConnectionStats::default(),
             subscriptions: Mutex::new(subscriptions),
             pending: Mutex::default(),
-            tokens: std::sync::OnceLock::new(),
+            rights: std::sync::OnceLock::new(),
             control: control_tx,
             upstream: upstream_tx,
             next_injected_id: AtomicU16::new(65535),

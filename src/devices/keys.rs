@@ -9,6 +9,13 @@
 //! `storage.device_key_file` says where), created on first start with
 //! permissions 0600. Losing it changes every device secret: back it up
 //! with the database.
+//!
+//! A custom-auth identity's secret cannot be derived: the caller chooses it
+//! and QueryCustomAuthIdentity hands it back. It is stored sealed
+//! ([`ServerKey::seal`]): ChaCha20-Poly1305 under a key derived from the
+//! server key, with a fresh random nonce per secret and the row's identity
+//! as associated data, so a sealed secret moved to another row does not
+//! open. The database alone reveals no secret either.
 
 use crate::secret::Secret;
 use hmac::{Hmac, Mac};
@@ -96,6 +103,63 @@ impl ServerKey {
     }
 }
 
+impl ServerKey {
+    /// The key secrets are sealed with: derived, so that it is never the
+    /// key device secrets come from.
+    fn sealing_key(&self) -> chacha20poly1305::Key {
+        let mut mac =
+            Hmac::<Sha256>::new_from_slice(&self.0).expect("HMAC accepts keys of any length");
+        mac.update(b"mqgate sealing key v1");
+        let bytes: [u8; 32] = mac.finalize().into_bytes().into();
+        bytes.into()
+    }
+
+    /// Encrypts `secret` bound to `context` (what row it belongs to):
+    /// nonce (12 bytes) followed by ciphertext and tag.
+    pub fn seal(&self, context: &[u8], secret: &str) -> Result<Vec<u8>, KeyError> {
+        use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+        let cipher = chacha20poly1305::ChaCha20Poly1305::new(&self.sealing_key());
+        let mut nonce = [0u8; 12];
+        random(&mut nonce)?;
+        let sealed = cipher
+            .encrypt(
+                &nonce.into(),
+                Payload {
+                    msg: secret.as_bytes(),
+                    aad: context,
+                },
+            )
+            .map_err(|_| KeyError::Random("sealing failed".into()))?;
+        let mut out = Vec::with_capacity(12 + sealed.len());
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&sealed);
+        Ok(out)
+    }
+
+    /// Decrypts what [`ServerKey::seal`] made for the same `context`;
+    /// `None` if the bytes were altered, belong to another row, or were
+    /// sealed under another server key.
+    pub fn open(&self, context: &[u8], sealed: &[u8]) -> Option<Secret> {
+        use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+        if sealed.len() < 12 {
+            return None;
+        }
+        let (nonce, ciphertext) = sealed.split_at(12);
+        let cipher = chacha20poly1305::ChaCha20Poly1305::new(&self.sealing_key());
+        let nonce: [u8; 12] = nonce.try_into().ok()?;
+        let plain = cipher
+            .decrypt(
+                &nonce.into(),
+                Payload {
+                    msg: ciphertext,
+                    aad: context,
+                },
+            )
+            .ok()?;
+        String::from_utf8(plain).ok().map(Secret::new)
+    }
+}
+
 /// Writes a file readable by its owner only.
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
@@ -145,6 +209,26 @@ fn base62(bytes: &[u8], len: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sealed_secrets_open_only_for_their_row_and_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = ServerKey::load_or_create(&dir.path().join("k")).unwrap();
+        let other = ServerKey::load_or_create(&dir.path().join("other")).unwrap();
+        let sealed = key.seal(b"i1|USER|alice|", "s3cret").unwrap();
+        assert!(!sealed.windows(6).any(|w| w == b"s3cret"));
+        assert_eq!(
+            key.open(b"i1|USER|alice|", &sealed).unwrap().expose(),
+            "s3cret"
+        );
+        assert!(key.open(b"i1|USER|bob|", &sealed).is_none());
+        assert!(other.open(b"i1|USER|alice|", &sealed).is_none());
+        let mut altered = sealed.clone();
+        *altered.last_mut().unwrap() ^= 1;
+        assert!(key.open(b"i1|USER|alice|", &altered).is_none());
+        // A fresh nonce each time: the same secret seals differently.
+        assert_ne!(key.seal(b"i1|USER|alice|", "s3cret").unwrap(), sealed);
+    }
 
     #[test]
     fn the_key_is_created_once_private_and_kept() {

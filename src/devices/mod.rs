@@ -1,7 +1,8 @@
 //! The durable device-side state of every instance: the group ids created
 //! on it ([`groups`]), its device credentials ([`credentials`]) and its
-//! tokens ([`tokens`], topic sets compiled by [`topics`]) and its
-//! connection blacklist ([`blacklist`]), in
+//! tokens ([`tokens`], topic sets compiled by [`topics`]), its
+//! connection blacklist ([`blacklist`]) and its custom-auth identities and
+//! topic permissions ([`custom_auth`], compiled by [`permissions`]), in
 //! SQLite (`storage.dir/devices.sqlite3`, WAL, `synchronous=FULL`) and in
 //! memory. Device secrets are derived from a server key kept in a file of
 //! its own, never stored ([`keys`]).
@@ -15,8 +16,10 @@
 
 pub mod blacklist;
 pub mod credentials;
+pub mod custom_auth;
 pub mod groups;
 pub mod keys;
+pub mod permissions;
 pub mod tokens;
 pub mod topics;
 
@@ -28,8 +31,10 @@ use std::time::Duration;
 
 pub use blacklist::Blacklisted;
 pub use credentials::{Credential, Registered};
+pub use custom_auth::{Added, Identity, IdentityFilter, Permission, PermissionFilter, SignMode};
 pub use groups::{Group, GroupIdError, check_group_id, group_of};
 pub use keys::{KeyError, ServerKey};
+pub use permissions::{Decision, Effect, IdentityType, PermitAction, Rule, SharedRules};
 pub use tokens::{Applied, TokenGrant, TokenRequest, TokenType};
 pub use topics::TopicSet;
 
@@ -66,6 +71,28 @@ CREATE TABLE IF NOT EXISTS tokens (
     create_time INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS tokens_by_instance ON tokens (instance_id);
+CREATE TABLE IF NOT EXISTS custom_auth_identities (
+    instance_id TEXT NOT NULL,
+    identity_type TEXT NOT NULL,
+    username TEXT NOT NULL,
+    client_id TEXT NOT NULL,
+    sign_mode TEXT NOT NULL,
+    secret BLOB NOT NULL,
+    create_time INTEGER NOT NULL,
+    update_time INTEGER NOT NULL,
+    PRIMARY KEY (instance_id, identity_type, username, client_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS custom_auth_permissions (
+    instance_id TEXT NOT NULL,
+    identity_type TEXT NOT NULL,
+    identity TEXT NOT NULL,
+    topic TEXT NOT NULL,
+    effect TEXT NOT NULL,
+    permit_action TEXT NOT NULL,
+    create_time INTEGER NOT NULL,
+    update_time INTEGER NOT NULL,
+    PRIMARY KEY (instance_id, identity_type, identity, topic)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS connect_blacklist (
     instance_id TEXT NOT NULL,
     client_id TEXT NOT NULL,
@@ -99,6 +126,7 @@ struct State {
     tokens: tokens::Tokens,
     /// instance -> client ids refused at CONNECT.
     blacklist: HashMap<String, std::collections::BTreeSet<String>>,
+    custom_auth: custom_auth::CustomAuths,
 }
 
 /// The device-side state of every instance.
@@ -137,6 +165,7 @@ impl DeviceStore {
                 credentials: credentials::load(&connection)?,
                 tokens: tokens::load(&connection, chrono::Utc::now().timestamp_millis())?,
                 blacklist: blacklist::load(&connection)?,
+                custom_auth: custom_auth::load(&connection, &key)?,
             };
             Ok((connection, state))
         };

@@ -8,6 +8,9 @@
 //! - [`TopicSet::covers_filter`]: every topic the filter can match is
 //!   allowed, i.e. some filter of the set is at least as wide at each level
 //!   (`a/+` covers `a/b`; `a/b` does not cover `a/+`; only `#` covers `#`).
+//! - [`TopicSet::overlaps_filter`]: some topic the filter can match is
+//!   matched by a filter of the set (`a/+` overlaps `a/secret`); a DENY
+//!   rule refuses a SUBSCRIBE whose filter it overlaps.
 //!
 //! As in MQTT, a filter starting with a wildcard does not match topics
 //! starting with `$` (`$SYS/...`).
@@ -115,6 +118,22 @@ impl TopicSet {
         let levels: Vec<&str> = filter.split('/').collect();
         covers(&self.root, &levels, filter.starts_with('$'))
     }
+
+    /// Whether some topic `filter` matches is also matched by a filter of
+    /// the set. A malformed filter overlaps nothing (it is refused before
+    /// it gets here).
+    pub fn overlaps_filter(&self, filter: &str) -> bool {
+        if check_filter(filter).is_err() {
+            return false;
+        }
+        let levels: Vec<&str> = filter.split('/').collect();
+        overlaps(&self.root, &levels, true)
+    }
+
+    /// Whether the set holds no filter.
+    pub fn is_empty(&self) -> bool {
+        self.filters.is_empty()
+    }
 }
 
 /// `dollar_first`: the walk is at the first level of a topic starting with
@@ -168,6 +187,37 @@ fn covers(node: &Node, levels: &[&str], dollar_first: bool) -> bool {
     }
 }
 
+/// `first`: the walk is at the first level, where wildcards (of either
+/// side) do not match a level starting with `$`.
+fn overlaps(node: &Node, levels: &[&str], first: bool) -> bool {
+    let dollar_topic = first && levels.first().is_some_and(|l| l.starts_with('$'));
+    if node.rest && !dollar_topic {
+        return true;
+    }
+    let visible = |name: &String| !(first && name.starts_with('$'));
+    let Some((level, rest)) = levels.split_first() else {
+        return node.end;
+    };
+    match *level {
+        // Matches the parent level and everything below: any filter of the
+        // set that goes on from here (nodes exist only on filters' paths).
+        "#" => (!first && node.end) || node.any.is_some() || node.literal.keys().any(visible),
+        "+" => {
+            node.any.as_ref().is_some_and(|n| overlaps(n, rest, false))
+                || node
+                    .literal
+                    .iter()
+                    .any(|(name, n)| visible(name) && overlaps(n, rest, false))
+        }
+        literal => {
+            node.literal
+                .get(literal)
+                .is_some_and(|n| overlaps(n, rest, false))
+                || (!dollar_topic && node.any.as_ref().is_some_and(|n| overlaps(n, rest, false)))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -198,6 +248,39 @@ mod tests {
         ] {
             assert!(!s.covers_filter(uncovered), "{uncovered}");
         }
+    }
+
+    #[test]
+    fn a_filter_overlaps_a_set_when_one_topic_matches_both() {
+        let s = set(&["a/secret", "b/+/x", "c/#"]);
+        for overlapping in [
+            "a/secret", "a/+", "a/#", "#", "+/secret", "+/+", "b/1/x", "b/+/+", "b/#", "c",
+            "c/d/e", "+/d", "c/+",
+        ] {
+            assert!(s.overlaps_filter(overlapping), "{overlapping}");
+        }
+        // (`+` overlaps: it matches the topic "c", which c/# matches.)
+        for apart in [
+            "a/public",
+            "a",
+            "a/secret/x",
+            "b/1/y",
+            "b/+",
+            "d/+",
+            "d/#",
+            "a/+/+",
+        ] {
+            assert!(!s.overlaps_filter(apart), "{apart}");
+        }
+        // `#` matches its parent level: a/# overlaps the topic "a".
+        assert!(set(&["a"]).overlaps_filter("a/#"));
+        assert!(!set(&["a"]).overlaps_filter("a/+"));
+        // `$` topics are out of reach of wildcards, on both sides.
+        assert!(!set(&["$SYS/x"]).overlaps_filter("#"));
+        assert!(!set(&["$SYS/x"]).overlaps_filter("+/x"));
+        assert!(!set(&["#"]).overlaps_filter("$SYS/x"));
+        assert!(set(&["$SYS/#"]).overlaps_filter("$SYS/x"));
+        assert!(!set(&[]).overlaps_filter("#"));
     }
 
     #[test]

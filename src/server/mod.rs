@@ -63,11 +63,14 @@ pub struct ReloadReport {
 pub struct Server {
     pub http_addr: SocketAddr,
     pub mqtt_addr: SocketAddr,
+    /// The MQTT listeners of instances that have their own
+    /// (`[[accounts.instances]] mqtt_listen`), by instance id.
+    pub instance_mqtt_addrs: std::collections::BTreeMap<String, SocketAddr>,
     pub brokers: Arc<Brokers>,
     pub directory: Arc<DirectoryHandle>,
     shutdown: CancellationToken,
     http: JoinHandle<()>,
-    mqtt: JoinHandle<()>,
+    mqtt: Vec<JoinHandle<()>>,
     flusher: JoinHandle<()>,
     flusher_stop: CancellationToken,
     state: Arc<AppState>,
@@ -155,7 +158,37 @@ impl Server {
                 error,
             })?
         };
-        let mqtt = brokers.spawn(front.serve(mqtt_listener, shutdown.clone()));
+        let mut mqtt =
+            vec![brokers.spawn(front.clone().serve(mqtt_listener, None, shutdown.clone()))];
+        // Instances with a listener of their own: a custom-auth login there
+        // belongs to that instance.
+        let mut instance_mqtt_addrs = std::collections::BTreeMap::new();
+        for instance in config.accounts.iter().flat_map(|a| &a.instances) {
+            let Some(addr) = instance.mqtt_listen else {
+                continue;
+            };
+            let field = "accounts.instances.mqtt_listen";
+            let listener = bind_std(field, addr)?;
+            let bound =
+                listener
+                    .local_addr()
+                    .map_err(|error| StartError::Bind { field, addr, error })?;
+            let listener = {
+                let _mqtt_side = brokers.enter();
+                TcpListener::from_std(listener).map_err(|error| StartError::Bind {
+                    field,
+                    addr,
+                    error,
+                })?
+            };
+            tracing::info!(instance = %instance.id, addr = %bound, "instance MQTT listener");
+            instance_mqtt_addrs.insert(instance.id.clone(), bound);
+            mqtt.push(brokers.spawn(front.clone().serve(
+                listener,
+                Some(instance.id.clone()),
+                shutdown.clone(),
+            )));
+        }
 
         let state = Arc::new(AppState {
             directory: directory.clone(),
@@ -187,6 +220,7 @@ impl Server {
         Ok(Server {
             http_addr,
             mqtt_addr,
+            instance_mqtt_addrs,
             brokers,
             directory,
             shutdown,
@@ -281,7 +315,9 @@ impl Server {
     /// away, closes every connection and lets HTTP calls in flight finish.
     pub async fn shutdown(self) {
         self.shutdown.cancel();
-        let _ = self.mqtt.await;
+        for listener in self.mqtt {
+            let _ = listener.await;
+        }
         self.brokers
             .disconnect_all(reason::SERVER_SHUTTING_DOWN, "mqgate is shutting down")
             .await;

@@ -19,19 +19,22 @@
 //!
 //! The relay's two halves: `to_broker.rs` reads the client (and checks a
 //! token-mode client's PUBLISH and SUBSCRIBE), `to_client.rs` reads rumqttd;
-//! beside them, `token_watch.rs` tells a token-mode client about its tokens.
+//! beside them, `rights_watch.rs` tells a token-mode client about its tokens
+//! and removes the subscriptions a bound client's rights no longer allow.
 
+mod rights_watch;
 mod to_broker;
 mod to_client;
-mod token_watch;
 
+use rights_watch::watch_rights;
 use to_broker::ToBroker;
 use to_client::ToClient;
-use token_watch::watch_tokens;
 
 use super::codec::{self, FrameError, packet_type};
+use super::device_auth::Bounds;
 use super::device_auth::{self, Refusal};
 use super::registry::{ProtocolVersion, SessionInfo};
+use super::rights::{CustomRights, TopicRights};
 use super::tokens::TokenRights;
 use super::{Brokers, reason};
 use crate::devices::DeviceStore;
@@ -100,14 +103,23 @@ impl FrontLayer {
         })
     }
 
-    /// Accepts connections until `shutdown` is cancelled.
-    pub async fn serve(self: Arc<Self>, listener: TcpListener, shutdown: CancellationToken) {
+    /// Accepts connections until `shutdown` is cancelled. `endpoint`: the
+    /// instance this listener belongs to (`[[accounts.instances]]
+    /// mqtt_listen`), `None` for the shared port.
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        endpoint: Option<String>,
+        shutdown: CancellationToken,
+    ) {
+        let endpoint: Option<Arc<str>> = endpoint.map(Arc::from);
         loop {
             tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
                         let front = self.clone();
-                        tokio::spawn(async move { front.handle(stream, peer).await });
+                        let endpoint = endpoint.clone();
+                        tokio::spawn(async move { front.handle(stream, peer, endpoint.as_deref()).await });
                     }
                     Err(e) => {
                         // Out of file descriptors and the like: say so, back
@@ -121,7 +133,7 @@ impl FrontLayer {
         }
     }
 
-    async fn handle(&self, mut client: TcpStream, peer: SocketAddr) {
+    async fn handle(&self, mut client: TcpStream, peer: SocketAddr, endpoint: Option<&str>) {
         let _ = client.set_nodelay(true);
         let mut client_buf = BytesMut::with_capacity(1024);
         let frame = match tokio::time::timeout(
@@ -175,6 +187,7 @@ impl FrontLayer {
         let admitted = match device_auth::authenticate(
             &directory,
             &self.devices,
+            endpoint,
             &connect.client_id,
             username,
             password,
@@ -186,9 +199,7 @@ impl FrontLayer {
             }
         };
         let instance = admitted.instance;
-        let token_rights = admitted
-            .tokens
-            .map(|grants| Arc::new(TokenRights::new(&instance.account_id, &instance.id, grants)));
+        let bound_by = admitted.bound_by;
         let Some(broker) = self.brokers.instance(&instance.id) else {
             let refusal = Refusal {
                 v4_code: 0x03,
@@ -212,6 +223,19 @@ impl FrontLayer {
             }
             client_id = format!("mqgate-{}", uuid::Uuid::new_v4().simple());
         }
+        let rights = match bound_by {
+            Bounds::Open => None,
+            Bounds::Tokens(grants) => Some(TopicRights::Tokens(Arc::new(TokenRights::new(
+                &instance.account_id,
+                &instance.id,
+                grants,
+            )))),
+            Bounds::CustomAuth { username } => Some(TopicRights::Custom(Arc::new(CustomRights {
+                username,
+                client_id: client_id.clone(),
+                rules: self.devices.custom_rules(&instance.id),
+            }))),
+        };
 
         // MQTT: a new connection with the same client id takes over the old
         // one. Do it before rumqttd sees the new CONNECT, so the old client
@@ -303,8 +327,8 @@ impl FrontLayer {
             created_at: Utc::now(),
         };
         let (session, handle) = broker.sessions.register(info);
-        if let Some(rights) = &token_rights {
-            let _ = session.tokens.set(rights.clone());
+        if let Some(rights) = &rights {
+            let _ = session.rights.set(rights.clone());
         }
         broker.meter.connections_now(broker.sessions.len() as u64);
         if client.write_all(&connack).await.is_err() {
@@ -339,16 +363,16 @@ impl FrontLayer {
             buf: upstream_buf,
             control: handle.control,
         };
-        let token_watch = async {
-            match &token_rights {
-                Some(rights) => watch_tokens(&broker, &session, rights).await,
+        let rights_watch = async {
+            match &rights {
+                Some(rights) => watch_rights(&broker, &session, rights).await,
                 None => std::future::pending().await,
             }
         };
         let end = tokio::select! {
             end = to_broker.run(&broker, &session, &self.devices) => end,
             end = to_client.run(&broker, &session) => end,
-            end = token_watch => end,
+            end = rights_watch => end,
             _ = handle.hard_stop.cancelled() => End::HardStop,
         };
         match end {

@@ -1,7 +1,7 @@
 //! Client to broker: the relay's half that reads the client. It forwards
 //! whole frames, answers what rumqttd would answer wrongly (UNSUBSCRIBE)
-//! and, for a token-mode login, checks every PUBLISH and SUBSCRIBE against
-//! the connection's tokens.
+//! and, for a login whose topics are bound (tokens, custom auth), checks
+//! every PUBLISH and SUBSCRIBE against the connection's rights.
 
 use super::End;
 use crate::broker::InstanceBroker;
@@ -9,6 +9,7 @@ use crate::broker::codec::{self, FrameError, packet_type};
 use crate::broker::registry::{
     ACK_TIMEOUT, Awaited, Injected, ProtocolVersion, Session, SubscriptionOptions,
 };
+use crate::broker::rights::TopicRights;
 use crate::broker::tokens::{self as token_rules, TokenRights};
 use crate::devices::DeviceStore;
 use bytes::BytesMut;
@@ -42,9 +43,10 @@ impl ToBroker<'_> {
     ) -> End {
         let protocol = session.info.protocol;
         let stats = &session.stats;
-        // Token-mode logins only: every other login may use every topic of
-        // its instance, and pays nothing for the checks below.
-        let tokens = session.tokens.get().cloned();
+        // Token and custom-auth logins only: every other login may use
+        // every topic of its instance, and pays nothing for the checks
+        // below.
+        let rights = session.rights.get().cloned();
         loop {
             // Every complete frame in the buffer, checked and counted; the
             // ones the relay answers itself are taken out of the stream.
@@ -64,7 +66,7 @@ impl ToBroker<'_> {
                 match kind {
                     packet_type::PUBLISH => {
                         stats.recv_msg.fetch_add(1, Ordering::Relaxed);
-                        if let Some(rights) = &tokens
+                        if let Some(rights) = &rights
                             && let Some(special) = publish_verdict(rights, &frame_at[..len])
                         {
                             if let Err(end) = self.forward(whole).await {
@@ -72,11 +74,11 @@ impl ToBroker<'_> {
                             }
                             let frame = self.buf.split_to(len);
                             let outcome = match special {
-                                Special::Upload => {
-                                    self.upload_token(session, rights, devices, frame).await
+                                Special::Upload(tokens) => {
+                                    self.upload_token(session, &tokens, devices, frame).await
                                 }
-                                Special::Refused(topic) => {
-                                    refuse_publish(session, &frame, &topic).await
+                                Special::Refused(reason) => {
+                                    refuse_publish(session, &frame, reason).await
                                 }
                             };
                             match outcome {
@@ -119,16 +121,14 @@ impl ToBroker<'_> {
                         }
                         return End::ClientDisconnected;
                     }
-                    packet_type::SUBSCRIBE => match &tokens {
+                    packet_type::SUBSCRIBE => match &rights {
                         None => track_request(session, protocol, &frame_at[..len]),
                         Some(rights) => {
                             if let Err(end) = self.forward(whole).await {
                                 return end;
                             }
                             let frame = self.buf.split_to(len);
-                            if let Err(end) =
-                                self.subscribe_with_tokens(session, rights, frame).await
-                            {
+                            if let Err(end) = self.subscribe_checked(session, rights, frame).await {
                                 return end;
                             }
                             whole = 0;
@@ -187,15 +187,16 @@ impl ToBroker<'_> {
             .map_err(|_| End::BrokerClosed)
     }
 
-    /// A token-mode client's SUBSCRIBE: filters its R tokens cover go to
-    /// rumqttd, the others get a failure code (0x80 in 3.1.1, 0x87 "not
-    /// authorized" in 5), and the client one SUBACK with a code per filter
-    /// in its order. The notice topics (`$SYS/token...`) are granted here
-    /// at QoS 0: the relay sends those notices itself.
-    async fn subscribe_with_tokens(
+    /// The SUBSCRIBE of a client whose topics are bound: filters its rights
+    /// allow go to rumqttd, the others get a failure code (0x80 in 3.1.1,
+    /// 0x87 "not authorized" in 5), and the client one SUBACK with a code
+    /// per filter in its order. For a token-mode client, the notice topics
+    /// (`$SYS/token...`) are granted here at QoS 0: the relay sends those
+    /// notices itself.
+    async fn subscribe_checked(
         &mut self,
         session: &Arc<Session>,
-        rights: &TokenRights,
+        rights: &TopicRights,
         frame: BytesMut,
     ) -> Result<(), End> {
         let protocol = session.info.protocol;
@@ -212,13 +213,15 @@ impl ToBroker<'_> {
             .filters
             .iter()
             .map(|f| {
-                if token_rules::is_notice_topic(&f.path) {
-                    Some(0x00)
-                } else if rights.may_subscribe(&f.path) {
-                    None
-                } else {
-                    info!(client_id = %session.info.client_id, filter = %f.path, "SUBSCRIBE refused: no valid R or RW token covers the filter");
-                    Some(refused_code)
+                if rights.tokens().is_some() && token_rules::is_notice_topic(&f.path) {
+                    return Some(0x00);
+                }
+                match rights.may_subscribe(&f.path) {
+                    Ok(()) => None,
+                    Err(reason) => {
+                        info!(client_id = %session.info.client_id, %reason, "SUBSCRIBE refused");
+                        Some(refused_code)
+                    }
                 }
             })
             .collect();
@@ -382,9 +385,11 @@ impl ToBroker<'_> {
     }
 }
 
-/// A PUBLISH of a token-mode client that is not simply forwarded.
+/// A PUBLISH of a bound client that is not simply forwarded.
 enum Special {
-    Upload,
+    /// A token upload (token mode only).
+    Upload(Arc<TokenRights>),
+    /// Refused, and why.
     Refused(String),
 }
 
@@ -396,26 +401,26 @@ enum Outcome {
     AwaitDisconnect,
 }
 
-/// `None`: the tokens allow the PUBLISH (forward it).
-fn publish_verdict(rights: &TokenRights, frame: &[u8]) -> Option<Special> {
+/// `None`: the rights allow the PUBLISH (forward it).
+fn publish_verdict(rights: &TopicRights, frame: &[u8]) -> Option<Special> {
     let topic = codec::publish_topic(frame).and_then(|(t, _)| std::str::from_utf8(t).ok());
-    match topic {
-        Some(token_rules::UPLOAD_TOPIC) => Some(Special::Upload),
-        Some(topic) if rights.may_publish(topic) => None,
-        Some(topic) => Some(Special::Refused(topic.to_string())),
+    match (topic, rights.tokens()) {
+        (Some(token_rules::UPLOAD_TOPIC), Some(tokens)) => Some(Special::Upload(tokens.clone())),
         // An alias-only MQTT 5 PUBLISH (empty topic) or a malformed one:
-        // tokens name topics, so it is refused.
-        None => Some(Special::Refused(String::new())),
+        // rights name topics, so it is refused.
+        (None | Some(""), _) => Some(Special::Refused(
+            "not authorized to publish without a topic name (a topic alias alone is not checked)"
+                .into(),
+        )),
+        (Some(topic), _) => rights.may_publish(topic).err().map(Special::Refused),
     }
 }
 
-/// A PUBLISH the client's tokens do not allow: MQTT 3.1.1 has no refusal
+/// A PUBLISH the client's rights do not allow: MQTT 3.1.1 has no refusal
 /// code, so the connection is closed (Alibaba: "resource auth failed");
 /// MQTT 5 gets PUBACK (QoS 1) or PUBREC (QoS 2) 0x87, or DISCONNECT 0x87
 /// for QoS 0, which has no acknowledgement.
-async fn refuse_publish(session: &Session, frame: &[u8], topic: &str) -> Outcome {
-    let reason =
-        format!("not authorized to publish to {topic:?}: no valid W or RW token covers it");
+async fn refuse_publish(session: &Session, frame: &[u8], reason: String) -> Outcome {
     info!(client_id = %session.info.client_id, %reason, "PUBLISH refused");
     let qos = codec::publish_qos(frame);
     let packet_id = codec::publish_topic(frame).and_then(|(_, id)| id);
