@@ -249,3 +249,133 @@ id = "1234567890"
     assert_eq!(gate.groups().await, before, "after a clean restart");
     gate.sigterm();
 }
+
+/// Custom-auth identities and permission rules, answered, survive SIGKILL;
+/// after the restart the identity logs real clients in and its rules bind
+/// them; the secrets are not in the database files in clear.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_auth_survives_sigkill_and_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("durable.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[http]
+listen = "127.0.0.1:0"
+[mqtt]
+listen = "127.0.0.1:0"
+[storage]
+dir = {:?}
+[[accounts]]
+id = "1234567890"
+  [[accounts.instances]]
+  id = "post-cn-durable"
+  [[accounts.users]]
+  name = "root"
+  access_key_id = "testid"
+  access_key_secret = "testsecret"
+  root = true
+"#,
+            dir.path().join("data").display().to_string()
+        ),
+    )
+    .unwrap();
+    let instance = ("InstanceId", "post-cn-durable");
+    let secrets = ["durable-secret-signed", "durable-secret-origin"];
+    let gate = Gate::start(&config);
+    gate.call(
+        "AddCustomAuthIdentity",
+        &[
+            instance,
+            ("IdentityType", "USER"),
+            ("Username", "fleet"),
+            ("Secret", secrets[0]),
+            ("SignMode", "SIGNED"),
+        ],
+    )
+    .await;
+    gate.call(
+        "AddCustomAuthIdentity",
+        &[
+            instance,
+            ("IdentityType", "CLIENT"),
+            ("Username", "fleet"),
+            ("ClientId", "GID_f@@@pinned"),
+            ("Secret", secrets[1]),
+            ("SignMode", "ORIGIN"),
+        ],
+    )
+    .await;
+    for (topic, effect, action) in [
+        ("fleet/+/telemetry", "ALLOW", "PUB"),
+        ("fleet/cmd/#", "ALLOW", "SUB"),
+        ("fleet/cmd/secret", "DENY", "SUB"),
+    ] {
+        gate.call(
+            "AddCustomAuthPermission",
+            &[
+                instance,
+                ("IdentityType", "USER"),
+                ("Identity", "fleet"),
+                ("Topic", topic),
+                ("Effect", effect),
+                ("PermitAction", action),
+            ],
+        )
+        .await;
+    }
+    let identities = query(&gate, "QueryCustomAuthIdentity", instance).await;
+    let rules = query(&gate, "QueryCustomAuthPermission", instance).await;
+    assert_eq!(rules.as_array().unwrap().len(), 3, "{rules}");
+    gate.sigkill();
+
+    let gate = Gate::start(&config);
+    assert_eq!(
+        query(&gate, "QueryCustomAuthIdentity", instance).await,
+        identities,
+        "after SIGKILL"
+    );
+    assert_eq!(
+        query(&gate, "QueryCustomAuthPermission", instance).await,
+        rules,
+        "after SIGKILL"
+    );
+    let signed = (
+        "fleet".to_string(),
+        mqgate::broker::device_auth::signature_password(secrets[0], "GID_f@@@any"),
+    );
+    let mut device = common::connect_v5(gate.mqtt, "GID_f@@@any", Some(signed))
+        .await
+        .unwrap();
+    device.send_subscribe("fleet/cmd/+").await;
+    assert_eq!(device.next_ack().await.unwrap().1, ["NotAuthorized"]);
+    device.send_subscribe("fleet/cmd/open/#").await;
+    assert_eq!(device.next_ack().await.unwrap().1, ["Success(AtLeastOnce)"]);
+    let pinned = ("fleet".to_string(), secrets[1].to_string());
+    let v4 = common::connect_v4(gate.mqtt, "GID_f@@@pinned", Some(pinned)).await;
+    assert!(v4.is_ok(), "{v4:?}");
+    let database = std::fs::read(dir.path().join("data/devices.sqlite3")).unwrap();
+    let wal = std::fs::read(dir.path().join("data/devices.sqlite3-wal")).unwrap_or_default();
+    for secret in secrets {
+        for file in [&database, &wal] {
+            assert!(
+                !file.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                "a custom-auth secret is stored in clear"
+            );
+        }
+    }
+    gate.sigterm();
+    let gate = Gate::start(&config);
+    assert_eq!(
+        query(&gate, "QueryCustomAuthPermission", instance).await,
+        rules,
+        "after a clean restart"
+    );
+    gate.sigterm();
+}
+
+/// The `Results` of a custom-auth query's first page (Size 100).
+async fn query(gate: &Gate, action: &str, instance: (&str, &str)) -> serde_json::Value {
+    gate.call(action, &[instance, ("Size", "100")]).await["Data"]["Results"].clone()
+}
