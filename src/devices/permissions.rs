@@ -22,7 +22,7 @@
 //! `ArcSwap`): a check loads the current snapshot without a lock, so
 //! publishers never contend with each other or with a change.
 
-use super::topics::TopicSet;
+use super::topics::{SplitFilter, TopicSet};
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -238,19 +238,16 @@ impl InstanceRules {
     }
 
     /// May a connection with this username and client id subscribe to
-    /// `filter`?
+    /// `filter`? (A malformed filter is not allowed.)
     pub fn subscribe(&self, username: &str, client_id: &str, filter: &str) -> Decision {
+        let Ok(filter) = SplitFilter::new(filter) else {
+            return Decision::NotAllowed;
+        };
         let holders = self.of(username, client_id);
         let holders = holders.iter().flatten();
-        if holders
-            .clone()
-            .any(|r| r.subscribe_deny.overlaps_filter(filter))
-        {
+        if holders.clone().any(|r| r.subscribe_deny.overlaps(&filter)) {
             Decision::Denied
-        } else if holders
-            .clone()
-            .any(|r| r.subscribe_allow.covers_filter(filter))
-        {
+        } else if holders.clone().any(|r| r.subscribe_allow.covers(&filter)) {
             Decision::Allowed
         } else {
             Decision::NotAllowed

@@ -50,7 +50,8 @@ pub enum FilterError {
     Nul(String),
 }
 
-/// Checks one topic filter the MQTT way.
+/// Checks one topic filter the MQTT way (without allocating: this runs on
+/// every SUBSCRIBE of a bound client).
 pub fn check_filter(filter: &str) -> Result<(), FilterError> {
     if filter.is_empty() {
         return Err(FilterError::Empty);
@@ -58,16 +59,32 @@ pub fn check_filter(filter: &str) -> Result<(), FilterError> {
     if filter.contains('\0') {
         return Err(FilterError::Nul(filter.to_string()));
     }
-    let levels: Vec<&str> = filter.split('/').collect();
-    for (i, level) in levels.iter().enumerate() {
-        if level.contains('#') && (*level != "#" || i != levels.len() - 1) {
+    let mut levels = filter.split('/').peekable();
+    while let Some(level) = levels.next() {
+        if level.contains('#') && (level != "#" || levels.peek().is_some()) {
             return Err(FilterError::MisplacedHash(filter.to_string()));
         }
-        if level.contains('+') && *level != "+" {
+        if level.contains('+') && level != "+" {
             return Err(FilterError::MisplacedPlus(filter.to_string()));
         }
     }
     Ok(())
+}
+
+/// A valid topic filter split into its levels once, for checking it
+/// against several sets.
+#[derive(Debug)]
+pub struct SplitFilter<'a> {
+    levels: Vec<&'a str>,
+}
+
+impl<'a> SplitFilter<'a> {
+    pub fn new(filter: &'a str) -> Result<SplitFilter<'a>, FilterError> {
+        check_filter(filter)?;
+        Ok(SplitFilter {
+            levels: filter.split('/').collect(),
+        })
+    }
 }
 
 impl TopicSet {
@@ -112,22 +129,25 @@ impl TopicSet {
 
     /// Whether every topic `filter` matches is allowed by the set.
     pub fn covers_filter(&self, filter: &str) -> bool {
-        if check_filter(filter).is_err() {
-            return false;
-        }
-        let levels: Vec<&str> = filter.split('/').collect();
-        covers(&self.root, &levels, filter.starts_with('$'))
+        SplitFilter::new(filter).is_ok_and(|f| self.covers(&f))
+    }
+
+    /// [`TopicSet::covers_filter`] of a filter split already.
+    pub fn covers(&self, filter: &SplitFilter<'_>) -> bool {
+        let dollar = filter.levels.first().is_some_and(|l| l.starts_with('$'));
+        covers(&self.root, &filter.levels, dollar)
     }
 
     /// Whether some topic `filter` matches is also matched by a filter of
     /// the set. A malformed filter overlaps nothing (it is refused before
     /// it gets here).
     pub fn overlaps_filter(&self, filter: &str) -> bool {
-        if check_filter(filter).is_err() {
-            return false;
-        }
-        let levels: Vec<&str> = filter.split('/').collect();
-        overlaps(&self.root, &levels, true)
+        SplitFilter::new(filter).is_ok_and(|f| self.overlaps(&f))
+    }
+
+    /// [`TopicSet::overlaps_filter`] of a filter split already.
+    pub fn overlaps(&self, filter: &SplitFilter<'_>) -> bool {
+        overlaps(&self.root, &filter.levels, true)
     }
 
     /// Whether the set holds no filter.

@@ -48,6 +48,17 @@ id = "1234567890"
   ListGroupId = 1000
   ListDeviceCredentialClientId = 1000
   RevokeToken = 1000
+  AddCustomAuthIdentity = 1000
+  UpdateCustomAuthIdentity = 1000
+  DeleteCustomAuthIdentity = 1000
+  QueryCustomAuthIdentity = 1000
+  AddCustomAuthPermission = 1000
+  UpdateCustomAuthPermission = 1000
+  DeleteCustomAuthPermission = 1000
+  QueryCustomAuthPermission = 1000
+  AddCustomAuthConnectBlack = 1000
+  DeleteCustomAuthConnectBlack = 1000
+  QueryCustomAuthConnectBlack = 1000
   [[accounts.instances]]
   id = "{instance}"
   region = "cn-hangzhou"

@@ -212,3 +212,37 @@ for (const method of ['GET', 'POST']) {
     assert.strictEqual(err.code, 'InvalidParameter.Resources');
   });
 }
+
+test('AddCustomAuthPermission and QueryCustomAuthPermission', async () => {
+  const sdk = client();
+  const identity = 'node-custom-auth';
+  const added = await sdk.request('AddCustomAuthPermission', {
+    InstanceId: INSTANCE, IdentityType: 'USER', Identity: identity, Topic: 'node/ca/+', Effect: 'ALLOW', PermitAction: 'PUB',
+  }, { method: 'POST' });
+  assert.strictEqual(added.Code, 200);
+  assert.strictEqual(added.Success, true);
+  assert.strictEqual(added.Message, 'operation success.');
+  await sdk.request('AddCustomAuthPermission', {
+    InstanceId: INSTANCE, IdentityType: 'USER', Identity: identity, Topic: 'node/ca/deny', Effect: 'DENY', PermitAction: 'PUB_SUB',
+  }, { method: 'GET' });
+  const found = await sdk.request('QueryCustomAuthPermission', { InstanceId: INSTANCE, Identity: identity, Size: 10 }, { method: 'GET' });
+  assert.strictEqual(found.Code, 200);
+  assert.deepStrictEqual(found.Data.Results.map((r) => ({ ...r })), [
+    { IdentityType: 'USER', Identity: identity, Topic: 'node/ca/+', Effect: 'ALLOW', PermitAction: 'PUB' },
+    { IdentityType: 'USER', Identity: identity, Topic: 'node/ca/deny', Effect: 'DENY', PermitAction: 'PUB_SUB' },
+  ]);
+  assert.strictEqual(found.Data.NextToken, undefined);
+  // Paged one at a time by POST: the NextToken of the first page leads to the second, the last.
+  const first = await sdk.request('QueryCustomAuthPermission', { InstanceId: INSTANCE, Identity: identity, Size: 1 }, { method: 'POST' });
+  assert.strictEqual(first.Data.Results[0].Topic, 'node/ca/+');
+  assert.ok(first.Data.NextToken);
+  const second = await sdk.request('QueryCustomAuthPermission', {
+    InstanceId: INSTANCE, Identity: identity, Size: 1, NextToken: first.Data.NextToken,
+  }, { method: 'POST' });
+  assert.strictEqual(second.Data.Results[0].Topic, 'node/ca/deny');
+  assert.strictEqual(second.Data.NextToken, undefined);
+  const err = await expectError(sdk.request('AddCustomAuthPermission', {
+    InstanceId: INSTANCE, IdentityType: 'USER', Identity: identity, Topic: 'node/#/x', Effect: 'ALLOW', PermitAction: 'PUB',
+  }, { method: 'POST' }));
+  assert.strictEqual(err.code, 'InvalidParameter.Topic');
+});
