@@ -178,6 +178,22 @@ fn bench_custom_auth(c: &mut Criterion) {
     c.bench_function("custom auth 10k rules: SUBSCRIBE allowed", |b| {
         b.iter(|| rights.subscribe(black_box("fleet/501/cmd/open/+")))
     });
+    // What one change to an identity of 1,000 rules costs (its rules are
+    // compiled again; the instance's other identities are shared).
+    let thousand: Vec<Rule> = (0..1000)
+        .map(|i| Rule {
+            topic: format!("fleet/{i}/+/telemetry"),
+            effect: if i % 2 == 0 {
+                Effect::Allow
+            } else {
+                Effect::Deny
+            },
+            action: PermitAction::PubSub,
+        })
+        .collect();
+    c.bench_function("custom auth: compile one identity's 1,000 rules", |b| {
+        b.iter(|| IdentityRules::compile(black_box(&thousand)))
+    });
     // The baseline: every rule of the instance tried in turn (what a rule
     // list without per-identity tries would do).
     c.bench_function("naive scan of 10k rules: PUBLISH allowed", |b| {

@@ -28,12 +28,16 @@
 //!   and the API the rest drives them with ([`broker::InstanceBroker`]:
 //!   kick, subscribe and unsubscribe for a client, publish, online status);
 //!   the MQTT front layer ([`broker::front`]) with the session registry,
-//!   device authentication ([`broker::device_auth`]: Signature, Token and
-//!   DeviceCredential logins) and what a token-mode connection may do
-//!   ([`broker::tokens`]).
+//!   device authentication ([`broker::device_auth`]: Signature, Token,
+//!   DeviceCredential and custom-auth logins, and which instance a login
+//!   belongs to) and what a bound connection may publish and subscribe to
+//!   ([`broker::rights`]: its tokens, [`broker::tokens`], or its custom-auth
+//!   rules).
 //! - [`metering`] (the SQLite bill, group commit, reports), [`devices`] (the
 //!   durable device-side state: group ids, device credentials, tokens and
-//!   their compiled topic tries, the connection blacklist), [`metrics`].
+//!   their compiled topic tries, the connection blacklist, custom-auth
+//!   identities and permission rules compiled per instance,
+//!   [`devices::permissions`]), [`metrics`].
 //! - [`access`] (authorize, resources and their ARNs, RAM condition keys),
 //!   [`principal`], [`replay`], [`throttle`].
 //! - [`directory`] (accounts, instances, keys), [`config`], [`params`].

@@ -62,7 +62,7 @@ impl DeviceStore {
                 )?;
                 Ok(Blacklisted::Listed)
             },
-            move |state: &mut State, outcome: &Blacklisted| {
+            move |state: &mut State, outcome: &mut Blacklisted| {
                 if *outcome == Blacklisted::Listed {
                     state.blacklist.entry(key.0).or_default().insert(key.1);
                 }
@@ -88,7 +88,7 @@ impl DeviceStore {
                 )?;
                 Ok(deleted > 0)
             },
-            move |state: &mut State, deleted: &bool| {
+            move |state: &mut State, deleted: &mut bool| {
                 if *deleted && let Some(list) = state.blacklist.get_mut(&key.0) {
                     list.remove(&key.1);
                 }

@@ -142,7 +142,7 @@ impl DeviceStore {
                 )?;
                 Ok(Registered::New(credential))
             },
-            |state: &mut State, registered: &Registered| {
+            |state: &mut State, registered: &mut Registered| {
                 if let Registered::New(credential) = registered {
                     state.credentials.insert(credential.clone());
                 }
@@ -181,7 +181,7 @@ impl DeviceStore {
                 )?;
                 Ok((updated > 0).then_some(credential))
             },
-            |state: &mut State, refreshed: &Option<Credential>| {
+            |state: &mut State, refreshed: &mut Option<Credential>| {
                 if let Some(credential) = refreshed {
                     state.credentials.insert(credential.clone());
                 }
@@ -206,7 +206,7 @@ impl DeviceStore {
                 )?;
                 Ok(deleted > 0)
             },
-            move |state: &mut State, deleted: &bool| {
+            move |state: &mut State, deleted: &mut bool| {
                 if *deleted {
                     state.credentials.remove(&key.0, &key.1);
                 }

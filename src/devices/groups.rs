@@ -130,7 +130,7 @@ impl DeviceStore {
                     update_time: now_ms,
                 }))
             },
-            move |state: &mut State, created: &Created| {
+            move |state: &mut State, created: &mut Created| {
                 if let Created::New(group) = created {
                     state
                         .groups
@@ -159,7 +159,7 @@ impl DeviceStore {
                 )?;
                 Ok(deleted > 0)
             },
-            move |state: &mut State, deleted: &bool| {
+            move |state: &mut State, deleted: &mut bool| {
                 if *deleted && let Some(groups) = state.groups.get_mut(&key.0) {
                     groups.remove(&key.1);
                 }

@@ -189,21 +189,23 @@ impl DeviceStore {
     /// Runs `change` in one transaction on the blocking pool and, once it
     /// is committed, `apply` to the in-memory state, both under the
     /// database lock (so memory follows the database's order of changes).
+    /// `apply` may take what `change` prepared for it out of the result
+    /// (work done outside the state lock, which CONNECTs read).
     async fn write<T, C, A>(&self, change: C, apply: A) -> Result<T, StoreError>
     where
         T: Send + 'static,
         C: FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<T> + Send + 'static,
-        A: FnOnce(&mut State, &T) + Send + 'static,
+        A: FnOnce(&mut State, &mut T) + Send + 'static,
     {
         let (db, state) = (self.db.clone(), self.state.clone());
         tokio::task::spawn_blocking(move || {
             let mut connection = db.lock().unwrap_or_else(|e| e.into_inner());
             let transaction = connection.transaction()?;
-            let result = change(&transaction)?;
+            let mut result = change(&transaction)?;
             transaction.commit()?;
             apply(
                 &mut state.write().unwrap_or_else(|e| e.into_inner()),
-                &result,
+                &mut result,
             );
             Ok(result)
         })

@@ -295,7 +295,7 @@ impl DeviceStore {
             },
             {
                 let grant = grant.clone();
-                move |state: &mut State, (expired, inserted): &(Vec<[u8; 32]>, bool)| {
+                move |state: &mut State, (expired, inserted): &mut (Vec<[u8; 32]>, bool)| {
                     for hash in expired {
                         state.tokens.remove(hash);
                     }
@@ -342,7 +342,7 @@ impl DeviceStore {
                     params![&hash[..]],
                 )
             },
-            move |state: &mut State, _: &usize| {
+            move |state: &mut State, _: &mut usize| {
                 if let Some(grant) = state.tokens.remove(&hash) {
                     grant.revoked.store(true, Ordering::Relaxed);
                 }
