@@ -16,7 +16,7 @@
 //!   that client id whichever identity it logs in with, and deleting an
 //!   identity keeps its rules (delete them with DeleteCustomAuthPermission).
 //! - Every change is committed before it is answered; the compiled rules
-//!   of the instance ([`permissions::SharedRules`]) are replaced after the
+//!   of the instance ([`super::permissions::SharedRules`]) are replaced after the
 //!   commit, so a live connection's next PUBLISH or SUBSCRIBE is checked
 //!   against them.
 
