@@ -195,6 +195,39 @@ macro_rules! with_action_table {
                 billed: true,
                 throttled: SystemOverFlow,
             },
+            SendMessage (send_message) {
+                ram_action: "mq:SendMessage",
+                qps: 1000,
+                billed: true,
+                throttled: SystemOverFlow,
+            },
+            // The account's instances and their tags: authorized on the
+            // account as a whole, billed to no instance; the pages give no
+            // limit (100, as for the other management calls).
+            ListInstances (list_instances) {
+                ram_action: "mq:ListInstances",
+                qps: 100,
+                billed: false,
+                throttled: SystemOverFlow,
+            },
+            TagResources (tag_resources) {
+                ram_action: "mq:TagResources",
+                qps: 100,
+                billed: false,
+                throttled: SystemOverFlow,
+            },
+            UntagResources (untag_resources) {
+                ram_action: "mq:UntagResources",
+                qps: 100,
+                billed: false,
+                throttled: SystemOverFlow,
+            },
+            ListTagResources (list_tag_resources) {
+                ram_action: "mq:ListTagResources",
+                qps: 100,
+                billed: false,
+                throttled: SystemOverFlow,
+            },
             // mqgate's own: the bill of one of the caller's instances.
             DescribeMeteringReport (describe_metering_report) {
                 ram_action: "mq:DescribeMeteringReport",

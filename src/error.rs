@@ -93,6 +93,8 @@ error_table! {
         "The number of device credentials exceeds the limit. Please revoke unused device certificates."),
     CustomauthOverCapacity => (400, "Customauth.over.capacity",
         "Over custom auth capacity."),
+    MqttOwnerCheckError => (400, "MqttOwnerCheckError",
+        "Failed to validate the instance permission."),
     TokenNumExceed => (400, "TokenNumExceed",
         "The number of tokens exceeds the limit. Please revoke unused tokens."),
     // The service.

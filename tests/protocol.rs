@@ -458,6 +458,24 @@ async fn every_row_of_the_error_table_is_produced() {
         v1_get(&groups, black("GID_b@@@two"), "testsecret").await,
         ErrorCode::CustomauthOverCapacity,
     );
+    // Tags on an instance of another account: MqttOwnerCheckError.
+    expect(
+        v1_get(
+            &groups,
+            with(
+                "TagResources",
+                &[
+                    ("ResourceType", "instance"),
+                    ("ResourceId.1", "inst-b1"),
+                    ("Tag.1.Key", "env"),
+                    ("Tag.1.Value", "prod"),
+                ],
+            ),
+            "testsecret",
+        )
+        .await,
+        ErrorCode::MqttOwnerCheckError,
+    );
     groups.server.shutdown().await;
 
     // An instance in the directory whose broker is not running (as after a
@@ -821,20 +839,20 @@ async fn limits_on_input() {
         );
     };
     check(
-        send("POST", &url, &form(), vec![b'a'; 70 * 1024]).await,
+        send("POST", &url, &form(), vec![b'a'; 300 * 1024]).await,
         "MalformedRequest",
-        "larger than 65536 bytes",
+        "larger than 262144 bytes",
     );
     check(
         send(
             "GET",
-            &format!("{url}?a={}", "x".repeat(40 * 1024)),
+            &format!("{url}?a={}", "x".repeat(65_100)),
             &[],
             Vec::new(),
         )
         .await,
         "MalformedRequest",
-        "longer than 32768 bytes",
+        "longer than 65000 bytes",
     );
     let many: Vec<String> = (0..300).map(|i| format!("k{i}=v")).collect();
     check(

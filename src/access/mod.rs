@@ -36,7 +36,13 @@ pub fn authorize(
     resource: Resource<'_>,
     conditions: &impl Conditions,
 ) -> Result<Arc<Instance>, ApiError> {
-    let instance_id = resource.instance_id();
+    let Some(instance_id) = resource.instance_id() else {
+        // The account as a whole has no instance to give back: see
+        // `authorize_account`.
+        return Err(ApiError::internal(format!(
+            "{ram_action} names the account, not an instance; it is authorized by authorize_account"
+        )));
+    };
     let Some(instance) = directory
         .instance(instance_id)
         .filter(|i| i.account_id == principal.account_id)
@@ -54,9 +60,45 @@ pub fn authorize(
         PrincipalKind::RamUser { policies } => policies,
     };
     let arn = resource.arn(instance);
-    let decision = ram::evaluate(policies, ram_action, &arn, conditions.context());
+    ram_allows(policies, principal, ram_action, &arn, conditions)?;
+    Ok(instance.clone())
+}
+
+/// The caller's instances (sorted by id), once `principal` may perform
+/// `ram_action` on its account as a whole (`acs:mq:*:{account}:*`; a policy
+/// naming only some instances does not grant it, as Alibaba's "All
+/// Resources" actions want `*`).
+pub fn authorize_account(
+    directory: &Directory,
+    principal: &Principal<'_>,
+    ram_action: &str,
+    conditions: &impl Conditions,
+) -> Result<Vec<Arc<Instance>>, ApiError> {
+    if let PrincipalKind::RamUser { policies } = principal.kind {
+        let arn = Resource::account_arn(principal.account_id);
+        ram_allows(policies, principal, ram_action, &arn, conditions)?;
+    }
+    let mut instances: Vec<Arc<Instance>> = directory
+        .instances()
+        .filter(|i| i.account_id == principal.account_id)
+        .cloned()
+        .collect();
+    instances.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(instances)
+}
+
+/// `Ok` if the RAM user's policies allow `ram_action` on `arn`; else the
+/// `Forbidden.RAM` answer Alibaba gives, with its diagnostic.
+fn ram_allows(
+    policies: &[Arc<crate::ram::Policy>],
+    principal: &Principal<'_>,
+    ram_action: &str,
+    arn: &str,
+    conditions: &impl Conditions,
+) -> Result<(), ApiError> {
+    let decision = ram::evaluate(policies, ram_action, arn, conditions.context());
     if decision.kind == DecisionKind::Allow {
-        return Ok(instance.clone());
+        return Ok(());
     }
     let explanation = decision.explain();
     let diagnostic = serde_json::json!({

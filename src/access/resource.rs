@@ -15,16 +15,25 @@ pub enum Resource<'a> {
     Group { instance: &'a str, group: &'a str },
     /// A topic of an instance: `acs:mq:{region}:{account}:{instanceId}%{topic}`.
     Topic { instance: &'a str, topic: &'a str },
+    /// The caller's account as a whole (ListInstances, the tag actions:
+    /// Alibaba's "All Resources"): `acs:mq:*:{account}:*`.
+    Account,
 }
 
 impl<'a> Resource<'a> {
-    /// The instance the resource lives in.
-    pub fn instance_id(&self) -> &'a str {
+    /// The instance the resource lives in (`None`: the account).
+    pub fn instance_id(&self) -> Option<&'a str> {
         match *self {
             Resource::Instance(instance)
             | Resource::Group { instance, .. }
-            | Resource::Topic { instance, .. } => instance,
+            | Resource::Topic { instance, .. } => Some(instance),
+            Resource::Account => None,
         }
+    }
+
+    /// The ARN of an account as a whole.
+    pub fn account_arn(account_id: &str) -> String {
+        format!("acs:mq:*:{account_id}:*")
     }
 
     /// The ARN a policy's `Resource` is matched against, once the instance
@@ -32,6 +41,7 @@ impl<'a> Resource<'a> {
     pub fn arn(&self, instance: &Instance) -> String {
         match self {
             Resource::Instance(_) => instance.arn(),
+            Resource::Account => Resource::account_arn(&instance.account_id),
             Resource::Group { group: inner, .. } | Resource::Topic { topic: inner, .. } => {
                 format!("{}%{inner}", instance.arn())
             }
@@ -79,7 +89,7 @@ mod tests {
             ),
         ];
         for (resource, arn) in cases {
-            assert_eq!(resource.instance_id(), "post-cn-1");
+            assert_eq!(resource.instance_id(), Some("post-cn-1"));
             assert_eq!(resource.arn(&instance), arn, "{resource:?}");
         }
     }

@@ -41,7 +41,7 @@ impl Handler for AddCustomAuthConnectBlack {
     }
 
     async fn handle(ctx: &Context<'_>, request: Request) -> Result<OperationSuccess, ApiError> {
-        let limit = ctx.instance.max_blacklisted_clients;
+        let limit = ctx.instance()?.max_blacklisted_clients;
         let outcome = ctx
             .devices
             .blacklist(
@@ -61,7 +61,7 @@ impl Handler for AddCustomAuthConnectBlack {
                 ),
             ));
         }
-        ctx.broker
+        ctx.broker()?
             .kick(&request.client_id, "the client id was put on the connection blacklist")
             .await;
         Ok(OperationSuccess::new())

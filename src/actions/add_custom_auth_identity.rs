@@ -54,7 +54,7 @@ impl Handler for AddCustomAuthIdentity {
     }
 
     async fn handle(ctx: &Context<'_>, request: Request) -> Result<OperationSuccess, ApiError> {
-        let limit = ctx.instance.max_custom_auth_identities;
+        let limit = ctx.instance()?.max_custom_auth_identities;
         let (kind, username) = (request.identity.kind, request.identity.username.clone());
         let outcome = ctx
             .devices

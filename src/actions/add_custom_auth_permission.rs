@@ -62,7 +62,7 @@ impl Handler for AddCustomAuthPermission {
     }
 
     async fn handle(ctx: &Context<'_>, request: Request) -> Result<OperationSuccess, ApiError> {
-        let limit = ctx.instance.max_custom_auth_permissions;
+        let limit = ctx.instance()?.max_custom_auth_permissions;
         let permission = request.permission;
         let what = format!(
             "{} {:?} on topic {:?}",
@@ -77,7 +77,7 @@ impl Handler for AddCustomAuthPermission {
             .map_err(|e| ApiError::internal(e.to_string()))?;
         match outcome {
             Added::Added => {
-                ctx.broker.rights_changed();
+                ctx.broker()?.rights_changed();
                 Ok(OperationSuccess::new())
             }
             Added::Exists => Err(ApiError::invalid(

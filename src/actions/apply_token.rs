@@ -119,12 +119,12 @@ impl Handler for ApplyToken {
             ));
         }
         let expire_time = request.expire_time.min(now + MAX_VALIDITY_MS);
-        let limit = ctx.instance.max_tokens;
+        let limit = ctx.instance()?.max_tokens;
         let applied = ctx
             .devices
             .apply_token(
                 TokenRequest {
-                    account_id: ctx.instance.account_id.clone(),
+                    account_id: ctx.instance()?.account_id.clone(),
                     instance_id: request.instance_id.clone(),
                     kind: request.kind,
                     resources: request.resources,

@@ -66,11 +66,12 @@ impl Handler for BatchQuerySessionByClientIds {
     }
 
     async fn handle(ctx: &Context<'_>, request: Request) -> Result<Answer, ApiError> {
+        let broker = ctx.broker()?;
         let online_status_list = request
             .client_ids
             .into_iter()
             .map(|client_id| ClientStatus {
-                online_status: ctx.broker.is_online_cached(&client_id),
+                online_status: broker.is_online_cached(&client_id),
                 client_id,
             })
             .collect();

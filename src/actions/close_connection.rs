@@ -40,7 +40,7 @@ impl Handler for CloseConnection {
     }
 
     async fn handle(ctx: &Context<'_>, request: Request) -> Result<OperationSuccess, ApiError> {
-        ctx.broker
+        ctx.broker()?
             .kick(
                 &request.client_id,
                 "connection closed by a CloseConnection call",

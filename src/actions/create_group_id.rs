@@ -52,7 +52,7 @@ impl Handler for CreateGroupId {
     }
 
     async fn handle(ctx: &Context<'_>, request: Request) -> Result<Answer, ApiError> {
-        let limit = ctx.instance.max_group_ids;
+        let limit = ctx.instance()?.max_group_ids;
         let created = ctx
             .devices
             .create_group(

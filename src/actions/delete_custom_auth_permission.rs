@@ -54,7 +54,7 @@ impl Handler for DeleteCustomAuthPermission {
             .await
             .map_err(|e| ApiError::internal(e.to_string()))?;
         if deleted {
-            ctx.broker.rights_changed();
+            ctx.broker()?.rights_changed();
         }
         Ok(OperationSuccess::new())
     }

@@ -83,8 +83,8 @@ impl Handler for DescribeMeteringReport {
             kind: Kind::Transactions,
             from: request.start,
             to: request.end,
-            account_id: Some(ctx.instance.account_id.clone()),
-            instance_id: Some(ctx.instance.id.clone()),
+            account_id: Some(ctx.instance()?.account_id.clone()),
+            instance_id: Some(ctx.instance()?.id.clone()),
             group_by: GroupBy {
                 instance: true,
                 ..request.group_by

@@ -10,6 +10,7 @@
 //! RPC endpoint's respond stage adds those).
 
 pub(crate) mod custom_auth_params;
+pub(crate) mod tag_params;
 
 use crate::access::Resource;
 use crate::api::Action;
@@ -22,17 +23,61 @@ use crate::params::Params;
 use crate::principal::Principal;
 use serde::{Serialize, Serializer};
 use std::future::Future;
+use std::sync::Arc;
 
-/// What an action may use while it runs: the instance the caller was
-/// authorized on, its broker, the bill, the device-side state, who is
-/// calling, and the time the call is made (one clock read per call).
+/// What an action may use while it runs: what the caller was authorized
+/// on (an instance and its broker, or its account's instances), the bill,
+/// the device-side state, who is calling, and the time the call is made
+/// (one clock read per call).
 pub struct Context<'a> {
-    pub instance: &'a Instance,
-    pub broker: &'a InstanceBroker,
+    pub scope: Scope<'a>,
     pub meter: &'a Meter,
     pub devices: &'a DeviceStore,
     pub principal: &'a Principal<'a>,
     pub now: chrono::DateTime<chrono::Utc>,
+}
+
+/// What a call was authorized on, as its action's resource named it.
+pub enum Scope<'a> {
+    /// One instance (most actions).
+    Instance {
+        instance: &'a Instance,
+        broker: &'a InstanceBroker,
+    },
+    /// The caller's account: its instances, sorted by id (ListInstances,
+    /// the tag actions).
+    Account { instances: Vec<Arc<Instance>> },
+}
+
+impl<'a> Context<'a> {
+    /// The instance of an instance-scoped call.
+    pub fn instance(&self) -> Result<&'a Instance, ApiError> {
+        match self.scope {
+            Scope::Instance { instance, .. } => Ok(instance),
+            Scope::Account { .. } => Err(ApiError::internal(
+                "an account-scoped action asked for an instance",
+            )),
+        }
+    }
+
+    /// The broker of an instance-scoped call.
+    pub fn broker(&self) -> Result<&'a InstanceBroker, ApiError> {
+        match self.scope {
+            Scope::Instance { broker, .. } => Ok(broker),
+            Scope::Account { .. } => Err(ApiError::internal(
+                "an account-scoped action asked for a broker",
+            )),
+        }
+    }
+
+    /// The caller's instances, for an account-scoped call (empty for an
+    /// instance-scoped one).
+    pub fn account_instances(&self) -> &[Arc<Instance>] {
+        match &self.scope {
+            Scope::Account { instances } => instances,
+            Scope::Instance { .. } => &[],
+        }
+    }
 }
 
 /// Where an answer's `RequestId` goes among its fields, as the action's
@@ -101,18 +146,19 @@ pub(crate) fn device_client_id(params: &Params) -> Result<&str, ApiError> {
 /// On an instance with `require_group_ids`, a client id's group id must
 /// have been created.
 pub(crate) fn check_group_created(ctx: &Context<'_>, client_id: &str) -> Result<(), ApiError> {
-    if !ctx.instance.require_group_ids {
+    let instance = ctx.instance()?;
+    if !instance.require_group_ids {
         return Ok(());
     }
     let group = crate::devices::group_of(client_id).unwrap_or_default();
-    if ctx.devices.has_group(&ctx.instance.id, group) {
+    if ctx.devices.has_group(&instance.id, group) {
         return Ok(());
     }
     Err(ApiError::invalid(
         "ClientId",
         format!(
             "its group id {group} has not been created on instance {}, which requires created group ids (CreateGroupId)",
-            ctx.instance.id
+            instance.id
         ),
     ))
 }

@@ -45,7 +45,7 @@ impl Handler for QuerySessionByClientId {
 
     async fn handle(ctx: &Context<'_>, request: Request) -> Result<Answer, ApiError> {
         Ok(Answer {
-            online_status: ctx.broker.is_online(&request.client_id),
+            online_status: ctx.broker()?.is_online(&request.client_id),
         })
     }
 }

@@ -62,12 +62,12 @@ impl Handler for RefreshDeviceCredential {
         // A device logged in with this credential used the old secret.
         let login = format!("DeviceCredential|{}|", refreshed.access_key_id);
         let logged_in_with_it = ctx
-            .broker
+            .broker()?
             .sessions
             .get(&request.client_id)
             .is_some_and(|s| s.info.username.as_deref().is_some_and(|u| u.starts_with(&login)));
         if logged_in_with_it {
-            ctx.broker
+            ctx.broker()?
                 .kick(
                     &request.client_id,
                     "the device credential was refreshed; connect with the new secret",

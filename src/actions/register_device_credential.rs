@@ -77,7 +77,7 @@ impl Handler for RegisterDeviceCredential {
 
     async fn handle(ctx: &Context<'_>, request: Request) -> Result<Answer, ApiError> {
         check_group_created(ctx, &request.client_id)?;
-        let limit = ctx.instance.max_device_credentials;
+        let limit = ctx.instance()?.max_device_credentials;
         let registered = ctx
             .devices
             .register_credential(

@@ -48,7 +48,7 @@ impl Handler for RevokeToken {
             .await
             .map_err(|e| ApiError::internal(e.to_string()))?;
         if revoked.is_some() {
-            ctx.broker.rights_changed();
+            ctx.broker()?.rights_changed();
         }
         Ok(Answer {})
     }

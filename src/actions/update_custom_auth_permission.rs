@@ -60,7 +60,7 @@ impl Handler for UpdateCustomAuthPermission {
                 format!("instance {} has no rule for {what}; add it with AddCustomAuthPermission", request.instance_id),
             ));
         }
-        ctx.broker.rights_changed();
+        ctx.broker()?.rights_changed();
         Ok(OperationSuccess::new())
     }
 }

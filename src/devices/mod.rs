@@ -2,7 +2,8 @@
 //! on it ([`groups`]), its device credentials ([`credentials`]) and its
 //! tokens ([`tokens`], topic sets compiled by [`topics`]), its
 //! connection blacklist ([`blacklist`]) and its custom-auth identities and
-//! topic permissions ([`custom_auth`], compiled by [`permissions`]), in
+//! topic permissions ([`custom_auth`], compiled by [`permissions`]), and
+//! its tags ([`tags`]), in
 //! SQLite (`storage.dir/devices.sqlite3`, WAL, `synchronous=FULL`) and in
 //! memory. Device secrets are derived from a server key kept in a file of
 //! its own, never stored ([`keys`]).
@@ -20,6 +21,7 @@ pub mod custom_auth;
 pub mod groups;
 pub mod keys;
 pub mod permissions;
+pub mod tags;
 pub mod tokens;
 pub mod topics;
 
@@ -35,6 +37,7 @@ pub use custom_auth::{Added, Identity, IdentityFilter, Permission, PermissionFil
 pub use groups::{Group, GroupIdError, check_group_id, group_of};
 pub use keys::{KeyError, ServerKey};
 pub use permissions::{Decision, Effect, IdentityType, PermitAction, Rule, SharedRules};
+pub use tags::{MAX_TAGS_PER_INSTANCE, Tagged};
 pub use tokens::{Applied, TokenGrant, TokenRequest, TokenType};
 pub use topics::TopicSet;
 
@@ -93,6 +96,16 @@ CREATE TABLE IF NOT EXISTS custom_auth_permissions (
     update_time INTEGER NOT NULL,
     PRIMARY KEY (instance_id, identity_type, identity, topic)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS instance_tags (
+    instance_id TEXT NOT NULL,
+    tag_key TEXT NOT NULL,
+    tag_value TEXT NOT NULL,
+    PRIMARY KEY (instance_id, tag_key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS instances_seen (
+    instance_id TEXT PRIMARY KEY,
+    first_seen INTEGER NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS connect_blacklist (
     instance_id TEXT NOT NULL,
     client_id TEXT NOT NULL,
@@ -127,6 +140,7 @@ struct State {
     /// instance -> client ids refused at CONNECT.
     blacklist: HashMap<String, std::collections::BTreeSet<String>>,
     custom_auth: custom_auth::CustomAuths,
+    tags: tags::Tags,
 }
 
 /// The device-side state of every instance.
@@ -166,6 +180,7 @@ impl DeviceStore {
                 tokens: tokens::load(&connection, chrono::Utc::now().timestamp_millis())?,
                 blacklist: blacklist::load(&connection)?,
                 custom_auth: custom_auth::load(&connection, &key)?,
+                tags: tags::load(&connection)?,
             };
             Ok((connection, state))
         };

@@ -19,7 +19,7 @@ pub mod signature_v1;
 pub mod signature_v3;
 pub mod verify;
 
-use crate::access::{self, LazyConditions};
+use crate::access::{self, LazyConditions, Resource};
 use crate::actions::{self, Call};
 use crate::api::{Action, Limit};
 use crate::error::{ApiError, ErrorCode};
@@ -140,32 +140,54 @@ async fn pipeline(
         .peer
         .map(|peer| access::source_ip(&directory, peer, call.forwarded_for.as_deref()));
     let conditions = LazyConditions::new(principal.access_key_id, source_ip, chrono::Utc::now());
-    let instance = access::authorize(
-        &directory,
-        &principal,
-        action.ram_action(),
-        request.resource(),
-        &conditions,
-    )?;
-    let broker = state.brokers.instance(&instance.id).ok_or_else(|| {
-        ApiError::internal(format!("instance {} has no running broker", instance.id))
-    })?;
+    // An account-scoped call (ListInstances, tags) is authorized on the
+    // account as a whole and billed to no instance: the bill is per
+    // instance, and Alibaba bills these calls to none.
+    let (instance, broker, account_instances) = match request.resource() {
+        Resource::Account => {
+            let instances = access::authorize_account(
+                &directory,
+                &principal,
+                action.ram_action(),
+                &conditions,
+            )?;
+            (None, None, instances)
+        }
+        resource => {
+            let instance = access::authorize(
+                &directory,
+                &principal,
+                action.ram_action(),
+                resource,
+                &conditions,
+            )?;
+            let broker = state.brokers.instance(&instance.id).ok_or_else(|| {
+                ApiError::internal(format!("instance {} has no running broker", instance.id))
+            })?;
+            (Some(instance), Some(broker), Vec::new())
+        }
+    };
 
     // Meter (quota): a billed call must fit in the instance's monthly
     // quota, counting the calls in flight.
-    let admission = match action.billed() {
-        true => Some(
+    let admission = match (&instance, action.billed()) {
+        (Some(instance), true) => Some(
             state
                 .meter
                 .admit(&instance.id, instance.monthly_transaction_quota)?,
         ),
-        false => None,
+        _ => None,
     };
 
     // Action.
+    let scope = match (&instance, &broker) {
+        (Some(instance), Some(broker)) => actions::Scope::Instance { instance, broker },
+        _ => actions::Scope::Account {
+            instances: account_instances,
+        },
+    };
     let context = actions::Context {
-        instance: &instance,
-        broker: &broker,
+        scope,
         meter: &state.meter,
         devices: &state.devices,
         principal: &principal,

@@ -16,10 +16,16 @@ use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{HeaderMap, header};
 
-/// Largest request body accepted, in bytes.
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
-/// Longest query string accepted, in bytes.
-pub const MAX_QUERY_BYTES: usize = 32 * 1024;
+/// Largest request body accepted, in bytes. Room for SendMessage's 64 KB
+/// payload percent-encoded (up to three bytes per byte) and its other
+/// parameters.
+pub const MAX_BODY_BYTES: usize = 256 * 1024;
+/// Longest query string accepted, in bytes. The HTTP stack itself refuses
+/// a URI over 65,534 bytes (the `http` crate's limit, answered 414 before
+/// mqgate sees the request), so a SendMessage payload sent in the query
+/// string, as the Tea SDK sends it, is bounded by that: about 60 KB of
+/// Base64 text. In a form body, the full 64 KB fits.
+pub const MAX_QUERY_BYTES: usize = 65_000;
 /// Most headers a request may carry (the HTTP layer itself stops at
 /// [`crate::server::HTTP_MAX_HEADERS`]).
 pub const MAX_HEADERS: usize = 100;

@@ -228,6 +228,9 @@ pub async fn connect_v5(
 ) -> Result<Device, String> {
     let mut options = rumqttc::v5::MqttOptions::new(client_id, addr.ip().to_string(), addr.port());
     options.set_keep_alive(Duration::from_secs(30));
+    // Room for the largest SendMessage payload (64 KB); rumqttc's default
+    // is 10 KiB.
+    options.set_max_packet_size(Some(1024 * 1024));
     if let Some((user, pass)) = login {
         options.set_credentials(user, pass);
     }

@@ -246,3 +246,48 @@ test('AddCustomAuthPermission and QueryCustomAuthPermission', async () => {
   }, { method: 'POST' }));
   assert.strictEqual(err.code, 'InvalidParameter.Topic');
 });
+
+test('POST: SendMessage carries a 64 KB payload in its form body to a subscriber', async () => {
+  // pop-core by POST puts every parameter in the body: the URL is just `/`.
+  const sdk = new RPCClient({
+    accessKeyId: 'testid', accessKeySecret: 'testsecret', endpoint: `http://${gate.http}`, apiVersion: '2020-04-20',
+  }, true);
+  const clientId = 'GID_node@@@send';
+  const topic = 'node/send/cmd';
+  // 65,532 Base64 characters and two of two bytes: 65,536 bytes, the limit.
+  const payload = crypto.randomBytes(49149).toString('base64') + 'éé';
+  assert.strictEqual(Buffer.byteLength(payload), 65536);
+  const [host, port] = gate.mqtt.split(':');
+  // mosquitto_sub prints the first message (-N: as is, no newline) and exits.
+  const sub = spawn('mosquitto_sub', ['-h', host, '-p', port, '-i', clientId, '-V', 'mqttv5', '-q', '1',
+    '-t', 'node/send/+', '-C', '1', '-W', '10', '-N',
+    '-u', `Signature|testid|${INSTANCE}`, '-P', crypto.createHmac('sha1', 'testsecret').update(clientId).digest('base64'),
+  ], { stdio: ['ignore', 'pipe', 'ignore'] });
+  const chunks = [];
+  sub.stdout.on('data', (chunk) => chunks.push(chunk));
+  const exited = new Promise((resolve) => sub.once('exit', resolve));
+  try {
+    // Subscribed: the EMQX API of the instance lists its subscription.
+    const subscriptions = `http://${gate.http}/instances/${INSTANCE}/api/v5/clients/${encodeURIComponent(clientId)}/subscriptions`;
+    const auth = { authorization: `Basic ${Buffer.from('testid:testsecret').toString('base64')}` };
+    assert.ok(await until(async () => {
+      const res = await fetch(subscriptions, { headers: auth });
+      return res.ok && (await res.json()).some((s) => s.topic === 'node/send/+');
+    }), 'mosquitto_sub never subscribed');
+    // By GET the same parameters make a URI over 65,534 bytes: refused
+    // (414, no body) before mqgate sees them.
+    const tooLong = await expectError(sdk.request('SendMessage', { InstanceId: INSTANCE, MqttTopic: topic, Payload: payload }, { method: 'GET' }));
+    // pop-core reads the empty body of the 414 as JSON and fails.
+    assert.deepStrictEqual([tooLong.name, tooLong.text], ['SyntaxError', '']);
+    const [answer, entry] = await sdk.request('SendMessage', { InstanceId: INSTANCE, MqttTopic: topic, Payload: payload }, { method: 'POST' });
+    assert.strictEqual(entry.response.statusCode, 200);
+    assert.strictEqual(entry.url, `http://${gate.http}/`);
+    assert.match(answer.MsgId, /^[0-9a-f]{32}$/);
+    assert.strictEqual(await exited, 0, 'mosquitto_sub got no message');
+    assert.ok(Buffer.concat(chunks).equals(Buffer.from(payload)), `${Buffer.concat(chunks).length} bytes arrived`);
+    const err = await expectError(sdk.request('SendMessage', { InstanceId: INSTANCE, MqttTopic: topic, Payload: `${payload}x` }, { method: 'POST' }));
+    assert.strictEqual(err.code, 'InvalidParameter.Payload');
+  } finally {
+    sub.kill();
+  }
+});
