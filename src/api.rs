@@ -201,6 +201,12 @@ macro_rules! with_action_table {
                 billed: true,
                 throttled: SystemOverFlow,
             },
+            QueryMqttTraceDevice (query_mqtt_trace_device) {
+                ram_action: "mq:QueryMqttTraceDevice",
+                qps: 500,
+                billed: true,
+                throttled: SystemOverFlow,
+            },
             // The account's instances and their tags: authorized on the
             // account as a whole, billed to no instance; the pages give no
             // limit (100, as for the other management calls).

@@ -25,6 +25,8 @@ pub struct Config {
     pub mqtt: MqttConfig,
     #[serde(default)]
     pub storage: StorageConfig,
+    #[serde(default)]
+    pub trace: TraceConfig,
     /// Calls per second per account, by action name (or `EmqxApi` for the
     /// EMQX API), for every account (defaults: the action table's, and 100
     /// for the EMQX API).
@@ -32,6 +34,41 @@ pub struct Config {
     pub limits: HashMap<String, u32>,
     #[serde(default)]
     pub accounts: Vec<AccountConfig>,
+}
+
+/// `[trace]`: the trace store (`storage.dir/traces.sqlite3`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TraceConfig {
+    /// Record device events for the trace actions.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Events older than this are deleted (Alibaba keeps traces 3 days).
+    #[serde(default = "default_trace_retention_hours")]
+    pub retention_hours: u64,
+    /// A cap on the trace database's size: past it, the oldest events go.
+    #[serde(default = "default_trace_max_bytes")]
+    pub max_bytes: u64,
+}
+
+impl Default for TraceConfig {
+    fn default() -> Self {
+        TraceConfig {
+            enabled: true,
+            retention_hours: default_trace_retention_hours(),
+            max_bytes: default_trace_max_bytes(),
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_trace_retention_hours() -> u64 {
+    72
+}
+fn default_trace_max_bytes() -> u64 {
+    1 << 30
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -321,6 +358,7 @@ impl Config {
                 dir: std::env::temp_dir().join("mqgate-demo"),
                 device_key_file: None,
             },
+            trace: TraceConfig::default(),
             limits: HashMap::new(),
             accounts: vec![AccountConfig {
                 id: demo::ACCOUNT_ID.to_string(),

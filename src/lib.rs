@@ -74,3 +74,4 @@ pub mod secret;
 pub mod server;
 pub mod state;
 pub mod throttle;
+pub mod trace;

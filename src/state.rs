@@ -20,6 +20,9 @@ pub struct AppState {
     /// The device-side state (group ids, credentials, tokens, blacklist),
     /// durable.
     pub devices: Arc<DeviceStore>,
+    /// The trace store (queries), and where events are recorded.
+    pub traces: Arc<crate::trace::TraceStore>,
+    pub tracer: Arc<crate::trace::Tracer>,
     pub metrics: Metrics,
     /// `mqtt.session_expiry_secs`, shown as a 3.1.1 session's expiry.
     pub session_expiry_secs: u64,

@@ -511,6 +511,14 @@ async fn internal_error_reply() -> Reply {
     .await
     .unwrap();
     let storage = tempfile::tempdir().unwrap();
+    let (traces, tracer, _) = mqgate::trace::TraceStore::open(
+        storage.path(),
+        mqgate::trace::store::Retention {
+            max_age: std::time::Duration::from_secs(3600),
+            max_bytes: u64::MAX,
+        },
+    )
+    .unwrap();
     let state = std::sync::Arc::new(AppState {
         directory: DirectoryHandle::new(Directory::from_config(&with_instance)),
         brokers: std::sync::Arc::new(brokers),
@@ -520,6 +528,8 @@ async fn internal_error_reply() -> Reply {
         devices: std::sync::Arc::new(
             mqgate::devices::DeviceStore::open(storage.path(), None).unwrap(),
         ),
+        traces,
+        tracer,
         metrics: mqgate::metrics::Metrics::default(),
         session_expiry_secs: 7200,
     });

@@ -12,8 +12,9 @@
 //! One entry per (instance, tag), sorted by instance id then key, 50 per
 //! page; `NextToken` continues from the previous page and is left out on
 //! the last one. `ResourceId.N` narrows to those instances (each must be
-//! the caller's: `MqttOwnerCheckError`); `Tag.N.Key` (and `Tag.N.Value`)
-//! narrow to those tags. Without either, every tag of every instance of
+//! the caller's: `MqttOwnerCheckError`); `Tag.N.Key` (and `Tag.N.Value`,
+//! where given, even empty) narrow to those tags. A `NextToken` is a
+//! position (instance, key), valid with any filters. Without either, every tag of every instance of
 //! the account. RAM: `mq:ListTagResources` on `*`; not billed.
 
 use super::tag_params as p;
@@ -95,7 +96,7 @@ impl Handler for ListTagResources {
             for (key, value) in ctx.devices.instance_tags(&instance.id) {
                 let wanted = request.tags.is_empty()
                     || request.tags.iter().any(|(k, v)| {
-                        k == &key && v.as_ref().is_none_or(|v| v.is_empty() || v == &value)
+                        k == &key && v.as_ref().is_none_or(|v| v == &value)
                     });
                 let past = request
                     .after

@@ -33,6 +33,8 @@ pub struct Context<'a> {
     pub scope: Scope<'a>,
     pub meter: &'a Meter,
     pub devices: &'a DeviceStore,
+    /// The trace store, for the trace queries.
+    pub traces: &'a crate::trace::TraceStore,
     pub principal: &'a Principal<'a>,
     pub now: chrono::DateTime<chrono::Utc>,
 }

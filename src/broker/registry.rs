@@ -84,6 +84,9 @@ pub struct ConnectionStats {
     pub send_msg: AtomicU64,
     /// QoS 1 and 2 messages sent to the client and not yet acknowledged.
     pub inflight: AtomicI64,
+    /// When the client last sent anything (ms since the epoch): tells a
+    /// keepalive timeout from other ends.
+    pub last_recv_ms: AtomicI64,
 }
 
 /// A copy of the counters.

@@ -190,6 +190,7 @@ async fn pipeline(
         scope,
         meter: &state.meter,
         devices: &state.devices,
+        traces: &state.traces,
         principal: &principal,
         now: conditions.now(),
     };

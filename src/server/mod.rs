@@ -19,6 +19,8 @@ use crate::replay::ReplayGuard;
 use crate::rpc;
 use crate::state::AppState;
 use crate::throttle::Throttle;
+use crate::trace::store::Retention;
+use crate::trace::{TraceStore, Tracer};
 use axum::Router;
 use axum::extract::State;
 use axum::http::header;
@@ -48,6 +50,8 @@ pub enum StartError {
     Metering(#[from] crate::metering::OpenError),
     #[error("storage.dir: device database: {0}")]
     Devices(#[from] crate::devices::StoreError),
+    #[error("storage.dir: trace database: {0}")]
+    Traces(#[from] crate::trace::store::TraceError),
 }
 
 /// What a reload changed.
@@ -118,6 +122,22 @@ impl Server {
             &config.storage.dir,
             config.storage.device_key_file.as_deref(),
         )?);
+        // The writer thread ends once every tracer is dropped; shutdown
+        // flushes it instead of joining it.
+        let (traces, tracer, _trace_writer) = TraceStore::open(
+            &config.storage.dir,
+            Retention {
+                max_age: Duration::from_secs(config.trace.retention_hours.saturating_mul(3600)),
+                max_bytes: config.trace.max_bytes,
+            },
+        )?;
+        // Off: nothing is recorded (the writer ends at once); what an
+        // earlier run recorded can still be queried.
+        let tracer = if config.trace.enabled {
+            tracer
+        } else {
+            Tracer::off()
+        };
         let directory = DirectoryHandle::new(Directory::from_config(&config));
         let brokers = Arc::new(
             Brokers::start(
@@ -146,6 +166,7 @@ impl Server {
             brokers.clone(),
             directory.clone(),
             devices.clone(),
+            tracer.clone(),
             config.mqtt.max_packet_size,
             Duration::from_secs(config.mqtt.connect_timeout_secs),
         );
@@ -203,6 +224,8 @@ impl Server {
             ))),
             meter: meter.clone(),
             devices: devices.clone(),
+            traces,
+            tracer: tracer.clone(),
             metrics: Metrics::default(),
             session_expiry_secs: config.mqtt.session_expiry_secs,
         });
@@ -321,6 +344,10 @@ impl Server {
         self.brokers
             .disconnect_all(reason::SERVER_SHUTTING_DOWN, "mqgate is shutting down")
             .await;
+        // The connections' last events (their close) are committed before
+        // the process ends.
+        let tracer = self.state.tracer.clone();
+        let _ = tokio::task::spawn_blocking(move || tracer.flush(Duration::from_secs(2))).await;
         if let Err(e) = self.http.await {
             tracing::warn!(error = %e, "http server task failed");
         }

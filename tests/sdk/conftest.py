@@ -59,6 +59,10 @@ id = "1234567890"
   AddCustomAuthConnectBlack = 1000
   DeleteCustomAuthConnectBlack = 1000
   QueryCustomAuthConnectBlack = 1000
+  ListInstances = 1000
+  TagResources = 1000
+  UntagResources = 1000
+  ListTagResources = 1000
   [[accounts.instances]]
   id = "{instance}"
   region = "cn-hangzhou"

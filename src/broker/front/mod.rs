@@ -39,6 +39,8 @@ use super::tokens::TokenRights;
 use super::{Brokers, reason};
 use crate::devices::DeviceStore;
 use crate::directory::DirectoryHandle;
+use crate::trace::Tracer;
+use crate::trace::events::{self, DeviceAction, DeviceEvent};
 use bytes::BytesMut;
 use chrono::Utc;
 use rumqttd::protocol::{Packet, Protocol, v4::V4, v5::V5};
@@ -65,6 +67,7 @@ pub struct FrontLayer {
     brokers: Arc<Brokers>,
     directory: Arc<DirectoryHandle>,
     devices: Arc<DeviceStore>,
+    tracer: Arc<Tracer>,
     max_packet_size: usize,
     connect_timeout: Duration,
 }
@@ -80,7 +83,8 @@ enum End {
     ClientProtocol(FrameError),
     BrokerClosed,
     BrokerProtocol(FrameError),
-    Disconnected(u8),
+    /// Ended by the API or the server: the reason code and why.
+    Disconnected(u8, String),
     HardStop,
     /// A token-mode client published where its tokens do not allow it.
     Refused(String),
@@ -91,6 +95,7 @@ impl FrontLayer {
         brokers: Arc<Brokers>,
         directory: Arc<DirectoryHandle>,
         devices: Arc<DeviceStore>,
+        tracer: Arc<Tracer>,
         max_packet_size: usize,
         connect_timeout: Duration,
     ) -> Arc<FrontLayer> {
@@ -98,6 +103,7 @@ impl FrontLayer {
             brokers,
             directory,
             devices,
+            tracer,
             max_packet_size,
             connect_timeout,
         })
@@ -195,6 +201,15 @@ impl FrontLayer {
             Ok(admitted) => admitted,
             Err(refusal) => {
                 info!(%peer, client_id = %connect.client_id, reason = %refusal.reason, "CONNECT refused");
+                if let Some(instance) = self.instance_named(&directory, endpoint, username) {
+                    self.trace(
+                        &instance,
+                        &connect.client_id,
+                        0,
+                        DeviceAction::Connect,
+                        events::NOT_AUTHORIZED,
+                    );
+                }
                 return refuse(&mut client, protocol, &refusal).await;
             }
         };
@@ -219,6 +234,13 @@ impl FrontLayer {
                     v5_code: 0x85,
                     reason: "an empty client id needs clean start (clean session) set".into(),
                 };
+                self.trace(
+                    &instance.id,
+                    "",
+                    0,
+                    DeviceAction::Connect,
+                    events::INVALID_PARAM,
+                );
                 return refuse(&mut client, protocol, &refusal).await;
             }
             client_id = format!("mqgate-{}", uuid::Uuid::new_v4().simple());
@@ -346,6 +368,18 @@ impl FrontLayer {
             counter.fetch_add(value, Ordering::Relaxed);
         }
         info!(instance = %instance.id, %client_id, %peer, ?protocol, "client connected");
+        let channel_id = session.connection_id;
+        session
+            .stats
+            .last_recv_ms
+            .store(crate::trace::now_ms(), Ordering::Relaxed);
+        self.trace(
+            &instance.id,
+            &client_id,
+            channel_id,
+            DeviceAction::Connect,
+            events::ACCEPTED,
+        );
 
         let (client_rd, client_wr) = client.into_split();
         let (mut upstream_rd, mut upstream_wr) = upstream.into_split();
@@ -381,10 +415,56 @@ impl FrontLayer {
             }
             _ => close_upstream(&mut upstream_rd, &mut upstream_wr).await,
         }
+        let (action, why) = ended_as(&end, &session, connect.keep_alive);
+        self.trace(&instance.id, &client_id, channel_id, action, &why);
         // Only now is the session gone for the registry, and for a takeover
         // waiting to connect the same client id upstream.
         drop(handle.guard);
         info!(instance = %instance.id, %client_id, ?end, "client disconnected");
+    }
+
+    /// Records a device event (nothing when tracing is off).
+    fn trace(
+        &self,
+        instance_id: &str,
+        client_id: &str,
+        channel_id: u64,
+        action: DeviceAction,
+        info: &str,
+    ) {
+        if !self.tracer.enabled() {
+            return;
+        }
+        self.tracer.device(DeviceEvent {
+            instance_id: instance_id.to_string(),
+            client_id: client_id.to_string(),
+            time_ms: crate::trace::now_ms(),
+            channel_id,
+            action,
+            info: info.to_string(),
+        });
+    }
+
+    /// The instance a refused CONNECT was meant for, where its listener or
+    /// username says so: its trace belongs there.
+    fn instance_named(
+        &self,
+        directory: &crate::directory::Directory,
+        endpoint: Option<&str>,
+        username: Option<&str>,
+    ) -> Option<String> {
+        if let Some(endpoint) = endpoint {
+            return Some(endpoint.to_string());
+        }
+        let username = username.filter(|u| !u.is_empty())?;
+        let named = match username.split('|').nth(2) {
+            Some(instance) => Some(instance.to_string()),
+            None => match self.devices.custom_username_instances(username).as_slice() {
+                [one] => Some(one.clone()),
+                _ => None,
+            },
+        };
+        named.filter(|instance| directory.instance(instance).is_some())
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -542,6 +622,43 @@ async fn await_upstream_close(upstream_rd: &mut OwnedReadHalf, upstream_wr: &mut
     .await;
     if closed.is_err() {
         close_upstream(upstream_rd, upstream_wr).await;
+    }
+}
+
+/// How an ended connection reads in the device trace.
+fn ended_as(
+    end: &End,
+    session: &super::registry::Session,
+    keep_alive: u16,
+) -> (DeviceAction, String) {
+    let close = |info: &str| (DeviceAction::Close, info.to_string());
+    match end {
+        End::ClientDisconnected => (
+            DeviceAction::Disconnect,
+            events::DISCONNECTED_BY_CLIENT.into(),
+        ),
+        End::ClientClosed => close(events::CLOSED_BY_CLIENT),
+        End::ClientError(_) => close(events::SOCKET_IO_EXCEPTION),
+        End::ClientProtocol(_) => close(events::INVALID_PARAM),
+        End::Refused(_) => close(events::RESOURCE_AUTH_FAILED),
+        End::Disconnected(reason::SESSION_TAKEN_OVER, _) => close(events::CLIENT_ID_CONFLICT),
+        End::Disconnected(reason::SERVER_SHUTTING_DOWN, _) => close(events::SERVER_SHUTDOWN),
+        End::Disconnected(reason::ADMINISTRATIVE_ACTION, why) => close(&format!("kicked: {why}")),
+        End::Disconnected(0x87, _) => close(events::RESOURCE_AUTH_FAILED),
+        // rumqttd ends a connection whose keepalive ran out (1.5 times the
+        // keepalive without a packet, as MQTT says).
+        End::BrokerClosed => {
+            let silent_ms =
+                crate::trace::now_ms() - session.stats.last_recv_ms.load(Ordering::Relaxed);
+            if keep_alive > 0 && silent_ms >= i64::from(keep_alive) * 1000 {
+                close(events::NO_HEART)
+            } else {
+                close(events::CLOSED_BY_SERVER)
+            }
+        }
+        End::Disconnected(..) | End::BrokerProtocol(_) | End::HardStop => {
+            close(events::CLOSED_BY_SERVER)
+        }
     }
 }
 

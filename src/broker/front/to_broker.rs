@@ -160,6 +160,7 @@ impl ToBroker<'_> {
                     Ok(n) => {
                         stats.recv_cnt.fetch_add(1, Ordering::Relaxed);
                         stats.recv_oct.fetch_add(n as u64, Ordering::Relaxed);
+                        stats.last_recv_ms.store(crate::trace::now_ms(), Ordering::Relaxed);
                     }
                     Err(e) => return End::ClientError(e),
                 },

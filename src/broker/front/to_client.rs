@@ -141,7 +141,7 @@ impl ToClient<'_> {
                             let _ = tokio::time::timeout(GOODBYE_TIMEOUT, self.client.write_all(&packet)).await;
                         }
                         let _ = tokio::time::timeout(GOODBYE_TIMEOUT, self.client.shutdown()).await;
-                        return End::Disconnected(reason_code);
+                        return End::Disconnected(reason_code, reason);
                     }
                     Control::Frame(frame) => {
                         if self.client.write_all(&frame).await.is_err() {

@@ -1,0 +1,363 @@
+//! The trace database: its schema, the writer thread that commits events
+//! in batches and sweeps old ones, and the queries the trace actions ask.
+
+use super::events::{DeviceAction, DeviceEvent};
+use super::{BATCH_INTERVAL, DATABASE, QUEUE, Queued, SWEEP_INTERVAL, Tracer};
+use rusqlite::{Connection, params};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS device_events (
+    id INTEGER PRIMARY KEY,
+    instance_id TEXT NOT NULL,
+    client_id TEXT NOT NULL,
+    time_ms INTEGER NOT NULL,
+    channel_id INTEGER NOT NULL,
+    action TEXT NOT NULL,
+    info TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS device_events_by_client ON device_events (instance_id, client_id, time_ms);
+CREATE INDEX IF NOT EXISTS device_events_by_time ON device_events (time_ms);
+";
+
+/// What to keep.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    /// Events older than this are deleted.
+    pub max_age: Duration,
+    /// While the database is larger than this, the oldest events go.
+    pub max_bytes: u64,
+}
+
+/// One device event as the trace answers list it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceTrace {
+    pub time_ms: i64,
+    pub channel_id: u64,
+    pub action: DeviceAction,
+    pub info: String,
+}
+
+/// An opened store, the tracer that feeds it and the writer's thread.
+pub type Opened = (Arc<TraceStore>, Arc<Tracer>, std::thread::JoinHandle<()>);
+
+/// Why the trace database could not be opened or read.
+#[derive(Debug, thiserror::Error)]
+pub enum TraceError {
+    #[error("{path}: {source}")]
+    Open {
+        path: String,
+        source: rusqlite::Error,
+    },
+    #[error("the trace database could not be read: {0}")]
+    Read(#[from] rusqlite::Error),
+}
+
+/// The trace database, for queries (the writer has a connection of its
+/// own).
+#[derive(Debug)]
+pub struct TraceStore {
+    path: PathBuf,
+    reader: Mutex<Connection>,
+    retention: Retention,
+}
+
+fn open_connection(path: &Path) -> rusqlite::Result<Connection> {
+    let connection = Connection::open(path)?;
+    connection.pragma_update(None, "journal_mode", "WAL")?;
+    // A committed batch survives a crash of the process (the WAL is in
+    // the OS's hands); a power cut may lose the last batches, never the
+    // database's integrity.
+    connection.pragma_update(None, "synchronous", "NORMAL")?;
+    connection.busy_timeout(Duration::from_secs(5))?;
+    connection.execute_batch(SCHEMA)?;
+    Ok(connection)
+}
+
+impl TraceStore {
+    /// Opens (creating if needed) `dir/traces.sqlite3` and starts its
+    /// writer; returns the store, the tracer that feeds it, and the
+    /// writer's thread (it ends once every tracer is dropped, after
+    /// committing what was queued).
+    pub fn open(dir: &Path, retention: Retention) -> Result<Opened, TraceError> {
+        let path = dir.join(DATABASE);
+        let opened = |path: &Path| {
+            open_connection(path).map_err(|source| TraceError::Open {
+                path: path.display().to_string(),
+                source,
+            })
+        };
+        let writer = opened(&path)?;
+        let reader = opened(&path)?;
+        let (sender, receiver) = std::sync::mpsc::sync_channel(QUEUE);
+        let thread = std::thread::Builder::new()
+            .name("mqgate-trace".into())
+            .spawn(move || write_events(writer, receiver, retention))
+            .map_err(|e| TraceError::Open {
+                path: path.display().to_string(),
+                source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
+            })?;
+        Ok((
+            Arc::new(TraceStore {
+                path,
+                reader: Mutex::new(reader),
+                retention,
+            }),
+            Tracer::new(sender),
+            thread,
+        ))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// How far back events are kept, in milliseconds.
+    pub fn retention_ms(&self) -> i64 {
+        i64::try_from(self.retention.max_age.as_millis()).unwrap_or(i64::MAX)
+    }
+
+    /// A device's events in `[begin_ms, end_ms]`, page `page` (from 1) of
+    /// `size`, oldest first unless `reverse`; and how many there are in
+    /// all.
+    pub fn device_events(
+        &self,
+        instance_id: &str,
+        client_id: &str,
+        (begin_ms, end_ms): (i64, i64),
+        (page, size): (u32, u32),
+        reverse: bool,
+    ) -> Result<(u64, Vec<DeviceTrace>), TraceError> {
+        let connection = self.reader.lock().unwrap_or_else(|e| e.into_inner());
+        let total: i64 = connection.query_row(
+            "SELECT COUNT(*) FROM device_events
+             WHERE instance_id = ?1 AND client_id = ?2 AND time_ms BETWEEN ?3 AND ?4",
+            params![instance_id, client_id, begin_ms, end_ms],
+            |row| row.get(0),
+        )?;
+        let order = if reverse { "DESC" } else { "ASC" };
+        let mut statement = connection.prepare_cached(&format!(
+            "SELECT time_ms, channel_id, action, info FROM device_events
+             WHERE instance_id = ?1 AND client_id = ?2 AND time_ms BETWEEN ?3 AND ?4
+             ORDER BY time_ms {order}, id {order} LIMIT ?5 OFFSET ?6"
+        ))?;
+        let offset = u64::from(page.saturating_sub(1)) * u64::from(size);
+        let rows = statement.query_map(
+            params![
+                instance_id,
+                client_id,
+                begin_ms,
+                end_ms,
+                size,
+                offset as i64
+            ],
+            |row| {
+                Ok((
+                    row.get::<_, i64>(0)?,
+                    row.get::<_, i64>(1)?,
+                    row.get::<_, String>(2)?,
+                    row.get::<_, String>(3)?,
+                ))
+            },
+        )?;
+        let mut events = Vec::new();
+        for row in rows {
+            let (time_ms, channel_id, action, info) = row?;
+            if let Some(action) = DeviceAction::from_label(&action) {
+                events.push(DeviceTrace {
+                    time_ms,
+                    channel_id: channel_id as u64,
+                    action,
+                    info,
+                });
+            }
+        }
+        Ok((total as u64, events))
+    }
+}
+
+/// The writer: gathers what arrives for up to [`BATCH_INTERVAL`], commits
+/// it in one transaction, and sweeps every [`SWEEP_INTERVAL`]. Ends when
+/// every sender is gone, after committing what it holds.
+fn write_events(mut connection: Connection, events: Receiver<Queued>, retention: Retention) {
+    let mut last_sweep = Instant::now();
+    let mut batch: Vec<DeviceEvent> = Vec::new();
+    loop {
+        let deadline = Instant::now() + BATCH_INTERVAL;
+        let mut closed = false;
+        let mut flushed = Vec::new();
+        loop {
+            let wait = deadline.saturating_duration_since(Instant::now());
+            match events.recv_timeout(wait) {
+                Ok(Queued::Device(event)) => {
+                    batch.push(event);
+                    if batch.len() >= QUEUE {
+                        break;
+                    }
+                }
+                Ok(Queued::Flush(done)) => {
+                    flushed.push(done);
+                    break;
+                }
+                Err(RecvTimeoutError::Timeout) => break,
+                Err(RecvTimeoutError::Disconnected) => {
+                    closed = true;
+                    break;
+                }
+            }
+        }
+        if !batch.is_empty() {
+            if let Err(e) = commit(&mut connection, &batch) {
+                tracing::error!(error = %e, events = batch.len(), "trace events could not be written; they are lost");
+            }
+            batch.clear();
+        }
+        for done in flushed {
+            let _ = done.send(());
+        }
+        if last_sweep.elapsed() >= SWEEP_INTERVAL {
+            if let Err(e) = sweep(&connection, retention, super::now_ms()) {
+                tracing::warn!(error = %e, "trace sweep failed");
+            }
+            last_sweep = Instant::now();
+        }
+        if closed {
+            return;
+        }
+    }
+}
+
+fn commit(connection: &mut Connection, batch: &[DeviceEvent]) -> rusqlite::Result<()> {
+    let transaction = connection.transaction()?;
+    {
+        let mut insert = transaction.prepare_cached(
+            "INSERT INTO device_events (instance_id, client_id, time_ms, channel_id, action, info)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?;
+        for event in batch {
+            insert.execute(params![
+                event.instance_id,
+                event.client_id,
+                event.time_ms,
+                event.channel_id as i64,
+                event.action.label(),
+                event.info,
+            ])?;
+        }
+    }
+    transaction.commit()
+}
+
+/// Deletes events past their age, then the oldest while the database is
+/// over its size (freed pages are reused, so the file stops growing).
+pub(crate) fn sweep(
+    connection: &Connection,
+    retention: Retention,
+    now_ms: i64,
+) -> rusqlite::Result<()> {
+    let oldest_kept = now_ms - retention.max_age.as_millis() as i64;
+    connection.execute(
+        "DELETE FROM device_events WHERE time_ms < ?1",
+        params![oldest_kept],
+    )?;
+    loop {
+        let pages: i64 = connection.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+        let free: i64 = connection.query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
+        let page_size: i64 = connection.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+        let used = ((pages - free) * page_size) as u64;
+        if used <= retention.max_bytes {
+            return Ok(());
+        }
+        // A tenth of the events at a time, oldest first.
+        let deleted = connection.execute(
+            "DELETE FROM device_events WHERE id IN
+             (SELECT id FROM device_events ORDER BY time_ms LIMIT
+              (SELECT MAX(1, COUNT(*) / 10) FROM device_events))",
+            [],
+        )?;
+        if deleted == 0 {
+            return Ok(());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(client: &str, time_ms: i64, action: DeviceAction, info: &str) -> DeviceEvent {
+        DeviceEvent {
+            instance_id: "i1".into(),
+            client_id: client.into(),
+            time_ms,
+            channel_id: 7,
+            action,
+            info: info.into(),
+        }
+    }
+
+    fn retention(max_bytes: u64) -> Retention {
+        Retention {
+            max_age: Duration::from_secs(3600),
+            max_bytes,
+        }
+    }
+
+    #[test]
+    fn events_are_committed_queried_in_pages_and_swept() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, tracer, writer) = TraceStore::open(dir.path(), retention(u64::MAX)).unwrap();
+        for i in 0..25 {
+            tracer.device(event("c1", 1_000 + i, DeviceAction::Connect, "accepted"));
+        }
+        tracer.device(event("c2", 1_000, DeviceAction::Close, "no heart"));
+        drop(tracer);
+        writer.join().unwrap();
+        let (total, first) = store
+            .device_events("i1", "c1", (0, i64::MAX), (1, 10), false)
+            .unwrap();
+        assert_eq!((total, first.len()), (25, 10));
+        assert_eq!(first[0].time_ms, 1_000);
+        let (_, last) = store
+            .device_events("i1", "c1", (0, i64::MAX), (3, 10), false)
+            .unwrap();
+        assert_eq!(last.len(), 5);
+        let (_, newest) = store
+            .device_events("i1", "c1", (0, i64::MAX), (1, 1), true)
+            .unwrap();
+        assert_eq!(newest[0].time_ms, 1_024);
+        let (total, _) = store
+            .device_events("i1", "c1", (1_010, 1_014), (1, 100), false)
+            .unwrap();
+        assert_eq!(total, 5);
+        // Past their age (an hour after 1,000 ms), every event goes.
+        let connection = open_connection(store.path()).unwrap();
+        sweep(&connection, retention(u64::MAX), 1_000 + 3_600_000 + 20).unwrap();
+        let (total, _) = store
+            .device_events("i1", "c1", (0, i64::MAX), (1, 100), false)
+            .unwrap();
+        assert_eq!(total, 5, "only events of the last hour stay");
+    }
+
+    #[test]
+    fn over_its_size_the_store_drops_its_oldest_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, tracer, writer) = TraceStore::open(dir.path(), retention(u64::MAX)).unwrap();
+        for i in 0..20_000 {
+            tracer.device(event("c1", i, DeviceAction::Connect, "accepted"));
+        }
+        drop(tracer);
+        writer.join().unwrap();
+        let connection = open_connection(store.path()).unwrap();
+        sweep(&connection, retention(256 * 1024), 30_000).unwrap();
+        let (total, oldest) = store
+            .device_events("i1", "c1", (0, i64::MAX), (1, 1), false)
+            .unwrap();
+        assert!(total < 20_000 && total > 0, "{total} events left");
+        // The newest ones are those kept.
+        assert!(oldest[0].time_ms >= 20_000 - total as i64);
+    }
+}

@@ -1,0 +1,256 @@
+//! Device traces against a live mqgate with real MQTT clients: each way a
+//! connection ends reads as Alibaba's trace values say (disconnected by
+//! client, closed by client, clientId conflict, no heart, kicked), refused
+//! logins are traced, and QueryMqttTraceDevice pages through a device's
+//! events exactly once each, in either order.
+
+mod common;
+
+use common::{TWO_ACCOUNTS, TestServer, connect_v4, connect_v5, signature_login};
+
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// (Action, ActionInfo) of a client's events, oldest first, once there are
+/// at least `count` of them (within 10 s).
+async fn events(t: &TestServer, client_id: &str, count: usize) -> Vec<(String, String)> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = chrono::Utc::now().timestamp_millis().to_string();
+        let (status, body) = t
+            .call(
+                "QueryMqttTraceDevice",
+                &[
+                    ("InstanceId", "inst-a1"),
+                    ("MqttRegionId", "cn-shanghai"),
+                    ("ClientId", client_id),
+                    (
+                        "BeginTime",
+                        &(chrono::Utc::now().timestamp_millis() - 600_000).to_string(),
+                    ),
+                    ("EndTime", &now),
+                    ("CurrentPage", "1"),
+                    ("PageSize", "100"),
+                ],
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        let list: Vec<(String, String)> = body["DeviceInfoList"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                assert_eq!(
+                    e["ActionCode"].as_str().unwrap(),
+                    format!("mqtt.trace.action.{}", e["Action"].as_str().unwrap())
+                );
+                (
+                    e["Action"].as_str().unwrap().to_string(),
+                    e["ActionInfo"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        if list.len() >= count {
+            assert_eq!(body["Total"].as_u64(), Some(list.len() as u64), "{body}");
+            return list;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{client_id}: {list:?}, not {count} events"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A raw MQTT 3.1.1 client (anonymous, clean session) with this keepalive
+/// in seconds, once its CONNACK arrived; it sends nothing more.
+async fn raw_connect(t: &TestServer, client_id: &[u8], keep_alive: u8) -> tokio::net::TcpStream {
+    let mut raw = tokio::net::TcpStream::connect(t.mqtt).await.unwrap();
+    let mut connect = vec![0x10, (10 + 2 + client_id.len()) as u8];
+    connect.extend_from_slice(&[0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, keep_alive]);
+    connect.extend_from_slice(&[0, client_id.len() as u8]);
+    connect.extend_from_slice(client_id);
+    raw.write_all(&connect).await.unwrap();
+    let mut connack = [0u8; 4];
+    raw.read_exact(&mut connack).await.unwrap();
+    assert_eq!(connack, [0x20, 2, 0, 0]);
+    raw
+}
+
+fn pair(action: &str, info: &str) -> (String, String) {
+    (action.to_string(), info.to_string())
+}
+
+#[tokio::test]
+async fn every_way_a_connection_ends_is_traced_with_its_reason() {
+    let t = TestServer::start(TWO_ACCOUNTS).await;
+
+    // DISCONNECT (rumqttc sends it), then a bare close of the socket.
+    let device = connect_v4(t.mqtt, "GID_t@@@polite", None).await.unwrap();
+    device.v4.as_ref().unwrap().disconnect().await.unwrap();
+    assert_eq!(
+        events(&t, "GID_t@@@polite", 2).await,
+        [
+            pair("connect", "accepted"),
+            pair("disconnect", "disconnected by client")
+        ]
+    );
+    let raw = raw_connect(&t, b"GID_t@@@abrupt", 60).await;
+    drop(raw);
+    assert_eq!(
+        events(&t, "GID_t@@@abrupt", 2).await,
+        [
+            pair("connect", "accepted"),
+            pair("close", "closed by client")
+        ]
+    );
+
+    // Taken over by a second connection with the same client id.
+    let _first = connect_v5(t.mqtt, "GID_t@@@twice", None).await.unwrap();
+    let _second = connect_v5(t.mqtt, "GID_t@@@twice", None).await.unwrap();
+    assert_eq!(
+        events(&t, "GID_t@@@twice", 3).await,
+        [
+            pair("connect", "accepted"),
+            pair("close", "clientId conflict"),
+            pair("connect", "accepted")
+        ]
+    );
+
+    // Kicked by CloseConnection.
+    let _kicked = connect_v4(t.mqtt, "GID_t@@@kicked", None).await.unwrap();
+    let (status, _) = t
+        .call(
+            "CloseConnection",
+            &[("InstanceId", "inst-a1"), ("ClientId", "GID_t@@@kicked")],
+        )
+        .await;
+    assert_eq!(status, 200);
+    let kicked = events(&t, "GID_t@@@kicked", 2).await;
+    assert_eq!(kicked[1].0, "close");
+    assert!(
+        kicked[1].1.starts_with("kicked: ") && kicked[1].1.contains("CloseConnection"),
+        "{kicked:?}"
+    );
+
+    // Silent past its keepalive (1 s): a raw client that sends CONNECT and
+    // nothing more.
+    let mut raw = raw_connect(&t, b"GID_t@@@silent", 1).await;
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(10), raw.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "the silent client was not disconnected");
+    assert_eq!(
+        events(&t, "GID_t@@@silent", 2).await,
+        [pair("connect", "accepted"), pair("close", "no heart")]
+    );
+
+    // A login refused for its credentials, on the instance it named.
+    let mut login = signature_login("testid", "wrong-secret", "inst-a1", "GID_t@@@refused");
+    login.1 = "bad".into();
+    assert!(
+        connect_v4(t.mqtt, "GID_t@@@refused", Some(login))
+            .await
+            .is_err()
+    );
+    assert_eq!(
+        events(&t, "GID_t@@@refused", 1).await,
+        [pair("connect", "not authorized")]
+    );
+    t.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_devices_events_page_exactly_once_in_either_order() {
+    let t = TestServer::start(TWO_ACCOUNTS).await;
+    for _ in 0..12 {
+        let device = connect_v4(t.mqtt, "GID_t@@@pages", None).await.unwrap();
+        device.v4.as_ref().unwrap().disconnect().await.unwrap();
+        // The next connection waits for this one's end, so that events
+        // alternate connect / disconnect.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while t.online("inst-a1", "GID_t@@@pages").await {
+            assert!(tokio::time::Instant::now() < deadline);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    let all = events(&t, "GID_t@@@pages", 24).await;
+    let begin = (chrono::Utc::now().timestamp_millis() - 600_000).to_string();
+    let end = chrono::Utc::now().timestamp_millis().to_string();
+    for reverse in ["false", "true"] {
+        let mut walked = Vec::new();
+        for page in 1.. {
+            let page = page.to_string();
+            let (status, body) = t
+                .call(
+                    "QueryMqttTraceDevice",
+                    &[
+                        ("InstanceId", "inst-a1"),
+                        ("MqttRegionId", "cn-shanghai"),
+                        ("ClientId", "GID_t@@@pages"),
+                        ("BeginTime", &begin),
+                        ("EndTime", &end),
+                        ("CurrentPage", &page),
+                        ("PageSize", "5"),
+                        ("Reverse", reverse),
+                    ],
+                )
+                .await;
+            assert_eq!(status, 200, "{body}");
+            assert_eq!(body["Total"], 24);
+            let list = body["DeviceInfoList"].as_array().unwrap();
+            if list.is_empty() {
+                break;
+            }
+            walked.extend(list.iter().map(|e| {
+                (
+                    e["Time"].as_str().unwrap().to_string(),
+                    e["Action"].as_str().unwrap().to_string(),
+                )
+            }));
+        }
+        assert_eq!(walked.len(), 24);
+        let mut sorted = walked.clone();
+        sorted.sort();
+        if reverse == "true" {
+            sorted.reverse();
+        }
+        assert_eq!(walked, sorted, "Reverse={reverse}: out of order");
+        let actions: Vec<&str> = walked.iter().map(|(_, a)| a.as_str()).collect();
+        assert_eq!(actions.iter().filter(|a| **a == "connect").count(), 12);
+        let _ = &all;
+    }
+    // Bad ranges and pages name their parameter.
+    for (params, code) in [
+        (
+            vec![("BeginTime", end.as_str()), ("EndTime", begin.as_str())],
+            "InvalidParameter.BeginTime",
+        ),
+        (
+            vec![("BeginTime", "0"), ("EndTime", end.as_str())],
+            "InvalidParameter.BeginTime",
+        ),
+        (vec![("PageSize", "101")], "InvalidParameter.PageSize"),
+        (vec![("CurrentPage", "0")], "InvalidParameter.CurrentPage"),
+    ] {
+        let mut all = vec![
+            ("InstanceId", "inst-a1"),
+            ("MqttRegionId", "cn-shanghai"),
+            ("ClientId", "GID_t@@@pages"),
+            ("BeginTime", begin.as_str()),
+            ("EndTime", end.as_str()),
+            ("CurrentPage", "1"),
+            ("PageSize", "5"),
+        ];
+        for (k, v) in &params {
+            all.retain(|(key, _)| key != k);
+            all.push((k, v));
+        }
+        let (status, body) = t.call("QueryMqttTraceDevice", &all).await;
+        assert_eq!(
+            (status, body["Code"].as_str()),
+            (400, Some(code)),
+            "{params:?}: {body}"
+        );
+    }
+    t.server.shutdown().await;
+}
