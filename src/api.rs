@@ -207,6 +207,24 @@ macro_rules! with_action_table {
                 billed: true,
                 throttled: SystemOverFlow,
             },
+            QueryMqttTraceMessagePublish (query_mqtt_trace_message_publish) {
+                ram_action: "mq:QueryMqttTraceMessagePublish",
+                qps: 500,
+                billed: true,
+                throttled: SystemOverFlow,
+            },
+            QueryMqttTraceMessageSubscribe (query_mqtt_trace_message_subscribe) {
+                ram_action: "mq:QueryMqttTraceMessageSubscribe",
+                qps: 500,
+                billed: true,
+                throttled: SystemOverFlow,
+            },
+            QueryMqttTraceMessageOfClient (query_mqtt_trace_message_of_client) {
+                ram_action: "mq:QueryMqttTraceMessageOfClient",
+                qps: 500,
+                billed: true,
+                throttled: SystemOverFlow,
+            },
             // The account's instances and their tags: authorized on the
             // account as a whole, billed to no instance; the pages give no
             // limit (100, as for the other management calls).

@@ -254,3 +254,200 @@ async fn a_devices_events_page_exactly_once_in_either_order() {
     }
     t.server.shutdown().await;
 }
+
+/// A call with the common trace parameters (instance inst-a1, the last ten
+/// minutes) and `params`; the answer, 200 expected.
+async fn trace_call(t: &TestServer, action: &str, params: &[(&str, &str)]) -> serde_json::Value {
+    let begin = (chrono::Utc::now().timestamp_millis() - 600_000).to_string();
+    let end = (chrono::Utc::now().timestamp_millis() + 1_000).to_string();
+    let mut all = vec![
+        ("InstanceId", "inst-a1"),
+        ("MqttRegionId", "cn-shanghai"),
+        ("BeginTime", begin.as_str()),
+        ("EndTime", end.as_str()),
+    ];
+    all.extend_from_slice(params);
+    let (status, body) = t.call(action, &all).await;
+    assert_eq!(status, 200, "{action}: {body}");
+    body
+}
+
+/// (Action, ClientId) of a list of message events.
+fn actions(list: &serde_json::Value) -> Vec<(String, String)> {
+    let mut seen: Vec<(String, String)> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            assert!(
+                e["ActionCode"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("mqtt.trace.action.msg.")
+            );
+            (
+                e["Action"].as_str().unwrap().to_string(),
+                e["ClientId"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    seen.sort();
+    seen
+}
+
+#[tokio::test]
+async fn a_message_is_traced_from_its_publisher_to_each_subscriber() {
+    let t = TestServer::start(TWO_ACCOUNTS).await;
+    let mut v4 = connect_v4(t.mqtt, "GID_m@@@sub4", None).await.unwrap();
+    let mut v5 = connect_v5(t.mqtt, "GID_m@@@sub5", None).await.unwrap();
+    v4.subscribe("orders/#").await;
+    v5.subscribe("orders/+").await;
+    let publisher = connect_v4(t.mqtt, "GID_m@@@pub", None).await.unwrap();
+
+    // From SendMessage: the answer's MsgId is the trace's.
+    let (status, body) = t
+        .call(
+            "SendMessage",
+            &[
+                ("InstanceId", "inst-a1"),
+                ("MqttTopic", "orders/1"),
+                ("Payload", "from the API"),
+            ],
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let api_msg = body["MsgId"].as_str().unwrap().to_string();
+    for device in [&mut v4, &mut v5] {
+        assert_eq!(device.next_message().await.1, b"from the API");
+    }
+    // From a device.
+    publisher.publish("orders/2", b"from a device").await;
+    for device in [&mut v4, &mut v5] {
+        assert_eq!(device.next_message().await.1, b"from a device");
+    }
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let expected = |who: &str| {
+        vec![
+            ("ack".to_string(), who.to_string()),
+            ("sub".to_string(), who.to_string()),
+        ]
+    };
+    let mut want = expected("GID_m@@@sub4");
+    want.extend(expected("GID_m@@@sub5"));
+    want.sort();
+    // rumqttc acknowledges QoS 1 deliveries right away; wait for the acks
+    // to be committed too.
+    let deliveries = loop {
+        let body = trace_call(
+            &t,
+            "QueryMqttTraceMessageSubscribe",
+            &[
+                ("MsgId", &api_msg),
+                ("CurrentPage", "1"),
+                ("PageSize", "100"),
+            ],
+        )
+        .await;
+        if actions(&body["MessageTraceLists"]) == want {
+            break body;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(deliveries["Total"], 4);
+    let published = trace_call(&t, "QueryMqttTraceMessagePublish", &[("MsgId", &api_msg)]).await;
+    assert_eq!(
+        actions(&published["MessageTraceLists"]),
+        [("pub_api".to_string(), "testid".to_string())]
+    );
+    assert_eq!(
+        published["MessageTraceLists"][0]["ActionInfo"],
+        "Pub From OpenAPI"
+    );
+
+    // The device's message, found through the publisher's own trace.
+    let of_client = trace_call(
+        &t,
+        "QueryMqttTraceMessageOfClient",
+        &[
+            ("ClientId", "GID_m@@@pub"),
+            ("CurrentPage", "1"),
+            ("PageSize", "10"),
+        ],
+    )
+    .await;
+    assert_eq!(of_client["Total"], 1, "{of_client}");
+    let entry = &of_client["MessageOfClientList"][0];
+    assert_eq!(
+        (entry["Action"].as_str(), entry["ActionInfo"].as_str()),
+        (Some("pub_mqtt"), Some("Pub From Mqtt Client"))
+    );
+    let device_msg = entry["MsgId"].as_str().unwrap().to_string();
+    assert_ne!(device_msg, api_msg);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let body = trace_call(
+            &t,
+            "QueryMqttTraceMessageSubscribe",
+            &[
+                ("MsgId", &device_msg),
+                ("ClientId", "GID_m@@@sub5"),
+                ("CurrentPage", "1"),
+                ("PageSize", "100"),
+            ],
+        )
+        .await;
+        if actions(&body["MessageTraceLists"]) == expected("GID_m@@@sub5") {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The subscriber's own trace holds both messages pushed to it.
+    let of_subscriber = trace_call(
+        &t,
+        "QueryMqttTraceMessageOfClient",
+        &[
+            ("ClientId", "GID_m@@@sub4"),
+            ("CurrentPage", "1"),
+            ("PageSize", "10"),
+        ],
+    )
+    .await;
+    let pushed: Vec<&str> = of_subscriber["MessageOfClientList"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["Action"] == "sub")
+        .map(|e| e["MsgId"].as_str().unwrap())
+        .collect();
+    assert_eq!(pushed, [api_msg.as_str(), device_msg.as_str()]);
+
+    // An unknown MsgId finds nothing; a malformed one names itself.
+    let unknown = trace_call(
+        &t,
+        "QueryMqttTraceMessagePublish",
+        &[("MsgId", &"0".repeat(32))],
+    )
+    .await;
+    assert_eq!(unknown["MessageTraceLists"], serde_json::json!([]));
+    let (status, body) = t
+        .call(
+            "QueryMqttTraceMessagePublish",
+            &[
+                ("InstanceId", "inst-a1"),
+                ("MqttRegionId", "x"),
+                ("MsgId", "nope"),
+                ("BeginTime", "1"),
+                ("EndTime", "2"),
+            ],
+        )
+        .await;
+    assert_eq!(
+        (status, body["Code"].as_str()),
+        (400, Some("InvalidParameter.MsgId")),
+        "{body}"
+    );
+    t.server.shutdown().await;
+}

@@ -11,6 +11,7 @@
 
 pub(crate) mod custom_auth_params;
 pub(crate) mod tag_params;
+pub(crate) mod trace_params;
 
 use crate::access::Resource;
 use crate::api::Action;
@@ -33,8 +34,10 @@ pub struct Context<'a> {
     pub scope: Scope<'a>,
     pub meter: &'a Meter,
     pub devices: &'a DeviceStore,
-    /// The trace store, for the trace queries.
+    /// The trace store, for the trace queries, and where a message sent
+    /// through the API is traced.
     pub traces: &'a crate::trace::TraceStore,
+    pub tracer: &'a crate::trace::Tracer,
     pub principal: &'a Principal<'a>,
     pub now: chrono::DateTime<chrono::Utc>,
 }

@@ -105,7 +105,18 @@ impl Handler for SendMessage {
     }
 
     async fn handle(ctx: &Context<'_>, request: Request) -> Result<Answer, ApiError> {
-        let msg_id = uuid::Uuid::new_v4().simple().to_string();
+        // The MsgId is the trace's: recorded (and remembered for matching
+        // the deliveries) before the broker has the message.
+        let msg_id = ctx.tracer.published(
+            &request.instance_id,
+            crate::trace::MessageAction::PubApi,
+            ctx.principal.access_key_id,
+            "",
+            request.topic.as_bytes(),
+            request.payload.as_bytes(),
+            1,
+        );
+        let msg_id = crate::trace::events::msg_id_text(msg_id);
         ctx.broker()?
             .publish(&request.topic, bytes::Bytes::from(request.payload.into_bytes()))
             .await

@@ -179,6 +179,41 @@ pub fn pubcomp(packet_id: u16) -> Vec<u8> {
     vec![0x70, 0x02, hi, lo]
 }
 
+/// A PUBLISH frame's parts a trace needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PublishParts<'a> {
+    pub topic: &'a [u8],
+    pub packet_id: Option<u16>,
+    pub payload: &'a [u8],
+}
+
+/// The topic, packet id and payload of a complete PUBLISH frame (MQTT 5:
+/// past its properties); `None` if it is malformed.
+pub fn publish_parts(frame: &[u8], protocol_v5: bool) -> Option<PublishParts<'_>> {
+    let (_, len_len) = read_variable_int(frame.get(1..)?)?;
+    let at = 1 + len_len;
+    let topic_len = u16::from_be_bytes([*frame.get(at)?, *frame.get(at + 1)?]) as usize;
+    let topic = frame.get(at + 2..at + 2 + topic_len)?;
+    let mut rest = at + 2 + topic_len;
+    let packet_id = match publish_qos(frame) {
+        0 => None,
+        _ => {
+            let id = u16::from_be_bytes([*frame.get(rest)?, *frame.get(rest + 1)?]);
+            rest += 2;
+            Some(id)
+        }
+    };
+    if protocol_v5 {
+        let (properties_len, len_len) = read_variable_int(frame.get(rest..)?)?;
+        rest += len_len + properties_len;
+    }
+    Some(PublishParts {
+        topic,
+        packet_id,
+        payload: frame.get(rest..)?,
+    })
+}
+
 /// The topic name and packet id (QoS > 0) of a complete PUBLISH frame.
 pub fn publish_topic(frame: &[u8]) -> Option<(&[u8], Option<u16>)> {
     let (_, len_len) = read_variable_int(frame.get(1..)?)?;

@@ -188,6 +188,9 @@ pub struct Session {
     /// Current subscriptions, made by the client or on its behalf.
     pub subscriptions: Mutex<BTreeMap<String, SubscriptionOptions>>,
     pub pending: Mutex<PendingAcks>,
+    /// Traced QoS 1 and 2 deliveries the client has not acknowledged yet:
+    /// packet id -> MsgId (used only while tracing).
+    pub deliveries: Mutex<std::collections::HashMap<u16, u128>>,
     /// What a Token-mode or custom-auth login may publish and subscribe to
     /// (set once, before the relay starts); unset for every other login.
     pub rights: std::sync::OnceLock<super::rights::TopicRights>,
@@ -385,6 +388,7 @@ pub struct ClientView {
 pub struct SessionRegistry {
     sessions: RwLock<HashMap<String, Arc<Session>>>,
     disconnected: Mutex<HashMap<String, Disconnected>>,
+    /// From 1: a trace's ChannelId 0 is a connection that was refused.
     next_connection_id: AtomicU64,
     /// How long a 3.1.1 session with clean session false outlives its
     /// connection (3.1.1 has no expiry of its own).
@@ -396,7 +400,7 @@ impl Default for SessionRegistry {
         SessionRegistry {
             sessions: RwLock::default(),
             disconnected: Mutex::default(),
-            next_connection_id: AtomicU64::new(0),
+            next_connection_id: AtomicU64::new(1),
             default_expiry: Duration::from_secs(7200),
         }
     }
@@ -438,6 +442,7 @@ impl SessionRegistry {
             stats: ConnectionStats::default(),
             subscriptions: Mutex::new(subscriptions),
             pending: Mutex::default(),
+            deliveries: Mutex::default(),
             rights: std::sync::OnceLock::new(),
             control: control_tx,
             upstream: upstream_tx,

@@ -191,6 +191,7 @@ async fn pipeline(
         meter: &state.meter,
         devices: &state.devices,
         traces: &state.traces,
+        tracer: &state.tracer,
         principal: &principal,
         now: conditions.now(),
     };

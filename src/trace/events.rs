@@ -81,3 +81,95 @@ pub struct DeviceEvent {
     pub action: DeviceAction,
     pub info: String,
 }
+
+/// The `Action` of a message event. The SDK's values: `pub_mqtt` (a
+/// client published it) and `sub` (it was pushed to a subscriber); the
+/// others are mqgate's, in the same style: `pub_api` (SendMessage
+/// published it; `ClientId` is the caller's AccessKeyId), `ack` (the
+/// subscriber acknowledged a QoS 1 or 2 delivery) and `drop` (a delivery
+/// the subscriber never acknowledged: it left first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageAction {
+    PubMqtt,
+    PubApi,
+    Sub,
+    Ack,
+    Drop,
+}
+
+impl MessageAction {
+    pub fn label(self) -> &'static str {
+        match self {
+            MessageAction::PubMqtt => "pub_mqtt",
+            MessageAction::PubApi => "pub_api",
+            MessageAction::Sub => "sub",
+            MessageAction::Ack => "ack",
+            MessageAction::Drop => "drop",
+        }
+    }
+
+    pub fn code(self) -> &'static str {
+        match self {
+            MessageAction::PubMqtt => "mqtt.trace.action.msg.pub.mqtt",
+            MessageAction::PubApi => "mqtt.trace.action.msg.pub.api",
+            MessageAction::Sub => "mqtt.trace.action.msg.sub",
+            MessageAction::Ack => "mqtt.trace.action.msg.ack",
+            MessageAction::Drop => "mqtt.trace.action.msg.drop",
+        }
+    }
+
+    pub fn info(self) -> &'static str {
+        match self {
+            MessageAction::PubMqtt => "Pub From Mqtt Client",
+            MessageAction::PubApi => "Pub From OpenAPI",
+            MessageAction::Sub => "Push To Mqtt Client",
+            MessageAction::Ack => "Acked By Mqtt Client",
+            MessageAction::Drop => "Dropped: the client left before acknowledging",
+        }
+    }
+
+    pub fn from_label(label: &str) -> Option<MessageAction> {
+        [
+            MessageAction::PubMqtt,
+            MessageAction::PubApi,
+            MessageAction::Sub,
+            MessageAction::Ack,
+            MessageAction::Drop,
+        ]
+        .into_iter()
+        .find(|a| a.label() == label)
+    }
+
+    /// A publish (as opposed to a delivery).
+    pub fn publishes(self) -> bool {
+        matches!(self, MessageAction::PubMqtt | MessageAction::PubApi)
+    }
+}
+
+/// One thing that happened to a message.
+#[derive(Debug, Clone)]
+pub struct MessageEvent {
+    pub instance_id: String,
+    pub msg_id: u128,
+    pub action: MessageAction,
+    /// The publisher (pub_*) or the subscriber.
+    pub client_id: String,
+    pub time_ms: i64,
+    pub ip: String,
+    pub topic: String,
+    pub size: u32,
+    pub qos: u8,
+}
+
+/// A MsgId as the API shows it: 32 lowercase hex digits.
+pub fn msg_id_text(msg_id: u128) -> String {
+    format!("{msg_id:032x}")
+}
+
+/// Reads a MsgId back.
+pub fn parse_msg_id(text: &str) -> Option<u128> {
+    if text.len() != 32 {
+        return None;
+    }
+    u128::from_str_radix(text, 16).ok()
+}

@@ -1,6 +1,20 @@
 //! The trace store: what happened to each device (connect, close,
-//! disconnect, each with its reason), kept off the message path and
-//! answered by the trace actions (QueryMqttTraceDevice).
+//! disconnect, each with its reason) and to each message (who published
+//! it, to whom it was pushed, who acknowledged it), kept off the message
+//! path and answered by the trace actions.
+//!
+//! Every message that enters an instance gets a MsgId: a device's PUBLISH
+//! in the front layer, a SendMessage call in its handler (the id it
+//! answers). rumqttd carries no id of ours to the subscribers, so a
+//! delivery is matched to its MsgId by what it carries: the publish
+//! records (instance, topic, payload) -> MsgId in a table of recent
+//! messages ([`RECENT_SLOTS`] slots, a hash of the three picks the slot),
+//! and the delivery looks it up. Two messages with the same topic and
+//! payload in flight at once are told apart only by time: the later one
+//! takes the slot, so deliveries of the earlier one after that are traced
+//! under the later MsgId. A delivery whose message is no longer in the
+//! table (a retained message, delivered much later) is traced with MsgId
+//! 0 (`000...0`).
 //!
 //! - The front layer hands events to a [`Tracer`] without waiting: a
 //!   bounded queue ([`QUEUE`] events) to one writer thread. When the queue
@@ -22,7 +36,7 @@
 pub mod events;
 pub mod store;
 
-pub use events::{DeviceAction, DeviceEvent};
+pub use events::{DeviceAction, DeviceEvent, MessageAction, MessageEvent};
 pub use store::{DeviceTrace, TraceStore};
 
 use std::sync::Arc;
@@ -46,12 +60,140 @@ pub struct Tracer {
     queue: Option<std::sync::mpsc::SyncSender<Queued>>,
     dropped: AtomicU64,
     recorded: AtomicU64,
+    ids: MsgIds,
+    recent: Recent,
+}
+
+/// Slots of the table of recent messages.
+pub const RECENT_SLOTS: usize = 1 << 16;
+
+/// MsgIds: a random 64-bit prefix drawn at start and a counter, so that
+/// ids never repeat within a run and hardly across runs.
+#[derive(Debug)]
+struct MsgIds {
+    prefix: u64,
+    next: AtomicU64,
+}
+
+impl Default for MsgIds {
+    fn default() -> Self {
+        let mut bytes = [0u8; 8];
+        let _ = getrandom::fill(&mut bytes);
+        MsgIds {
+            // Never all zeros: MsgId 0 means "not known".
+            prefix: u64::from_be_bytes(bytes) | 1,
+            next: AtomicU64::new(1),
+        }
+    }
+}
+
+impl MsgIds {
+    fn next(&self) -> u128 {
+        (u128::from(self.prefix) << 64) | u128::from(self.next.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+/// (instance, topic, payload) -> MsgId of the latest such message, in a
+/// direct-mapped table (see the module's notes).
+#[derive(Debug)]
+struct Recent {
+    slots: Vec<std::sync::Mutex<(u64, u128)>>,
+}
+
+impl Default for Recent {
+    fn default() -> Self {
+        Recent {
+            slots: (0..RECENT_SLOTS)
+                .map(|_| std::sync::Mutex::new((0, 0)))
+                .collect(),
+        }
+    }
+}
+
+impl Recent {
+    fn key(instance_id: &str, topic: &[u8], payload: &[u8]) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        instance_id.hash(&mut hasher);
+        topic.hash(&mut hasher);
+        payload.hash(&mut hasher);
+        hasher.finish()
+    }
+
+    fn slot(&self, key: u64) -> std::sync::MutexGuard<'_, (u64, u128)> {
+        self.slots[(key as usize) % RECENT_SLOTS]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn remember(&self, key: u64, msg_id: u128) {
+        *self.slot(key) = (key, msg_id);
+    }
+
+    fn find(&self, key: u64) -> u128 {
+        let slot = self.slot(key);
+        if slot.0 == key { slot.1 } else { 0 }
+    }
 }
 
 impl Tracer {
     /// A tracer that records nothing (`[trace] enabled = false`).
     pub fn off() -> Arc<Tracer> {
         Arc::new(Tracer::default())
+    }
+
+    /// A message entered the instance: gives it a MsgId, remembers it for
+    /// its deliveries, and records the publish. (With tracing off: a fresh
+    /// id, nothing recorded.)
+    #[allow(clippy::too_many_arguments)]
+    pub fn published(
+        &self,
+        instance_id: &str,
+        action: MessageAction,
+        client_id: &str,
+        ip: &str,
+        topic: &[u8],
+        payload: &[u8],
+        qos: u8,
+    ) -> u128 {
+        let msg_id = self.ids.next();
+        if self.queue.is_none() {
+            return msg_id;
+        }
+        self.recent
+            .remember(Recent::key(instance_id, topic, payload), msg_id);
+        self.message(MessageEvent {
+            instance_id: instance_id.to_string(),
+            msg_id,
+            action,
+            client_id: client_id.to_string(),
+            time_ms: now_ms(),
+            ip: ip.to_string(),
+            topic: String::from_utf8_lossy(topic).into_owned(),
+            size: payload.len() as u32,
+            qos,
+        });
+        msg_id
+    }
+
+    /// The MsgId of a message about to be pushed to a subscriber (0: not
+    /// known).
+    pub fn msg_id_of(&self, instance_id: &str, topic: &[u8], payload: &[u8]) -> u128 {
+        if self.queue.is_none() {
+            return 0;
+        }
+        self.recent.find(Recent::key(instance_id, topic, payload))
+    }
+
+    /// Records a message event (a delivery, an acknowledgement, a drop).
+    pub fn message(&self, event: MessageEvent) {
+        let Some(queue) = &self.queue else {
+            return;
+        };
+        match queue.try_send(Queued::Message(event)) {
+            Ok(()) => self.recorded.fetch_add(1, Ordering::Relaxed),
+            Err(_) => self.dropped.fetch_add(1, Ordering::Relaxed),
+        };
     }
 
     pub(crate) fn new(queue: std::sync::mpsc::SyncSender<Queued>) -> Arc<Tracer> {
@@ -106,6 +248,7 @@ impl Tracer {
 #[derive(Debug)]
 pub(crate) enum Queued {
     Device(DeviceEvent),
+    Message(MessageEvent),
     /// Commit now, then say so.
     Flush(std::sync::mpsc::SyncSender<()>),
 }

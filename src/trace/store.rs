@@ -1,7 +1,7 @@
 //! The trace database: its schema, the writer thread that commits events
 //! in batches and sweeps old ones, and the queries the trace actions ask.
 
-use super::events::{DeviceAction, DeviceEvent};
+use super::events::{DeviceAction, DeviceEvent, MessageAction, MessageEvent, msg_id_text};
 use super::{BATCH_INTERVAL, DATABASE, QUEUE, Queued, SWEEP_INTERVAL, Tracer};
 use rusqlite::{Connection, params};
 use std::path::{Path, PathBuf};
@@ -21,7 +21,34 @@ CREATE TABLE IF NOT EXISTS device_events (
 );
 CREATE INDEX IF NOT EXISTS device_events_by_client ON device_events (instance_id, client_id, time_ms);
 CREATE INDEX IF NOT EXISTS device_events_by_time ON device_events (time_ms);
+CREATE TABLE IF NOT EXISTS message_events (
+    id INTEGER PRIMARY KEY,
+    instance_id TEXT NOT NULL,
+    msg_id TEXT NOT NULL,
+    action TEXT NOT NULL,
+    client_id TEXT NOT NULL,
+    time_ms INTEGER NOT NULL,
+    ip TEXT NOT NULL,
+    topic TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    qos INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS message_events_by_msg ON message_events (instance_id, msg_id, time_ms);
+CREATE INDEX IF NOT EXISTS message_events_by_client ON message_events (instance_id, client_id, time_ms);
+CREATE INDEX IF NOT EXISTS message_events_by_time ON message_events (time_ms);
 ";
+
+/// One message event as the trace answers list it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageTrace {
+    pub msg_id: String,
+    pub action: MessageAction,
+    pub client_id: String,
+    pub time_ms: i64,
+    pub topic: String,
+    pub size: u32,
+    pub qos: u8,
+}
 
 /// What to keep.
 #[derive(Debug, Clone, Copy)]
@@ -179,12 +206,124 @@ impl TraceStore {
     }
 }
 
+impl TraceStore {
+    /// Message events matching `filter` (an SQL condition on `instance_id`
+    /// = ?1, ?2, `time_ms` BETWEEN ?3 AND ?4, and ?5 where it names it),
+    /// a page of them and how many there are.
+    fn message_events(
+        &self,
+        filter: &str,
+        args: (&str, &str, i64, i64, &str),
+        (page, size): (u32, u32),
+        reverse: bool,
+    ) -> Result<(u64, Vec<MessageTrace>), TraceError> {
+        let connection = self.reader.lock().unwrap_or_else(|e| e.into_inner());
+        let (instance, key, begin, end, extra) = args;
+        let total: i64 = connection.query_row(
+            &format!("SELECT COUNT(*) FROM message_events WHERE {filter}"),
+            params![instance, key, begin, end, extra],
+            |row| row.get(0),
+        )?;
+        let order = if reverse { "DESC" } else { "ASC" };
+        let mut statement = connection.prepare_cached(&format!(
+            "SELECT msg_id, action, client_id, time_ms, topic, size, qos FROM message_events
+             WHERE {filter} ORDER BY time_ms {order}, id {order} LIMIT ?6 OFFSET ?7"
+        ))?;
+        let offset = u64::from(page.saturating_sub(1)) * u64::from(size);
+        let rows = statement.query_map(
+            params![instance, key, begin, end, extra, size, offset as i64],
+            |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, String>(2)?,
+                    row.get::<_, i64>(3)?,
+                    row.get::<_, String>(4)?,
+                    row.get::<_, u32>(5)?,
+                    row.get::<_, u8>(6)?,
+                ))
+            },
+        )?;
+        let mut events = Vec::new();
+        for row in rows {
+            let (msg_id, action, client_id, time_ms, topic, size, qos) = row?;
+            if let Some(action) = MessageAction::from_label(&action) {
+                events.push(MessageTrace {
+                    msg_id,
+                    action,
+                    client_id,
+                    time_ms,
+                    topic,
+                    size,
+                    qos,
+                });
+            }
+        }
+        Ok((total as u64, events))
+    }
+
+    /// Who published message `msg_id` (oldest first).
+    pub fn message_publishes(
+        &self,
+        instance_id: &str,
+        msg_id: &str,
+        range: (i64, i64),
+    ) -> Result<Vec<MessageTrace>, TraceError> {
+        self.message_events(
+            "instance_id = ?1 AND msg_id = ?2 AND time_ms BETWEEN ?3 AND ?4 AND action IN ('pub_mqtt', 'pub_api') AND ?5 = ?5",
+            (instance_id, msg_id, range.0, range.1, ""),
+            (1, 100),
+            false,
+        )
+        .map(|(_, events)| events)
+    }
+
+    /// What happened to message `msg_id` after it was published (pushes,
+    /// acknowledgements, drops), for one subscriber if `client_id` is
+    /// given; a page of them and how many there are.
+    pub fn message_deliveries(
+        &self,
+        instance_id: &str,
+        msg_id: &str,
+        client_id: Option<&str>,
+        range: (i64, i64),
+        page: (u32, u32),
+        reverse: bool,
+    ) -> Result<(u64, Vec<MessageTrace>), TraceError> {
+        self.message_events(
+            "instance_id = ?1 AND msg_id = ?2 AND time_ms BETWEEN ?3 AND ?4 AND action NOT IN ('pub_mqtt', 'pub_api') AND (?5 = '' OR client_id = ?5)",
+            (instance_id, msg_id, range.0, range.1, client_id.unwrap_or("")),
+            page,
+            reverse,
+        )
+    }
+
+    /// The messages a client published or was pushed (and acknowledged or
+    /// dropped); a page of them and how many there are.
+    pub fn client_messages(
+        &self,
+        instance_id: &str,
+        client_id: &str,
+        range: (i64, i64),
+        page: (u32, u32),
+        reverse: bool,
+    ) -> Result<(u64, Vec<MessageTrace>), TraceError> {
+        self.message_events(
+            "instance_id = ?1 AND client_id = ?2 AND time_ms BETWEEN ?3 AND ?4 AND ?5 = ?5",
+            (instance_id, client_id, range.0, range.1, ""),
+            page,
+            reverse,
+        )
+    }
+}
+
 /// The writer: gathers what arrives for up to [`BATCH_INTERVAL`], commits
 /// it in one transaction, and sweeps every [`SWEEP_INTERVAL`]. Ends when
 /// every sender is gone, after committing what it holds.
 fn write_events(mut connection: Connection, events: Receiver<Queued>, retention: Retention) {
     let mut last_sweep = Instant::now();
     let mut batch: Vec<DeviceEvent> = Vec::new();
+    let mut messages: Vec<MessageEvent> = Vec::new();
     loop {
         let deadline = Instant::now() + BATCH_INTERVAL;
         let mut closed = false;
@@ -194,7 +333,13 @@ fn write_events(mut connection: Connection, events: Receiver<Queued>, retention:
             match events.recv_timeout(wait) {
                 Ok(Queued::Device(event)) => {
                     batch.push(event);
-                    if batch.len() >= QUEUE {
+                    if batch.len() + messages.len() >= QUEUE {
+                        break;
+                    }
+                }
+                Ok(Queued::Message(event)) => {
+                    messages.push(event);
+                    if batch.len() + messages.len() >= QUEUE {
                         break;
                     }
                 }
@@ -209,11 +354,12 @@ fn write_events(mut connection: Connection, events: Receiver<Queued>, retention:
                 }
             }
         }
-        if !batch.is_empty() {
-            if let Err(e) = commit(&mut connection, &batch) {
-                tracing::error!(error = %e, events = batch.len(), "trace events could not be written; they are lost");
+        if !batch.is_empty() || !messages.is_empty() {
+            if let Err(e) = commit(&mut connection, &batch, &messages) {
+                tracing::error!(error = %e, events = batch.len() + messages.len(), "trace events could not be written; they are lost");
             }
             batch.clear();
+            messages.clear();
         }
         for done in flushed {
             let _ = done.send(());
@@ -230,7 +376,11 @@ fn write_events(mut connection: Connection, events: Receiver<Queued>, retention:
     }
 }
 
-fn commit(connection: &mut Connection, batch: &[DeviceEvent]) -> rusqlite::Result<()> {
+fn commit(
+    connection: &mut Connection,
+    batch: &[DeviceEvent],
+    messages: &[MessageEvent],
+) -> rusqlite::Result<()> {
     let transaction = connection.transaction()?;
     {
         let mut insert = transaction.prepare_cached(
@@ -247,6 +397,23 @@ fn commit(connection: &mut Connection, batch: &[DeviceEvent]) -> rusqlite::Resul
                 event.info,
             ])?;
         }
+        let mut insert = transaction.prepare_cached(
+            "INSERT INTO message_events (instance_id, msg_id, action, client_id, time_ms, ip, topic, size, qos)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )?;
+        for event in messages {
+            insert.execute(params![
+                event.instance_id,
+                msg_id_text(event.msg_id),
+                event.action.label(),
+                event.client_id,
+                event.time_ms,
+                event.ip,
+                event.topic,
+                event.size,
+                event.qos,
+            ])?;
+        }
     }
     transaction.commit()
 }
@@ -259,10 +426,12 @@ pub(crate) fn sweep(
     now_ms: i64,
 ) -> rusqlite::Result<()> {
     let oldest_kept = now_ms - retention.max_age.as_millis() as i64;
-    connection.execute(
-        "DELETE FROM device_events WHERE time_ms < ?1",
-        params![oldest_kept],
-    )?;
+    for table in ["device_events", "message_events"] {
+        connection.execute(
+            &format!("DELETE FROM {table} WHERE time_ms < ?1"),
+            params![oldest_kept],
+        )?;
+    }
     loop {
         let pages: i64 = connection.query_row("PRAGMA page_count", [], |r| r.get(0))?;
         let free: i64 = connection.query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
@@ -272,12 +441,17 @@ pub(crate) fn sweep(
             return Ok(());
         }
         // A tenth of the events at a time, oldest first.
-        let deleted = connection.execute(
-            "DELETE FROM device_events WHERE id IN
-             (SELECT id FROM device_events ORDER BY time_ms LIMIT
-              (SELECT MAX(1, COUNT(*) / 10) FROM device_events))",
-            [],
-        )?;
+        let mut deleted = 0;
+        for table in ["device_events", "message_events"] {
+            deleted += connection.execute(
+                &format!(
+                    "DELETE FROM {table} WHERE id IN
+                     (SELECT id FROM {table} ORDER BY time_ms LIMIT
+                      (SELECT MAX(1, COUNT(*) / 10) FROM {table}))"
+                ),
+                [],
+            )?;
+        }
         if deleted == 0 {
             return Ok(());
         }

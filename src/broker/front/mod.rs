@@ -404,8 +404,8 @@ impl FrontLayer {
             }
         };
         let end = tokio::select! {
-            end = to_broker.run(&broker, &session, &self.devices) => end,
-            end = to_client.run(&broker, &session) => end,
+            end = to_broker.run(&broker, &session, &self.devices, &self.tracer) => end,
+            end = to_client.run(&broker, &session, &self.tracer) => end,
             end = rights_watch => end,
             _ = handle.hard_stop.cancelled() => End::HardStop,
         };
@@ -417,6 +417,27 @@ impl FrontLayer {
         }
         let (action, why) = ended_as(&end, &session, connect.keep_alive);
         self.trace(&instance.id, &client_id, channel_id, action, &why);
+        // Deliveries the client never acknowledged.
+        let unacknowledged: Vec<u128> = session
+            .deliveries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain()
+            .map(|(_, msg_id)| msg_id)
+            .collect();
+        for msg_id in unacknowledged {
+            self.tracer.message(crate::trace::MessageEvent {
+                instance_id: instance.id.clone(),
+                msg_id,
+                action: crate::trace::MessageAction::Drop,
+                client_id: client_id.clone(),
+                time_ms: crate::trace::now_ms(),
+                ip: String::new(),
+                topic: String::new(),
+                size: 0,
+                qos: 0,
+            });
+        }
         // Only now is the session gone for the registry, and for a takeover
         // waiting to connect the same client id upstream.
         drop(handle.guard);

@@ -12,6 +12,7 @@ use crate::broker::registry::{
 use crate::broker::rights::TopicRights;
 use crate::broker::tokens::{self as token_rules, TokenRights};
 use crate::devices::DeviceStore;
+use crate::trace::{MessageAction, MessageEvent, Tracer};
 use bytes::BytesMut;
 use rumqttd::protocol::{Packet, Protocol, v4::V4, v5::V5};
 use std::sync::Arc;
@@ -40,7 +41,10 @@ impl ToBroker<'_> {
         broker: &InstanceBroker,
         session: &Arc<Session>,
         devices: &DeviceStore,
+        tracer: &Tracer,
     ) -> End {
+        let tracing = tracer.enabled();
+        let ip = session.info.ip.to_string();
         let protocol = session.info.protocol;
         let stats = &session.stats;
         // Token and custom-auth logins only: every other login may use
@@ -91,7 +95,24 @@ impl ToBroker<'_> {
                             whole = 0;
                             continue;
                         }
-                        broker.meter.published(codec::publish_qos(frame_at));
+                        let qos = codec::publish_qos(frame_at);
+                        broker.meter.published(qos);
+                        if tracing
+                            && let Some(parts) = codec::publish_parts(
+                                &frame_at[..len],
+                                protocol == ProtocolVersion::V5,
+                            )
+                        {
+                            tracer.published(
+                                &broker.instance_id,
+                                MessageAction::PubMqtt,
+                                &session.info.client_id,
+                                &ip,
+                                parts.topic,
+                                parts.payload,
+                                qos,
+                            );
+                        }
                     }
                     // The client's PUBREL of a QoS 2 token upload, which
                     // the relay acknowledged itself.
@@ -111,6 +132,9 @@ impl ToBroker<'_> {
                     // The client acknowledges a QoS 1 or 2 delivery.
                     packet_type::PUBACK | packet_type::PUBCOMP => {
                         stats.inflight.fetch_sub(1, Ordering::Relaxed);
+                        if tracing && let Some(id) = codec::packet_id(&frame_at[..len]) {
+                            trace_ack(tracer, broker, session, id);
+                        }
                     }
                     // The client's goodbye: forward it (it tells rumqttd to
                     // drop the will) and nothing after it.
@@ -383,6 +407,28 @@ impl ToBroker<'_> {
             session.tell_client(unsuback).await;
         });
         Ok(())
+    }
+}
+
+/// The client acknowledged a traced delivery.
+fn trace_ack(tracer: &Tracer, broker: &InstanceBroker, session: &Session, packet_id: u16) {
+    let msg_id = session
+        .deliveries
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&packet_id);
+    if let Some(msg_id) = msg_id {
+        tracer.message(MessageEvent {
+            instance_id: broker.instance_id.clone(),
+            msg_id,
+            action: MessageAction::Ack,
+            client_id: session.info.client_id.clone(),
+            time_ms: crate::trace::now_ms(),
+            ip: String::new(),
+            topic: String::new(),
+            size: 0,
+            qos: 0,
+        });
     }
 }
 

@@ -4,6 +4,7 @@ use super::{BROKER_MAX_FRAME, End, GOODBYE_TIMEOUT};
 use crate::broker::InstanceBroker;
 use crate::broker::codec::{self, packet_type};
 use crate::broker::registry::{Awaited, Control, ProtocolVersion, Session, SubscriptionOptions};
+use crate::trace::{MessageAction, MessageEvent, Tracer};
 use bytes::BytesMut;
 use std::sync::atomic::Ordering;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -65,9 +66,17 @@ pub(super) struct ToClient<'a> {
 }
 
 impl ToClient<'_> {
-    pub(super) async fn run(mut self, broker: &InstanceBroker, session: &Session) -> End {
+    pub(super) async fn run(
+        mut self,
+        broker: &InstanceBroker,
+        session: &Session,
+        tracer: &Tracer,
+    ) -> End {
         let protocol_v5 = session.info.protocol == ProtocolVersion::V5;
         let stats = &session.stats;
+        let tracing = tracer.enabled();
+        // Deliveries in the frames being written, traced once written.
+        let mut pushed: Vec<MessageEvent> = Vec::new();
         loop {
             let mut whole = 0;
             let mut frames = 0u64;
@@ -85,6 +94,34 @@ impl ToClient<'_> {
                                     stats.inflight.fetch_add(1, Ordering::Relaxed);
                                 }
                                 broker.meter.delivered(qos);
+                                if tracing
+                                    && let Some(parts) =
+                                        codec::publish_parts(&frame_at[..len], protocol_v5)
+                                {
+                                    let msg_id = tracer.msg_id_of(
+                                        &broker.instance_id,
+                                        parts.topic,
+                                        parts.payload,
+                                    );
+                                    if let Some(id) = parts.packet_id {
+                                        session
+                                            .deliveries
+                                            .lock()
+                                            .unwrap_or_else(|e| e.into_inner())
+                                            .insert(id, msg_id);
+                                    }
+                                    pushed.push(MessageEvent {
+                                        instance_id: broker.instance_id.clone(),
+                                        msg_id,
+                                        action: MessageAction::Sub,
+                                        client_id: session.info.client_id.clone(),
+                                        time_ms: 0,
+                                        ip: String::new(),
+                                        topic: String::from_utf8_lossy(parts.topic).into_owned(),
+                                        size: parts.payload.len() as u32,
+                                        qos,
+                                    });
+                                }
                             }
                             packet_type::SUBACK | packet_type::UNSUBACK => {
                                 if let Some((packet_id, codes)) =
@@ -122,6 +159,13 @@ impl ToClient<'_> {
                     kept.extend_from_slice(&chunk[at..]);
                     self.client.write_all(&kept).await.map(|_| kept.len())
                 };
+                let now = crate::trace::now_ms();
+                for mut event in pushed.drain(..) {
+                    if written.is_ok() {
+                        event.time_ms = now;
+                        tracer.message(event);
+                    }
+                }
                 match written {
                     Ok(0) => {}
                     Ok(n) => {

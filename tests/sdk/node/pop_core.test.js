@@ -291,3 +291,47 @@ test('POST: SendMessage carries a 64 KB payload in its form body to a subscriber
     sub.kill();
   }
 });
+
+test('POST: QueryMqttTraceDevice shows how two mosquitto_sub devices came and went', async () => {
+  const sdk = client();
+  const trace = async (clientId, extra = {}) => sdk.request('QueryMqttTraceDevice', {
+    InstanceId: INSTANCE, MqttRegionId: 'cn-hangzhou', ClientId: clientId,
+    BeginTime: Date.now() - 600 * 1000, EndTime: Date.now(), CurrentPage: 1, PageSize: 10, ...extra,
+  }, { method: 'POST' });
+  const pairs = (answer) => answer.DeviceInfoList.map((e) => [e.Action, e.ActionInfo]);
+  // SIGTERM: mosquitto_sub sends DISCONNECT and exits. SIGKILL: the socket
+  // just closes.
+  const ends = [
+    ['GID_node@@@trace-term', 'mqttv311', 'SIGTERM', ['disconnect', 'disconnected by client']],
+    ['GID_node@@@trace-kill', 'mqttv5', 'SIGKILL', ['close', 'closed by client']],
+  ];
+  for (const [clientId, version, signal, last] of ends) {
+    const dev = device(clientId, version);
+    try {
+      assert.ok(await until(() => dev.connacks >= 1), `${clientId}: no CONNACK`);
+    } finally {
+      dev.child.kill(signal);
+    }
+    await dev.exited;
+    let answer;
+    assert.ok(await until(async () => (answer = await trace(clientId)).DeviceInfoList.length >= 2), `${clientId}: ${JSON.stringify(answer)}`);
+    assert.deepStrictEqual(pairs(answer), [['connect', 'accepted'], last]);
+    assert.strictEqual(answer.Total, 2);
+    assert.strictEqual(answer.CurrentPage, 1);
+    assert.strictEqual(answer.PageSize, 10);
+    for (const e of answer.DeviceInfoList) {
+      assert.strictEqual(e.ActionCode, `mqtt.trace.action.${e.Action}`);
+      assert.match(e.Time, /^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{3}$/);
+      // UTC, within the last minute.
+      const at = Date.parse(`${e.Time.replace(' ', 'T')}Z`);
+      assert.ok(Math.abs(Date.now() - at) < 60 * 1000, e.Time);
+    }
+    assert.strictEqual(answer.DeviceInfoList[0].ChannelId, answer.DeviceInfoList[1].ChannelId);
+    // Newest first, one to a page.
+    const newest = await trace(clientId, { PageSize: 1, Reverse: true });
+    assert.deepStrictEqual(pairs(newest), [last]);
+    assert.strictEqual(newest.Total, 2);
+  }
+  const err = await expectError(trace('GID_node@@@trace-kill', { PageSize: 101 }));
+  assert.strictEqual(err.code, 'InvalidParameter.PageSize');
+});

@@ -1,0 +1,103 @@
+//! The parameters the trace queries share, read and checked once here:
+//! `BeginTime` <= `EndTime` (epoch ms), not further back than the trace
+//! store keeps (`[trace] retention_hours`); `CurrentPage` from 1 and
+//! `PageSize` 1 to 100; `Reverse` true or false; `MsgId` as mqgate gives
+//! them (32 hex digits).
+
+use super::Context;
+use crate::error::ApiError;
+use crate::params::Params;
+
+/// `BeginTime` and `EndTime`: required, in order.
+pub(crate) fn time_range(params: &Params) -> Result<(i64, i64), ApiError> {
+    params.required("BeginTime")?;
+    params.required("EndTime")?;
+    let begin = params.integer("BeginTime", 0..=i64::MAX)?.unwrap_or(0);
+    let end = params.integer("EndTime", 0..=i64::MAX)?.unwrap_or(0);
+    if begin > end {
+        return Err(ApiError::invalid(
+            "BeginTime",
+            format!("{begin} is after EndTime {end}; give the range in order (milliseconds)"),
+        ));
+    }
+    Ok((begin, end))
+}
+
+/// `CurrentPage` (from 1) and `PageSize` (1 to 100), required.
+pub(crate) fn page(params: &Params) -> Result<(u32, u32), ApiError> {
+    params.required("CurrentPage")?;
+    params.required("PageSize")?;
+    let page = params
+        .integer("CurrentPage", 1..=i64::from(u32::MAX))?
+        .unwrap_or(1);
+    let size = params.integer("PageSize", 1..=100)?.unwrap_or(100);
+    Ok((page as u32, size as u32))
+}
+
+/// `Reverse`: true or false (default false).
+pub(crate) fn reverse(params: &Params) -> Result<bool, ApiError> {
+    match params.get("Reverse").filter(|r| !r.is_empty()) {
+        None => Ok(false),
+        Some(r) if r.eq_ignore_ascii_case("true") => Ok(true),
+        Some(r) if r.eq_ignore_ascii_case("false") => Ok(false),
+        Some(r) => Err(ApiError::invalid(
+            "Reverse",
+            format!("\"{r}\" is not true or false"),
+        )),
+    }
+}
+
+/// The range must not start before what the store keeps.
+pub(crate) fn within_retention(ctx: &Context<'_>, begin_ms: i64) -> Result<(), ApiError> {
+    let oldest = ctx.now.timestamp_millis() - ctx.traces.retention_ms();
+    if begin_ms < oldest {
+        return Err(ApiError::invalid(
+            "BeginTime",
+            format!(
+                "{begin_ms} is further back than traces are kept ({} hours; the oldest time that can be asked for now is {oldest})",
+                ctx.traces.retention_ms() / 3_600_000
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// `MsgId`: required, 32 hex digits (what SendMessage answers and the
+/// traces list).
+pub(crate) fn msg_id(params: &Params) -> Result<String, ApiError> {
+    let value = params.required("MsgId")?;
+    crate::trace::events::parse_msg_id(value)
+        .map(crate::trace::events::msg_id_text)
+        .ok_or_else(|| {
+            ApiError::invalid(
+                "MsgId",
+                format!("\"{value}\" is not a MsgId mqgate gives (32 hexadecimal digits)"),
+            )
+        })
+}
+
+/// One message event as the trace answers list it (`MessageTraceLists`,
+/// `MessageOfClientList`).
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct MessageEntry {
+    pub time: String,
+    pub msg_id: String,
+    pub client_id: String,
+    pub action: &'static str,
+    pub action_code: &'static str,
+    pub action_info: &'static str,
+}
+
+impl From<crate::trace::store::MessageTrace> for MessageEntry {
+    fn from(event: crate::trace::store::MessageTrace) -> MessageEntry {
+        MessageEntry {
+            time: crate::trace::format_time(event.time_ms),
+            msg_id: event.msg_id,
+            client_id: event.client_id,
+            action: event.action.label(),
+            action_code: event.action.code(),
+            action_info: event.action.info(),
+        }
+    }
+}
