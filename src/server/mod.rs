@@ -93,9 +93,23 @@ pub fn app(state: Arc<AppState>) -> Router {
 
 /// `GET /metrics`: Prometheus text.
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
-    let text = state
+    let mut text = state
         .metrics
         .render(&state.brokers, state.brokers.status_cache_hits());
+    // The trace store's intake: what it recorded, and what it dropped
+    // because its writer was behind.
+    use std::fmt::Write as _;
+    let _ = write!(
+        text,
+        "# HELP mqgate_trace_events_recorded_total Trace events handed to the trace store's writer.\n\
+         # TYPE mqgate_trace_events_recorded_total counter\n\
+         mqgate_trace_events_recorded_total {}\n\
+         # HELP mqgate_trace_events_dropped_total Trace events dropped because the writer was behind.\n\
+         # TYPE mqgate_trace_events_dropped_total counter\n\
+         mqgate_trace_events_dropped_total {}\n",
+        state.tracer.recorded(),
+        state.tracer.dropped()
+    );
     (
         [(
             header::CONTENT_TYPE,

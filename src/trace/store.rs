@@ -321,6 +321,7 @@ impl TraceStore {
 /// it in one transaction, and sweeps every [`SWEEP_INTERVAL`]. Ends when
 /// every sender is gone, after committing what it holds.
 fn write_events(mut connection: Connection, events: Receiver<Queued>, retention: Retention) {
+    lower_priority();
     let mut last_sweep = Instant::now();
     let mut batch: Vec<DeviceEvent> = Vec::new();
     let mut messages: Vec<MessageEvent> = Vec::new();
@@ -375,6 +376,24 @@ fn write_events(mut connection: Connection, events: Receiver<Queued>, retention:
         }
     }
 }
+
+/// The writer runs at the lowest CPU priority (nice 19): when the cores
+/// are busy moving messages, messages come first and the trace queue fills
+/// (its overflow is counted and dropped) instead of the relay slowing
+/// down for the trace.
+#[cfg(target_os = "linux")]
+fn lower_priority() {
+    // SAFETY: gettid and setpriority on the calling thread have no
+    // preconditions; a failure leaves the priority as it was.
+    #[allow(unsafe_code)]
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, 19);
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn lower_priority() {}
 
 fn commit(
     connection: &mut Connection,

@@ -335,3 +335,53 @@ test('POST: QueryMqttTraceDevice shows how two mosquitto_sub devices came and we
   const err = await expectError(trace('GID_node@@@trace-kill', { PageSize: 101 }));
   assert.strictEqual(err.code, 'InvalidParameter.PageSize');
 });
+
+test('POST: SendMessage, then QueryMqttTraceMessageSubscribe lists its delivery to a mosquitto_sub device', async () => {
+  const sdk = client();
+  const clientId = 'GID_node@@@trace-msg';
+  const [host, port] = gate.mqtt.split(':');
+  // -d: mosquitto_sub reports its SUBACK and the PUBACK it sends (QoS 1).
+  const sub = spawn('stdbuf', ['-oL', 'mosquitto_sub', '-d', '-h', host, '-p', port, '-i', clientId, '-V', 'mqttv311',
+    '-q', '1', '-t', 'node/trace-msg/+',
+    '-u', `Signature|testid|${INSTANCE}`, '-P', crypto.createHmac('sha1', 'testsecret').update(clientId).digest('base64'),
+  ], { stdio: ['ignore', 'pipe', 'ignore'] });
+  const seen = { granted: [], pubacks: 0 };
+  readline.createInterface({ input: sub.stdout }).on('line', (line) => {
+    const subscribed = line.match(/Subscribed \(mid: \d+\): (\d+)/);
+    if (subscribed) seen.granted.push(Number(subscribed[1]));
+    if (line.includes('sending PUBACK')) seen.pubacks += 1;
+  });
+  try {
+    assert.ok(await until(() => seen.granted.length > 0), 'mosquitto_sub never subscribed');
+    assert.deepStrictEqual(seen.granted, [1]);
+    const sent = await sdk.request('SendMessage', {
+      InstanceId: INSTANCE, MqttTopic: 'node/trace-msg/cmd', Payload: 'traced from pop-core',
+    }, { method: 'POST' });
+    assert.match(sent.MsgId, /^[0-9a-f]{32}$/);
+    assert.ok(await until(() => seen.pubacks >= 1), 'mosquitto_sub never acknowledged the message');
+    const deliveries = (extra = {}) => sdk.request('QueryMqttTraceMessageSubscribe', {
+      InstanceId: INSTANCE, MqttRegionId: 'cn-hangzhou', MsgId: sent.MsgId,
+      BeginTime: Date.now() - 600 * 1000, EndTime: Date.now(), CurrentPage: 1, PageSize: 10, ...extra,
+    }, { method: 'POST' });
+    let answer;
+    assert.ok(await until(async () => (answer = await deliveries()).MessageTraceLists.length >= 2), JSON.stringify(answer));
+    assert.deepStrictEqual(answer.MessageTraceLists.map((e) => [e.MsgId, e.ClientId, e.Action, e.ActionCode, e.ActionInfo]), [
+      [sent.MsgId, clientId, 'sub', 'mqtt.trace.action.msg.sub', 'Push To Mqtt Client'],
+      [sent.MsgId, clientId, 'ack', 'mqtt.trace.action.msg.ack', 'Acked By Mqtt Client'],
+    ]);
+    assert.deepStrictEqual([answer.Total, answer.CurrentPage, answer.PageSize], [2, 1, 10]);
+    for (const e of answer.MessageTraceLists) {
+      assert.match(e.Time, /^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{3}$/);
+      const at = Date.parse(`${e.Time.replace(' ', 'T')}Z`);
+      assert.ok(Math.abs(Date.now() - at) < 60 * 1000, e.Time);
+    }
+    // ClientId narrows to that device; another has nothing.
+    assert.strictEqual((await deliveries({ ClientId: clientId })).Total, 2);
+    const none = await deliveries({ ClientId: 'GID_node@@@nobody' });
+    assert.deepStrictEqual([none.Total, none.MessageTraceLists], [0, []]);
+    const err = await expectError(deliveries({ MsgId: 'not-a-msg-id' }));
+    assert.strictEqual(err.code, 'InvalidParameter.MsgId');
+  } finally {
+    sub.kill();
+  }
+});
