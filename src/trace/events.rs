@@ -168,7 +168,7 @@ pub fn msg_id_text(msg_id: u128) -> String {
 
 /// Reads a MsgId back.
 pub fn parse_msg_id(text: &str) -> Option<u128> {
-    if text.len() != 32 {
+    if text.len() != 32 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
     u128::from_str_radix(text, 16).ok()

@@ -13,8 +13,10 @@
 //! payload in flight at once are told apart only by time: the later one
 //! takes the slot, so deliveries of the earlier one after that are traced
 //! under the later MsgId. A delivery whose message is no longer in the
-//! table (a retained message, delivered much later) is traced with MsgId
-//! 0 (`000...0`).
+//! table (a retained message delivered after 65,536 newer messages took
+//! its slot) is traced with MsgId 0 (`000...0`), and so is one published
+//! by an MQTT 5 client with a topic alias and no topic name (the front
+//! layer does not resolve aliases).
 //!
 //! - The front layer hands events to a [`Tracer`] without waiting: a
 //!   bounded queue ([`QUEUE`] events) to one writer thread. When the queue

@@ -466,11 +466,6 @@ def test_bad_msg_ids_ranges_and_pages_name_their_parameter(mqgate, mode):
     assert of_client(client, client_id, size=100).total == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="parse_msg_id (src/trace/events.rs) reads the 32 characters with u128::from_str_radix, "
-    "which takes a leading '+': '+' and 31 hex digits is accepted, as '0' and the same 31 digits",
-)
 def test_a_msg_id_with_a_sign_is_malformed(mqgate):
     client = tea(mqgate, None)
     e = expect_client_exception(lambda: publishes(client, "+" + secrets.token_hex(16)[:31]))

@@ -75,8 +75,6 @@ impl ToClient<'_> {
         let protocol_v5 = session.info.protocol == ProtocolVersion::V5;
         let stats = &session.stats;
         let tracing = tracer.enabled();
-        // Deliveries in the frames being written, traced once written.
-        let mut pushed: Vec<MessageEvent> = Vec::new();
         loop {
             let mut whole = 0;
             let mut frames = 0u64;
@@ -110,12 +108,19 @@ impl ToClient<'_> {
                                             .unwrap_or_else(|e| e.into_inner())
                                             .insert(id, msg_id);
                                     }
-                                    pushed.push(MessageEvent {
+                                    // Queued before the frame is written:
+                                    // its acknowledgement, read by the
+                                    // other half, cannot be traced first.
+                                    // (A write that fails ends the
+                                    // connection; the unacknowledged
+                                    // deliveries are then traced as
+                                    // dropped.)
+                                    tracer.message(MessageEvent {
                                         instance_id: broker.instance_id.clone(),
                                         msg_id,
                                         action: MessageAction::Sub,
                                         client_id: session.info.client_id.clone(),
-                                        time_ms: 0,
+                                        time_ms: crate::trace::now_ms(),
                                         ip: String::new(),
                                         topic: String::from_utf8_lossy(parts.topic).into_owned(),
                                         size: parts.payload.len() as u32,
@@ -159,13 +164,6 @@ impl ToClient<'_> {
                     kept.extend_from_slice(&chunk[at..]);
                     self.client.write_all(&kept).await.map(|_| kept.len())
                 };
-                let now = crate::trace::now_ms();
-                for mut event in pushed.drain(..) {
-                    if written.is_ok() {
-                        event.time_ms = now;
-                        tracer.message(event);
-                    }
-                }
                 match written {
                     Ok(0) => {}
                     Ok(n) => {
