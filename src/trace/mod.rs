@@ -62,6 +62,9 @@ pub struct Tracer {
     queue: Option<std::sync::mpsc::SyncSender<Queued>>,
     dropped: AtomicU64,
     recorded: AtomicU64,
+    /// Events handed to the writer and not yet taken by it: when the
+    /// queue is full, an event is counted dropped before it is even built.
+    queued: Arc<AtomicU64>,
     ids: MsgIds,
     recent: Recent,
 }
@@ -164,6 +167,9 @@ impl Tracer {
         }
         self.recent
             .remember(Recent::key(instance_id, topic, payload), msg_id);
+        if !self.has_room() {
+            return msg_id;
+        }
         self.message(MessageEvent {
             instance_id: instance_id.to_string(),
             msg_id,
@@ -192,17 +198,40 @@ impl Tracer {
         let Some(queue) = &self.queue else {
             return;
         };
-        match queue.try_send(Queued::Message(event)) {
-            Ok(()) => self.recorded.fetch_add(1, Ordering::Relaxed),
-            Err(_) => self.dropped.fetch_add(1, Ordering::Relaxed),
-        };
+        self.send(queue, Queued::Message(event));
     }
 
-    pub(crate) fn new(queue: std::sync::mpsc::SyncSender<Queued>) -> Arc<Tracer> {
+    pub(crate) fn new(
+        queue: std::sync::mpsc::SyncSender<Queued>,
+        queued: Arc<AtomicU64>,
+    ) -> Arc<Tracer> {
         Arc::new(Tracer {
             queue: Some(queue),
+            queued,
             ..Tracer::default()
         })
+    }
+
+    /// Whether the writer's queue has room (checked before building an
+    /// event; counts the event dropped if not).
+    pub fn has_room(&self) -> bool {
+        if self.queued.load(Ordering::Relaxed) >= QUEUE as u64 {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+
+    fn send(&self, queue: &std::sync::mpsc::SyncSender<Queued>, item: Queued) {
+        match queue.try_send(item) {
+            Ok(()) => {
+                self.queued.fetch_add(1, Ordering::Relaxed);
+                self.recorded.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(_) => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
     }
 
     /// Whether events are recorded.
@@ -216,10 +245,7 @@ impl Tracer {
         let Some(queue) = &self.queue else {
             return;
         };
-        match queue.try_send(Queued::Device(event)) {
-            Ok(()) => self.recorded.fetch_add(1, Ordering::Relaxed),
-            Err(_) => self.dropped.fetch_add(1, Ordering::Relaxed),
-        };
+        self.send(queue, Queued::Device(event));
     }
 
     /// Waits (up to `timeout`) until everything queued before this call is

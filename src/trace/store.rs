@@ -1,7 +1,7 @@
 //! The trace database: its schema, the writer thread that commits events
 //! in batches and sweeps old ones, and the queries the trace actions ask.
 
-use super::events::{DeviceAction, DeviceEvent, MessageAction, MessageEvent, msg_id_text};
+use super::events::{DeviceAction, DeviceEvent, MessageAction, MessageEvent};
 use super::{BATCH_INTERVAL, DATABASE, QUEUE, Queued, SWEEP_INTERVAL, Tracer};
 use rusqlite::{Connection, params};
 use std::path::{Path, PathBuf};
@@ -24,7 +24,7 @@ CREATE INDEX IF NOT EXISTS device_events_by_time ON device_events (time_ms);
 CREATE TABLE IF NOT EXISTS message_events (
     id INTEGER PRIMARY KEY,
     instance_id TEXT NOT NULL,
-    msg_id TEXT NOT NULL,
+    msg_id BLOB NOT NULL,
     action TEXT NOT NULL,
     client_id TEXT NOT NULL,
     time_ms INTEGER NOT NULL,
@@ -35,7 +35,6 @@ CREATE TABLE IF NOT EXISTS message_events (
 );
 CREATE INDEX IF NOT EXISTS message_events_by_msg ON message_events (instance_id, msg_id, time_ms);
 CREATE INDEX IF NOT EXISTS message_events_by_client ON message_events (instance_id, client_id, time_ms);
-CREATE INDEX IF NOT EXISTS message_events_by_time ON message_events (time_ms);
 ";
 
 /// One message event as the trace answers list it.
@@ -120,9 +119,11 @@ impl TraceStore {
         let writer = opened(&path)?;
         let reader = opened(&path)?;
         let (sender, receiver) = std::sync::mpsc::sync_channel(QUEUE);
+        let queued = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let taken = queued.clone();
         let thread = std::thread::Builder::new()
             .name("mqgate-trace".into())
-            .spawn(move || write_events(writer, receiver, retention))
+            .spawn(move || write_events(writer, receiver, retention, &taken))
             .map_err(|e| TraceError::Open {
                 path: path.display().to_string(),
                 source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
@@ -133,7 +134,7 @@ impl TraceStore {
                 reader: Mutex::new(reader),
                 retention,
             }),
-            Tracer::new(sender),
+            Tracer::new(sender, queued),
             thread,
         ))
     }
@@ -226,7 +227,7 @@ impl TraceStore {
         )?;
         let order = if reverse { "DESC" } else { "ASC" };
         let mut statement = connection.prepare_cached(&format!(
-            "SELECT msg_id, action, client_id, time_ms, topic, size, qos FROM message_events
+            "SELECT lower(hex(msg_id)), action, client_id, time_ms, topic, size, qos FROM message_events
              WHERE {filter} ORDER BY time_ms {order}, id {order} LIMIT ?6 OFFSET ?7"
         ))?;
         let offset = u64::from(page.saturating_sub(1)) * u64::from(size);
@@ -270,7 +271,7 @@ impl TraceStore {
         range: (i64, i64),
     ) -> Result<Vec<MessageTrace>, TraceError> {
         self.message_events(
-            "instance_id = ?1 AND msg_id = ?2 AND time_ms BETWEEN ?3 AND ?4 AND action IN ('pub_mqtt', 'pub_api') AND ?5 = ?5",
+            "instance_id = ?1 AND msg_id = unhex(?2) AND time_ms BETWEEN ?3 AND ?4 AND action IN ('pub_mqtt', 'pub_api') AND ?5 = ?5",
             (instance_id, msg_id, range.0, range.1, ""),
             (1, 100),
             false,
@@ -291,7 +292,7 @@ impl TraceStore {
         reverse: bool,
     ) -> Result<(u64, Vec<MessageTrace>), TraceError> {
         self.message_events(
-            "instance_id = ?1 AND msg_id = ?2 AND time_ms BETWEEN ?3 AND ?4 AND action NOT IN ('pub_mqtt', 'pub_api') AND (?5 = '' OR client_id = ?5)",
+            "instance_id = ?1 AND msg_id = unhex(?2) AND time_ms BETWEEN ?3 AND ?4 AND action NOT IN ('pub_mqtt', 'pub_api') AND (?5 = '' OR client_id = ?5)",
             (instance_id, msg_id, range.0, range.1, client_id.unwrap_or("")),
             page,
             reverse,
@@ -320,7 +321,12 @@ impl TraceStore {
 /// The writer: gathers what arrives for up to [`BATCH_INTERVAL`], commits
 /// it in one transaction, and sweeps every [`SWEEP_INTERVAL`]. Ends when
 /// every sender is gone, after committing what it holds.
-fn write_events(mut connection: Connection, events: Receiver<Queued>, retention: Retention) {
+fn write_events(
+    mut connection: Connection,
+    events: Receiver<Queued>,
+    retention: Retention,
+    queued: &std::sync::atomic::AtomicU64,
+) {
     lower_priority();
     let mut last_sweep = Instant::now();
     let mut batch: Vec<DeviceEvent> = Vec::new();
@@ -331,7 +337,11 @@ fn write_events(mut connection: Connection, events: Receiver<Queued>, retention:
         let mut flushed = Vec::new();
         loop {
             let wait = deadline.saturating_duration_since(Instant::now());
-            match events.recv_timeout(wait) {
+            let received = events.recv_timeout(wait);
+            if matches!(received, Ok(Queued::Device(_) | Queued::Message(_))) {
+                queued.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            match received {
                 Ok(Queued::Device(event)) => {
                     batch.push(event);
                     if batch.len() + messages.len() >= QUEUE {
@@ -423,7 +433,7 @@ fn commit(
         for event in messages {
             insert.execute(params![
                 event.instance_id,
-                msg_id_text(event.msg_id),
+                &event.msg_id.to_be_bytes()[..],
                 event.action.label(),
                 event.client_id,
                 event.time_ms,
@@ -445,10 +455,17 @@ pub(crate) fn sweep(
     now_ms: i64,
 ) -> rusqlite::Result<()> {
     let oldest_kept = now_ms - retention.max_age.as_millis() as i64;
-    for table in ["device_events", "message_events"] {
+    connection.execute(
+        "DELETE FROM device_events WHERE time_ms < ?1",
+        params![oldest_kept],
+    )?;
+    // Message events have no index on time (it would cost every insert
+    // for a sweep a minute): their ids grow with their time, so the first
+    // id to keep is found by bisection over ids.
+    if let Some(first_kept) = first_id_at_or_after(connection, oldest_kept)? {
         connection.execute(
-            &format!("DELETE FROM {table} WHERE time_ms < ?1"),
-            params![oldest_kept],
+            "DELETE FROM message_events WHERE id < ?1",
+            params![first_kept],
         )?;
     }
     loop {
@@ -460,21 +477,58 @@ pub(crate) fn sweep(
             return Ok(());
         }
         // A tenth of the events at a time, oldest first.
-        let mut deleted = 0;
-        for table in ["device_events", "message_events"] {
-            deleted += connection.execute(
-                &format!(
-                    "DELETE FROM {table} WHERE id IN
-                     (SELECT id FROM {table} ORDER BY time_ms LIMIT
-                      (SELECT MAX(1, COUNT(*) / 10) FROM {table}))"
-                ),
-                [],
-            )?;
-        }
+        let mut deleted = connection.execute(
+            "DELETE FROM device_events WHERE id IN
+             (SELECT id FROM device_events ORDER BY time_ms LIMIT
+              (SELECT MAX(1, COUNT(*) / 10) FROM device_events))",
+            [],
+        )?;
+        // Ids grow with time: the lowest ids are the oldest.
+        deleted += connection.execute(
+            "DELETE FROM message_events WHERE id <
+             (SELECT MIN(id) + MAX(1, (MAX(id) - MIN(id)) / 10) FROM message_events)",
+            [],
+        )?;
         if deleted == 0 {
             return Ok(());
         }
     }
+}
+
+/// The lowest message-event id whose time is `at_ms` or later (`None`:
+/// there is none, or no event at all), by bisection over ids: events are
+/// written in the order they happen, so times grow with ids (a clock step
+/// back only makes a sweep keep a little more).
+fn first_id_at_or_after(connection: &Connection, at_ms: i64) -> rusqlite::Result<Option<i64>> {
+    let bounds: (Option<i64>, Option<i64>) = connection.query_row(
+        "SELECT MIN(id), MAX(id) FROM message_events",
+        [],
+        |row| Ok((row.get(0)?, row.get(1)?)),
+    )?;
+    let (Some(mut low), Some(mut high)) = bounds else {
+        return Ok(None);
+    };
+    // The time of the first event at or after an id.
+    let time_from = |id: i64| -> rusqlite::Result<(i64, i64)> {
+        connection.query_row(
+            "SELECT id, time_ms FROM message_events WHERE id >= ?1 ORDER BY id LIMIT 1",
+            params![id],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+    };
+    if time_from(high)?.1 < at_ms {
+        return Ok(Some(high + 1));
+    }
+    while low < high {
+        let middle = low + (high - low) / 2;
+        let (id, time) = time_from(middle)?;
+        if time < at_ms {
+            low = id + 1;
+        } else {
+            high = id;
+        }
+    }
+    Ok(Some(low))
 }
 
 #[cfg(test)]
@@ -533,6 +587,51 @@ mod tests {
             .device_events("i1", "c1", (0, i64::MAX), (1, 100), false)
             .unwrap();
         assert_eq!(total, 5, "only events of the last hour stay");
+    }
+
+    fn message(time_ms: i64, msg_id: u128, action: MessageAction) -> MessageEvent {
+        MessageEvent {
+            instance_id: "i1".into(),
+            msg_id,
+            action,
+            client_id: "c1".into(),
+            time_ms,
+            ip: String::new(),
+            topic: "t".into(),
+            size: 1,
+            qos: 1,
+        }
+    }
+
+    #[test]
+    fn message_events_are_found_by_msg_id_and_client_and_swept_by_age() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, tracer, writer) = TraceStore::open(dir.path(), retention(u64::MAX)).unwrap();
+        for i in 0..1_000i64 {
+            tracer.message(message(10_000 + i, 7 + i as u128, MessageAction::PubMqtt));
+            tracer.message(message(10_000 + i, 7 + i as u128, MessageAction::Sub));
+        }
+        drop(tracer);
+        writer.join().unwrap();
+        let id = crate::trace::events::msg_id_text(7 + 500);
+        let published = store.message_publishes("i1", &id, (0, i64::MAX)).unwrap();
+        assert_eq!(published.len(), 1);
+        assert_eq!(published[0].msg_id, id);
+        let (total, _) = store
+            .message_deliveries("i1", &id, Some("c1"), (0, i64::MAX), (1, 10), false)
+            .unwrap();
+        assert_eq!(total, 1);
+        let (total, _) = store.client_messages("i1", "c1", (0, i64::MAX), (1, 10), false).unwrap();
+        assert_eq!(total, 2_000);
+        // Past their age: events before 10,600 ms go, exactly.
+        let connection = open_connection(store.path()).unwrap();
+        sweep(&connection, retention(u64::MAX), 10_600 + 3_600_000).unwrap();
+        let (total, oldest) = store.client_messages("i1", "c1", (0, i64::MAX), (1, 1), false).unwrap();
+        assert_eq!(total, 800);
+        assert_eq!(oldest[0].time_ms, 10_600);
+        sweep(&connection, retention(u64::MAX), 20_000 + 3_600_000).unwrap();
+        let (total, _) = store.client_messages("i1", "c1", (0, i64::MAX), (1, 1), false).unwrap();
+        assert_eq!(total, 0);
     }
 
     #[test]

@@ -37,6 +37,10 @@ pub struct MqttArgs {
     /// Payload bytes (at least 8: the send time).
     #[arg(long, default_value_t = 100)]
     payload: usize,
+    /// Messages per second in all, spread evenly over the publishers (a
+    /// steady rate, to measure the cost of a known load); absent: flat out.
+    #[arg(long)]
+    rate: Option<f64>,
     /// Print the summary as one JSON object.
     #[arg(long)]
     json: bool,
@@ -142,12 +146,27 @@ pub async fn run(args: MqttArgs) -> Result<(), String> {
     let before = received.load(Ordering::Relaxed);
     let started = Instant::now();
     let mut running = Vec::with_capacity(pairs);
+    // With --rate: each publisher sends one message per `every`, on a
+    // schedule (a late send is not made up by a burst beyond the missed
+    // ticks: the interval skips them).
+    let every = args
+        .rate
+        .filter(|r| *r > 0.0)
+        .map(|rate| Duration::from_secs_f64(pairs as f64 / rate));
     for (i, client, driver) in publishers {
         let size = args.payload;
         running.push(tokio::spawn(async move {
             let mut payload = vec![0u8; size];
             let topic = format!("bench/{i}");
+            let mut ticks = every.map(|every| {
+                let mut ticks = tokio::time::interval(every);
+                ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+                ticks
+            });
             while Instant::now() < stop_at {
+                if let Some(ticks) = &mut ticks {
+                    ticks.tick().await;
+                }
                 let now = clock.elapsed().as_micros() as u64;
                 payload[..8].copy_from_slice(&now.to_be_bytes());
                 if client

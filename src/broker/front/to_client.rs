@@ -93,6 +93,7 @@ impl ToClient<'_> {
                                 }
                                 broker.meter.delivered(qos);
                                 if tracing
+                                    && tracer.has_room()
                                     && let Some(parts) =
                                         codec::publish_parts(&frame_at[..len], protocol_v5)
                                 {
@@ -122,7 +123,8 @@ impl ToClient<'_> {
                                         client_id: session.info.client_id.clone(),
                                         time_ms: crate::trace::now_ms(),
                                         ip: String::new(),
-                                        topic: String::from_utf8_lossy(parts.topic).into_owned(),
+                                        // The publish holds the topic.
+                                        topic: String::new(),
                                         size: parts.payload.len() as u32,
                                         qos,
                                     });
