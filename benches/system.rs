@@ -52,6 +52,8 @@ struct Setting {
     /// the next on this machine, more than the check costs).
     login_clients: usize,
     login_rounds: usize,
+    /// Device events stored before the trace query is timed.
+    trace_events: usize,
 }
 
 const FULL: Setting = Setting {
@@ -71,6 +73,7 @@ const FULL: Setting = Setting {
     idle_connections: &[100, 1_000, 6_000],
     login_clients: 100,
     login_rounds: 5,
+    trace_events: 10_000_000,
 };
 
 const TINY: Setting = Setting {
@@ -85,6 +88,7 @@ const TINY: Setting = Setting {
     idle_connections: &[20],
     login_clients: 4,
     login_rounds: 2,
+    trace_events: 20_000,
 };
 
 fn main() {
@@ -110,6 +114,8 @@ fn main() {
     runtime.block_on(registry(&setting, &out_dir, &mut results));
     runtime.block_on(mqtt(&setting, &out_dir, &mut results));
     runtime.block_on(mqtt_logins(&setting, &out_dir, &mut results));
+    runtime.block_on(tracing_cost(&setting, &mut results));
+    trace_query(&setting, &mut results);
     idle(&setting, &out_dir, &mut results);
     // What the profile showed and what changed, kept by hand beside the
     // generated tables.
@@ -152,6 +158,10 @@ fn machine() -> String {
 }
 
 fn config_text(storage: &Path) -> String {
+    config_text_traced(storage, true)
+}
+
+fn config_text_traced(storage: &Path, traced: bool) -> String {
     format!(
         r#"
 [http]
@@ -163,6 +173,8 @@ max_connections_per_instance = 20000
 anonymous_instance = "{INSTANCE}"
 [storage]
 dir = {:?}
+[trace]
+enabled = {traced}
 [limits]
 QuerySessionByClientId = 1000000000
 BatchQuerySessionByClientIds = 1000000000
@@ -462,6 +474,21 @@ fn mqtt_load_args(
     clients: usize,
     seconds: f64,
 ) -> (f64, f64) {
+    let v = mqtt_load_json(addr, login_args, qos, clients, seconds);
+    (
+        v["messages_per_second"].as_f64().unwrap(),
+        v["p99_ms"].as_f64().unwrap(),
+    )
+}
+
+/// `mqgate-load mqtt`'s summary (JSON).
+fn mqtt_load_json(
+    addr: SocketAddr,
+    login_args: &[&str],
+    qos: u8,
+    clients: usize,
+    seconds: f64,
+) -> serde_json::Value {
     let mut command = Command::new(LOAD);
     command.args(["mqtt", "--json", "--addr", &addr.to_string()]);
     command.args(["--qos", &qos.to_string(), "--clients", &clients.to_string()]);
@@ -477,7 +504,7 @@ fn mqtt_load_args(
     let v: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     let rate = v["messages_per_second"].as_f64().unwrap();
     assert!(rate > 0.0, "no message was delivered: {v}");
-    (rate, v["p99_ms"].as_f64().unwrap())
+    v
 }
 
 /// A fresh mqgate for MQTT measurements: its front port, its instance's
@@ -487,14 +514,21 @@ struct MqttTarget {
     front: SocketAddr,
     direct: SocketAddr,
     login: (String, String),
-    _storage: tempfile::TempDir,
+    storage: tempfile::TempDir,
 }
 
 impl MqttTarget {
     async fn start() -> MqttTarget {
+        MqttTarget::start_traced(true).await
+    }
+
+    async fn start_traced(traced: bool) -> MqttTarget {
         let storage = tempfile::tempdir().unwrap();
-        let config =
-            Config::parse(&config_text(&storage.path().join("data")), "bench.toml").unwrap();
+        let config = Config::parse(
+            &config_text_traced(&storage.path().join("data"), traced),
+            "bench.toml",
+        )
+        .unwrap();
         let server = mqgate::server::Server::start(config).await.unwrap();
         let broker = server.brokers.instance(INSTANCE).unwrap();
         let internal = server.brokers.internal_login();
@@ -503,7 +537,7 @@ impl MqttTarget {
             direct: broker.v4_addr,
             login: (internal.username.clone(), internal.password.clone()),
             server,
-            _storage: storage,
+            storage,
         }
     }
 
@@ -760,6 +794,198 @@ async fn mqtt_logins(setting: &Setting, out_dir: &Path, results: &mut String) {
     }
     let _ = writeln!(results);
     std::fs::write(out_dir.join("mqtt_logins.csv"), csv).unwrap();
+}
+
+/// CPU seconds this process has used (the servers run in it; the load
+/// generators in processes of their own).
+fn own_cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rsplit(')').next().unwrap_or("");
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime: fields 14 and 15 of the line, 12 and 13 after ")".
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// The bytes of the trace database (with its WAL).
+fn trace_bytes(storage: &Path) -> u64 {
+    ["traces.sqlite3", "traces.sqlite3-wal"]
+        .iter()
+        .filter_map(|f| std::fs::metadata(storage.join("data").join(f)).ok())
+        .map(|m| m.len())
+        .sum()
+}
+
+/// Tracing on against off, in one run: mqgate's CPU per message at a steady
+/// 10,000 messages/s, the front layer's throughput at saturation, the trace
+/// store's bytes per million messages, and the share of events dropped at
+/// saturation (the writer yields to the relay). Rounds alternate on and
+/// off on fresh servers.
+async fn tracing_cost(setting: &Setting, results: &mut String) {
+    let seconds = setting.mqtt_seconds * 2.0;
+    let rate = if setting.trace_events > 100_000 {
+        10_000.0
+    } else {
+        500.0
+    };
+    let mut steady: Vec<(f64, f64)> = Vec::new();
+    let mut saturated: Vec<(f64, f64, f64)> = Vec::new();
+    let mut bytes_per_million = 0.0;
+    for round in 0..setting.login_rounds.max(2) {
+        let mut pair = [0.0f64; 2];
+        let mut flat = [0.0f64; 2];
+        for traced in [round % 2 == 0, round % 2 != 0] {
+            let target = MqttTarget::start_traced(traced).await;
+            let front = target.front;
+            let cpu_before = own_cpu_seconds();
+            let v = tokio::task::spawn_blocking(move || {
+                mqtt_load_json(front, &["--rate", &rate.to_string()], 1, 20, seconds)
+            })
+            .await
+            .unwrap();
+            let cpu = own_cpu_seconds() - cpu_before;
+            let delivered = v["delivered"].as_f64().unwrap_or(1.0).max(1.0);
+            pair[usize::from(traced)] = cpu / delivered * 1e6;
+            if traced {
+                target.server.tracer().flush(Duration::from_secs(5));
+                bytes_per_million = trace_bytes(target.storage.path()) as f64 / delivered * 1e6;
+            }
+            let recorded_before = target.server.tracer().recorded();
+            let dropped_before = target.server.tracer().dropped();
+            let clients = setting.login_clients;
+            let quick = setting.mqtt_seconds;
+            let (msgs, _) =
+                tokio::task::spawn_blocking(move || mqtt_load_args(front, &[], 1, clients, quick))
+                    .await
+                    .unwrap();
+            flat[usize::from(traced)] = msgs;
+            if traced {
+                let recorded = target.server.tracer().recorded() - recorded_before;
+                let dropped = target.server.tracer().dropped() - dropped_before;
+                let share = dropped as f64 / (recorded + dropped).max(1) as f64;
+                saturated.push((0.0, 0.0, share));
+            }
+            target.server.shutdown().await;
+        }
+        steady.push((pair[1], pair[0]));
+        let last = saturated.last_mut().unwrap();
+        last.0 = flat[1];
+        last.1 = flat[0];
+    }
+    steady.sort_by(|a, b| (a.0 / a.1).total_cmp(&(b.0 / b.1)));
+    saturated.sort_by(|a, b| (a.0 / a.1).total_cmp(&(b.0 / b.1)));
+    let (on_us, off_us) = steady[steady.len() / 2];
+    let (on_msgs, off_msgs, dropped) = saturated[saturated.len() / 2];
+    let _ = writeln!(results, "## Tracing on against off\n");
+    let _ = writeln!(
+        results,
+        "One run, fresh mqgate per measurement, on and off alternating, {} rounds; each row the median round. Steady: 20 clients (10 publishers holding {rate:.0} messages/s in all with `mqgate-load mqtt --rate`, 10 subscribers), QoS 1, {seconds} s: mqgate's CPU time (the benchmark's process, which hosts the server; the load generator runs apart) per delivered message. Saturation: {} clients flat out, QoS 1, {} s. Every message makes three events (the publish, the push, the acknowledgement).\n",
+        steady.len(),
+        setting.login_clients,
+        setting.mqtt_seconds
+    );
+    let _ = writeln!(results, "| measure | tracing on | tracing off | on/off |");
+    let _ = writeln!(results, "|---|---|---|---|");
+    let _ = writeln!(
+        results,
+        "| CPU per message at {rate:.0} msgs/s, µs | {on_us:.1} | {off_us:.1} | {:.2} |",
+        on_us / off_us.max(f64::MIN_POSITIVE)
+    );
+    let _ = writeln!(
+        results,
+        "| front msgs/s at saturation | {on_msgs:.0} | {off_msgs:.0} | {:.2} |",
+        on_msgs / off_msgs.max(1.0)
+    );
+    let _ = writeln!(
+        results,
+        "\nTrace store: {:.0} MB per million messages (steady run, nothing dropped). At saturation {:.0}% of the events were dropped and counted (`mqgate_trace_events_dropped_total`): the writer runs at nice 19 and its queue's overflow is shed, never the messages.\n",
+        bytes_per_million / 1e6,
+        dropped * 100.0
+    );
+}
+
+/// The time to answer one device's events of the last 24 hours (10,000 of
+/// them, a page of 100 and the total) in a store holding
+/// `setting.trace_events` events of 100,000 devices.
+fn trace_query(setting: &Setting, results: &mut String) {
+    use mqgate::trace::{DeviceAction, DeviceEvent, TraceStore, store::Retention};
+    let dir = tempfile::tempdir().unwrap();
+    let (store, tracer, _writer) = TraceStore::open(
+        dir.path(),
+        Retention {
+            max_age: Duration::from_secs(7 * 24 * 3600),
+            max_bytes: u64::MAX,
+        },
+    )
+    .unwrap();
+    let now = chrono::Utc::now().timestamp_millis();
+    let total = setting.trace_events;
+    let target_events = 10_000.min(total / 2);
+    let every = (total / target_events).max(1);
+    let filling = std::time::Instant::now();
+    for i in 0..total {
+        let client_id = if i % every == 0 {
+            "GID_bench@@@target".to_string()
+        } else {
+            format!("GID_bench@@@{}", i % 100_000)
+        };
+        tracer.device(DeviceEvent {
+            instance_id: INSTANCE.into(),
+            client_id,
+            // Spread over the last 24 hours, in order.
+            time_ms: now - 86_400_000 + (i as i64 * 86_400_000 / total as i64),
+            channel_id: i as u64,
+            action: DeviceAction::Connect,
+            info: "accepted".into(),
+        });
+        // Let the writer keep up: the queue holds 65,536 events.
+        if i % 50_000 == 49_999 {
+            tracer.flush(Duration::from_secs(60));
+        }
+    }
+    tracer.flush(Duration::from_secs(60));
+    let filled = filling.elapsed().as_secs_f64();
+    assert_eq!(
+        tracer.dropped(),
+        0,
+        "events dropped while filling the store"
+    );
+    let mut times = Vec::new();
+    let mut found = 0;
+    for _ in 0..21 {
+        let started = std::time::Instant::now();
+        let (count, page) = store
+            .device_events(
+                INSTANCE,
+                "GID_bench@@@target",
+                (now - 86_400_000, now),
+                (1, 100),
+                true,
+            )
+            .unwrap();
+        times.push(started.elapsed().as_secs_f64() * 1000.0);
+        found = count;
+        assert_eq!(page.len(), 100.min(count as usize));
+    }
+    times.sort_by(f64::total_cmp);
+    let bytes: u64 = ["traces.sqlite3", "traces.sqlite3-wal"]
+        .iter()
+        .filter_map(|f| std::fs::metadata(dir.path().join(f)).ok())
+        .map(|m| m.len())
+        .sum();
+    let _ = writeln!(results, "## Trace query\n");
+    let _ = writeln!(
+        results,
+        "QueryMqttTraceDevice's store query alone: one device's {found} events of the last 24 hours (newest first, a page of 100, and the total), in a store of {total} events of 100,000 devices ({:.0} MB; filled in {filled:.0} s through the tracer's queue). Median of 21: {:.2} ms (max {:.2} ms).\n",
+        bytes as f64 / 1e6,
+        times[times.len() / 2],
+        times[times.len() - 1]
+    );
 }
 
 fn rss_kib(pid: u32) -> u64 {

@@ -126,6 +126,11 @@ impl Server {
         &self.state.devices
     }
 
+    /// Where trace events are recorded (its counters: recorded, dropped).
+    pub fn tracer(&self) -> &Arc<crate::trace::Tracer> {
+        &self.state.tracer
+    }
+
     pub async fn start(config: Config) -> Result<Server, StartError> {
         std::fs::create_dir_all(&config.storage.dir).map_err(|error| StartError::Storage {
             dir: config.storage.dir.display().to_string(),

@@ -500,11 +500,10 @@ pub(crate) fn sweep(
 /// written in the order they happen, so times grow with ids (a clock step
 /// back only makes a sweep keep a little more).
 fn first_id_at_or_after(connection: &Connection, at_ms: i64) -> rusqlite::Result<Option<i64>> {
-    let bounds: (Option<i64>, Option<i64>) = connection.query_row(
-        "SELECT MIN(id), MAX(id) FROM message_events",
-        [],
-        |row| Ok((row.get(0)?, row.get(1)?)),
-    )?;
+    let bounds: (Option<i64>, Option<i64>) =
+        connection.query_row("SELECT MIN(id), MAX(id) FROM message_events", [], |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })?;
     let (Some(mut low), Some(mut high)) = bounds else {
         return Ok(None);
     };
@@ -621,16 +620,22 @@ mod tests {
             .message_deliveries("i1", &id, Some("c1"), (0, i64::MAX), (1, 10), false)
             .unwrap();
         assert_eq!(total, 1);
-        let (total, _) = store.client_messages("i1", "c1", (0, i64::MAX), (1, 10), false).unwrap();
+        let (total, _) = store
+            .client_messages("i1", "c1", (0, i64::MAX), (1, 10), false)
+            .unwrap();
         assert_eq!(total, 2_000);
         // Past their age: events before 10,600 ms go, exactly.
         let connection = open_connection(store.path()).unwrap();
         sweep(&connection, retention(u64::MAX), 10_600 + 3_600_000).unwrap();
-        let (total, oldest) = store.client_messages("i1", "c1", (0, i64::MAX), (1, 1), false).unwrap();
+        let (total, oldest) = store
+            .client_messages("i1", "c1", (0, i64::MAX), (1, 1), false)
+            .unwrap();
         assert_eq!(total, 800);
         assert_eq!(oldest[0].time_ms, 10_600);
         sweep(&connection, retention(u64::MAX), 20_000 + 3_600_000).unwrap();
-        let (total, _) = store.client_messages("i1", "c1", (0, i64::MAX), (1, 1), false).unwrap();
+        let (total, _) = store
+            .client_messages("i1", "c1", (0, i64::MAX), (1, 1), false)
+            .unwrap();
         assert_eq!(total, 0);
     }
 
