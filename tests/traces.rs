@@ -555,3 +555,77 @@ async fn a_sigkill_under_load_loses_only_the_uncommitted_batch() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+/// A raw MQTT 5 client (anonymous, clean start) with a will on
+/// `will/{client_id}`, once its CONNACK arrived.
+async fn raw_v5_with_will(t: &TestServer, client_id: &str) -> tokio::net::TcpStream {
+    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 5, 0x06, 0, 60, 0];
+    body.extend_from_slice(&(client_id.len() as u16).to_be_bytes());
+    body.extend_from_slice(client_id.as_bytes());
+    body.push(0); // will properties
+    let topic = format!("will/{client_id}");
+    body.extend_from_slice(&(topic.len() as u16).to_be_bytes());
+    body.extend_from_slice(topic.as_bytes());
+    body.extend_from_slice(&4u16.to_be_bytes());
+    body.extend_from_slice(b"gone");
+    let mut connect = vec![0x10, body.len() as u8];
+    connect.extend_from_slice(&body);
+    let mut raw = tokio::net::TcpStream::connect(t.mqtt).await.unwrap();
+    raw.write_all(&connect).await.unwrap();
+    let mut head = [0u8; 2];
+    raw.read_exact(&mut head).await.unwrap();
+    let mut rest = vec![0u8; head[1] as usize];
+    raw.read_exact(&mut rest).await.unwrap();
+    assert_eq!((head[0], rest[1]), (0x20, 0), "CONNACK refused: {rest:?}");
+    raw
+}
+
+/// MQTT 5: a DISCONNECT with reason 0x00 drops the will, any other keeps
+/// it (published once the connection closes), whether or not the packet
+/// writes out its (empty) property length. rumqttd alone drops the will
+/// on every DISCONNECT and stalls on the short form.
+#[tokio::test]
+async fn an_mqtt5_disconnect_keeps_the_will_unless_its_reason_is_normal() {
+    let t = TestServer::start(TWO_ACCOUNTS).await;
+    let mut watcher = connect_v4(t.mqtt, "GID_w@@@watcher", None).await.unwrap();
+    watcher.subscribe("will/#").await;
+    for (client_id, disconnect, will) in [
+        ("GID_w@@@normal-short", vec![0xE0, 0x01, 0x00], false),
+        ("GID_w@@@normal-long", vec![0xE0, 0x02, 0x00, 0x00], false),
+        ("GID_w@@@with-will", vec![0xE0, 0x01, 0x04], true),
+        ("GID_w@@@error", vec![0xE0, 0x02, 0x80, 0x00], true),
+    ] {
+        let mut raw = raw_v5_with_will(&t, client_id).await;
+        raw.write_all(&disconnect).await.unwrap();
+        let mut rest = Vec::new();
+        let closed =
+            tokio::time::timeout(Duration::from_secs(10), raw.read_to_end(&mut rest)).await;
+        assert!(closed.is_ok(), "{client_id}: the connection was not closed");
+        assert_eq!(
+            events(&t, client_id, 2).await,
+            [
+                pair("connect", "accepted"),
+                pair("disconnect", "disconnected by client")
+            ]
+        );
+        let topic = format!("will/{client_id}");
+        let got = tokio::time::timeout(Duration::from_secs(2), async {
+            loop {
+                let (got, payload) = watcher.next_message().await;
+                if got == topic {
+                    return payload;
+                }
+            }
+        })
+        .await;
+        match will {
+            true => assert_eq!(
+                got.expect("no will published").as_slice(),
+                b"gone",
+                "{client_id}"
+            ),
+            false => assert!(got.is_err(), "{client_id}: its will was published"),
+        }
+    }
+    t.server.shutdown().await;
+}

@@ -179,6 +179,15 @@ pub fn pubcomp(packet_id: u16) -> Vec<u8> {
     vec![0x70, 0x02, hi, lo]
 }
 
+/// What follows a complete frame's fixed header (type byte and remaining
+/// length); empty if the header is malformed.
+pub fn frame_body(frame: &[u8]) -> &[u8] {
+    match frame.get(1..).and_then(read_variable_int) {
+        Some((_, len_len)) => frame.get(1 + len_len..).unwrap_or_default(),
+        None => &[],
+    }
+}
+
 /// A PUBLISH frame's parts a trace needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PublishParts<'a> {

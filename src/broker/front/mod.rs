@@ -79,6 +79,9 @@ enum End {
     ClientClosed,
     /// The client sent DISCONNECT.
     ClientDisconnected,
+    /// The client sent an MQTT 5 DISCONNECT with a reason other than 0x00:
+    /// its will is published.
+    ClientDisconnectedWithWill,
     ClientError(std::io::Error),
     ClientProtocol(FrameError),
     BrokerClosed,
@@ -654,7 +657,7 @@ fn ended_as(
 ) -> (DeviceAction, String) {
     let close = |info: &str| (DeviceAction::Close, info.to_string());
     match end {
-        End::ClientDisconnected => (
+        End::ClientDisconnected | End::ClientDisconnectedWithWill => (
             DeviceAction::Disconnect,
             events::DISCONNECTED_BY_CLIENT.into(),
         ),

@@ -139,9 +139,37 @@ impl ToBroker<'_> {
                     // The client's goodbye: forward it (it tells rumqttd to
                     // drop the will) and nothing after it.
                     packet_type::DISCONNECT => {
-                        let end = whole + len;
-                        if let Err(end) = self.forward(end).await {
+                        // MQTT 5: a DISCONNECT with any reason but 0x00
+                        // keeps the will (it is published once the
+                        // connection closes); rumqttd 0.20 drops it on
+                        // every DISCONNECT, and waits forever on one that
+                        // carries its reason code alone (remaining length
+                        // 1) for a property length that never comes.
+                        let body = codec::frame_body(&frame_at[..len]);
+                        let reason = (protocol == ProtocolVersion::V5)
+                            .then(|| body.first().copied())
+                            .flatten();
+                        if reason.is_some_and(|code| code != 0x00) {
+                            // Not forwarded: the connection ends as if
+                            // dropped, so rumqttd publishes the will.
+                            if let Err(end) = self.forward(whole).await {
+                                return end;
+                            }
+                            return End::ClientDisconnectedWithWill;
+                        }
+                        if let Err(end) = self.forward(whole).await {
                             return end;
+                        }
+                        let frame = self.buf.split_to(len);
+                        let frame: &[u8] = if frame.len() == 3 {
+                            // The same DISCONNECT, with its (empty)
+                            // property length written out.
+                            &[frame[0], 0x02, frame[2], 0x00]
+                        } else {
+                            &frame
+                        };
+                        if self.upstream.write_all(frame).await.is_err() {
+                            return End::BrokerClosed;
                         }
                         return End::ClientDisconnected;
                     }
