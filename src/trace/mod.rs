@@ -23,8 +23,8 @@
 //!   is full (the disk cannot keep up) an event is dropped and counted
 //!   (`mqgate_trace_events_dropped_total`), never the message or the
 //!   connection it describes.
-//! - The writer commits what has queued in one transaction, at least every
-//!   [`BATCH_INTERVAL`] (SQLite, `storage.dir/traces.sqlite3`, WAL,
+//! - The writer sleeps [`BATCH_INTERVAL`] between batches (senders never
+//!   wake it) and commits what has queued in one transaction (SQLite, `storage.dir/traces.sqlite3`, WAL,
 //!   `synchronous=NORMAL`): a crash of the process loses the batch being
 //!   gathered (at most [`BATCH_INTERVAL`] of events) and what was queued,
 //!   never a committed batch, and never corrupts the store.
@@ -65,6 +65,8 @@ pub struct Tracer {
     /// Events handed to the writer and not yet taken by it: when the
     /// queue is full, an event is counted dropped before it is even built.
     queued: Arc<AtomicU64>,
+    /// The writer thread, unparked by a flush.
+    writer: Option<std::thread::Thread>,
     ids: MsgIds,
     recent: Recent,
 }
@@ -204,10 +206,12 @@ impl Tracer {
     pub(crate) fn new(
         queue: std::sync::mpsc::SyncSender<Queued>,
         queued: Arc<AtomicU64>,
+        writer: std::thread::Thread,
     ) -> Arc<Tracer> {
         Arc::new(Tracer {
             queue: Some(queue),
             queued,
+            writer: Some(writer),
             ..Tracer::default()
         })
     }
@@ -257,6 +261,9 @@ impl Tracer {
         let (done, committed) = std::sync::mpsc::sync_channel(1);
         if queue.send(Queued::Flush(done)).is_err() {
             return false;
+        }
+        if let Some(writer) = &self.writer {
+            writer.unpark();
         }
         committed.recv_timeout(timeout).is_ok()
     }
