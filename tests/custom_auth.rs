@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{Device, TestServer, connect_v4, connect_v5};
+use common::{Device, TestServer, connect_v4, connect_v5, delivered, nothing_on};
 use mqgate::broker::device_auth::signature_password;
 use std::time::Duration;
 
@@ -100,35 +100,6 @@ async fn connect(
 async fn watcher(t: &TestServer, instance: &str, client_id: &str) -> Device {
     let login = common::signature_login("testid", "testsecret", instance, client_id);
     connect_v4(t.mqtt, client_id, Some(login)).await.unwrap()
-}
-
-/// Publishes until `device` receives on `topic`, within 5 s.
-async fn delivered(sender: &Device, device: &mut Device, topic: &str) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        sender.publish(topic, b"ping").await;
-        if let Ok((got, _)) =
-            tokio::time::timeout(Duration::from_millis(300), device.next_message()).await
-            && got == topic
-        {
-            return;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "nothing on {topic}");
-    }
-}
-
-/// `payload` does not arrive on `topic` within half a second.
-async fn nothing_on(device: &mut Device, topic: &str, payload: &[u8]) {
-    let got = tokio::time::timeout(Duration::from_millis(500), async {
-        loop {
-            let (got, body) = device.next_message().await;
-            if got == topic && body == payload {
-                return got;
-            }
-        }
-    })
-    .await;
-    assert!(got.is_err(), "unexpected delivery on {topic}");
 }
 
 #[tokio::test]

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{Device, TWO_ACCOUNTS, TestServer, connect_v4, connect_v5};
+use common::{Device, TWO_ACCOUNTS, TestServer, connect_v4, connect_v5, delivered, nothing_on};
 use std::time::Duration;
 
 const INSTANCE: &str = "inst-a1";
@@ -50,36 +50,6 @@ async fn message_on(device: &mut Device, topic: &str) -> serde_json::Value {
             return serde_json::from_slice(&payload).unwrap_or(serde_json::Value::Null);
         }
     }
-}
-
-/// Publishes until `device` receives the payload on `topic` (the
-/// subscription may still be on its way), within 5 s.
-async fn delivered(sender: &Device, device: &mut Device, topic: &str) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        sender.publish(topic, b"ping").await;
-        if let Ok((got, _)) =
-            tokio::time::timeout(Duration::from_millis(300), device.next_message()).await
-            && got == topic
-        {
-            return;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "nothing on {topic}");
-    }
-}
-
-/// `payload` does not arrive on `topic` within half a second.
-async fn nothing_on(device: &mut Device, topic: &str, payload: &[u8]) {
-    let got = tokio::time::timeout(Duration::from_millis(500), async {
-        loop {
-            let (got, body) = device.next_message().await;
-            if got == topic && body == payload {
-                return got;
-            }
-        }
-    })
-    .await;
-    assert!(got.is_err(), "unexpected delivery on {topic}");
 }
 
 #[tokio::test]

@@ -477,3 +477,33 @@ pub fn spawn_mqgate_line(
     );
     (child, first)
 }
+
+/// Publishes until `device` receives the payload on `topic` (the
+/// subscription may still be on its way), within 5 s.
+pub async fn delivered(sender: &Device, device: &mut Device, topic: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        sender.publish(topic, b"ping").await;
+        if let Ok((got, _)) =
+            tokio::time::timeout(Duration::from_millis(300), device.next_message()).await
+            && got == topic
+        {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "nothing on {topic}");
+    }
+}
+
+/// `payload` does not arrive on `topic` within half a second.
+pub async fn nothing_on(device: &mut Device, topic: &str, payload: &[u8]) {
+    let got = tokio::time::timeout(Duration::from_millis(500), async {
+        loop {
+            let (got, body) = device.next_message().await;
+            if got == topic && body == payload {
+                return got;
+            }
+        }
+    })
+    .await;
+    assert!(got.is_err(), "unexpected delivery on {topic}");
+}
