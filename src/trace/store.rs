@@ -160,14 +160,17 @@ impl TraceStore {
         reverse: bool,
     ) -> Result<(u64, Vec<DeviceTrace>), TraceError> {
         let connection = self.reader.lock().unwrap_or_else(|e| e.into_inner());
-        let total: i64 = connection.query_row(
+        // The total and the page from one snapshot: a batch committed
+        // between the two would otherwise make them disagree.
+        let snapshot = connection.unchecked_transaction()?;
+        let total: i64 = snapshot.query_row(
             "SELECT COUNT(*) FROM device_events
              WHERE instance_id = ?1 AND client_id = ?2 AND time_ms BETWEEN ?3 AND ?4",
             params![instance_id, client_id, begin_ms, end_ms],
             |row| row.get(0),
         )?;
         let order = if reverse { "DESC" } else { "ASC" };
-        let mut statement = connection.prepare_cached(&format!(
+        let mut statement = snapshot.prepare_cached(&format!(
             "SELECT time_ms, channel_id, action, info FROM device_events
              WHERE instance_id = ?1 AND client_id = ?2 AND time_ms BETWEEN ?3 AND ?4
              ORDER BY time_ms {order}, id {order} LIMIT ?5 OFFSET ?6"
@@ -203,6 +206,8 @@ impl TraceStore {
                 });
             }
         }
+        drop(statement);
+        snapshot.finish()?;
         Ok((total as u64, events))
     }
 }
@@ -219,14 +224,17 @@ impl TraceStore {
         reverse: bool,
     ) -> Result<(u64, Vec<MessageTrace>), TraceError> {
         let connection = self.reader.lock().unwrap_or_else(|e| e.into_inner());
+        // The total and the page from one snapshot: a batch committed
+        // between the two would otherwise make them disagree.
+        let snapshot = connection.unchecked_transaction()?;
         let (instance, key, begin, end, extra) = args;
-        let total: i64 = connection.query_row(
+        let total: i64 = snapshot.query_row(
             &format!("SELECT COUNT(*) FROM message_events WHERE {filter}"),
             params![instance, key, begin, end, extra],
             |row| row.get(0),
         )?;
         let order = if reverse { "DESC" } else { "ASC" };
-        let mut statement = connection.prepare_cached(&format!(
+        let mut statement = snapshot.prepare_cached(&format!(
             "SELECT lower(hex(msg_id)), action, client_id, time_ms, topic, size, qos FROM message_events
              WHERE {filter} ORDER BY time_ms {order}, id {order} LIMIT ?6 OFFSET ?7"
         ))?;
@@ -260,6 +268,8 @@ impl TraceStore {
                 });
             }
         }
+        drop(statement);
+        snapshot.finish()?;
         Ok((total as u64, events))
     }
 
