@@ -20,7 +20,7 @@
 //! default 72). RAM: `mq:QueryMqttTraceDevice` on the instance; 500/s;
 //! billed (Alibaba's page).
 
-use super::trace_params::{page, reverse, time_range, within_retention};
+use super::trace_params::{PageHeader, PageRequest, Window};
 use super::{Context, Handler};
 use crate::access::Resource;
 use crate::error::ApiError;
@@ -30,21 +30,16 @@ use serde::Serialize;
 pub struct QueryMqttTraceDevice;
 
 pub struct Request {
-    pub instance_id: String,
+    pub window: Window,
     pub client_id: String,
-    pub begin_ms: i64,
-    pub end_ms: i64,
-    pub page: u32,
-    pub size: u32,
-    pub reverse: bool,
+    pub page: PageRequest,
 }
 
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct Answer {
-    pub total: u64,
-    pub current_page: u32,
-    pub page_size: u32,
+    #[serde(flatten)]
+    pub page: PageHeader,
     pub device_info_list: Vec<Entry>,
 }
 
@@ -63,42 +58,31 @@ impl Handler for QueryMqttTraceDevice {
     type Answer = Answer;
 
     fn parse(params: &Params) -> Result<Request, ApiError> {
-        let instance_id = params.required("InstanceId")?.to_string();
-        params.required("MqttRegionId")?;
-        let client_id = params.client_id("ClientId")?.to_string();
-        let (begin_ms, end_ms) = time_range(params)?;
-        let (page, size) = page(params)?;
         Ok(Request {
-            instance_id,
-            client_id,
-            begin_ms,
-            end_ms,
-            page,
-            size,
-            reverse: reverse(params)?,
+            window: Window::parse(params)?,
+            client_id: params.client_id("ClientId")?.to_string(),
+            page: PageRequest::parse(params)?,
         })
     }
 
     fn resource(request: &Request) -> Resource<'_> {
-        Resource::Instance(&request.instance_id)
+        Resource::Instance(&request.window.instance_id)
     }
 
     async fn handle(ctx: &Context<'_>, request: Request) -> Result<Answer, ApiError> {
-        within_retention(ctx, request.begin_ms)?;
+        request.window.check(ctx)?;
         let (total, events) = ctx
             .traces
             .device_events(
-                &request.instance_id,
+                &request.window.instance_id,
                 &request.client_id,
-                (request.begin_ms, request.end_ms),
-                (request.page, request.size),
-                request.reverse,
+                request.window.range(),
+                request.page.bounds(),
+                request.page.reverse,
             )
             .map_err(|e| ApiError::internal(e.to_string()))?;
         Ok(Answer {
-            total,
-            current_page: request.page,
-            page_size: request.size,
+            page: request.page.header(total),
             device_info_list: events
                 .into_iter()
                 .map(|event| Entry {

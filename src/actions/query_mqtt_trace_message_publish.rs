@@ -18,7 +18,7 @@
 //! does. RAM: `mq:QueryMqttTraceMessagePublish` on the instance; 500/s;
 //! billed (Alibaba's page).
 
-use super::trace_params::{MessageEntry, msg_id, time_range, within_retention};
+use super::trace_params::{MessageEntry, Window, msg_id};
 use super::{Context, Handler};
 use crate::access::Resource;
 use crate::error::ApiError;
@@ -28,10 +28,8 @@ use serde::Serialize;
 pub struct QueryMqttTraceMessagePublish;
 
 pub struct Request {
-    pub instance_id: String,
+    pub window: Window,
     pub msg_id: String,
-    pub begin_ms: i64,
-    pub end_ms: i64,
 }
 
 #[derive(Debug, Serialize)]
@@ -45,26 +43,21 @@ impl Handler for QueryMqttTraceMessagePublish {
     type Answer = Answer;
 
     fn parse(params: &Params) -> Result<Request, ApiError> {
-        let instance_id = params.required("InstanceId")?.to_string();
-        params.required("MqttRegionId")?;
-        let (begin_ms, end_ms) = time_range(params)?;
         Ok(Request {
-            instance_id,
+            window: Window::parse(params)?,
             msg_id: msg_id(params)?,
-            begin_ms,
-            end_ms,
         })
     }
 
     fn resource(request: &Request) -> Resource<'_> {
-        Resource::Instance(&request.instance_id)
+        Resource::Instance(&request.window.instance_id)
     }
 
     async fn handle(ctx: &Context<'_>, request: Request) -> Result<Answer, ApiError> {
-        within_retention(ctx, request.begin_ms)?;
+        request.window.check(ctx)?;
         let events = ctx
             .traces
-            .message_publishes(&request.instance_id, &request.msg_id, (request.begin_ms, request.end_ms))
+            .message_publishes(&request.window.instance_id, &request.msg_id, request.window.range())
             .map_err(|e| ApiError::internal(e.to_string()))?;
         Ok(Answer {
             message_trace_lists: events.into_iter().map(MessageEntry::from).collect(),

@@ -17,7 +17,7 @@
 //! see [`crate::trace`]. RAM: `mq:QueryMqttTraceMessageSubscribe` on the
 //! instance; 500/s; billed.
 
-use super::trace_params::{MessageEntry, msg_id, page, reverse, time_range, within_retention};
+use super::trace_params::{MessageEntry, PageHeader, PageRequest, Window, msg_id};
 use super::{Context, Handler};
 use crate::access::Resource;
 use crate::error::ApiError;
@@ -27,22 +27,17 @@ use serde::Serialize;
 pub struct QueryMqttTraceMessageSubscribe;
 
 pub struct Request {
-    pub instance_id: String,
+    pub window: Window,
     pub msg_id: String,
     pub client_id: Option<String>,
-    pub begin_ms: i64,
-    pub end_ms: i64,
-    pub page: u32,
-    pub size: u32,
-    pub reverse: bool,
+    pub page: PageRequest,
 }
 
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct Answer {
-    pub total: u64,
-    pub current_page: u32,
-    pub page_size: u32,
+    #[serde(flatten)]
+    pub page: PageHeader,
     pub message_trace_lists: Vec<MessageEntry>,
 }
 
@@ -51,47 +46,37 @@ impl Handler for QueryMqttTraceMessageSubscribe {
     type Answer = Answer;
 
     fn parse(params: &Params) -> Result<Request, ApiError> {
-        let instance_id = params.required("InstanceId")?.to_string();
-        params.required("MqttRegionId")?;
-        let (begin_ms, end_ms) = time_range(params)?;
-        let (page, size) = page(params)?;
         let client_id = match params.get("ClientId").filter(|c| !c.is_empty()) {
             Some(_) => Some(params.client_id("ClientId")?.to_string()),
             None => None,
         };
         Ok(Request {
-            instance_id,
+            window: Window::parse(params)?,
             msg_id: msg_id(params)?,
             client_id,
-            begin_ms,
-            end_ms,
-            page,
-            size,
-            reverse: reverse(params)?,
+            page: PageRequest::parse(params)?,
         })
     }
 
     fn resource(request: &Request) -> Resource<'_> {
-        Resource::Instance(&request.instance_id)
+        Resource::Instance(&request.window.instance_id)
     }
 
     async fn handle(ctx: &Context<'_>, request: Request) -> Result<Answer, ApiError> {
-        within_retention(ctx, request.begin_ms)?;
+        request.window.check(ctx)?;
         let (total, events) = ctx
             .traces
             .message_deliveries(
-                &request.instance_id,
+                &request.window.instance_id,
                 &request.msg_id,
                 request.client_id.as_deref(),
-                (request.begin_ms, request.end_ms),
-                (request.page, request.size),
-                request.reverse,
+                request.window.range(),
+                request.page.bounds(),
+                request.page.reverse,
             )
             .map_err(|e| ApiError::internal(e.to_string()))?;
         Ok(Answer {
-            total,
-            current_page: request.page,
-            page_size: request.size,
+            page: request.page.header(total),
             message_trace_lists: events.into_iter().map(MessageEntry::from).collect(),
         })
     }

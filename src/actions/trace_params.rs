@@ -101,3 +101,74 @@ impl From<crate::trace::store::MessageTrace> for MessageEntry {
         }
     }
 }
+
+/// What every trace query names: the instance (with its region, required
+/// as the SDK sends it) and the time range.
+pub struct Window {
+    pub instance_id: String,
+    pub begin_ms: i64,
+    pub end_ms: i64,
+}
+
+impl Window {
+    pub fn parse(params: &Params) -> Result<Window, ApiError> {
+        let instance_id = params.required("InstanceId")?.to_string();
+        params.required("MqttRegionId")?;
+        let (begin_ms, end_ms) = time_range(params)?;
+        Ok(Window {
+            instance_id,
+            begin_ms,
+            end_ms,
+        })
+    }
+
+    pub fn range(&self) -> (i64, i64) {
+        (self.begin_ms, self.end_ms)
+    }
+
+    /// The range must not start before what the store keeps.
+    pub fn check(&self, ctx: &Context<'_>) -> Result<(), ApiError> {
+        within_retention(ctx, self.begin_ms)
+    }
+}
+
+/// Which page a paged trace query asks for, and in which order.
+pub struct PageRequest {
+    pub page: u32,
+    pub size: u32,
+    pub reverse: bool,
+}
+
+impl PageRequest {
+    pub fn parse(params: &Params) -> Result<PageRequest, ApiError> {
+        let (page, size) = page(params)?;
+        Ok(PageRequest {
+            page,
+            size,
+            reverse: reverse(params)?,
+        })
+    }
+
+    /// The page and size, as the store takes them.
+    pub fn bounds(&self) -> (u32, u32) {
+        (self.page, self.size)
+    }
+
+    /// The fields a paged answer starts with.
+    pub fn header(&self, total: u64) -> PageHeader {
+        PageHeader {
+            total,
+            current_page: self.page,
+            page_size: self.size,
+        }
+    }
+}
+
+/// `Total`, `CurrentPage` and `PageSize` of a paged trace answer.
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct PageHeader {
+    pub total: u64,
+    pub current_page: u32,
+    pub page_size: u32,
+}
