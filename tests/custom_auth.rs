@@ -239,6 +239,56 @@ async fn an_identity_may_do_exactly_what_its_rules_allow_and_changes_apply_live(
     t.server.shutdown().await;
 }
 
+/// An MQTT 5 PUBLISH that names its topic by alias alone is checked
+/// against the topic the alias stands for: allowed when that topic is, and
+/// an alias set by a refused PUBLISH stands for nothing.
+#[tokio::test]
+async fn a_topic_alias_is_checked_as_the_topic_it_stands_for() {
+    use rumqttc::v5::mqttbytes::QoS;
+    use rumqttc::v5::mqttbytes::v5::PublishProperties;
+    let t = TestServer::start(CONFIG).await;
+    let instance = "inst-a1";
+    add_identity(&t, instance, "aliaser", "ORIGIN", "aliaser-secret").await;
+    permit(&t, instance, "aliaser", "a/+", "ALLOW", "PUB").await;
+    permit(&t, instance, "aliaser", "a/secret", "DENY", "PUB").await;
+    // An MQTT 5 observer: rumqttd 0.20 panics writing a PUBLISH that
+    // carries MQTT 5 properties to a 3.1.1 subscriber.
+    let login = common::signature_login("testid", "testsecret", instance, "GID_w@@@alias-observer");
+    let mut observer = connect_v5(t.mqtt, "GID_w@@@alias-observer", Some(login))
+        .await
+        .unwrap();
+    observer.subscribe("a/#").await;
+    let mut device = connect(t.mqtt, true, "GID_s@@@aliaser", "aliaser", "aliaser-secret")
+        .await
+        .unwrap();
+    let client = device.v5.clone().unwrap();
+    let alias = |n| PublishProperties {
+        topic_alias: Some(n),
+        ..Default::default()
+    };
+    let mut send = async |topic: &str, n: u16, body: &str| {
+        client
+            .publish_with_properties(topic, QoS::AtLeastOnce, false, body.to_string(), alias(n))
+            .await
+            .unwrap();
+        let (kind, codes) = device.next_ack().await.unwrap();
+        assert_eq!(kind, "PubAck");
+        codes
+    };
+    assert_eq!(send("a/1", 1, "named").await, ["Success"]);
+    assert_eq!(send("", 1, "by alias").await, ["Success"]);
+    assert_eq!(send("a/secret", 2, "named").await, ["NotAuthorized"]);
+    assert_eq!(send("", 2, "by refused alias").await, ["NotAuthorized"]);
+    for expected in ["named", "by alias"] {
+        assert_eq!(
+            observer.next_message().await,
+            ("a/1".to_string(), expected.as_bytes().to_vec())
+        );
+    }
+    nothing_on(&mut observer, "a/secret", b"by refused alias").await;
+    t.server.shutdown().await;
+}
+
 #[tokio::test]
 async fn logins_check_the_secret_and_two_instances_never_mix() {
     let t = TestServer::start(CONFIG).await;

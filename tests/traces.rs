@@ -629,3 +629,110 @@ async fn an_mqtt5_disconnect_keeps_the_will_unless_its_reason_is_normal() {
     }
     t.server.shutdown().await;
 }
+
+/// MQTT 5 topic aliases both ways. A subscriber that offers aliases
+/// (Topic Alias Maximum) still gets each topic of a wildcard subscription
+/// under its own name; a publisher that names a topic by its alias alone
+/// is traced under that topic, so its message's deliveries are found by
+/// its MsgId.
+#[tokio::test]
+async fn topic_aliases_are_resolved_for_subscribers_and_for_the_trace() {
+    use rumqttc::v5::mqttbytes::QoS;
+    use rumqttc::v5::mqttbytes::v5::PublishProperties;
+    let t = TestServer::start(TWO_ACCOUNTS).await;
+    let mut options = common::v5_options(t.mqtt, "GID_m@@@aliased-sub");
+    options.set_topic_alias_max(Some(10));
+    let mut subscriber = common::connect_v5_with(options).await.unwrap();
+    subscriber.subscribe("alias/+").await;
+    let publisher = connect_v5(t.mqtt, "GID_m@@@aliased-pub", None)
+        .await
+        .unwrap();
+    let client = publisher.v5.as_ref().unwrap();
+    let alias = |n| {
+        Some(PublishProperties {
+            topic_alias: Some(n),
+            ..Default::default()
+        })
+    };
+    let sends: [(&str, &str, Option<PublishProperties>); 3] = [
+        ("alias/1", "one", alias(1)),
+        ("", "one again", alias(1)),
+        ("alias/2", "two", None),
+    ];
+    for (topic, payload, properties) in sends {
+        match properties {
+            Some(p) => client
+                .publish_with_properties(topic, QoS::AtLeastOnce, false, payload, p)
+                .await
+                .unwrap(),
+            None => client
+                .publish(topic, QoS::AtLeastOnce, false, payload)
+                .await
+                .unwrap(),
+        }
+    }
+    let mut received = Vec::new();
+    for _ in 0..3 {
+        let (topic, payload) = subscriber.next_message().await;
+        received.push((topic, String::from_utf8(payload).unwrap()));
+    }
+    assert_eq!(
+        received,
+        [
+            ("alias/1".to_string(), "one".to_string()),
+            ("alias/1".to_string(), "one again".to_string()),
+            ("alias/2".to_string(), "two".to_string()),
+        ]
+    );
+
+    // Each of the three MsgIds leads to its push to the subscriber.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let published = loop {
+        let body = trace_call(
+            &t,
+            "QueryMqttTraceMessageOfClient",
+            &[
+                ("ClientId", "GID_m@@@aliased-pub"),
+                ("CurrentPage", "1"),
+                ("PageSize", "10"),
+            ],
+        )
+        .await;
+        if body["Total"] == 3 {
+            break body;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let ids: Vec<String> = published["MessageOfClientList"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["MsgId"].as_str().unwrap().to_string())
+        .collect();
+    for id in &ids {
+        assert_ne!(id, &"0".repeat(32));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let body = trace_call(
+                &t,
+                "QueryMqttTraceMessageSubscribe",
+                &[
+                    ("MsgId", id),
+                    ("ClientId", "GID_m@@@aliased-sub"),
+                    ("CurrentPage", "1"),
+                    ("PageSize", "10"),
+                ],
+            )
+            .await;
+            if actions(&body["MessageTraceLists"])
+                .contains(&("sub".to_string(), "GID_m@@@aliased-sub".to_string()))
+            {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{id}: {body}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    t.server.shutdown().await;
+}

@@ -105,18 +105,15 @@ impl Handler for SendMessage {
     }
 
     async fn handle(ctx: &Context<'_>, request: Request) -> Result<Answer, ApiError> {
-        // The MsgId is the trace's: recorded (and remembered for matching
-        // the deliveries) before the broker has the message.
-        let msg_id = ctx.tracer.published(
+        // The MsgId is the trace's: named (and remembered for matching
+        // the deliveries) before the broker has the message, recorded as
+        // published once it has.
+        let entering = ctx.tracer.entering(
             &request.instance_id,
-            crate::trace::MessageAction::PubApi,
-            ctx.principal.access_key_id,
-            "",
             request.topic.as_bytes(),
             request.payload.as_bytes(),
-            1,
         );
-        let msg_id = crate::trace::events::msg_id_text(msg_id);
+        let size = request.payload.len();
         ctx.broker()?
             .publish(&request.topic, bytes::Bytes::from(request.payload.into_bytes()))
             .await
@@ -126,6 +123,15 @@ impl Handler for SendMessage {
                 }
                 other => ApiError::internal(other.to_string()),
             })?;
+        ctx.tracer.record_publish(
+            &entering,
+            crate::trace::MessageAction::PubApi,
+            ctx.principal.access_key_id,
+            "",
+            size,
+            1,
+        );
+        let msg_id = crate::trace::events::msg_id_text(entering.msg_id);
         tracing::debug!(instance = %request.instance_id, topic = %request.topic, %msg_id, "message sent");
         Ok(Answer { msg_id })
     }

@@ -223,6 +223,40 @@ pub fn publish_parts(frame: &[u8], protocol_v5: bool) -> Option<PublishParts<'_>
     })
 }
 
+/// The Topic Alias property (0x23) of a complete MQTT 5 PUBLISH frame;
+/// `None` if it has none or is malformed.
+pub fn publish_topic_alias(frame: &[u8]) -> Option<u16> {
+    let (_, len_len) = read_variable_int(frame.get(1..)?)?;
+    let at = 1 + len_len;
+    let topic_len = u16::from_be_bytes([*frame.get(at)?, *frame.get(at + 1)?]) as usize;
+    let mut rest = at + 2 + topic_len;
+    if publish_qos(frame) > 0 {
+        rest += 2;
+    }
+    let (properties_len, len_len) = read_variable_int(frame.get(rest..)?)?;
+    rest += len_len;
+    let mut properties = frame.get(rest..rest + properties_len)?;
+    // Walk the properties a PUBLISH may carry, each by its own shape.
+    while let Some((&id, tail)) = properties.split_first() {
+        let skip = match id {
+            0x01 => 1, // payload format
+            0x02 => 4, // message expiry
+            0x23 => return Some(u16::from_be_bytes([*tail.first()?, *tail.get(1)?])),
+            0x03 | 0x08 | 0x09 => 2 + u16::from_be_bytes([*tail.first()?, *tail.get(1)?]) as usize, // content type, response topic, correlation data
+            0x26 => {
+                // A user property: two strings.
+                let key = 2 + u16::from_be_bytes([*tail.first()?, *tail.get(1)?]) as usize;
+                let value = u16::from_be_bytes([*tail.get(key)?, *tail.get(key + 1)?]) as usize;
+                key + 2 + value
+            }
+            0x0B => read_variable_int(tail)?.1, // subscription identifier
+            _ => return None,
+        };
+        properties = tail.get(skip..)?;
+    }
+    None
+}
+
 /// The topic name and packet id (QoS > 0) of a complete PUBLISH frame.
 pub fn publish_topic(frame: &[u8]) -> Option<(&[u8], Option<u16>)> {
     let (_, len_len) = read_variable_int(frame.get(1..)?)?;
@@ -469,6 +503,50 @@ mod tests {
         );
         assert_eq!(ack_codes(&[0x90, 0x01, 0x00], false), None);
         assert_eq!(packet_id(&[0x40, 0x02, 0x12, 0x34]), Some(0x1234));
+    }
+
+    #[test]
+    fn the_topic_alias_is_found_past_the_other_properties() {
+        use rumqttc::v5::mqttbytes::QoS;
+        use rumqttc::v5::mqttbytes::v5::{Publish, PublishProperties};
+        let frame = |topic: &str, qos: QoS, properties: Option<PublishProperties>| {
+            let mut publish = Publish::new(topic, qos, "payload", properties);
+            publish.pkid = 9;
+            let mut buf = BytesMut::new();
+            publish.write(&mut buf).unwrap();
+            buf
+        };
+        let every = PublishProperties {
+            payload_format_indicator: Some(1),
+            message_expiry_interval: Some(60),
+            topic_alias: Some(4_000),
+            response_topic: Some("reply/to".into()),
+            correlation_data: Some(bytes::Bytes::from_static(b"corr")),
+            user_properties: vec![("k".into(), "v".into()), ("kk".into(), "".into())],
+            subscription_identifiers: vec![],
+            content_type: Some("text/plain".into()),
+        };
+        for qos in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce] {
+            assert_eq!(
+                publish_topic_alias(&frame("a/b", qos, Some(every.clone()))),
+                Some(4_000)
+            );
+            assert_eq!(
+                publish_topic_alias(&frame("", qos, Some(every.clone()))),
+                Some(4_000)
+            );
+            let none = PublishProperties {
+                topic_alias: None,
+                ..every.clone()
+            };
+            assert_eq!(publish_topic_alias(&frame("a/b", qos, Some(none))), None);
+            assert_eq!(publish_topic_alias(&frame("a/b", qos, None)), None);
+        }
+        // Cut anywhere: no alias, no panic.
+        let whole = frame("a/b", QoS::AtLeastOnce, Some(every));
+        for cut in 0..whole.len() - "payload".len() {
+            assert_eq!(publish_topic_alias(&whole[..cut]), None, "cut at {cut}");
+        }
     }
 
     #[test]

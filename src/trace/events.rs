@@ -140,6 +140,30 @@ impl MessageAction {
         .find(|a| a.label() == label)
     }
 
+    /// The byte a stored event carries (never reused: stored rows keep
+    /// them).
+    pub fn code_byte(self) -> u8 {
+        match self {
+            MessageAction::PubMqtt => 1,
+            MessageAction::PubApi => 2,
+            MessageAction::Sub => 3,
+            MessageAction::Ack => 4,
+            MessageAction::Drop => 5,
+        }
+    }
+
+    pub fn from_code_byte(byte: u8) -> Option<MessageAction> {
+        [
+            MessageAction::PubMqtt,
+            MessageAction::PubApi,
+            MessageAction::Sub,
+            MessageAction::Ack,
+            MessageAction::Drop,
+        ]
+        .into_iter()
+        .find(|a| a.code_byte() == byte)
+    }
+
     /// A publish (as opposed to a delivery).
     pub fn publishes(self) -> bool {
         matches!(self, MessageAction::PubMqtt | MessageAction::PubApi)

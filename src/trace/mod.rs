@@ -14,9 +14,9 @@
 //! takes the slot, so deliveries of the earlier one after that are traced
 //! under the later MsgId. A delivery whose message is no longer in the
 //! table (a retained message delivered after 65,536 newer messages took
-//! its slot) is traced with MsgId 0 (`000...0`), and so is one published
-//! by an MQTT 5 client with a topic alias and no topic name (the front
-//! layer does not resolve aliases).
+//! its slot) is traced with MsgId 0 (`000...0`). An MQTT 5 client's
+//! PUBLISH that names its topic by alias alone is traced under the topic
+//! the alias stands for (the front layer keeps the client's aliases).
 //!
 //! - The front layer hands events to a [`Tracer`] without waiting: a
 //!   bounded queue ([`QUEUE`] events) to one writer thread. When the queue
@@ -24,10 +24,13 @@
 //!   (`mqgate_trace_events_dropped_total`), never the message or the
 //!   connection it describes.
 //! - The writer sleeps [`BATCH_INTERVAL`] between batches (senders never
-//!   wake it) and commits what has queued in one transaction (SQLite, `storage.dir/traces.sqlite3`, WAL,
-//!   `synchronous=NORMAL`): a crash of the process loses the batch being
-//!   gathered (at most [`BATCH_INTERVAL`] of events) and what was queued,
-//!   never a committed batch, and never corrupts the store.
+//!   wake it) and commits what has queued in one transaction (SQLite,
+//!   `storage.dir/traces.sqlite3`, WAL, `synchronous=NORMAL`): a crash of
+//!   the process loses the batch being gathered (at most
+//!   [`BATCH_INTERVAL`] of events) and what was queued, never a committed
+//!   batch, and never corrupts the store. Device events are one row each;
+//!   message events, which come at the message rate, are packed one row
+//!   per client per batch ([`rows`]), found by client and by MsgId.
 //! - Every [`SWEEP_INTERVAL`] the writer deletes events older than
 //!   `[trace] retention_hours` and, while the database is larger than
 //!   `[trace] max_bytes`, the oldest events.
@@ -36,6 +39,7 @@
 //! are answered as `YYYY-MM-DD HH:MM:SS.mmm` in UTC.
 
 pub mod events;
+pub mod rows;
 pub mod store;
 
 pub use events::{DeviceAction, DeviceEvent, MessageAction, MessageEvent};
@@ -74,30 +78,45 @@ pub struct Tracer {
 /// Slots of the table of recent messages.
 pub const RECENT_SLOTS: usize = 1 << 16;
 
-/// MsgIds: a random 64-bit prefix drawn at start and a counter, so that
-/// ids never repeat within a run and hardly across runs.
+/// MsgIds: 128 bits, the time the message entered (48 bits of Unix
+/// milliseconds), then 40 random bits drawn at start, then a 40-bit
+/// counter. Time first so that the store's index of MsgIds is swept by
+/// range (see [`msg_ids_from`]); the random bits tell apart two mqgate
+/// processes (a restart, another node) within one millisecond; the
+/// counter, messages within one.
 #[derive(Debug)]
 struct MsgIds {
-    prefix: u64,
+    run: u128,
     next: AtomicU64,
 }
+
+const MSG_ID_TIME_SHIFT: u32 = 80;
+const MSG_ID_COUNTER_BITS: u32 = 40;
 
 impl Default for MsgIds {
     fn default() -> Self {
         let mut bytes = [0u8; 8];
         let _ = getrandom::fill(&mut bytes);
+        let random = u64::from_be_bytes(bytes) & ((1 << 40) - 1);
         MsgIds {
-            // Never all zeros: MsgId 0 means "not known".
-            prefix: u64::from_be_bytes(bytes) | 1,
+            run: u128::from(random) << MSG_ID_COUNTER_BITS,
             next: AtomicU64::new(1),
         }
     }
 }
 
 impl MsgIds {
-    fn next(&self) -> u128 {
-        (u128::from(self.prefix) << 64) | u128::from(self.next.fetch_add(1, Ordering::Relaxed))
+    /// A new MsgId for a message entering at `now_ms` (never 0, which
+    /// means "not known": the time is never 0).
+    fn next(&self, now_ms: i64) -> u128 {
+        let counter = self.next.fetch_add(1, Ordering::Relaxed) & ((1 << MSG_ID_COUNTER_BITS) - 1);
+        msg_ids_from(now_ms.max(1)) | self.run | u128::from(counter)
     }
+}
+
+/// The lowest MsgId of a message that entered at `ms` or later.
+pub fn msg_ids_from(ms: i64) -> u128 {
+    u128::from(ms.clamp(0, (1 << 48) - 1) as u64) << MSG_ID_TIME_SHIFT
 }
 
 /// (instance, topic, payload) -> MsgId of the latest such message, in a
@@ -163,27 +182,59 @@ impl Tracer {
         payload: &[u8],
         qos: u8,
     ) -> u128 {
-        let msg_id = self.ids.next();
-        if self.queue.is_none() {
-            return msg_id;
+        let entered = self.entering(instance_id, topic, payload);
+        self.record_publish(&entered, action, client_id, ip, payload.len(), qos);
+        entered.msg_id
+    }
+
+    /// A message is about to enter the instance: its MsgId, remembered
+    /// for its deliveries (before the broker has it, so that no push can
+    /// come first). Its publish is recorded by [`Tracer::record_publish`]
+    /// once the broker took it.
+    pub fn entering<'a>(
+        &self,
+        instance_id: &'a str,
+        topic: &'a [u8],
+        payload: &[u8],
+    ) -> Entering<'a> {
+        let time_ms = now_ms();
+        let msg_id = self.ids.next(time_ms);
+        if self.queue.is_some() {
+            self.recent
+                .remember(Recent::key(instance_id, topic, payload), msg_id);
         }
-        self.recent
-            .remember(Recent::key(instance_id, topic, payload), msg_id);
-        if !self.has_room() {
-            return msg_id;
+        Entering {
+            instance_id,
+            topic,
+            msg_id,
+            time_ms,
+        }
+    }
+
+    /// Records the publish of a message that [`Tracer::entering`] named.
+    pub fn record_publish(
+        &self,
+        entered: &Entering<'_>,
+        action: MessageAction,
+        client_id: &str,
+        ip: &str,
+        size: usize,
+        qos: u8,
+    ) {
+        if self.queue.is_none() || !self.has_room() {
+            return;
         }
         self.message(MessageEvent {
-            instance_id: instance_id.to_string(),
-            msg_id,
+            instance_id: entered.instance_id.to_string(),
+            msg_id: entered.msg_id,
             action,
             client_id: client_id.to_string(),
-            time_ms: now_ms(),
+            time_ms: entered.time_ms,
             ip: ip.to_string(),
-            topic: String::from_utf8_lossy(topic).into_owned(),
-            size: payload.len() as u32,
+            topic: String::from_utf8_lossy(entered.topic).into_owned(),
+            size: u32::try_from(size).unwrap_or(u32::MAX),
             qos,
         });
-        msg_id
     }
 
     /// The MsgId of a message about to be pushed to a subscriber (0: not
@@ -277,6 +328,15 @@ impl Tracer {
     pub fn recorded(&self) -> u64 {
         self.recorded.load(Ordering::Relaxed)
     }
+}
+
+/// A message named by [`Tracer::entering`], its publish not yet recorded.
+#[derive(Debug)]
+pub struct Entering<'a> {
+    instance_id: &'a str,
+    topic: &'a [u8],
+    pub msg_id: u128,
+    time_ms: i64,
 }
 
 /// What the writer receives.

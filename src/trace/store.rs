@@ -2,12 +2,19 @@
 //! in batches and sweeps old ones, and the queries the trace actions ask.
 
 use super::events::{DeviceAction, DeviceEvent, MessageAction, MessageEvent};
+use super::rows::RowEvent;
 use super::{BATCH_INTERVAL, DATABASE, QUEUE, Queued, SWEEP_INTERVAL, Tracer};
 use rusqlite::{Connection, params};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+/// Version 1 kept one row per message event (`message_events`); version
+/// 2 packs them ([`super::rows`]). Trace events are a diagnostic with a
+/// retention of hours, so an older store's message events are dropped
+/// rather than converted.
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS device_events (
@@ -21,20 +28,22 @@ CREATE TABLE IF NOT EXISTS device_events (
 );
 CREATE INDEX IF NOT EXISTS device_events_by_client ON device_events (instance_id, client_id, time_ms);
 CREATE INDEX IF NOT EXISTS device_events_by_time ON device_events (time_ms);
-CREATE TABLE IF NOT EXISTS message_events (
+CREATE TABLE IF NOT EXISTS message_rows (
     id INTEGER PRIMARY KEY,
     instance_id TEXT NOT NULL,
-    msg_id BLOB NOT NULL,
-    action TEXT NOT NULL,
     client_id TEXT NOT NULL,
-    time_ms INTEGER NOT NULL,
-    ip TEXT NOT NULL,
-    topic TEXT NOT NULL,
-    size INTEGER NOT NULL,
-    qos INTEGER NOT NULL
+    first_ms INTEGER NOT NULL,
+    last_ms INTEGER NOT NULL,
+    events INTEGER NOT NULL,
+    packed BLOB NOT NULL
 );
-CREATE INDEX IF NOT EXISTS message_events_by_msg ON message_events (instance_id, msg_id, time_ms);
-CREATE INDEX IF NOT EXISTS message_events_by_client ON message_events (instance_id, client_id, time_ms);
+CREATE INDEX IF NOT EXISTS message_rows_by_client ON message_rows (instance_id, client_id, first_ms);
+CREATE TABLE IF NOT EXISTS message_ids (
+    msg_id BLOB NOT NULL,
+    row_id INTEGER NOT NULL,
+    PRIMARY KEY (msg_id, row_id)
+) WITHOUT ROWID;
+PRAGMA user_version = 2;
 ";
 
 /// One message event as the trace answers list it.
@@ -99,6 +108,10 @@ fn open_connection(path: &Path) -> rusqlite::Result<Connection> {
     // database's integrity.
     connection.pragma_update(None, "synchronous", "NORMAL")?;
     connection.busy_timeout(Duration::from_secs(5))?;
+    let version: i64 = connection.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    if version < SCHEMA_VERSION {
+        connection.execute_batch("DROP TABLE IF EXISTS message_events;")?;
+    }
     connection.execute_batch(SCHEMA)?;
     Ok(connection)
 }
@@ -212,65 +225,53 @@ impl TraceStore {
     }
 }
 
+/// A stored row's place and size, read before its events are.
+struct RowHead {
+    id: i64,
+    first_ms: i64,
+    last_ms: i64,
+    events: u64,
+}
+
 impl TraceStore {
-    /// Message events matching `filter` (an SQL condition on `instance_id`
-    /// = ?1, ?2, `time_ms` BETWEEN ?3 AND ?4, and ?5 where it names it),
-    /// a page of them and how many there are.
-    fn message_events(
+    /// Every event of message `msg_id` in `instance_id` within `range`,
+    /// with the client of its row, in time order (then as recorded).
+    fn events_of_message(
         &self,
-        filter: &str,
-        args: (&str, &str, i64, i64, &str),
-        (page, size): (u32, u32),
-        reverse: bool,
-    ) -> Result<(u64, Vec<MessageTrace>), TraceError> {
+        instance_id: &str,
+        msg_id: &str,
+        range: (i64, i64),
+    ) -> Result<Vec<MessageTrace>, TraceError> {
+        let Some(id) = super::events::parse_msg_id(msg_id) else {
+            return Ok(Vec::new());
+        };
         let connection = self.reader.lock().unwrap_or_else(|e| e.into_inner());
-        // The total and the page from one snapshot: a batch committed
-        // between the two would otherwise make them disagree.
-        let snapshot = connection.unchecked_transaction()?;
-        let (instance, key, begin, end, extra) = args;
-        let total: i64 = snapshot.query_row(
-            &format!("SELECT COUNT(*) FROM message_events WHERE {filter}"),
-            params![instance, key, begin, end, extra],
-            |row| row.get(0),
+        let mut statement = connection.prepare_cached(
+            "SELECT r.client_id, r.first_ms, r.packed FROM message_ids m
+             JOIN message_rows r ON r.id = m.row_id
+             WHERE m.msg_id = ?1 AND r.instance_id = ?2
+             ORDER BY r.first_ms, r.id",
         )?;
-        let order = if reverse { "DESC" } else { "ASC" };
-        let mut statement = snapshot.prepare_cached(&format!(
-            "SELECT lower(hex(msg_id)), action, client_id, time_ms, topic, size, qos FROM message_events
-             WHERE {filter} ORDER BY time_ms {order}, id {order} LIMIT ?6 OFFSET ?7"
-        ))?;
-        let offset = u64::from(page.saturating_sub(1)) * u64::from(size);
-        let rows = statement.query_map(
-            params![instance, key, begin, end, extra, size, offset as i64],
-            |row| {
-                Ok((
-                    row.get::<_, String>(0)?,
-                    row.get::<_, String>(1)?,
-                    row.get::<_, String>(2)?,
-                    row.get::<_, i64>(3)?,
-                    row.get::<_, String>(4)?,
-                    row.get::<_, u32>(5)?,
-                    row.get::<_, u8>(6)?,
-                ))
-            },
-        )?;
-        let mut events = Vec::new();
+        let rows = statement.query_map(params![&id.to_be_bytes()[..], instance_id], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, i64>(1)?,
+                row.get::<_, Vec<u8>>(2)?,
+            ))
+        })?;
+        let mut found = Vec::new();
         for row in rows {
-            let (msg_id, action, client_id, time_ms, topic, size, qos) = row?;
-            if let Some(action) = MessageAction::from_label(&action) {
-                events.push(MessageTrace {
-                    msg_id,
-                    action,
-                    client_id,
-                    time_ms,
-                    topic,
-                    size,
-                    qos,
-                });
+            let (client_id, first_ms, packed) = row?;
+            for event in decoded(first_ms, &packed) {
+                if event.msg_id == id && (range.0..=range.1).contains(&event.time_ms) {
+                    found.push(trace_of(&client_id, event));
+                }
             }
         }
-        drop(statement);
-        snapshot.finish()?;
-        Ok((total as u64, events))
+        // Rows come in order of their first event; a message's events in
+        // time order (stable: equal times stay as recorded).
+        found.sort_by_key(|event| event.time_ms);
+        Ok(found)
     }
 
     /// Who published message `msg_id` (oldest first).
@@ -280,13 +281,10 @@ impl TraceStore {
         msg_id: &str,
         range: (i64, i64),
     ) -> Result<Vec<MessageTrace>, TraceError> {
-        self.message_events(
-            "instance_id = ?1 AND msg_id = unhex(?2) AND time_ms BETWEEN ?3 AND ?4 AND action IN ('pub_mqtt', 'pub_api') AND ?5 = ?5",
-            (instance_id, msg_id, range.0, range.1, ""),
-            (1, 100),
-            false,
-        )
-        .map(|(_, events)| events)
+        let mut events = self.events_of_message(instance_id, msg_id, range)?;
+        events.retain(|event| event.action.publishes());
+        events.truncate(100);
+        Ok(events)
     }
 
     /// What happened to message `msg_id` after it was published (pushes,
@@ -298,33 +296,142 @@ impl TraceStore {
         msg_id: &str,
         client_id: Option<&str>,
         range: (i64, i64),
-        page: (u32, u32),
+        (page, size): (u32, u32),
         reverse: bool,
     ) -> Result<(u64, Vec<MessageTrace>), TraceError> {
-        self.message_events(
-            "instance_id = ?1 AND msg_id = unhex(?2) AND time_ms BETWEEN ?3 AND ?4 AND action NOT IN ('pub_mqtt', 'pub_api') AND (?5 = '' OR client_id = ?5)",
-            (instance_id, msg_id, range.0, range.1, client_id.unwrap_or("")),
-            page,
-            reverse,
-        )
+        let mut events = self.events_of_message(instance_id, msg_id, range)?;
+        events.retain(|event| {
+            !event.action.publishes() && client_id.is_none_or(|client| event.client_id == client)
+        });
+        if reverse {
+            events.reverse();
+        }
+        let total = events.len() as u64;
+        let skip = (page.saturating_sub(1) as usize).saturating_mul(size as usize);
+        Ok((
+            total,
+            events.into_iter().skip(skip).take(size as usize).collect(),
+        ))
     }
 
     /// The messages a client published or was pushed (and acknowledged or
-    /// dropped); a page of them and how many there are.
+    /// dropped) within `range`, in the order they were recorded; a page of
+    /// them and how many there are. Reads the events of the rows that
+    /// straddle the range's ends and of the page; the others are counted
+    /// from their row's size.
     pub fn client_messages(
         &self,
         instance_id: &str,
         client_id: &str,
-        range: (i64, i64),
-        page: (u32, u32),
+        (begin_ms, end_ms): (i64, i64),
+        (page, size): (u32, u32),
         reverse: bool,
     ) -> Result<(u64, Vec<MessageTrace>), TraceError> {
-        self.message_events(
-            "instance_id = ?1 AND client_id = ?2 AND time_ms BETWEEN ?3 AND ?4 AND ?5 = ?5",
-            (instance_id, client_id, range.0, range.1, ""),
-            page,
-            reverse,
-        )
+        let connection = self.reader.lock().unwrap_or_else(|e| e.into_inner());
+        // The rows and their events from one snapshot.
+        let snapshot = connection.unchecked_transaction()?;
+        let mut heads: Vec<RowHead> = {
+            let mut statement = snapshot.prepare_cached(
+                "SELECT id, first_ms, last_ms, events FROM message_rows
+                 WHERE instance_id = ?1 AND client_id = ?2
+                   AND first_ms BETWEEN ?3 AND ?4 AND last_ms >= ?5
+                 ORDER BY first_ms, id",
+            )?;
+            let rows = statement.query_map(
+                params![
+                    instance_id,
+                    client_id,
+                    begin_ms.saturating_sub(super::rows::ROW_SPAN_MS),
+                    end_ms,
+                    begin_ms
+                ],
+                |row| {
+                    Ok(RowHead {
+                        id: row.get(0)?,
+                        first_ms: row.get(1)?,
+                        last_ms: row.get(2)?,
+                        events: row.get::<_, i64>(3)?.max(0) as u64,
+                    })
+                },
+            )?;
+            rows.collect::<Result<_, _>>()?
+        };
+        if reverse {
+            heads.reverse();
+        }
+        let in_range = |event: &RowEvent| (begin_ms..=end_ms).contains(&event.time_ms);
+        let read = |id: i64, first_ms: i64| -> Result<Vec<RowEvent>, TraceError> {
+            let packed: Vec<u8> = snapshot.query_row(
+                "SELECT packed FROM message_rows WHERE id = ?1",
+                params![id],
+                |row| row.get(0),
+            )?;
+            let mut events = decoded(first_ms, &packed);
+            events.retain(in_range);
+            if reverse {
+                events.reverse();
+            }
+            Ok(events)
+        };
+        // What each row holds within the range: rows wholly inside it
+        // hold all their events; the others are read.
+        let mut held: Vec<(u64, Option<Vec<RowEvent>>)> = Vec::with_capacity(heads.len());
+        for head in &heads {
+            if head.first_ms >= begin_ms && head.last_ms <= end_ms {
+                held.push((head.events, None));
+            } else {
+                let events = read(head.id, head.first_ms)?;
+                held.push((events.len() as u64, Some(events)));
+            }
+        }
+        let total: u64 = held.iter().map(|(count, _)| count).sum();
+        let mut skip = u64::from(page.saturating_sub(1)) * u64::from(size);
+        let mut page_events = Vec::new();
+        for (head, (count, events)) in heads.iter().zip(held) {
+            if page_events.len() >= size as usize {
+                break;
+            }
+            if skip >= count {
+                skip -= count;
+                continue;
+            }
+            let events = match events {
+                Some(events) => events,
+                None => read(head.id, head.first_ms)?,
+            };
+            let wanted = size as usize - page_events.len();
+            page_events.extend(
+                events
+                    .into_iter()
+                    .skip(skip as usize)
+                    .take(wanted)
+                    .map(|event| trace_of(client_id, event)),
+            );
+            skip = 0;
+        }
+        snapshot.finish()?;
+        Ok((total, page_events))
+    }
+}
+
+/// A row's events, or none if it is damaged (logged: the rest of the
+/// answer stands).
+fn decoded(first_ms: i64, packed: &[u8]) -> Vec<RowEvent> {
+    super::rows::decode(first_ms, packed).unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "a damaged trace row was skipped");
+        Vec::new()
+    })
+}
+
+fn trace_of(client_id: &str, event: RowEvent) -> MessageTrace {
+    MessageTrace {
+        msg_id: super::events::msg_id_text(event.msg_id),
+        action: event.action,
+        client_id: client_id.to_string(),
+        time_ms: event.time_ms,
+        topic: event.topic,
+        size: event.size,
+        qos: event.qos,
     }
 }
 
@@ -429,22 +536,25 @@ fn commit(
                 event.info,
             ])?;
         }
-        let mut insert = transaction.prepare_cached(
-            "INSERT INTO message_events (instance_id, msg_id, action, client_id, time_ms, ip, topic, size, qos)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        let mut insert_row = transaction.prepare_cached(
+            "INSERT INTO message_rows (instance_id, client_id, first_ms, last_ms, events, packed)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )?;
-        for event in messages {
-            insert.execute(params![
-                event.instance_id,
-                &event.msg_id.to_be_bytes()[..],
-                event.action.label(),
-                event.client_id,
-                event.time_ms,
-                event.ip,
-                event.topic,
-                event.size,
-                event.qos,
+        let mut insert_id = transaction
+            .prepare_cached("INSERT OR IGNORE INTO message_ids (msg_id, row_id) VALUES (?1, ?2)")?;
+        for row in super::rows::group(messages) {
+            insert_row.execute(params![
+                row.instance_id,
+                row.client_id,
+                row.first_ms,
+                row.last_ms,
+                row.events.len() as i64,
+                row.encode(),
             ])?;
+            let row_id = transaction.last_insert_rowid();
+            for msg_id in row.msg_ids() {
+                insert_id.execute(params![&msg_id.to_be_bytes()[..], row_id])?;
+            }
         }
     }
     transaction.commit()
@@ -462,15 +572,20 @@ pub(crate) fn sweep(
         "DELETE FROM device_events WHERE time_ms < ?1",
         params![oldest_kept],
     )?;
-    // Message events have no index on time (it would cost every insert
+    // Message rows have no index on time (it would cost every insert
     // for a sweep a minute): their ids grow with their time, so the first
-    // id to keep is found by bisection over ids.
-    if let Some(first_kept) = first_id_at_or_after(connection, oldest_kept)? {
+    // row to keep is found by bisection over ids. MsgIds begin with their
+    // time (see `MsgIds`), so their index goes by range.
+    if let Some(first_kept) = first_row_ending_at_or_after(connection, oldest_kept)? {
         connection.execute(
-            "DELETE FROM message_events WHERE id < ?1",
+            "DELETE FROM message_rows WHERE id < ?1",
             params![first_kept],
         )?;
     }
+    connection.execute(
+        "DELETE FROM message_ids WHERE msg_id < ?1",
+        params![&super::msg_ids_from(oldest_kept).to_be_bytes()[..]],
+    )?;
     loop {
         let pages: i64 = connection.query_row("PRAGMA page_count", [], |r| r.get(0))?;
         let free: i64 = connection.query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
@@ -488,9 +603,18 @@ pub(crate) fn sweep(
         )?;
         // Ids grow with time: the lowest ids are the oldest.
         deleted += connection.execute(
-            "DELETE FROM message_events WHERE id <
-             (SELECT MIN(id) + MAX(1, (MAX(id) - MIN(id)) / 10) FROM message_events)",
+            "DELETE FROM message_rows WHERE id <
+             (SELECT MIN(id) + MAX(1, (MAX(id) - MIN(id)) / 10) FROM message_rows)",
             [],
+        )?;
+        // Index entries of messages older than the oldest row left.
+        let oldest_left: Option<i64> =
+            connection.query_row("SELECT MIN(first_ms) FROM message_rows", [], |row| {
+                row.get(0)
+            })?;
+        connection.execute(
+            "DELETE FROM message_ids WHERE msg_id < ?1",
+            params![&super::msg_ids_from(oldest_left.unwrap_or(i64::MAX)).to_be_bytes()[..]],
         )?;
         if deleted == 0 {
             return Ok(());
@@ -498,22 +622,25 @@ pub(crate) fn sweep(
     }
 }
 
-/// The lowest message-event id whose time is `at_ms` or later (`None`:
-/// there is none, or no event at all), by bisection over ids: events are
-/// written in the order they happen, so times grow with ids (a clock step
-/// back only makes a sweep keep a little more).
-fn first_id_at_or_after(connection: &Connection, at_ms: i64) -> rusqlite::Result<Option<i64>> {
+/// The lowest message-row id whose last event is at `at_ms` or later
+/// (`None`: there is none, or no row at all), by bisection over ids: rows
+/// are written in the order their batches were gathered, so times grow
+/// with ids (a clock step back only makes a sweep keep a little more).
+fn first_row_ending_at_or_after(
+    connection: &Connection,
+    at_ms: i64,
+) -> rusqlite::Result<Option<i64>> {
     let bounds: (Option<i64>, Option<i64>) =
-        connection.query_row("SELECT MIN(id), MAX(id) FROM message_events", [], |row| {
+        connection.query_row("SELECT MIN(id), MAX(id) FROM message_rows", [], |row| {
             Ok((row.get(0)?, row.get(1)?))
         })?;
     let (Some(mut low), Some(mut high)) = bounds else {
         return Ok(None);
     };
-    // The time of the first event at or after an id.
+    // The last time of the first row at or after an id.
     let time_from = |id: i64| -> rusqlite::Result<(i64, i64)> {
         connection.query_row(
-            "SELECT id, time_ms FROM message_events WHERE id >= ?1 ORDER BY id LIMIT 1",
+            "SELECT id, last_ms FROM message_rows WHERE id >= ?1 ORDER BY id LIMIT 1",
             params![id],
             |row| Ok((row.get(0)?, row.get(1)?)),
         )
@@ -591,12 +718,12 @@ mod tests {
         assert_eq!(total, 5, "only events of the last hour stay");
     }
 
-    fn message(time_ms: i64, msg_id: u128, action: MessageAction) -> MessageEvent {
+    fn message(client: &str, time_ms: i64, msg_id: u128, action: MessageAction) -> MessageEvent {
         MessageEvent {
             instance_id: "i1".into(),
             msg_id,
             action,
-            client_id: "c1".into(),
+            client_id: client.into(),
             time_ms,
             ip: String::new(),
             topic: "t".into(),
@@ -605,41 +732,151 @@ mod tests {
         }
     }
 
-    #[test]
-    fn message_events_are_found_by_msg_id_and_client_and_swept_by_age() {
+    /// 1,000 messages 100 ms apart (100 s), each published by p1 and
+    /// pushed to s1, in one batch: rows of up to `ROW_SPAN_MS` per client.
+    fn thousand_messages() -> (tempfile::TempDir, Arc<TraceStore>, Vec<u128>) {
         let dir = tempfile::tempdir().unwrap();
         let (store, tracer, writer) = TraceStore::open(dir.path(), retention(u64::MAX)).unwrap();
+        let mut ids = Vec::new();
         for i in 0..1_000i64 {
-            tracer.message(message(10_000 + i, 7 + i as u128, MessageAction::PubMqtt));
-            tracer.message(message(10_000 + i, 7 + i as u128, MessageAction::Sub));
+            let time = 10_000 + i * 100;
+            let id = crate::trace::msg_ids_from(time) | i as u128;
+            ids.push(id);
+            tracer.message(message("p1", time, id, MessageAction::PubMqtt));
+            tracer.message(message("s1", time + 1, id, MessageAction::Sub));
         }
         drop(tracer);
         writer.join().unwrap();
-        let id = crate::trace::events::msg_id_text(7 + 500);
+        (dir, store, ids)
+    }
+
+    #[test]
+    fn message_events_are_found_by_msg_id_and_by_client() {
+        let (_dir, store, ids) = thousand_messages();
+        let id = crate::trace::events::msg_id_text(ids[500]);
         let published = store.message_publishes("i1", &id, (0, i64::MAX)).unwrap();
         assert_eq!(published.len(), 1);
-        assert_eq!(published[0].msg_id, id);
-        let (total, _) = store
-            .message_deliveries("i1", &id, Some("c1"), (0, i64::MAX), (1, 10), false)
+        assert_eq!(
+            (
+                published[0].msg_id.as_str(),
+                published[0].client_id.as_str()
+            ),
+            (id.as_str(), "p1")
+        );
+        assert_eq!(published[0].time_ms, 60_000);
+        let (total, pushed) = store
+            .message_deliveries("i1", &id, Some("s1"), (0, i64::MAX), (1, 10), false)
             .unwrap();
-        assert_eq!(total, 1);
+        assert_eq!((total, pushed[0].client_id.as_str()), (1, "s1"));
         let (total, _) = store
-            .client_messages("i1", "c1", (0, i64::MAX), (1, 10), false)
+            .message_deliveries("i1", &id, Some("p1"), (0, i64::MAX), (1, 10), false)
             .unwrap();
-        assert_eq!(total, 2_000);
-        // Past their age: events before 10,600 ms go, exactly.
+        assert_eq!(total, 0, "p1 published it, nothing was pushed to p1");
+        // Another instance's MsgId query finds nothing.
+        assert!(
+            store
+                .message_publishes("i2", &id, (0, i64::MAX))
+                .unwrap()
+                .is_empty()
+        );
+        let (total, _) = store
+            .client_messages("i1", "p1", (0, i64::MAX), (1, 10), false)
+            .unwrap();
+        assert_eq!(total, 1_000);
+    }
+
+    #[test]
+    fn client_pages_walk_every_event_in_range_once() {
+        let (_dir, store, _) = thousand_messages();
+        // A window whose ends fall inside rows: 20,050 ms to 71,234 ms.
+        let range = (20_050, 71_234);
+        let expected: Vec<i64> = (0..1_000i64)
+            .map(|i| 10_000 + i * 100)
+            .filter(|t| (range.0..=range.1).contains(t))
+            .collect();
+        for reverse in [false, true] {
+            let mut seen = Vec::new();
+            let mut page = 1;
+            loop {
+                let (total, events) = store
+                    .client_messages("i1", "p1", range, (page, 7), reverse)
+                    .unwrap();
+                assert_eq!(total, expected.len() as u64);
+                if events.is_empty() {
+                    break;
+                }
+                seen.extend(events.iter().map(|e| e.time_ms));
+                page += 1;
+            }
+            let mut want = expected.clone();
+            if reverse {
+                want.reverse();
+            }
+            assert_eq!(seen, want, "reverse: {reverse}");
+        }
+    }
+
+    #[test]
+    fn message_events_are_swept_by_age_row_by_row() {
+        let (_dir, store, ids) = thousand_messages();
+        // Past their age: events before 60,000 ms go, to within a row.
         let connection = open_connection(store.path()).unwrap();
-        sweep(&connection, retention(u64::MAX), 10_600 + 3_600_000).unwrap();
+        sweep(&connection, retention(u64::MAX), 60_000 + 3_600_000).unwrap();
         let (total, oldest) = store
-            .client_messages("i1", "c1", (0, i64::MAX), (1, 1), false)
+            .client_messages("i1", "p1", (0, i64::MAX), (1, 1), false)
             .unwrap();
-        assert_eq!(total, 800);
-        assert_eq!(oldest[0].time_ms, 10_600);
-        sweep(&connection, retention(u64::MAX), 20_000 + 3_600_000).unwrap();
+        assert!((500..=500 + 51).contains(&total), "{total} left");
+        assert!(oldest[0].time_ms >= 60_000 - super::super::rows::ROW_SPAN_MS);
+        let newer = crate::trace::events::msg_id_text(ids[500]);
+        assert_eq!(
+            store
+                .message_publishes("i1", &newer, (0, i64::MAX))
+                .unwrap()
+                .len(),
+            1
+        );
+        // An older MsgId's index entry is gone even if its row is kept.
+        let older = crate::trace::events::msg_id_text(ids[499]);
+        assert!(
+            store
+                .message_publishes("i1", &older, (0, i64::MAX))
+                .unwrap()
+                .is_empty()
+        );
+        sweep(&connection, retention(u64::MAX), 200_000 + 3_600_000).unwrap();
         let (total, _) = store
-            .client_messages("i1", "c1", (0, i64::MAX), (1, 1), false)
+            .client_messages("i1", "p1", (0, i64::MAX), (1, 1), false)
             .unwrap();
         assert_eq!(total, 0);
+        let index: i64 = connection
+            .query_row("SELECT COUNT(*) FROM message_ids", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(index, 0);
+    }
+
+    #[test]
+    fn a_version_1_store_opens_and_drops_its_message_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(DATABASE);
+        let old = Connection::open(&path).unwrap();
+        old.execute_batch(
+            "CREATE TABLE message_events (id INTEGER PRIMARY KEY, msg_id BLOB);
+             INSERT INTO message_events (msg_id) VALUES (x'00');",
+        )
+        .unwrap();
+        drop(old);
+        let (store, tracer, writer) = TraceStore::open(dir.path(), retention(u64::MAX)).unwrap();
+        drop(tracer);
+        writer.join().unwrap();
+        let connection = open_connection(store.path()).unwrap();
+        let tables: i64 = connection
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE name = 'message_events'",
+                [],
+                |row| row.get(0),
+            )
+            .unwrap();
+        assert_eq!(tables, 0);
     }
 
     #[test]

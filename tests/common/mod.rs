@@ -226,14 +226,26 @@ pub async fn connect_v5(
     client_id: &str,
     login: Option<(String, String)>,
 ) -> Result<Device, String> {
+    let mut options = v5_options(addr, client_id);
+    if let Some((user, pass)) = login {
+        options.set_credentials(user, pass);
+    }
+    connect_v5_with(options).await
+}
+
+/// The MQTT 5 options [`connect_v5`] uses, to change before
+/// [`connect_v5_with`].
+pub fn v5_options(addr: SocketAddr, client_id: &str) -> rumqttc::v5::MqttOptions {
     let mut options = rumqttc::v5::MqttOptions::new(client_id, addr.ip().to_string(), addr.port());
     options.set_keep_alive(Duration::from_secs(30));
     // Room for the largest SendMessage payload (64 KB); rumqttc's default
     // is 10 KiB.
     options.set_max_packet_size(Some(1024 * 1024));
-    if let Some((user, pass)) = login {
-        options.set_credentials(user, pass);
-    }
+    options
+}
+
+/// An MQTT 5 client with these options, once its CONNACK arrived.
+pub async fn connect_v5_with(options: rumqttc::v5::MqttOptions) -> Result<Device, String> {
     let (client, mut eventloop) = rumqttc::v5::AsyncClient::new(options, 64);
     let (tx, mut rx) = mpsc::unbounded_channel();
     tokio::spawn(async move {

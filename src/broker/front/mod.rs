@@ -393,6 +393,7 @@ impl FrontLayer {
             max_packet_size: self.max_packet_size,
             injected: handle.upstream,
             own_qos2: Vec::new(),
+            aliases: Default::default(),
         };
         let to_client = ToClient {
             upstream: &mut upstream_rd,
@@ -520,7 +521,15 @@ impl FrontLayer {
                 client_id: broker_client_id(client_id),
                 clean_session: connect.clean_session,
             },
-            properties,
+            // Without the client's Topic Alias Maximum rumqttd sends every
+            // delivery with its topic name. With it, rumqttd gives one alias
+            // per subscription filter, so under a wildcard filter the second
+            // topic would arrive under the first one's alias (the client
+            // sees the wrong topic), and the trace could not name it.
+            properties.map(|mut properties| {
+                properties.topic_alias_max = None;
+                properties
+            }),
             will,
             will_properties,
             Some(self.brokers.internal_login().clone()),

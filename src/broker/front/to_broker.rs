@@ -33,6 +33,53 @@ pub(super) struct ToBroker<'a> {
     pub(super) injected: mpsc::Receiver<Injected>,
     /// Packet ids of QoS 2 token uploads the relay answered with PUBREC.
     pub(super) own_qos2: Vec<u16>,
+    /// The MQTT 5 topic aliases the client set, as rumqttd holds them.
+    pub(super) aliases: TopicAliases,
+}
+
+/// The topic aliases an MQTT 5 client set (client to broker), so that an
+/// alias-only PUBLISH (empty topic name) is checked against the client's
+/// rights and traced under its topic. Kept the way rumqttd keeps them: a
+/// PUBLISH with a topic name and an alias (1 to [`TopicAliases::MAX`],
+/// what rumqttd's CONNACK offers) sets it; one with an empty name uses
+/// it. Only aliases of forwarded PUBLISHes are kept (rumqttd never sees a
+/// refused one).
+#[derive(Debug, Default)]
+pub(super) struct TopicAliases {
+    topics: std::collections::HashMap<u16, Vec<u8>>,
+    bytes: usize,
+}
+
+impl TopicAliases {
+    /// rumqttd's Topic Alias Maximum.
+    pub(super) const MAX: u16 = 4096;
+    /// Topic bytes kept per connection at most: an alias set past it is
+    /// not resolved (its PUBLISHes are traced without a topic and, for a
+    /// login with bound topics, refused), so that one client cannot make
+    /// the front hold 4,096 topics of 64 KiB.
+    pub(super) const MAX_BYTES: usize = 256 * 1024;
+
+    fn resolve<'a>(&'a self, named: &'a [u8], alias: Option<u16>) -> Option<&'a [u8]> {
+        match alias {
+            Some(alias) if named.is_empty() => self.topics.get(&alias).map(Vec::as_slice),
+            _ => Some(named),
+        }
+    }
+
+    fn set(&mut self, named: &[u8], alias: Option<u16>) {
+        let Some(alias) = alias.filter(|a| (1..=Self::MAX).contains(a)) else {
+            return;
+        };
+        if named.is_empty() {
+            return;
+        }
+        let old = self.topics.remove(&alias).map_or(0, |t| t.len());
+        self.bytes -= old;
+        if self.bytes + named.len() <= Self::MAX_BYTES {
+            self.bytes += named.len();
+            self.topics.insert(alias, named.to_vec());
+        }
+    }
 }
 
 impl ToBroker<'_> {
@@ -70,8 +117,17 @@ impl ToBroker<'_> {
                 match kind {
                     packet_type::PUBLISH => {
                         stats.recv_msg.fetch_add(1, Ordering::Relaxed);
+                        let v5 = protocol == ProtocolVersion::V5;
+                        let alias = match v5 {
+                            true => codec::publish_topic_alias(&frame_at[..len]),
+                            false => None,
+                        };
+                        let named = codec::publish_topic(&frame_at[..len]).map(|(t, _)| t);
                         if let Some(rights) = &rights
-                            && let Some(special) = publish_verdict(rights, &frame_at[..len])
+                            && let Some(special) = publish_verdict(
+                                rights,
+                                named.and_then(|named| self.aliases.resolve(named, alias)),
+                            )
                         {
                             if let Err(end) = self.forward(whole).await {
                                 return end;
@@ -95,20 +151,22 @@ impl ToBroker<'_> {
                             whole = 0;
                             continue;
                         }
+                        if let Some(named) = named
+                            && alias.is_some()
+                        {
+                            self.aliases.set(named, alias);
+                        }
                         let qos = codec::publish_qos(frame_at);
                         broker.meter.published(qos);
-                        if tracing
-                            && let Some(parts) = codec::publish_parts(
-                                &frame_at[..len],
-                                protocol == ProtocolVersion::V5,
-                            )
-                        {
+                        if tracing && let Some(parts) = codec::publish_parts(&frame_at[..len], v5) {
+                            let topic =
+                                self.aliases.resolve(parts.topic, alias).unwrap_or_default();
                             tracer.published(
                                 &broker.instance_id,
                                 MessageAction::PubMqtt,
                                 &session.info.client_id,
                                 &ip,
-                                parts.topic,
+                                topic,
                                 parts.payload,
                                 qos,
                             );
@@ -476,15 +534,17 @@ enum Outcome {
     AwaitDisconnect,
 }
 
-/// `None`: the rights allow the PUBLISH (forward it).
-fn publish_verdict(rights: &TopicRights, frame: &[u8]) -> Option<Special> {
-    let topic = codec::publish_topic(frame).and_then(|(t, _)| std::str::from_utf8(t).ok());
+/// `None`: the rights allow the PUBLISH to `topic` (its name, or what
+/// its alias stands for; `None`: malformed or an alias not known) and it
+/// is forwarded.
+fn publish_verdict(rights: &TopicRights, topic: Option<&[u8]>) -> Option<Special> {
+    let topic = topic.and_then(|t| std::str::from_utf8(t).ok());
     match (topic, rights.tokens()) {
         (Some(token_rules::UPLOAD_TOPIC), Some(tokens)) => Some(Special::Upload(tokens.clone())),
-        // An alias-only MQTT 5 PUBLISH (empty topic) or a malformed one:
-        // rights name topics, so it is refused.
+        // A malformed PUBLISH or an alias the relay does not know: rights
+        // name topics, so it is refused.
         (None | Some(""), _) => Some(Special::Refused(
-            "not authorized to publish without a topic name (a topic alias alone is not checked)"
+            "not authorized to publish without a topic name (an unknown topic alias is not checked)"
                 .into(),
         )),
         (Some(topic), _) => rights.may_publish(topic).err().map(Special::Refused),
