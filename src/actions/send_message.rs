@@ -15,12 +15,15 @@
 //! nothing (no retained message, as Alibaba's page describes none).
 //!
 //! Limits: `Payload` up to 64 KB (65,536 bytes, Alibaba's message size
-//! limit), which fits in a form body (pop-core's POST, the core SDK's body
-//! parameters). The Tea SDK sends it in the query string, where the HTTP
-//! stack's limit on a URI (65,534 bytes) bounds it: about 60 KB of Base64
-//! text, the encoding of about 45 KB (measured: 60,668 characters pass;
-//! past 65,000 bytes of query string mqgate answers `MalformedRequest`,
-//! past the URI limit the HTTP stack answers 414 without a body).
+//! limit; one byte more is `InvalidParameter.Payload`), wherever it is
+//! sent: in a form body (pop-core's POST, the core SDK's body parameters)
+//! or in the query string, as the Tea SDK and the core SDK's request
+//! classes send it. Percent-encoded, the largest payload makes a query of
+//! up to about 192 KiB, over the 65,534 bytes the HTTP stack takes in a
+//! URI: such a query is moved into a header before the HTTP stack reads
+//! the request ([`crate::server::long_query`]) and read from there (a query
+//! string over 256 KiB is `MalformedRequest`, a request head over about
+//! 400 KiB is answered 431 by the HTTP stack without a body).
 //! `MqttTopic` a topic name of at most
 //! 1,024 bytes without wildcards (`+`, `#`) and not a `$` system topic.
 //! QPS 1,000 (Alibaba's); each successful call is billed.

@@ -8,24 +8,30 @@
 //! [`MAX_HEADERS`] headers, bodies that are not form data, methods other
 //! than GET and POST (and, in [`Params`], too many parameters, a parameter
 //! sent twice, bytes that are not UTF-8).
+//!
+//! The query string is the URI's, or, when the request-target was too long
+//! for a URI, the one [`long_query`](crate::server::long_query) moved into
+//! the [`QUERY_HEADER`] header.
 
 use super::signature_v3;
 use crate::error::{ApiError, ErrorCode};
 use crate::params::Params;
+use crate::server::long_query::QUERY_HEADER;
 use axum::body::Body;
 use axum::extract::Request;
-use axum::http::{HeaderMap, header};
+use axum::http::{HeaderMap, Uri, header};
 
 /// Largest request body accepted, in bytes. Room for SendMessage's 64 KB
 /// payload percent-encoded (up to three bytes per byte) and its other
 /// parameters.
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
-/// Longest query string accepted, in bytes. The HTTP stack itself refuses
-/// a URI over 65,534 bytes (the `http` crate's limit, answered 414 before
-/// mqgate sees the request), so a SendMessage payload sent in the query
-/// string, as the Tea SDK sends it, is bounded by that: about 60 KB of
-/// Base64 text. In a form body, the full 64 KB fits.
-pub const MAX_QUERY_BYTES: usize = 65_000;
+/// Longest query string accepted, in bytes: as for a body, room for
+/// SendMessage's 64 KB payload percent-encoded and its other parameters,
+/// since the Tea SDK sends them all in the query string. A query that long
+/// does not fit in a URI (the HTTP stack takes 65,534 bytes at most): it
+/// arrives in the [`QUERY_HEADER`] header
+/// ([`long_query`](crate::server::long_query)).
+pub const MAX_QUERY_BYTES: usize = 256 * 1024;
 /// Most headers a request may carry (the HTTP layer itself stops at
 /// [`crate::server::HTTP_MAX_HEADERS`]).
 pub const MAX_HEADERS: usize = 100;
@@ -125,9 +131,12 @@ pub fn requested_format(params: &Params) -> Result<Option<Format>, ApiError> {
 }
 
 /// The format for answers given before the parameters are parsed (or when
-/// they cannot be): JSON for V3, else what a `Format=` in the query says,
-/// else XML (Alibaba's V1 default).
+/// they cannot be): JSON for V3, else what a `Format=` in the query (the
+/// URI's, or else the moved one in [`QUERY_HEADER`]) says, else XML
+/// (Alibaba's V1 default).
 pub fn fallback_format(headers: &HeaderMap, query: Option<&str>) -> Format {
+    let moved = || headers.get(QUERY_HEADER).and_then(|v| v.to_str().ok());
+    let query = query.or_else(moved);
     let v3 = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -147,15 +156,15 @@ pub fn fallback_format(headers: &HeaderMap, query: Option<&str>) -> Format {
 /// parses everything.
 pub async fn read_request(request: Request) -> Result<IncomingRequest, ApiError> {
     let (parts, body) = request.into_parts();
-    if parts.headers.len() > MAX_HEADERS {
+    // A moved query string is not one of the client's headers.
+    let count = parts.headers.len() - parts.headers.get_all(QUERY_HEADER).iter().count();
+    if count > MAX_HEADERS {
         return Err(ApiError::new(
             ErrorCode::MalformedRequest,
-            format!(
-                "The request has {} headers; at most {MAX_HEADERS} are accepted.",
-                parts.headers.len()
-            ),
+            format!("The request has {count} headers; at most {MAX_HEADERS} are accepted."),
         ));
     }
+    let query = query_of(&parts.uri, &parts.headers)?;
     let headers = parts
         .headers
         .iter()
@@ -167,7 +176,46 @@ pub async fn read_request(request: Request) -> Result<IncomingRequest, ApiError>
         })
         .collect();
     let body = read_body(body).await?;
-    parse_request(parts.method.as_str(), parts.uri.query(), headers, &body)
+    parse_request(parts.method.as_str(), query, headers, &body)
+}
+
+/// The request's query string: the URI's, or the one
+/// [`long_query`](crate::server::long_query) moved into the
+/// [`QUERY_HEADER`] header when the request-target was too long for a URI.
+///
+/// A client may send that header itself: that is harmless, since the query
+/// string is the client's data either way, and is verified alike wherever
+/// it came: V1 signs the parameters; V3 the canonical query string built
+/// from them, and only the headers the client lists in SignedHeaders (the
+/// header, added on the way in, is not among them and is ignored there).
+/// What is refused is ambiguity: the header with a query in the URI too,
+/// or twice.
+pub fn query_of<'a>(uri: &'a Uri, headers: &'a HeaderMap) -> Result<Option<&'a str>, ApiError> {
+    let mut moved = headers.get_all(QUERY_HEADER).iter();
+    let Some(value) = moved.next() else {
+        return Ok(uri.query());
+    };
+    let malformed = |message: String| Err(ApiError::new(ErrorCode::MalformedRequest, message));
+    if moved.next().is_some() {
+        return malformed(format!(
+            "The header {QUERY_HEADER} appears more than once; send it once."
+        ));
+    }
+    if uri.query().is_some() {
+        return malformed(format!(
+            "The request has both a query string in its URI and a {QUERY_HEADER} header; send the query string in one of them."
+        ));
+    }
+    // The bytes the HTTP stack takes in a URI's query (the `http` crate's
+    // rule), so that a query is read alike wherever it came.
+    let bytes = value.as_bytes();
+    let allowed = |b: &u8| matches!(b, 0x21 | 0x24..=0x3B | 0x3D | 0x3F..=0x7E | 0x80..=0xFF);
+    match std::str::from_utf8(bytes) {
+        Ok(query) if bytes.iter().all(allowed) => Ok(Some(query)),
+        _ => malformed(format!(
+            "The {QUERY_HEADER} header is not a query string: it holds a character a URI cannot."
+        )),
+    }
 }
 
 /// The parse stage, as a pure function: the parameters of a call from its
@@ -274,5 +322,52 @@ mod tests {
         assert_eq!(e.code(), "MalformedRequest");
         let e = parse_request("PUT", None, Vec::new(), b"").unwrap_err();
         assert!(e.message.contains("PUT"));
+    }
+
+    #[test]
+    fn a_query_moved_into_the_header_is_the_query_and_only_one_may_come() {
+        let headers = |values: &[&str]| {
+            let mut map = HeaderMap::new();
+            for value in values {
+                map.append(QUERY_HEADER, value.parse().unwrap());
+            }
+            map
+        };
+        let bare: Uri = "/".parse().unwrap();
+        let with_query: Uri = "/?a=1".parse().unwrap();
+        assert_eq!(query_of(&with_query, &headers(&[])).unwrap(), Some("a=1"));
+        assert_eq!(query_of(&bare, &headers(&[])).unwrap(), None);
+        let moved = headers(&["Payload=%E2%82%AC&b=~"]);
+        assert_eq!(
+            query_of(&bare, &moved).unwrap(),
+            Some("Payload=%E2%82%AC&b=~")
+        );
+        assert_eq!(query_of(&bare, &headers(&[""])).unwrap(), Some(""));
+        let both = query_of(&with_query, &moved).unwrap_err();
+        assert_eq!(both.code(), "MalformedRequest");
+        assert!(both.message.contains("both"), "{}", both.message);
+        let twice = query_of(&bare, &headers(&["a=1", "b=2"])).unwrap_err();
+        assert!(
+            twice.message.contains("more than once"),
+            "{}",
+            twice.message
+        );
+        // What a URI's query cannot hold, the header cannot either.
+        for bad in ["a=1 2", "a=<b>", "a=\"b\"", "a=1#frag"] {
+            let e = query_of(&bare, &headers(&[bad])).unwrap_err();
+            assert_eq!(e.code(), "MalformedRequest", "{bad}");
+        }
+        // A query over the URI limit, under MAX_QUERY_BYTES: read whole.
+        let long = format!("Payload={}", "%E2%82%AC".repeat(21_845));
+        assert!(long.len() > 65_534 && long.len() < MAX_QUERY_BYTES);
+        let parsed = parse_request("GET", Some(&long), Vec::new(), b"").unwrap();
+        assert_eq!(parsed.params.get("Payload").unwrap().len(), 3 * 21_845);
+        let e = parse_request(
+            "GET",
+            Some(&"x".repeat(MAX_QUERY_BYTES + 1)),
+            Vec::new(),
+            b"",
+        );
+        assert!(e.unwrap_err().message.contains("262144 bytes"));
     }
 }

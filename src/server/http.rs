@@ -1,7 +1,10 @@
 //! The HTTP listener: hyper directly (rather than `axum::serve`) for the
 //! knobs a gateway needs, a header count limit and a header read timeout,
-//! and a graceful drain at shutdown.
+//! and a graceful drain at shutdown. Each connection is read through
+//! [`LongQuery`], which moves a query string too long for a URI into a
+//! header.
 
+use super::long_query::LongQuery;
 use axum::Router;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -11,6 +14,12 @@ use tokio_util::sync::CancellationToken;
 /// the RPC endpoint's own limit ([`crate::rpc::parse::MAX_HEADERS`]) answers
 /// a 400 with a code and message.
 pub const HTTP_MAX_HEADERS: usize = 128;
+/// hyper's read buffer, and so the largest request head (431 above it):
+/// hyper's default (8 KiB + 400 KiB), set here because [`LongQuery`]
+/// gathers heads up to the same size. It holds SendMessage's largest
+/// payload percent-encoded in the query string (up to 192 KiB) with room
+/// to spare.
+pub const HTTP_MAX_BUF_BYTES: usize = 8192 + 4096 * 100;
 /// A client has this long to send its request headers (slow-header floods).
 pub const HTTP_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long calls in flight may take to finish at shutdown.
@@ -47,10 +56,12 @@ pub async fn serve(listener: TcpListener, app: Router, shutdown: CancellationTok
                 app.clone().oneshot(request)
             },
         );
+        let stream = LongQuery::new(stream, HTTP_MAX_BUF_BYTES);
         let connection = http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(HTTP_HEADER_TIMEOUT)
             .max_headers(HTTP_MAX_HEADERS)
+            .max_buf_size(HTTP_MAX_BUF_BYTES)
             .serve_connection(TokioIo::new(stream), service);
         let connection = graceful.watch(connection);
         tokio::spawn(async move {

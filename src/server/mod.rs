@@ -4,6 +4,7 @@
 //! shuts everything down cleanly ([`Server::shutdown`]).
 
 pub mod http;
+pub mod long_query;
 pub mod reload;
 
 pub use http::{HTTP_HEADER_TIMEOUT, HTTP_MAX_HEADERS};

@@ -519,3 +519,66 @@ pub async fn nothing_on(device: &mut Device, topic: &str, payload: &[u8]) {
     .await;
     assert!(got.is_err(), "unexpected delivery on {topic}");
 }
+
+/// An HTTP answer read off a raw connection.
+#[derive(Debug)]
+pub struct RawAnswer {
+    pub status: u16,
+    pub content_type: String,
+    pub body: String,
+}
+
+/// Requests written by hand on one connection, all at once (pipelined),
+/// and their answers, read in turn until the server closes the connection
+/// (it then answers no more). For what mqgate's client (hyper) cannot
+/// send: a request-target over 65,534 bytes, as the Tea SDK sends one.
+pub async fn raw_http(addr: SocketAddr, requests: &[String]) -> Vec<RawAnswer> {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (read, mut write) = stream.into_split();
+    let all = requests.concat();
+    // Written beside the reading: a server that stops reading (after
+    // refusing a request) must not stall the test.
+    let writer = tokio::spawn(async move {
+        let _ = write.write_all(all.as_bytes()).await;
+        write
+    });
+    let mut reader = tokio::io::BufReader::new(read);
+    let mut answers = Vec::new();
+    let read_all = async {
+        while answers.len() < requests.len() {
+            let mut status_line = String::new();
+            if reader.read_line(&mut status_line).await.unwrap_or(0) == 0 {
+                break;
+            }
+            let status = status_line.split(' ').nth(1).unwrap().parse().unwrap();
+            let (mut length, mut content_type) = (0, String::new());
+            loop {
+                let mut line = String::new();
+                reader.read_line(&mut line).await.unwrap();
+                let line = line.trim_end();
+                if line.is_empty() {
+                    break;
+                }
+                let (name, value) = line.split_once(':').unwrap();
+                match name.to_ascii_lowercase().as_str() {
+                    "content-length" => length = value.trim().parse().unwrap(),
+                    "content-type" => content_type = value.trim().to_string(),
+                    _ => {}
+                }
+            }
+            let mut body = vec![0; length];
+            reader.read_exact(&mut body).await.unwrap();
+            answers.push(RawAnswer {
+                status,
+                content_type,
+                body: String::from_utf8(body).unwrap(),
+            });
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), read_all)
+        .await
+        .expect("no answer within 20 s");
+    let _ = writer.await;
+    answers
+}
