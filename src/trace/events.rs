@@ -128,18 +128,6 @@ impl MessageAction {
         }
     }
 
-    pub fn from_label(label: &str) -> Option<MessageAction> {
-        [
-            MessageAction::PubMqtt,
-            MessageAction::PubApi,
-            MessageAction::Sub,
-            MessageAction::Ack,
-            MessageAction::Drop,
-        ]
-        .into_iter()
-        .find(|a| a.label() == label)
-    }
-
     /// The byte a stored event carries (never reused: stored rows keep
     /// them).
     pub fn code_byte(self) -> u8 {
