@@ -110,6 +110,29 @@ fn main() {
     let mut results = String::new();
     let _ = writeln!(results, "# mqgate benchmark results\n");
     let _ = writeln!(results, "{}\n", machine());
+    // `MQGATE_BENCH_ONLY=tracing` (a section's name) runs that section
+    // alone and prints it, leaving bench/ as it is.
+    let only = std::env::var("MQGATE_BENCH_ONLY").ok();
+    if let Some(section) = only.as_deref() {
+        let out_dir = std::env::temp_dir().join(format!("mqgate-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&out_dir).unwrap();
+        match section {
+            "rpc" => rpc(&setting, &out_dir, &mut results),
+            "registry" => runtime.block_on(registry(&setting, &out_dir, &mut results)),
+            "mqtt" => runtime.block_on(mqtt(&setting, &out_dir, &mut results)),
+            "logins" => runtime.block_on(mqtt_logins(&setting, &out_dir, &mut results)),
+            "tracing" => runtime.block_on(tracing_cost(&setting, &mut results)),
+            "trace_query" => trace_query(&setting, &mut results),
+            "idle" => idle(&setting, &out_dir, &mut results),
+            other => panic!(
+                "MQGATE_BENCH_ONLY={other}: rpc, registry, mqtt, logins, tracing, trace_query or idle"
+            ),
+        }
+        drop(runtime);
+        let _ = std::fs::remove_dir_all(&out_dir);
+        println!("{results}");
+        return;
+    }
     rpc(&setting, &out_dir, &mut results);
     runtime.block_on(registry(&setting, &out_dir, &mut results));
     runtime.block_on(mqtt(&setting, &out_dir, &mut results));
@@ -195,6 +218,7 @@ id = "1234567890"
 /// Starts a process that prints `... http=ADDR ...` first; returns it and
 /// the address after `key` (`"http="` or `"mqtt="`) in that line. The shell
 /// raises the file limit for 10,000 connections.
+/// (With `key` empty: the whole first line.)
 fn spawn_server(program: &str, args: &[&str], key: &str) -> (Child, String) {
     let command = format!(
         "ulimit -n 65536 2>/dev/null; exec {} {}",
@@ -214,6 +238,9 @@ fn spawn_server(program: &str, args: &[&str], key: &str) -> (Child, String) {
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut first)
         .unwrap();
+    if key.is_empty() {
+        return (child, first);
+    }
     let addr = first
         .split_whitespace()
         .find_map(|w| w.strip_prefix(key))
@@ -796,22 +823,6 @@ async fn mqtt_logins(setting: &Setting, out_dir: &Path, results: &mut String) {
     std::fs::write(out_dir.join("mqtt_logins.csv"), csv).unwrap();
 }
 
-/// CPU seconds this process has used (the servers run in it; the load
-/// generators in processes of their own).
-fn own_cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let after = stat.rsplit(')').next().unwrap_or("");
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // utime and stime: fields 14 and 15 of the line, 12 and 13 after ")".
-    (ticks(11) + ticks(12)) / 100.0
-}
-
 /// The bytes of the trace database (with its WAL).
 fn trace_bytes(storage: &Path) -> u64 {
     ["traces.sqlite3", "traces.sqlite3-wal"]
@@ -836,27 +847,30 @@ async fn tracing_cost(setting: &Setting, results: &mut String) {
     let mut steady: Vec<(f64, f64)> = Vec::new();
     let mut saturated: Vec<(f64, f64, f64)> = Vec::new();
     let mut bytes_per_million = 0.0;
-    for round in 0..setting.login_rounds.max(2) {
+    // Two rounds more than the other sections: one round's ratio moves by
+    // up to 0.15 on this machine.
+    for round in 0..setting.login_rounds.max(2) + 2 {
         let mut pair = [0.0f64; 2];
         let mut flat = [0.0f64; 2];
+        let mut dropped_share = 0.0;
         for traced in [round % 2 == 0, round % 2 != 0] {
-            let target = MqttTarget::start_traced(traced).await;
-            let front = target.front;
-            let cpu_before = own_cpu_seconds();
+            let server = TracedProcess::start(traced);
+            let front = server.mqtt;
+            let cpu_before = server.cpu_seconds();
             let v = tokio::task::spawn_blocking(move || {
                 mqtt_load_json(front, &["--rate", &rate.to_string()], 1, 20, seconds)
             })
             .await
             .unwrap();
-            let cpu = own_cpu_seconds() - cpu_before;
+            let cpu = server.cpu_seconds() - cpu_before;
             let delivered = v["delivered"].as_f64().unwrap_or(1.0).max(1.0);
             pair[usize::from(traced)] = cpu / delivered * 1e6;
             if traced {
-                target.server.tracer().flush(Duration::from_secs(5));
-                bytes_per_million = trace_bytes(target.storage.path()) as f64 / delivered * 1e6;
+                // Two batches' time for the last events to be committed.
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                bytes_per_million = trace_bytes(server.storage.path()) as f64 / delivered * 1e6;
             }
-            let recorded_before = target.server.tracer().recorded();
-            let dropped_before = target.server.tracer().dropped();
+            let before = server.trace_counts();
             let clients = setting.login_clients;
             let quick = setting.mqtt_seconds;
             let (msgs, _) =
@@ -865,26 +879,31 @@ async fn tracing_cost(setting: &Setting, results: &mut String) {
                     .unwrap();
             flat[usize::from(traced)] = msgs;
             if traced {
-                let recorded = target.server.tracer().recorded() - recorded_before;
-                let dropped = target.server.tracer().dropped() - dropped_before;
-                let share = dropped as f64 / (recorded + dropped).max(1) as f64;
-                saturated.push((0.0, 0.0, share));
+                let after = server.trace_counts();
+                let recorded = after.0 - before.0;
+                let dropped = after.1 - before.1;
+                dropped_share = dropped / (recorded + dropped).max(1.0);
             }
-            target.server.shutdown().await;
         }
         steady.push((pair[1], pair[0]));
-        let last = saturated.last_mut().unwrap();
-        last.0 = flat[1];
-        last.1 = flat[0];
+        saturated.push((flat[1], flat[0], dropped_share));
     }
     steady.sort_by(|a, b| (a.0 / a.1).total_cmp(&(b.0 / b.1)));
     saturated.sort_by(|a, b| (a.0 / a.1).total_cmp(&(b.0 / b.1)));
+    let ratios = |rows: Vec<f64>| {
+        rows.iter()
+            .map(|r| format!("{r:.2}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let steady_ratios = ratios(steady.iter().map(|(on, off)| on / off).collect());
+    let saturated_ratios = ratios(saturated.iter().map(|(on, off, _)| on / off).collect());
     let (on_us, off_us) = steady[steady.len() / 2];
     let (on_msgs, off_msgs, dropped) = saturated[saturated.len() / 2];
     let _ = writeln!(results, "## Tracing on against off\n");
     let _ = writeln!(
         results,
-        "One run, fresh mqgate per measurement, on and off alternating, {} rounds; each row the median round. Steady: 20 clients (10 publishers holding {rate:.0} messages/s in all with `mqgate-load mqtt --rate`, 10 subscribers), QoS 1, {seconds} s: mqgate's CPU time (the benchmark's process, which hosts the server; the load generator runs apart) per delivered message. Saturation: {} clients flat out, QoS 1, {} s. Every message makes three events (the publish, the push, the acknowledgement).\n",
+        "One run, a fresh mqgate process per measurement (the release binary, `[trace] enabled` true or false), on and off alternating, {} rounds; each row the median round, every round's ratio in brackets. Steady: 20 clients (10 publishers holding {rate:.0} messages/s in all with `mqgate-load mqtt --rate`, 10 subscribers), QoS 1, {seconds} s: the mqgate process's CPU time (`/proc/PID/stat`) per delivered message. Saturation: {} clients flat out, QoS 1, {} s. Every message makes three events (the publish, the push, the acknowledgement).\n",
         steady.len(),
         setting.login_clients,
         setting.mqtt_seconds
@@ -893,12 +912,12 @@ async fn tracing_cost(setting: &Setting, results: &mut String) {
     let _ = writeln!(results, "|---|---|---|---|");
     let _ = writeln!(
         results,
-        "| CPU per message at {rate:.0} msgs/s, µs | {on_us:.1} | {off_us:.1} | {:.2} |",
+        "| CPU per message at {rate:.0} msgs/s, µs | {on_us:.1} | {off_us:.1} | {:.2} ({steady_ratios}) |",
         on_us / off_us.max(f64::MIN_POSITIVE)
     );
     let _ = writeln!(
         results,
-        "| front msgs/s at saturation | {on_msgs:.0} | {off_msgs:.0} | {:.2} |",
+        "| front msgs/s at saturation | {on_msgs:.0} | {off_msgs:.0} | {:.2} ({saturated_ratios}) |",
         on_msgs / off_msgs.max(1.0)
     );
     let _ = writeln!(
@@ -907,6 +926,83 @@ async fn tracing_cost(setting: &Setting, results: &mut String) {
         bytes_per_million / 1e6,
         dropped * 100.0
     );
+}
+
+/// mqgate in a process of its own, tracing on or off, for measuring its
+/// CPU alone. Killed when dropped.
+struct TracedProcess {
+    child: Child,
+    mqtt: SocketAddr,
+    http: SocketAddr,
+    storage: tempfile::TempDir,
+}
+
+impl TracedProcess {
+    fn start(traced: bool) -> TracedProcess {
+        let storage = tempfile::tempdir().unwrap();
+        let config = storage.path().join("bench.toml");
+        let text = config_text_traced(&storage.path().join("data"), traced);
+        std::fs::write(&config, text).unwrap();
+        let (child, first) =
+            spawn_server(MQGATE, &["serve", "--config", config.to_str().unwrap()], "");
+        let addr = |key: &str| -> SocketAddr {
+            first
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix(key))
+                .unwrap_or_else(|| panic!("no {key} in {first:?}"))
+                .parse()
+                .unwrap()
+        };
+        let (mqtt, http) = (addr("mqtt="), addr("http="));
+        TracedProcess {
+            child,
+            mqtt,
+            http,
+            storage,
+        }
+    }
+
+    /// The process's CPU seconds so far (user and system, all threads).
+    fn cpu_seconds(&self) -> f64 {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        let after = stat.rsplit(')').next().unwrap_or("");
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        let ticks = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|f| f.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        (ticks(11) + ticks(12)) / 100.0
+    }
+
+    /// (events recorded, events dropped) so far, from `/metrics`.
+    fn trace_counts(&self) -> (f64, f64) {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(self.http).unwrap();
+        stream
+            .write_all(b"GET /metrics HTTP/1.0\r\nHost: bench\r\n\r\n")
+            .unwrap();
+        let mut text = String::new();
+        stream.read_to_string(&mut text).unwrap();
+        let value = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
+                .unwrap_or_else(|| panic!("{name} not in /metrics"))
+        };
+        (
+            value("mqgate_trace_events_recorded_total"),
+            value("mqgate_trace_events_dropped_total"),
+        )
+    }
+}
+
+impl Drop for TracedProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// The time to answer one device's events of the last 24 hours (10,000 of
