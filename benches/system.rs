@@ -541,21 +541,15 @@ struct MqttTarget {
     front: SocketAddr,
     direct: SocketAddr,
     login: (String, String),
-    storage: tempfile::TempDir,
+    /// The server's files, deleted when the target is dropped.
+    _storage: tempfile::TempDir,
 }
 
 impl MqttTarget {
     async fn start() -> MqttTarget {
-        MqttTarget::start_traced(true).await
-    }
-
-    async fn start_traced(traced: bool) -> MqttTarget {
         let storage = tempfile::tempdir().unwrap();
-        let config = Config::parse(
-            &config_text_traced(&storage.path().join("data"), traced),
-            "bench.toml",
-        )
-        .unwrap();
+        let config =
+            Config::parse(&config_text(&storage.path().join("data")), "bench.toml").unwrap();
         let server = mqgate::server::Server::start(config).await.unwrap();
         let broker = server.brokers.instance(INSTANCE).unwrap();
         let internal = server.brokers.internal_login();
@@ -564,7 +558,7 @@ impl MqttTarget {
             direct: broker.v4_addr,
             login: (internal.username.clone(), internal.password.clone()),
             server,
-            storage,
+            _storage: storage,
         }
     }
 
