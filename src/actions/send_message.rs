@@ -126,11 +126,12 @@ impl Handler for SendMessage {
                 }
                 other => ApiError::internal(other.to_string()),
             })?;
+        let names =
+            crate::trace::EventNames::new(&request.instance_id, ctx.principal.access_key_id, "");
         ctx.tracer.record_publish(
             &entering,
+            &names,
             crate::trace::MessageAction::PubApi,
-            ctx.principal.access_key_id,
-            "",
             size,
             1,
         );

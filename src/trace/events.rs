@@ -23,6 +23,49 @@
 //!
 //! `ActionCode` is `mqtt.trace.action.` followed by the Action.
 
+use std::sync::Arc;
+
+/// The names a connection's message events carry, built once per
+/// connection.
+#[derive(Debug, Clone)]
+pub struct EventNames {
+    pub instance_id: Arc<str>,
+    pub client_id: Arc<str>,
+    pub ip: Arc<str>,
+}
+
+impl EventNames {
+    pub fn new(instance_id: &str, client_id: &str, ip: &str) -> EventNames {
+        EventNames {
+            instance_id: Arc::from(instance_id),
+            client_id: Arc::from(client_id),
+            ip: Arc::from(ip),
+        }
+    }
+
+    /// An event of this connection's.
+    pub fn event(
+        &self,
+        msg_id: u128,
+        action: MessageAction,
+        time_ms: i64,
+        size: usize,
+        qos: u8,
+    ) -> MessageEvent {
+        MessageEvent {
+            instance_id: self.instance_id.clone(),
+            msg_id,
+            action,
+            client_id: self.client_id.clone(),
+            time_ms,
+            ip: self.ip.clone(),
+            topic: String::new(),
+            size: u32::try_from(size).unwrap_or(u32::MAX),
+            qos,
+        }
+    }
+}
+
 /// The `Action` of a device event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeviceAction {
@@ -158,16 +201,18 @@ impl MessageAction {
     }
 }
 
-/// One thing that happened to a message.
+/// One thing that happened to a message. The names are shared (a
+/// connection builds them once), so that an event costs no allocation but
+/// its topic's.
 #[derive(Debug, Clone)]
 pub struct MessageEvent {
-    pub instance_id: String,
+    pub instance_id: Arc<str>,
     pub msg_id: u128,
     pub action: MessageAction,
     /// The publisher (pub_*) or the subscriber.
-    pub client_id: String,
+    pub client_id: Arc<str>,
     pub time_ms: i64,
-    pub ip: String,
+    pub ip: Arc<str>,
     pub topic: String,
     pub size: u32,
     pub qos: u8,

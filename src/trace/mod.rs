@@ -42,7 +42,7 @@ pub mod events;
 pub mod rows;
 pub mod store;
 
-pub use events::{DeviceAction, DeviceEvent, MessageAction, MessageEvent};
+pub use events::{DeviceAction, DeviceEvent, EventNames, MessageAction, MessageEvent};
 pub use store::{DeviceTrace, TraceStore};
 
 use std::sync::Arc;
@@ -171,19 +171,16 @@ impl Tracer {
     /// A message entered the instance: gives it a MsgId, remembers it for
     /// its deliveries, and records the publish. (With tracing off: a fresh
     /// id, nothing recorded.)
-    #[allow(clippy::too_many_arguments)]
     pub fn published(
         &self,
-        instance_id: &str,
+        names: &EventNames,
         action: MessageAction,
-        client_id: &str,
-        ip: &str,
         topic: &[u8],
         payload: &[u8],
         qos: u8,
     ) -> u128 {
-        let entered = self.entering(instance_id, topic, payload);
-        self.record_publish(&entered, action, client_id, ip, payload.len(), qos);
+        let entered = self.entering(&names.instance_id, topic, payload);
+        self.record_publish(&entered, names, action, payload.len(), qos);
         entered.msg_id
     }
 
@@ -204,37 +201,28 @@ impl Tracer {
                 .remember(Recent::key(instance_id, topic, payload), msg_id);
         }
         Entering {
-            instance_id,
             topic,
             msg_id,
             time_ms,
         }
     }
 
-    /// Records the publish of a message that [`Tracer::entering`] named.
+    /// Records the publish of a message that [`Tracer::entering`] named,
+    /// by the client `names` name.
     pub fn record_publish(
         &self,
         entered: &Entering<'_>,
+        names: &EventNames,
         action: MessageAction,
-        client_id: &str,
-        ip: &str,
         size: usize,
         qos: u8,
     ) {
         if self.queue.is_none() || !self.has_room() {
             return;
         }
-        self.message(MessageEvent {
-            instance_id: entered.instance_id.to_string(),
-            msg_id: entered.msg_id,
-            action,
-            client_id: client_id.to_string(),
-            time_ms: entered.time_ms,
-            ip: ip.to_string(),
-            topic: String::from_utf8_lossy(entered.topic).into_owned(),
-            size: u32::try_from(size).unwrap_or(u32::MAX),
-            qos,
-        });
+        let mut event = names.event(entered.msg_id, action, entered.time_ms, size, qos);
+        event.topic = String::from_utf8_lossy(entered.topic).into_owned();
+        self.message(event);
     }
 
     /// The MsgId of a message about to be pushed to a subscriber (0: not
@@ -333,7 +321,6 @@ impl Tracer {
 /// A message named by [`Tracer::entering`], its publish not yet recorded.
 #[derive(Debug)]
 pub struct Entering<'a> {
-    instance_id: &'a str,
     topic: &'a [u8],
     pub msg_id: u128,
     time_ms: i64,

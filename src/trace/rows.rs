@@ -17,7 +17,7 @@
 //! msg_id  16 bytes, big-endian
 //! action  1 byte  (MessageAction::code_byte)
 //! time    varint, milliseconds after the row's first_ms
-//! ip      varint length, then UTF-8
+//! ip      varint length, then UTF-8 (empty but for a publish)
 //! topic   varint length, then UTF-8
 //! size    varint
 //! qos     1 byte
@@ -63,7 +63,14 @@ impl NewRow<'_> {
             out.extend_from_slice(&event.msg_id.to_be_bytes());
             out.push(event.action.code_byte());
             put_varint(&mut out, (event.time_ms - self.first_ms).max(0) as u64);
-            put_bytes(&mut out, event.ip.as_bytes());
+            // The address only with a publish (a delivery's is the
+            // subscriber's, known from its connect).
+            let ip = if event.action.publishes() {
+                &*event.ip
+            } else {
+                ""
+            };
+            put_bytes(&mut out, ip.as_bytes());
             put_bytes(&mut out, event.topic.as_bytes());
             put_varint(&mut out, u64::from(event.size));
             out.push(event.qos);
@@ -91,7 +98,7 @@ pub fn group(events: &[MessageEvent]) -> Vec<NewRow<'_>> {
     let mut rows: Vec<NewRow<'_>> = Vec::new();
     let mut open: std::collections::HashMap<(&str, &str), usize> = Default::default();
     for event in events {
-        let key = (event.instance_id.as_str(), event.client_id.as_str());
+        let key = (&*event.instance_id, &*event.client_id);
         let fits = open.get(&key).is_some_and(|&at| {
             let row = &rows[at];
             event.time_ms.max(row.last_ms) - event.time_ms.min(row.first_ms) <= ROW_SPAN_MS
@@ -221,7 +228,11 @@ mod tests {
                 msg_id: e.msg_id,
                 action: e.action,
                 time_ms: e.time_ms,
-                ip: e.ip.clone(),
+                ip: if e.action.publishes() {
+                    e.ip.to_string()
+                } else {
+                    String::new()
+                },
                 topic: e.topic.clone(),
                 size: e.size,
                 qos: e.qos,

@@ -725,7 +725,7 @@ mod tests {
             action,
             client_id: client.into(),
             time_ms,
-            ip: String::new(),
+            ip: "".into(),
             topic: "t".into(),
             size: 1,
             qos: 1,

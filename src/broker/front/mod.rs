@@ -429,18 +429,17 @@ impl FrontLayer {
             .drain()
             .map(|(_, msg_id)| msg_id)
             .collect();
-        for msg_id in unacknowledged {
-            self.tracer.message(crate::trace::MessageEvent {
-                instance_id: instance.id.clone(),
-                msg_id,
-                action: crate::trace::MessageAction::Drop,
-                client_id: client_id.clone(),
-                time_ms: crate::trace::now_ms(),
-                ip: String::new(),
-                topic: String::new(),
-                size: 0,
-                qos: 0,
-            });
+        if !unacknowledged.is_empty() {
+            let names = crate::trace::EventNames::new(&instance.id, &client_id, "");
+            for msg_id in unacknowledged {
+                self.tracer.message(names.event(
+                    msg_id,
+                    crate::trace::MessageAction::Drop,
+                    crate::trace::now_ms(),
+                    0,
+                    0,
+                ));
+            }
         }
         // Only now is the session gone for the registry, and for a takeover
         // waiting to connect the same client id upstream.

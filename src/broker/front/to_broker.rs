@@ -12,7 +12,7 @@ use crate::broker::registry::{
 use crate::broker::rights::TopicRights;
 use crate::broker::tokens::{self as token_rules, TokenRights};
 use crate::devices::DeviceStore;
-use crate::trace::{MessageAction, MessageEvent, Tracer};
+use crate::trace::{EventNames, MessageAction, Tracer};
 use bytes::BytesMut;
 use rumqttd::protocol::{Packet, Protocol, v4::V4, v5::V5};
 use std::sync::Arc;
@@ -91,7 +91,11 @@ impl ToBroker<'_> {
         tracer: &Tracer,
     ) -> End {
         let tracing = tracer.enabled();
-        let ip = session.info.ip.to_string();
+        let names = EventNames::new(
+            &broker.instance_id,
+            &session.info.client_id,
+            &session.info.ip.to_string(),
+        );
         let protocol = session.info.protocol;
         let stats = &session.stats;
         // Token and custom-auth logins only: every other login may use
@@ -162,10 +166,8 @@ impl ToBroker<'_> {
                             let topic =
                                 self.aliases.resolve(parts.topic, alias).unwrap_or_default();
                             tracer.published(
-                                &broker.instance_id,
+                                &names,
                                 MessageAction::PubMqtt,
-                                &session.info.client_id,
-                                &ip,
                                 topic,
                                 parts.payload,
                                 qos,
@@ -191,7 +193,7 @@ impl ToBroker<'_> {
                     packet_type::PUBACK | packet_type::PUBCOMP => {
                         stats.inflight.fetch_sub(1, Ordering::Relaxed);
                         if tracing && let Some(id) = codec::packet_id(&frame_at[..len]) {
-                            trace_ack(tracer, broker, session, id);
+                            trace_ack(tracer, &names, session, id);
                         }
                     }
                     // The client's goodbye: forward it (it tells rumqttd to
@@ -497,24 +499,14 @@ impl ToBroker<'_> {
 }
 
 /// The client acknowledged a traced delivery.
-fn trace_ack(tracer: &Tracer, broker: &InstanceBroker, session: &Session, packet_id: u16) {
+fn trace_ack(tracer: &Tracer, names: &EventNames, session: &Session, packet_id: u16) {
     let msg_id = session
         .deliveries
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .remove(&packet_id);
     if let Some(msg_id) = msg_id {
-        tracer.message(MessageEvent {
-            instance_id: broker.instance_id.clone(),
-            msg_id,
-            action: MessageAction::Ack,
-            client_id: session.info.client_id.clone(),
-            time_ms: crate::trace::now_ms(),
-            ip: String::new(),
-            topic: String::new(),
-            size: 0,
-            qos: 0,
-        });
+        tracer.message(names.event(msg_id, MessageAction::Ack, crate::trace::now_ms(), 0, 0));
     }
 }
 

@@ -4,7 +4,7 @@ use super::{BROKER_MAX_FRAME, End, GOODBYE_TIMEOUT};
 use crate::broker::InstanceBroker;
 use crate::broker::codec::{self, packet_type};
 use crate::broker::registry::{Awaited, Control, ProtocolVersion, Session, SubscriptionOptions};
-use crate::trace::{MessageAction, MessageEvent, Tracer};
+use crate::trace::{EventNames, MessageAction, Tracer};
 use bytes::BytesMut;
 use std::sync::atomic::Ordering;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -75,6 +75,7 @@ impl ToClient<'_> {
         let protocol_v5 = session.info.protocol == ProtocolVersion::V5;
         let stats = &session.stats;
         let tracing = tracer.enabled();
+        let names = EventNames::new(&broker.instance_id, &session.info.client_id, "");
         loop {
             let mut whole = 0;
             let mut frames = 0u64;
@@ -116,18 +117,14 @@ impl ToClient<'_> {
                                     // connection; the unacknowledged
                                     // deliveries are then traced as
                                     // dropped.)
-                                    tracer.message(MessageEvent {
-                                        instance_id: broker.instance_id.clone(),
+                                    // (The publish holds the topic.)
+                                    tracer.message(names.event(
                                         msg_id,
-                                        action: MessageAction::Sub,
-                                        client_id: session.info.client_id.clone(),
-                                        time_ms: crate::trace::now_ms(),
-                                        ip: String::new(),
-                                        // The publish holds the topic.
-                                        topic: String::new(),
-                                        size: parts.payload.len() as u32,
+                                        MessageAction::Sub,
+                                        crate::trace::now_ms(),
+                                        parts.payload.len(),
                                         qos,
-                                    });
+                                    ));
                                 }
                             }
                             packet_type::SUBACK | packet_type::UNSUBACK => {
