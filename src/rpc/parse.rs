@@ -168,6 +168,8 @@ pub async fn read_request(request: Request) -> Result<IncomingRequest, ApiError>
     let headers = parts
         .headers
         .iter()
+        // The moved query string is read above, not a header of the call.
+        .filter(|(name, _)| *name != QUERY_HEADER)
         .map(|(name, value)| {
             (
                 name.as_str().to_string(),

@@ -137,19 +137,16 @@ impl<S> LongQuery<S> {
 }
 
 impl<S: AsyncRead + Unpin> LongQuery<S> {
-    /// Reads up to [`READ_CHUNK`] more bytes from the socket into `input`.
+    /// Reads more bytes from the socket into `input` (at least
+    /// [`READ_CHUNK`] of room), straight into its spare capacity: every
+    /// request's head passes here, so the room is not zeroed first.
     fn poll_read_more(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         if self.input.is_empty() && self.input.capacity() > 4 * READ_CHUNK {
             // What a long head left: an idle connection does not keep it.
             self.input = BytesMut::new();
         }
-        let had = self.input.len();
-        self.input.resize(had + READ_CHUNK, 0);
-        let mut buf = ReadBuf::new(&mut self.input[had..]);
-        let polled = Pin::new(&mut self.io).poll_read(cx, &mut buf);
-        let read = buf.filled().len();
-        self.input.truncate(had + read);
-        polled.map_ok(|()| read)
+        self.input.reserve(READ_CHUNK);
+        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.input)
     }
 }
 

@@ -122,11 +122,18 @@ impl ToBroker<'_> {
                     packet_type::PUBLISH => {
                         stats.recv_msg.fetch_add(1, Ordering::Relaxed);
                         let v5 = protocol == ProtocolVersion::V5;
-                        let alias = match v5 {
+                        // The topic and its alias matter to the rights and
+                        // the trace only: a connection with neither reads
+                        // neither.
+                        let reads_topic = rights.is_some() || tracing;
+                        let alias = match v5 && reads_topic {
                             true => codec::publish_topic_alias(&frame_at[..len]),
                             false => None,
                         };
-                        let named = codec::publish_topic(&frame_at[..len]).map(|(t, _)| t);
+                        let named = match reads_topic {
+                            true => codec::publish_topic(&frame_at[..len]).map(|(t, _)| t),
+                            false => None,
+                        };
                         if let Some(rights) = &rights
                             && let Some(special) = publish_verdict(
                                 rights,
