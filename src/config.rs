@@ -116,6 +116,12 @@ pub struct MqttConfig {
     /// Seconds a new connection has to send its CONNECT.
     #[serde(default = "default_connect_timeout_secs")]
     pub connect_timeout_secs: u64,
+    /// Seconds a client may leave what mqgate sends it unread (its socket
+    /// full) before it is disconnected, as a client that stopped reading:
+    /// meanwhile at most rumqttd's per-connection queue (200 messages) waits
+    /// for it, and other clients are not held up.
+    #[serde(default = "default_send_timeout_secs")]
+    pub send_timeout_secs: u64,
     /// How long an MQTT 3.1.1 session with clean session false is kept (and
     /// shown as disconnected) after its client leaves; 3.1.1 has no expiry
     /// of its own. MQTT 5 sessions use their Session Expiry Interval.
@@ -240,6 +246,9 @@ fn default_max_connections() -> usize {
 fn default_connect_timeout_secs() -> u64 {
     10
 }
+fn default_send_timeout_secs() -> u64 {
+    15
+}
 fn default_session_expiry_secs() -> u64 {
     7200
 }
@@ -288,6 +297,7 @@ impl Default for MqttConfig {
             max_packet_size: default_max_packet_size(),
             max_connections_per_instance: default_max_connections(),
             connect_timeout_secs: default_connect_timeout_secs(),
+            send_timeout_secs: default_send_timeout_secs(),
             session_expiry_secs: default_session_expiry_secs(),
         }
     }
@@ -479,6 +489,7 @@ impl Config {
                 self.mqtt.max_connections_per_instance as u64,
             ),
             ("mqtt.connect_timeout_secs", self.mqtt.connect_timeout_secs),
+            ("mqtt.send_timeout_secs", self.mqtt.send_timeout_secs),
             (
                 "http.max_remembered_nonces",
                 self.http.max_remembered_nonces as u64,

@@ -121,6 +121,8 @@ pub struct EmbeddedBroker {
     /// The publisher's receiving half: kept so that the router keeps the
     /// link (it receives nothing, having no subscriptions).
     pub publisher_rx: LinkRx,
+    /// The router's input: the front layer links each client through it.
+    pub router: rumqttd::RouterTx,
 }
 
 /// Starts a router for one instance, its two loopback listeners and its
@@ -188,6 +190,7 @@ pub async fn start(
         v5_addr: listen(ProtocolVersion::V5).await?,
         publisher,
         publisher_rx,
+        router: router_tx,
     })
 }
 

@@ -99,6 +99,10 @@ pub struct InstanceBroker {
     publisher: Arc<Mutex<LinkTx>>,
     _publisher_rx: LinkRx,
     runtime: tokio::runtime::Handle,
+    /// The router's input: each client's connection links to it.
+    pub(crate) router: rumqttd::RouterTx,
+    /// Wills waiting for their delay after their connection ended.
+    pub(crate) wills: Arc<front::PendingWills>,
     /// Bumped when a token of the instance is revoked: the connections
     /// holding tokens look at theirs again.
     rights_events: tokio::sync::watch::Sender<()>,
@@ -389,6 +393,8 @@ impl Brokers {
                 publisher: Arc::new(Mutex::new(started.publisher)),
                 _publisher_rx: started.publisher_rx,
                 runtime: self.runtime.handle().clone(),
+                router: started.router,
+                wills: Arc::default(),
                 rights_events: tokio::sync::watch::channel(()).0,
             };
             self.write().insert(instance_id.clone(), Arc::new(broker));

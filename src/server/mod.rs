@@ -189,6 +189,7 @@ impl Server {
             tracer.clone(),
             config.mqtt.max_packet_size,
             Duration::from_secs(config.mqtt.connect_timeout_secs),
+            Duration::from_secs(config.mqtt.send_timeout_secs),
         );
         let mqtt_listener = {
             // Registered with the brokers' runtime, where it is polled.

@@ -8,24 +8,36 @@
 //!    CONNACK that says why (MQTT 5 adds a reason string);
 //! 3. give an empty client id one of ours, take over an older connection
 //!    with the same client id (MQTT 5: DISCONNECT 0x8E);
-//! 4. open a loopback connection to the instance's rumqttd listener for that
-//!    version, forward the CONNECT with the internal login, and relay the
-//!    CONNACK back;
-//! 5. register the session and relay frames both ways until either side
-//!    closes or the API kicks it (MQTT 5: DISCONNECT 0x98 first).
+//! 4. link the connection to the instance's rumqttd router, in process
+//!    ([`link`]), and send the client the router's CONNACK;
+//! 5. register the session and relay both ways until either side closes,
+//!    the keepalive runs out, or the API kicks it (MQTT 5: DISCONNECT 0x98
+//!    first); then tell the router the connection is gone and, unless the
+//!    client said a clean goodbye, have its will published.
 //!
 //! Frames are relayed whole: the relay only writes complete MQTT packets to
 //! the client, so a DISCONNECT it injects never lands inside another packet.
 //!
 //! The relay's two halves: `to_broker.rs` reads the client (and checks a
-//! token-mode client's PUBLISH and SUBSCRIBE), `to_client.rs` reads rumqttd;
-//! beside them, `rights_watch.rs` tells a token-mode client about its tokens
-//! and removes the subscriptions a bound client's rights no longer allow.
+//! token-mode client's PUBLISH and SUBSCRIBE), `to_client.rs` writes what
+//! the router sends; beside them, `rights_watch.rs` tells a token-mode
+//! client about its tokens and removes the subscriptions a bound client's
+//! rights no longer allow. `client_io.rs` reads and writes the client's
+//! transport (TCP, or a TLS or WebSocket stream).
+//!
+//! An idle connection holds no read or write buffer: they are taken when
+//! bytes arrive and given back once the frames in them are handled.
 
+mod client_io;
+mod link;
 mod rights_watch;
 mod to_broker;
 mod to_client;
 
+pub use client_io::{ClientConnection, ClientStream};
+pub use link::PendingWills;
+
+use client_io::{ClientRead, ClientWrite};
 use rights_watch::watch_rights;
 use to_broker::ToBroker;
 use to_client::ToClient;
@@ -48,18 +60,16 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-/// Frames from rumqttd are trusted; their size is bounded by rumqttd itself.
+/// Frames the router's packets are encoded into are trusted; their size is
+/// bounded by rumqttd itself.
 const BROKER_MAX_FRAME: usize = 268_435_455;
-/// How long the front layer waits for rumqttd to connect and answer.
-const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long rumqttd may take to close its side of an ended connection.
-const UPSTREAM_CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long the front layer waits for the router to take a connection.
+const LINK_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a goodbye packet may take to write before the socket is dropped.
 const GOODBYE_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -70,6 +80,9 @@ pub struct FrontLayer {
     tracer: Arc<Tracer>,
     max_packet_size: usize,
     connect_timeout: Duration,
+    /// How long a client may leave what mqgate sends it unread before it
+    /// is disconnected (a subscriber that stopped reading).
+    send_timeout: Duration,
 }
 
 /// How a relayed connection ended, for the log (read through `Debug`).
@@ -86,6 +99,10 @@ enum End {
     ClientProtocol(FrameError),
     BrokerClosed,
     BrokerProtocol(FrameError),
+    /// No packet from the client within 1.5 times its keepalive.
+    KeepAliveTimeout,
+    /// The client left what mqgate sent it unread past `send_timeout`.
+    SendTimeout,
     /// Ended by the API or the server: the reason code and why.
     Disconnected(u8, String),
     HardStop,
@@ -101,6 +118,7 @@ impl FrontLayer {
         tracer: Arc<Tracer>,
         max_packet_size: usize,
         connect_timeout: Duration,
+        send_timeout: Duration,
     ) -> Arc<FrontLayer> {
         Arc::new(FrontLayer {
             brokers,
@@ -109,6 +127,7 @@ impl FrontLayer {
             tracer,
             max_packet_size,
             connect_timeout,
+            send_timeout,
         })
     }
 
@@ -128,7 +147,10 @@ impl FrontLayer {
                     Ok((stream, peer)) => {
                         let front = self.clone();
                         let endpoint = endpoint.clone();
-                        tokio::spawn(async move { front.handle(stream, peer, endpoint.as_deref()).await });
+                        let _ = stream.set_nodelay(true);
+                        tokio::spawn(async move {
+                            front.handle(ClientConnection::Tcp(stream), peer, endpoint.as_deref()).await
+                        });
                     }
                     Err(e) => {
                         // Out of file descriptors and the like: say so, back
@@ -142,12 +164,18 @@ impl FrontLayer {
         }
     }
 
-    async fn handle(&self, mut client: TcpStream, peer: SocketAddr, endpoint: Option<&str>) {
-        let _ = client.set_nodelay(true);
-        let mut client_buf = BytesMut::with_capacity(1024);
+    /// Serves one client connection, of any transport, to its end.
+    pub async fn handle(
+        &self,
+        connection: ClientConnection,
+        peer: SocketAddr,
+        endpoint: Option<&str>,
+    ) {
+        let (mut client_rd, mut client) = connection.split();
+        let mut client_buf = BytesMut::new();
         let frame = match tokio::time::timeout(
             self.connect_timeout,
-            read_frame(&mut client, &mut client_buf, self.max_packet_size),
+            read_frame(&mut client_rd, &mut client_buf, self.max_packet_size),
         )
         .await
         {
@@ -274,39 +302,36 @@ impl FrontLayer {
             .await;
         }
 
-        let mut upstream = match self
-            .connect_upstream(
-                broker.upstream(protocol),
+        let router_client_id = broker_client_id(&client_id);
+        // A will still waiting for its delay from an earlier connection of
+        // this client is settled before the router sees the new one.
+        broker
+            .wills
+            .settle(&broker.router, &router_client_id, connect.clean_session)
+            .await;
+        let will_delay = will_delay(protocol, properties.as_ref(), will_properties.as_ref());
+        let linked = tokio::time::timeout(
+            LINK_TIMEOUT,
+            link::open(
+                &broker.router,
                 protocol,
-                &client_id,
-                &connect,
-                properties.clone(),
-                will,
-                will_properties,
-            )
-            .await
-        {
-            Ok(upstream) => upstream,
-            Err(e) => {
-                warn!(instance = %instance.id, error = %e, "embedded broker unreachable");
-                let refusal = Refusal {
-                    v4_code: 0x03,
-                    v5_code: 0x88,
-                    reason: "the broker is unavailable; try again".into(),
-                };
-                return refuse(&mut client, protocol, &refusal).await;
-            }
-        };
-        let mut upstream_buf = BytesMut::with_capacity(1024);
-        let connack = match tokio::time::timeout(
-            UPSTREAM_TIMEOUT,
-            read_frame(&mut upstream, &mut upstream_buf, BROKER_MAX_FRAME),
+                link::LinkRequest {
+                    router_client_id: &router_client_id,
+                    clean_session: connect.clean_session,
+                    will,
+                    will_properties,
+                },
+            ),
         )
-        .await
-        {
-            Ok(Ok(Some(frame))) if codec::frame_type(&frame) == packet_type::CONNACK => frame,
-            other => {
-                warn!(instance = %instance.id, %client_id, outcome = ?other.map(|r| r.map(|f| f.map(|f| f.len()))), "embedded broker did not answer CONNECT");
+        .await;
+        let (mut to_router, mut from_router, connack) = match linked {
+            Ok(Ok(linked)) => linked,
+            outcome => {
+                let why = match outcome {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => "no answer in time".to_string(),
+                };
+                warn!(instance = %instance.id, %client_id, %why, "embedded broker did not take the connection");
                 let refusal = Refusal {
                     v4_code: 0x03,
                     v5_code: 0x88,
@@ -323,6 +348,7 @@ impl FrontLayer {
             Ok(patched) => patched,
             Err(e) => {
                 warn!(error = %e, "unreadable CONNACK from the embedded broker");
+                to_router.disconnect().await;
                 let refusal = Refusal {
                     v4_code: 0x03,
                     v5_code: 0x88,
@@ -333,6 +359,7 @@ impl FrontLayer {
         };
         if !accepted {
             info!(instance = %instance.id, %client_id, "embedded broker refused CONNECT");
+            to_router.disconnect().await;
             let _ = write_goodbye(&mut client, &connack).await;
             return;
         }
@@ -384,22 +411,24 @@ impl FrontLayer {
             events::ACCEPTED,
         );
 
-        let (client_rd, client_wr) = client.into_split();
-        let (mut upstream_rd, mut upstream_wr) = upstream.into_split();
+        // Whatever the client sent right behind its CONNECT stays in
+        // `client_buf` for the relay.
         let to_broker = ToBroker {
             client: client_rd,
-            upstream: &mut upstream_wr,
+            upstream: &mut to_router,
             buf: client_buf,
             max_packet_size: self.max_packet_size,
+            keep_alive: keepalive_limit(connect.keep_alive),
             injected: handle.upstream,
             own_qos2: Vec::new(),
             aliases: Default::default(),
         };
         let to_client = ToClient {
-            upstream: &mut upstream_rd,
-            client: client_wr,
-            buf: upstream_buf,
+            upstream: &mut from_router,
+            client,
+            buf: BytesMut::new(),
             control: handle.control,
+            send_timeout: self.send_timeout,
         };
         let rights_watch = async {
             match &rights {
@@ -413,13 +442,25 @@ impl FrontLayer {
             end = rights_watch => end,
             _ = handle.hard_stop.cancelled() => End::HardStop,
         };
+        // Tell the router, unless it dropped the connection itself: then
+        // its id may already be another connection's.
         match end {
             End::ClientDisconnected => {
-                await_upstream_close(&mut upstream_rd, &mut upstream_wr).await
+                if !from_router.await_router_drop().await {
+                    to_router.disconnect().await;
+                }
             }
-            _ => close_upstream(&mut upstream_rd, &mut upstream_wr).await,
+            End::BrokerClosed | End::BrokerProtocol(_) => {}
+            _ => to_router.disconnect().await,
         }
-        let (action, why) = ended_as(&end, &session, connect.keep_alive);
+        // Every end but a clean goodbye publishes the will (the router
+        // holds it, if there is one), after its delay.
+        if !matches!(end, End::ClientDisconnected) {
+            broker
+                .wills
+                .schedule(&broker.router, router_client_id, will_delay);
+        }
+        let (action, why) = ended_as(&end);
         self.trace(&instance.id, &client_id, channel_id, action, &why);
         // Deliveries the client never acknowledged.
         let unacknowledged: Vec<u128> = session
@@ -490,58 +531,6 @@ impl FrontLayer {
         };
         named.filter(|instance| directory.instance(instance).is_some())
     }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn connect_upstream(
-        &self,
-        addr: SocketAddr,
-        protocol: ProtocolVersion,
-        client_id: &str,
-        connect: &rumqttd::protocol::Connect,
-        properties: Option<rumqttd::protocol::ConnectProperties>,
-        will: Option<rumqttd::protocol::LastWill>,
-        will_properties: Option<rumqttd::protocol::LastWillProperties>,
-    ) -> std::io::Result<TcpStream> {
-        let mut upstream = tokio::time::timeout(UPSTREAM_TIMEOUT, TcpStream::connect(addr))
-            .await
-            .map_err(|_| {
-                std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
-            })??;
-        let _ = upstream.set_nodelay(true);
-        let forwarded = Packet::Connect(
-            rumqttd::protocol::Connect {
-                // rumqttd refuses keepalive 0 (MQTT's "no keepalive"); the
-                // longest keepalive it accepts is the nearest it can do.
-                keep_alive: if connect.keep_alive == 0 {
-                    u16::MAX
-                } else {
-                    connect.keep_alive
-                },
-                client_id: broker_client_id(client_id),
-                clean_session: connect.clean_session,
-            },
-            // Without the client's Topic Alias Maximum rumqttd sends every
-            // delivery with its topic name. With it, rumqttd gives one alias
-            // per subscription filter, so under a wildcard filter the second
-            // topic would arrive under the first one's alias (the client
-            // sees the wrong topic), and the trace could not name it.
-            properties.map(|mut properties| {
-                properties.topic_alias_max = None;
-                properties
-            }),
-            will,
-            will_properties,
-            Some(self.brokers.internal_login().clone()),
-        );
-        let mut out = BytesMut::new();
-        let encoded = match protocol {
-            ProtocolVersion::V311 => V4.write(forwarded, &mut out),
-            ProtocolVersion::V5 => V5.write(forwarded, &mut out),
-        };
-        encoded.map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
-        upstream.write_all(&out).await?;
-        Ok(upstream)
-    }
 }
 
 /// The client id rumqttd sees. rumqttd refuses client ids containing `+`,
@@ -565,8 +554,8 @@ pub fn broker_client_id(client_id: &str) -> String {
 
 /// Reads until `buf` holds one complete frame and splits it off; `None` if
 /// the peer closed first.
-async fn read_frame<R: AsyncRead + Unpin>(
-    stream: &mut R,
+async fn read_frame(
+    client: &mut ClientRead,
     buf: &mut BytesMut,
     max_packet_size: usize,
 ) -> Result<Option<BytesMut>, FrameError> {
@@ -574,12 +563,37 @@ async fn read_frame<R: AsyncRead + Unpin>(
         if let Some(len) = codec::frame_len(buf, max_packet_size)? {
             return Ok(Some(buf.split_to(len)));
         }
-        buf.reserve(1024);
-        match stream.read_buf(buf).await {
+        match client.read_into(buf).await {
             Ok(0) | Err(_) => return Ok(None),
             Ok(_) => {}
         }
     }
+}
+
+/// The longest silence a client's keepalive allows (MQTT: one and a half
+/// times it); `None` for keepalive 0 (no limit).
+fn keepalive_limit(keep_alive: u16) -> Option<Duration> {
+    (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500))
+}
+
+/// How long after its connection ended a will is published: MQTT 5's Will
+/// Delay Interval, bounded by the Session Expiry Interval (the session
+/// ending publishes it); at once in 3.1.1.
+fn will_delay(
+    protocol: ProtocolVersion,
+    properties: Option<&rumqttd::protocol::ConnectProperties>,
+    will_properties: Option<&rumqttd::protocol::LastWillProperties>,
+) -> Duration {
+    if protocol == ProtocolVersion::V311 {
+        return Duration::ZERO;
+    }
+    let session_expiry = properties
+        .and_then(|p| p.session_expiry_interval)
+        .unwrap_or(0);
+    let delay = will_properties
+        .and_then(|p| p.delay_interval)
+        .unwrap_or(0);
+    Duration::from_secs(u64::from(session_expiry.min(delay)))
 }
 
 /// Decides whether rumqttd accepted the connection and, for an MQTT 5 client
@@ -602,7 +616,7 @@ fn patch_connack(
     }
 }
 
-async fn refuse(client: &mut TcpStream, protocol: ProtocolVersion, refusal: &Refusal) {
+async fn refuse(client: &mut ClientWrite, protocol: ProtocolVersion, refusal: &Refusal) {
     let packet = match protocol {
         ProtocolVersion::V311 => codec::connack_v4(refusal.v4_code),
         ProtocolVersion::V5 => codec::connack_v5(refusal.v5_code, Some(&refusal.reason)),
@@ -610,7 +624,10 @@ async fn refuse(client: &mut TcpStream, protocol: ProtocolVersion, refusal: &Ref
     let _ = write_goodbye(client, &packet).await;
 }
 
-async fn write_goodbye(client: &mut TcpStream, packet: &[u8]) -> std::io::Result<()> {
+async fn write_goodbye<W: AsyncWrite + Unpin + ?Sized>(
+    client: &mut W,
+    packet: &[u8],
+) -> std::io::Result<()> {
     tokio::time::timeout(GOODBYE_TIMEOUT, async {
         client.write_all(packet).await?;
         client.shutdown().await
@@ -619,50 +636,8 @@ async fn write_goodbye(client: &mut TcpStream, packet: &[u8]) -> std::io::Result
     .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
 }
 
-/// Ends a connection to rumqttd cleanly: FIN, then read (and discard) until
-/// rumqttd closes its side, which its link does right after telling the
-/// router that the connection is gone.
-///
-/// Why: rumqttd reuses connection ids. A connection dropped abruptly can be
-/// reported gone by its link after the router has already dropped it (say,
-/// for a new connection with the same client id) and given its id to a new
-/// connection, which that late report then ends. Once rumqttd has closed
-/// its side, the report is queued before anything this process sends next.
-async fn close_upstream(upstream_rd: &mut OwnedReadHalf, upstream_wr: &mut OwnedWriteHalf) {
-    let _ = tokio::time::timeout(UPSTREAM_CLOSE_TIMEOUT, async {
-        let _ = upstream_wr.shutdown().await;
-        let mut sink = [0u8; 4096];
-        while upstream_rd.read(&mut sink).await.is_ok_and(|n| n > 0) {}
-    })
-    .await;
-}
-
-/// After a client's DISCONNECT: lets rumqttd close the connection itself,
-/// sending no FIN first.
-///
-/// Why: rumqttd's router removes a connection when it reads DISCONNECT, and
-/// its link reports the connection gone a second time if it sees the socket
-/// close before it sees the router's drop. By then the router may have given
-/// the connection id to a new connection (of any client), which that second
-/// report ends right after its CONNACK. Left open, the socket stays quiet
-/// and the link ends on the router's drop, which it does not report.
-async fn await_upstream_close(upstream_rd: &mut OwnedReadHalf, upstream_wr: &mut OwnedWriteHalf) {
-    let closed = tokio::time::timeout(UPSTREAM_CLOSE_TIMEOUT, async {
-        let mut sink = [0u8; 4096];
-        while upstream_rd.read(&mut sink).await.is_ok_and(|n| n > 0) {}
-    })
-    .await;
-    if closed.is_err() {
-        close_upstream(upstream_rd, upstream_wr).await;
-    }
-}
-
 /// How an ended connection reads in the device trace.
-fn ended_as(
-    end: &End,
-    session: &super::registry::Session,
-    keep_alive: u16,
-) -> (DeviceAction, String) {
+fn ended_as(end: &End) -> (DeviceAction, String) {
     let close = |info: &str| (DeviceAction::Close, info.to_string());
     match end {
         End::ClientDisconnected | End::ClientDisconnectedWithWill => (
@@ -670,25 +645,15 @@ fn ended_as(
             events::DISCONNECTED_BY_CLIENT.into(),
         ),
         End::ClientClosed => close(events::CLOSED_BY_CLIENT),
-        End::ClientError(_) => close(events::SOCKET_IO_EXCEPTION),
+        End::ClientError(_) | End::SendTimeout => close(events::SOCKET_IO_EXCEPTION),
         End::ClientProtocol(_) => close(events::INVALID_PARAM),
         End::Refused(_) => close(events::RESOURCE_AUTH_FAILED),
         End::Disconnected(reason::SESSION_TAKEN_OVER, _) => close(events::CLIENT_ID_CONFLICT),
         End::Disconnected(reason::SERVER_SHUTTING_DOWN, _) => close(events::SERVER_SHUTDOWN),
         End::Disconnected(reason::ADMINISTRATIVE_ACTION, why) => close(&format!("kicked: {why}")),
         End::Disconnected(0x87, _) => close(events::RESOURCE_AUTH_FAILED),
-        // rumqttd ends a connection whose keepalive ran out (1.5 times the
-        // keepalive without a packet, as MQTT says).
-        End::BrokerClosed => {
-            let silent_ms =
-                crate::trace::now_ms() - session.stats.last_recv_ms.load(Ordering::Relaxed);
-            if keep_alive > 0 && silent_ms >= i64::from(keep_alive) * 1000 {
-                close(events::NO_HEART)
-            } else {
-                close(events::CLOSED_BY_SERVER)
-            }
-        }
-        End::Disconnected(..) | End::BrokerProtocol(_) | End::HardStop => {
+        End::KeepAliveTimeout => close(events::NO_HEART),
+        End::Disconnected(..) | End::BrokerClosed | End::BrokerProtocol(_) | End::HardStop => {
             close(events::CLOSED_BY_SERVER)
         }
     }

@@ -13,12 +13,13 @@ use crate::broker::rights::TopicRights;
 use crate::broker::tokens::{self as token_rules, TokenRights};
 use crate::devices::DeviceStore;
 use crate::trace::{EventNames, MessageAction, Tracer};
+use super::client_io::ClientRead;
+use super::link::ToRouter;
 use bytes::BytesMut;
 use rumqttd::protocol::{Packet, Protocol, v4::V4, v5::V5};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use std::time::Duration;
 use tokio::sync::mpsc;
 use tracing::info;
 
@@ -26,10 +27,12 @@ use tracing::info;
 /// client sent right behind its CONNECT, and sends the packets the API
 /// injects between them.
 pub(super) struct ToBroker<'a> {
-    pub(super) client: OwnedReadHalf,
-    pub(super) upstream: &'a mut OwnedWriteHalf,
+    pub(super) client: ClientRead,
+    pub(super) upstream: &'a mut ToRouter,
     pub(super) buf: BytesMut,
     pub(super) max_packet_size: usize,
+    /// The longest the client may stay silent (`None`: keepalive 0).
+    pub(super) keep_alive: Option<Duration>,
     pub(super) injected: mpsc::Receiver<Injected>,
     /// Packet ids of QoS 2 token uploads the relay answered with PUBREC.
     pub(super) own_qos2: Vec<u16>,
@@ -102,6 +105,9 @@ impl ToBroker<'_> {
         // every topic of its instance, and pays nothing for the checks
         // below.
         let rights = session.rights.get().cloned();
+        // When the client was last heard from.
+        let mut heard_at = tokio::time::Instant::now();
+        let keep_alive = self.keep_alive;
         loop {
             // Every complete frame in the buffer, checked and counted; the
             // ones the relay answers itself are taken out of the stream.
@@ -228,15 +234,15 @@ impl ToBroker<'_> {
                             return end;
                         }
                         let frame = self.buf.split_to(len);
-                        let frame: &[u8] = if frame.len() == 3 {
+                        let frame = if frame.len() == 3 {
                             // The same DISCONNECT, with its (empty)
                             // property length written out.
-                            &[frame[0], 0x02, frame[2], 0x00]
+                            BytesMut::from(&[frame[0], 0x02, frame[2], 0x00][..])
                         } else {
-                            &frame
+                            frame
                         };
-                        if self.upstream.write_all(frame).await.is_err() {
-                            return End::BrokerClosed;
+                        if let Err(end) = self.upstream.send(frame).await {
+                            return end;
                         }
                         return End::ClientDisconnected;
                     }
@@ -272,24 +278,36 @@ impl ToBroker<'_> {
             if let Err(end) = self.forward(whole).await {
                 return end;
             }
-            self.buf.reserve(4096);
+            // Nothing left over: give the buffer back while waiting.
+            if self.buf.is_empty() && self.buf.capacity() > 0 {
+                self.buf = BytesMut::new();
+            }
+            let silence = async {
+                match keep_alive {
+                    Some(limit) => tokio::time::sleep_until(heard_at + limit).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
-                read = self.client.read_buf(&mut self.buf) => match read {
+                read = self.client.read_into(&mut self.buf) => match read {
                     Ok(0) => return End::ClientClosed,
                     Ok(n) => {
                         stats.recv_cnt.fetch_add(1, Ordering::Relaxed);
                         stats.recv_oct.fetch_add(n as u64, Ordering::Relaxed);
                         stats.last_recv_ms.store(crate::trace::now_ms(), Ordering::Relaxed);
+                        heard_at = tokio::time::Instant::now();
                     }
                     Err(e) => return End::ClientError(e),
                 },
-                // Only whole frames have been written: an injected packet
-                // starts on a frame boundary.
+                // Only whole frames have been handed over: an injected
+                // packet starts on a frame boundary.
                 Some(injected) = self.injected.recv() => {
-                    if self.upstream.write_all(&injected.frame).await.is_err() {
-                        return End::BrokerClosed;
+                    let frame = BytesMut::from(&injected.frame[..]);
+                    if let Err(end) = self.upstream.send(frame).await {
+                        return end;
                     }
                 }
+                _ = silence => return End::KeepAliveTimeout,
             }
         }
     }
@@ -301,10 +319,7 @@ impl ToBroker<'_> {
             return Ok(());
         }
         let chunk = self.buf.split_to(len);
-        self.upstream
-            .write_all(&chunk)
-            .await
-            .map_err(|_| End::BrokerClosed)
+        self.upstream.send(chunk).await
     }
 
     /// The SUBSCRIBE of a client whose topics are bound: filters its rights
@@ -347,11 +362,7 @@ impl ToBroker<'_> {
             .collect();
         if decided.iter().all(Option::is_none) {
             track_request(session, protocol, &original);
-            return self
-                .upstream
-                .write_all(&original)
-                .await
-                .map_err(|_| End::BrokerClosed);
+            return self.upstream.send(original).await;
         }
         let allowed: Vec<rumqttd::protocol::Filter> = subscribe
             .filters
@@ -380,9 +391,7 @@ impl ToBroker<'_> {
                 return Err(End::ClientProtocol(FrameError::Malformed));
             };
             answer = Some((packet_id, session.expect_ack(packet_id, awaited)));
-            if self.upstream.write_all(&frame).await.is_err() {
-                return Err(End::BrokerClosed);
-            }
+            self.upstream.send(BytesMut::from(&frame[..])).await?;
         }
         let session = session.clone();
         let client_packet_id = subscribe.pkid;
@@ -487,9 +496,7 @@ impl ToBroker<'_> {
                 packet_id,
                 session.expect_ack(packet_id, Awaited::Unsubscribe(vec![filter])),
             ));
-            if self.upstream.write_all(&frame).await.is_err() {
-                return Err(End::BrokerClosed);
-            }
+            self.upstream.send(BytesMut::from(&frame[..])).await?;
         }
         let unsuback = codec::unsuback(protocol == ProtocolVersion::V5, unsubscribe.pkid, &codes);
         let session = session.clone();

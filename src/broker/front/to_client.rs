@@ -1,5 +1,7 @@
 //! Broker to client: the relay's half that writes the client.
 
+use super::client_io::ClientWrite;
+use super::link::FromRouter;
 use super::{BROKER_MAX_FRAME, End, GOODBYE_TIMEOUT};
 use crate::broker::InstanceBroker;
 use crate::broker::codec::{self, packet_type};
@@ -7,8 +9,8 @@ use crate::broker::registry::{Awaited, Control, ProtocolVersion, Session, Subscr
 use crate::trace::{EventNames, MessageAction, Tracer};
 use bytes::BytesMut;
 use std::sync::atomic::Ordering;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
 /// Applies a broker acknowledgement to the session's subscriptions; returns
@@ -59,10 +61,13 @@ fn settle_ack(
 /// API's own acknowledgements instead of forwarding them, and obeys
 /// commands between frames.
 pub(super) struct ToClient<'a> {
-    pub(super) upstream: &'a mut OwnedReadHalf,
-    pub(super) client: OwnedWriteHalf,
+    pub(super) upstream: &'a mut FromRouter,
+    pub(super) client: ClientWrite,
     pub(super) buf: BytesMut,
     pub(super) control: mpsc::Receiver<Control>,
+    /// How long one batch may take to write (a client that stopped reading
+    /// is disconnected after it, instead of holding its queue forever).
+    pub(super) send_timeout: Duration,
 }
 
 impl ToClient<'_> {
@@ -151,28 +156,41 @@ impl ToClient<'_> {
                 stats
                     .send_pkt
                     .fetch_add(frames - swallowed.len() as u64, Ordering::Relaxed);
-                let written = if swallowed.is_empty() {
-                    self.client.write_all(&chunk).await.map(|_| chunk.len())
+                let kept;
+                let bytes: &[u8] = if swallowed.is_empty() {
+                    &chunk
                 } else {
-                    let mut kept = Vec::with_capacity(chunk.len());
+                    let mut without = Vec::with_capacity(chunk.len());
                     let mut at = 0;
                     for range in &swallowed {
-                        kept.extend_from_slice(&chunk[at..range.start]);
+                        without.extend_from_slice(&chunk[at..range.start]);
                         at = range.end;
                     }
-                    kept.extend_from_slice(&chunk[at..]);
-                    self.client.write_all(&kept).await.map(|_| kept.len())
+                    without.extend_from_slice(&chunk[at..]);
+                    kept = without;
+                    &kept
                 };
+                let written =
+                    tokio::time::timeout(self.send_timeout, self.client.write_all(bytes)).await;
                 match written {
-                    Ok(0) => {}
-                    Ok(n) => {
+                    Ok(Ok(())) if bytes.is_empty() => {}
+                    Ok(Ok(())) => {
                         stats.send_cnt.fetch_add(1, Ordering::Relaxed);
-                        stats.send_oct.fetch_add(n as u64, Ordering::Relaxed);
+                        stats.send_oct.fetch_add(bytes.len() as u64, Ordering::Relaxed);
                     }
-                    Err(_) => return End::ClientClosed,
+                    Ok(Err(_)) => return End::ClientClosed,
+                    Err(_) => return End::SendTimeout,
                 }
             }
-            self.buf.reserve(4096);
+            // Written: a router that stopped sending (this connection's
+            // queue was full) may go on.
+            if let Err(end) = self.upstream.ready().await {
+                return end;
+            }
+            // Nothing left over: give the buffer back while waiting.
+            if self.buf.is_empty() && self.buf.capacity() > 0 {
+                self.buf = BytesMut::new();
+            }
             tokio::select! {
                 biased;
                 Some(command) = self.control.recv() => match command {
@@ -193,10 +211,11 @@ impl ToClient<'_> {
                         stats.send_oct.fetch_add(frame.len() as u64, Ordering::Relaxed);
                     }
                 },
-                read = self.upstream.read_buf(&mut self.buf) => match read {
-                    Ok(0) | Err(_) => return End::BrokerClosed,
-                    Ok(_) => {}
-                },
+                read = self.upstream.read_into(&mut self.buf) => {
+                    if let Err(end) = read {
+                        return end;
+                    }
+                }
             }
         }
     }

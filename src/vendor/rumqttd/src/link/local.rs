@@ -257,15 +257,6 @@ impl LinkTx {
         Ok(())
     }
 
-    /// mqgate: publishes the will the client `client_id` (as the router
-    /// knows it) left, if it still has one (a DISCONNECT removes it).
-    pub async fn publish_will(&self, client_id: String) -> Result<(), LinkError> {
-        self.router_tx
-            .send_async((self.connection_id, Event::PublishWill((client_id, None))))
-            .await?;
-        Ok(())
-    }
-
     /// mqgate: this link's id in the router.
     pub fn id(&self) -> ConnectionId {
         self.connection_id
@@ -373,6 +364,20 @@ impl LinkTx {
         self.router_tx.try_send((self.connection_id, message))?;
         Ok(())
     }
+}
+
+/// mqgate: publishes the will the client `client_id` (as the router knows
+/// it) left, if the router still holds one (a DISCONNECT removes it): what
+/// rumqttd's listener sends once a connection has closed and its will
+/// delay has passed.
+pub async fn publish_will(
+    router_tx: &Sender<(ConnectionId, Event)>,
+    client_id: String,
+) -> Result<(), LinkError> {
+    router_tx
+        .send_async((0, Event::PublishWill((client_id, None))))
+        .await?;
+    Ok(())
 }
 
 #[derive(Debug)]

@@ -1,0 +1,73 @@
+//! A client's transport, as the relay reads and writes it: a TCP socket, or
+//! any other byte stream (TLS, WebSocket) the listeners hand over.
+//!
+//! Reading a TCP socket waits for readiness first and takes buffer space
+//! only once bytes are there, so that an idle client (or one that opened a
+//! connection and sent nothing yet) holds none. Other streams keep buffers
+//! of their own (a TLS session's records), so they are read the usual way.
+
+use bytes::BytesMut;
+use std::io;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadHalf, WriteHalf};
+use tokio::net::TcpStream;
+use tokio::net::tcp::OwnedReadHalf;
+
+/// Bytes taken for one read.
+const READ_CHUNK: usize = 4096;
+
+/// A byte stream a client connects over.
+pub trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> ClientStream for T {}
+
+/// A client's accepted connection.
+pub enum ClientConnection {
+    Tcp(TcpStream),
+    /// TLS, WebSocket, or anything else that carries MQTT's bytes.
+    Stream(Box<dyn ClientStream>),
+}
+
+/// What the relay writes the client through.
+pub(super) type ClientWrite = Box<dyn AsyncWrite + Unpin + Send>;
+
+/// What the relay reads the client through.
+pub(super) enum ClientRead {
+    Tcp(OwnedReadHalf),
+    Stream(ReadHalf<Box<dyn ClientStream>>),
+}
+
+impl ClientConnection {
+    pub(super) fn split(self) -> (ClientRead, ClientWrite) {
+        match self {
+            ClientConnection::Tcp(stream) => {
+                let (read, write) = stream.into_split();
+                (ClientRead::Tcp(read), Box::new(write))
+            }
+            ClientConnection::Stream(stream) => {
+                let (read, write): (_, WriteHalf<_>) = tokio::io::split(stream);
+                (ClientRead::Stream(read), Box::new(write))
+            }
+        }
+    }
+}
+
+impl ClientRead {
+    /// Reads what the client sent, appending it to `buf`; `Ok(0)` once it
+    /// closed. On TCP, `buf` grows only after bytes have arrived.
+    pub(super) async fn read_into(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
+        match self {
+            ClientRead::Tcp(read) => loop {
+                read.readable().await?;
+                buf.reserve(READ_CHUNK);
+                match read.try_read_buf(buf) {
+                    Ok(n) => return Ok(n),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    Err(e) => return Err(e),
+                }
+            },
+            ClientRead::Stream(read) => {
+                buf.reserve(READ_CHUNK);
+                read.read_buf(buf).await
+            }
+        }
+    }
+}
