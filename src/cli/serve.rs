@@ -19,6 +19,7 @@ pub struct Args {
 /// when there is a configuration file); exit 2 for a bad configuration, 1
 /// when mqgate cannot start.
 pub async fn run(args: Args) -> ExitCode {
+    raise_descriptor_limit();
     let config_path = args.config;
     let (config, is_demo) = match &config_path {
         Some(path) => match Config::load(path) {
@@ -46,6 +47,44 @@ pub async fn run(args: Args) -> ExitCode {
     server.shutdown().await;
     tracing::info!("stopped");
     ExitCode::SUCCESS
+}
+
+/// Raises the soft limit on open files to the hard limit: every MQTT
+/// client holds one descriptor, and distributions' soft default (1,024)
+/// would cap mqgate at about a thousand devices. Logs both limits.
+// getrlimit and setrlimit have no safe wrapper in std; `unsafe_code` is
+// denied crate-wide and allowed for these two calls only.
+#[allow(unsafe_code)]
+fn raise_descriptor_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write `limit`.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        let error = std::io::Error::last_os_error();
+        return tracing::warn!(%error, "cannot read the open-files limit");
+    }
+    let before = limit.rlim_cur;
+    if limit.rlim_cur < limit.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: limit.rlim_max,
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: as above.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            limit = raised;
+        } else {
+            let error = std::io::Error::last_os_error();
+            tracing::warn!(%error, "cannot raise the open-files limit");
+        }
+    }
+    tracing::info!(
+        soft_before = before,
+        soft = limit.rlim_cur,
+        hard = limit.rlim_max,
+        "open-files limit (each MQTT client holds one)"
+    );
 }
 
 fn print_banner(server: &Server, config: &Config, is_demo: bool) {

@@ -148,9 +148,11 @@ impl FrontLayer {
                         let front = self.clone();
                         let endpoint = endpoint.clone();
                         let _ = stream.set_nodelay(true);
-                        tokio::spawn(async move {
+                        let fut = async move {
                             front.handle(ClientConnection::Tcp(stream), peer, endpoint.as_deref()).await
-                        });
+                        };
+                        eprintln!("FUTSIZE {}", std::mem::size_of_val(&fut));
+                        tokio::spawn(fut);
                     }
                     Err(e) => {
                         // Out of file descriptors and the like: say so, back
