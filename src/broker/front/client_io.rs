@@ -60,7 +60,14 @@ impl ClientRead {
                 buf.reserve(READ_CHUNK);
                 match read.try_read_buf(buf) {
                     Ok(n) => return Ok(n),
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    // Readiness can be reported with nothing to read (a new
+                    // socket is, at first): give the space back before
+                    // waiting again.
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        if buf.is_empty() {
+                            *buf = BytesMut::new();
+                        }
+                    }
                     Err(e) => return Err(e),
                 }
             },

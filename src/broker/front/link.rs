@@ -22,8 +22,10 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 /// The most notifications a drained batch buffer keeps while the
-/// connection is idle (a larger one is dropped and grows again).
-const IDLE_BATCH_CAPACITY: usize = 4;
+/// connection is idle (a larger one is dropped and grows again): none, as
+/// the smallest a VecDeque allocates is 4 notifications of hundreds of
+/// bytes each.
+const IDLE_BATCH_CAPACITY: usize = 0;
 
 /// How long the front layer waits for the router to drop a connection that
 /// sent DISCONNECT before telling it the connection is gone itself.
@@ -110,13 +112,22 @@ impl ToRouter {
                 }
             }
         }
-        self.tx.notify().await.map_err(|_| End::BrokerClosed)
+        // The awaited send holds a router event (about a kilobyte): boxed,
+        // and only when the router's queue is full, so that it is not part
+        // of every idle connection's task.
+        match self.tx.try_notify() {
+            Ok(true) => Ok(()),
+            Ok(false) => Box::pin(self.tx.notify())
+                .await
+                .map_err(|_| End::BrokerClosed),
+            Err(_) => Err(End::BrokerClosed),
+        }
     }
 
     /// Tells the router the connection is gone (not after the router
     /// dropped it itself: its id may already belong to a new connection).
     pub(super) async fn disconnect(&self) {
-        let _ = self.tx.disconnect().await;
+        let _ = Box::pin(self.tx.disconnect()).await;
     }
 }
 
@@ -162,7 +173,13 @@ impl FromRouter {
     /// full) to go on.
     pub(super) async fn ready(&mut self) -> Result<(), End> {
         if std::mem::take(&mut self.unscheduled) {
-            self.rx.wake().await.map_err(|_| End::BrokerClosed)?;
+            match self.rx.try_wake() {
+                Ok(true) => {}
+                Ok(false) => Box::pin(self.rx.wake())
+                    .await
+                    .map_err(|_| End::BrokerClosed)?,
+                Err(_) => return Err(End::BrokerClosed),
+            }
         }
         Ok(())
     }
@@ -239,9 +256,7 @@ impl PendingWills {
             });
             return;
         }
-        let id = self
-            .next
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let id = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (settled_tx, settled_rx) = tokio::sync::oneshot::channel();
         self.lock()
             .insert(router_client_id.clone(), (id, settled_tx));

@@ -148,11 +148,9 @@ impl FrontLayer {
                         let front = self.clone();
                         let endpoint = endpoint.clone();
                         let _ = stream.set_nodelay(true);
-                        let fut = async move {
+                        tokio::spawn(async move {
                             front.handle(ClientConnection::Tcp(stream), peer, endpoint.as_deref()).await
-                        };
-                        eprintln!("FUTSIZE {}", std::mem::size_of_val(&fut));
-                        tokio::spawn(fut);
+                        });
                     }
                     Err(e) => {
                         // Out of file descriptors and the like: say so, back
@@ -173,7 +171,7 @@ impl FrontLayer {
         peer: SocketAddr,
         endpoint: Option<&str>,
     ) {
-        let (mut client_rd, mut client) = connection.split();
+        let (mut client_rd, client) = connection.split();
         let mut client_buf = BytesMut::new();
         let frame = match tokio::time::timeout(
             self.connect_timeout,
@@ -186,8 +184,30 @@ impl FrontLayer {
             Ok(Err(e)) => return info!(%peer, error = %e, "unreadable first packet; closing"),
             Err(_) => return info!(%peer, "no CONNECT in time; closing"),
         };
+        // Boxed: a connection waiting for its CONNECT holds only the small
+        // future above, not the state of everything that follows.
+        let admitted = Box::pin(self.admit(frame, client_rd, client, client_buf, peer, endpoint));
+        if let Some(admitted) = admitted.await {
+            // Boxed apart: the relay holds none of what admitting took.
+            Box::pin(self.relay(admitted)).await;
+        }
+    }
+
+    /// From the CONNECT to the CONNACK: authenticates, takes over an older
+    /// connection, links to the router, registers the session. `None`: the
+    /// client was refused or left (and has been told, where it can be).
+    async fn admit(
+        &self,
+        frame: BytesMut,
+        client_rd: ClientRead,
+        mut client: ClientWrite,
+        client_buf: BytesMut,
+        peer: SocketAddr,
+        endpoint: Option<&str>,
+    ) -> Option<Admitted> {
         if codec::frame_type(&frame) != packet_type::CONNECT {
-            return info!(%peer, "first packet is not CONNECT; closing");
+            info!(%peer, "first packet is not CONNECT; closing");
+            return None;
         }
         let protocol = match codec::connect_protocol_level(&frame) {
             Some(4) => ProtocolVersion::V311,
@@ -197,7 +217,7 @@ impl FrontLayer {
                 // Return code 1 (unacceptable protocol version) in the 3.1.1
                 // format, which clients of every version can read.
                 let _ = write_goodbye(&mut client, &codec::connack_v4(0x01)).await;
-                return;
+                return None;
             }
         };
         let connect_len = frame.len() as u64;
@@ -214,7 +234,7 @@ impl FrontLayer {
                     let packet = codec::connack_v5(0x81, Some("malformed CONNECT packet"));
                     let _ = write_goodbye(&mut client, &packet).await;
                 }
-                return;
+                return None;
             }
         };
 
@@ -243,7 +263,10 @@ impl FrontLayer {
                         events::NOT_AUTHORIZED,
                     );
                 }
-                return refuse(&mut client, protocol, &refusal).await;
+                {
+                    refuse(&mut client, protocol, &refusal).await;
+                    return None;
+                }
             }
         };
         let instance = admitted.instance;
@@ -255,7 +278,10 @@ impl FrontLayer {
                 reason: format!("instance {} has no running broker", instance.id),
             };
             warn!(instance = %instance.id, "CONNECT for an instance without a broker");
-            return refuse(&mut client, protocol, &refusal).await;
+            {
+                refuse(&mut client, protocol, &refusal).await;
+                return None;
+            }
         };
 
         let mut client_id = connect.client_id.clone();
@@ -274,7 +300,10 @@ impl FrontLayer {
                     DeviceAction::Connect,
                     events::INVALID_PARAM,
                 );
-                return refuse(&mut client, protocol, &refusal).await;
+                {
+                    refuse(&mut client, protocol, &refusal).await;
+                    return None;
+                }
             }
             client_id = format!("mqgate-{}", uuid::Uuid::new_v4().simple());
         }
@@ -326,7 +355,7 @@ impl FrontLayer {
             ),
         )
         .await;
-        let (mut to_router, mut from_router, connack) = match linked {
+        let (to_router, from_router, connack) = match linked {
             Ok(Ok(linked)) => linked,
             outcome => {
                 let why = match outcome {
@@ -339,7 +368,10 @@ impl FrontLayer {
                     v5_code: 0x88,
                     reason: "the broker did not accept the connection; try again".into(),
                 };
-                return refuse(&mut client, protocol, &refusal).await;
+                {
+                    refuse(&mut client, protocol, &refusal).await;
+                    return None;
+                }
             }
         };
         let (connack, accepted) = match patch_connack(
@@ -356,14 +388,17 @@ impl FrontLayer {
                     v5_code: 0x88,
                     reason: "the broker answered with an unreadable CONNACK".into(),
                 };
-                return refuse(&mut client, protocol, &refusal).await;
+                {
+                    refuse(&mut client, protocol, &refusal).await;
+                    return None;
+                }
             }
         };
         if !accepted {
             info!(instance = %instance.id, %client_id, "embedded broker refused CONNECT");
             to_router.disconnect().await;
             let _ = write_goodbye(&mut client, &connack).await;
-            return;
+            return None;
         }
 
         // Registered before the client hears CONNACK, so that a status query
@@ -386,7 +421,9 @@ impl FrontLayer {
         }
         broker.meter.connections_now(broker.sessions.len() as u64);
         if client.write_all(&connack).await.is_err() {
-            return debug!(%client_id, "client left before CONNACK");
+            debug!(%client_id, "client left before CONNACK");
+            to_router.disconnect().await;
+            return None;
         }
         // The CONNECT and CONNACK count as traffic of the connection.
         for (counter, value) in [
@@ -412,7 +449,43 @@ impl FrontLayer {
             DeviceAction::Connect,
             events::ACCEPTED,
         );
+        Some(Admitted {
+            broker,
+            session,
+            handle,
+            to_router,
+            from_router,
+            client_rd,
+            client,
+            client_buf,
+            rights,
+            keep_alive: connect.keep_alive,
+            client_id,
+            router_client_id,
+            will_delay,
+        })
+    }
 
+    /// Relays an admitted connection until it ends, then tells the router
+    /// and the trace.
+    async fn relay(&self, admitted: Admitted) {
+        let Admitted {
+            broker,
+            session,
+            handle,
+            mut to_router,
+            mut from_router,
+            client_rd,
+            client,
+            client_buf,
+            rights,
+            keep_alive,
+            client_id,
+            router_client_id,
+            will_delay,
+        } = admitted;
+        let instance_id = &broker.instance_id;
+        let channel_id = session.connection_id;
         // Whatever the client sent right behind its CONNECT stays in
         // `client_buf` for the relay.
         let to_broker = ToBroker {
@@ -420,7 +493,7 @@ impl FrontLayer {
             upstream: &mut to_router,
             buf: client_buf,
             max_packet_size: self.max_packet_size,
-            keep_alive: keepalive_limit(connect.keep_alive),
+            keep_alive: keepalive_limit(keep_alive),
             injected: handle.upstream,
             own_qos2: Vec::new(),
             aliases: Default::default(),
@@ -432,9 +505,11 @@ impl FrontLayer {
             control: handle.control,
             send_timeout: self.send_timeout,
         };
+        // Only logins bound by tokens or rules watch their rights (and hold
+        // the future that does).
         let rights_watch = async {
             match &rights {
-                Some(rights) => watch_rights(&broker, &session, rights).await,
+                Some(rights) => Box::pin(watch_rights(&broker, &session, rights)).await,
                 None => std::future::pending().await,
             }
         };
@@ -463,7 +538,7 @@ impl FrontLayer {
                 .schedule(&broker.router, router_client_id, will_delay);
         }
         let (action, why) = ended_as(&end);
-        self.trace(&instance.id, &client_id, channel_id, action, &why);
+        self.trace(instance_id, &client_id, channel_id, action, &why);
         // Deliveries the client never acknowledged.
         let unacknowledged: Vec<u128> = session
             .deliveries
@@ -473,7 +548,7 @@ impl FrontLayer {
             .map(|(_, msg_id)| msg_id)
             .collect();
         if !unacknowledged.is_empty() {
-            let names = crate::trace::EventNames::new(&instance.id, &client_id, "");
+            let names = crate::trace::EventNames::new(instance_id, &client_id, "");
             for msg_id in unacknowledged {
                 self.tracer.message(names.event(
                     msg_id,
@@ -487,7 +562,7 @@ impl FrontLayer {
         // Only now is the session gone for the registry, and for a takeover
         // waiting to connect the same client id upstream.
         drop(handle.guard);
-        info!(instance = %instance.id, %client_id, ?end, "client disconnected");
+        info!(instance = %instance_id, %client_id, ?end, "client disconnected");
     }
 
     /// Records a device event (nothing when tracing is off).
@@ -592,9 +667,7 @@ fn will_delay(
     let session_expiry = properties
         .and_then(|p| p.session_expiry_interval)
         .unwrap_or(0);
-    let delay = will_properties
-        .and_then(|p| p.delay_interval)
-        .unwrap_or(0);
+    let delay = will_properties.and_then(|p| p.delay_interval).unwrap_or(0);
     Duration::from_secs(u64::from(session_expiry.min(delay)))
 }
 
@@ -636,6 +709,25 @@ async fn write_goodbye<W: AsyncWrite + Unpin + ?Sized>(
     })
     .await
     .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
+}
+
+/// An admitted connection, handed from [`FrontLayer::admit`] to
+/// [`FrontLayer::relay`].
+struct Admitted {
+    broker: Arc<super::InstanceBroker>,
+    session: Arc<super::registry::Session>,
+    handle: super::registry::SessionHandle,
+    to_router: link::ToRouter,
+    from_router: link::FromRouter,
+    client_rd: ClientRead,
+    client: ClientWrite,
+    /// What the client sent right behind its CONNECT.
+    client_buf: BytesMut,
+    rights: Option<TopicRights>,
+    keep_alive: u16,
+    client_id: String,
+    router_client_id: String,
+    will_delay: Duration,
 }
 
 /// How an ended connection reads in the device trace.

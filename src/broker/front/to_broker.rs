@@ -4,6 +4,8 @@
 //! every PUBLISH and SUBSCRIBE against the connection's rights.
 
 use super::End;
+use super::client_io::ClientRead;
+use super::link::ToRouter;
 use crate::broker::InstanceBroker;
 use crate::broker::codec::{self, FrameError, packet_type};
 use crate::broker::registry::{
@@ -13,8 +15,6 @@ use crate::broker::rights::TopicRights;
 use crate::broker::tokens::{self as token_rules, TokenRights};
 use crate::devices::DeviceStore;
 use crate::trace::{EventNames, MessageAction, Tracer};
-use super::client_io::ClientRead;
-use super::link::ToRouter;
 use bytes::BytesMut;
 use rumqttd::protocol::{Packet, Protocol, v4::V4, v5::V5};
 use std::sync::Arc;
@@ -22,6 +22,10 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tracing::info;
+
+// The rarely taken paths (a token upload, a refused PUBLISH, a checked
+// SUBSCRIBE, an UNSUBSCRIBE) are boxed where they are awaited: inline,
+// their state would make every connection's task larger while it idles.
 
 /// Client to broker: forwards whole frames, starting with whatever the
 /// client sent right behind its CONNECT, and sends the packets the API
@@ -152,10 +156,11 @@ impl ToBroker<'_> {
                             let frame = self.buf.split_to(len);
                             let outcome = match special {
                                 Special::Upload(tokens) => {
-                                    self.upload_token(session, &tokens, devices, frame).await
+                                    Box::pin(self.upload_token(session, &tokens, devices, frame))
+                                        .await
                                 }
                                 Special::Refused(reason) => {
-                                    refuse_publish(session, &frame, reason).await
+                                    Box::pin(refuse_publish(session, &frame, reason)).await
                                 }
                             };
                             match outcome {
@@ -253,7 +258,9 @@ impl ToBroker<'_> {
                                 return end;
                             }
                             let frame = self.buf.split_to(len);
-                            if let Err(end) = self.subscribe_checked(session, rights, frame).await {
+                            if let Err(end) =
+                                Box::pin(self.subscribe_checked(session, rights, frame)).await
+                            {
                                 return end;
                             }
                             whole = 0;
@@ -265,7 +272,7 @@ impl ToBroker<'_> {
                             return end;
                         }
                         let frame = self.buf.split_to(len);
-                        if let Err(end) = self.unsubscribe(session, frame).await {
+                        if let Err(end) = Box::pin(self.unsubscribe(session, frame)).await {
                             return end;
                         }
                         whole = 0;

@@ -176,7 +176,9 @@ impl ToClient<'_> {
                     Ok(Ok(())) if bytes.is_empty() => {}
                     Ok(Ok(())) => {
                         stats.send_cnt.fetch_add(1, Ordering::Relaxed);
-                        stats.send_oct.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                        stats
+                            .send_oct
+                            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
                     }
                     Ok(Err(_)) => return End::ClientClosed,
                     Err(_) => return End::SendTimeout,

@@ -246,6 +246,21 @@ impl LinkTx {
         Ok(())
     }
 
+    /// mqgate: [`LinkTx::notify`] without waiting: `Ok(false)` when the
+    /// router's channel is full (then await `notify`). Its future holds a
+    /// router event (about a kilobyte) for as long as it waits; a caller
+    /// that idles in a select keeps that off its own state this way.
+    pub fn try_notify(&mut self) -> Result<bool, LinkError> {
+        match self
+            .router_tx
+            .try_send((self.connection_id, Event::DeviceData))
+        {
+            Ok(()) => Ok(true),
+            Err(TrySendError::Full(_)) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// mqgate: the connection is gone (what rumqttd's own network link
     /// sends when its socket closes): the router drops it, keeping a
     /// persistent session's state. Not needed after the router itself
@@ -473,6 +488,16 @@ impl LinkRx {
     pub fn ready(&self) -> Result<(), LinkError> {
         self.router_tx.send((self.connection_id, Event::Ready))?;
         Ok(())
+    }
+
+    /// mqgate: [`LinkRx::wake`] without waiting: `Ok(false)` when the
+    /// router's channel is full (then await `wake`).
+    pub fn try_wake(&self) -> Result<bool, LinkError> {
+        match self.router_tx.try_send((self.connection_id, Event::Ready)) {
+            Ok(()) => Ok(true),
+            Err(TrySendError::Full(_)) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
     }
 
     pub async fn wake(&self) -> Result<(), LinkError> {

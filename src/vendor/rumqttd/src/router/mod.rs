@@ -33,8 +33,10 @@ pub use waiters::Waiters;
 pub const MAX_SCHEDULE_ITERATIONS: usize = 100;
 pub const MAX_CHANNEL_CAPACITY: usize = 200;
 /// mqgate: the most elements a per-connection buffer keeps once it has been
-/// drained (larger ones are dropped, and grow again with traffic).
-pub const IDLE_BUFFER_CAPACITY: usize = 4;
+/// drained (larger ones are dropped, and grow again with traffic). Zero: a
+/// drained buffer is always dropped (the smallest a VecDeque allocates is 4
+/// elements, and a packet is hundreds of bytes).
+pub const IDLE_BUFFER_CAPACITY: usize = 0;
 
 pub(crate) type FilterIdx = usize;
 
