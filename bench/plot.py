@@ -54,13 +54,18 @@ def plot_registry():
 
 def plot_idle():
     data = rows("idle.csv")
-    x = [int(r["connections"]) for r in data]
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(x, [int(r["rss_kib"]) / 1024 for r in data], marker="o")
+    names = {"tcp": "TCP", "tls": "TLS", "ws": "WebSocket", "wss": "secure WebSocket"}
+    for transport, label in names.items():
+        points = [r for r in data if r.get("transport", "tcp") == transport]
+        if points:
+            x = [int(r["connections"]) for r in points]
+            ax.plot(x, [int(r["rss_kib"]) / 1024 for r in points], marker="o", label=label)
     ax.set_xscale("log")
-    ax.set_xlabel("idle MQTT connections")
+    ax.set_xlabel("idle MQTT devices")
     ax.set_ylabel("mqgate resident memory, MiB")
-    ax.set_title("Memory as MQTT connections grow")
+    ax.set_title("Memory as idle devices grow")
+    ax.legend(fontsize=8)
     ax.grid(True, alpha=0.3)
     fig.tight_layout()
     fig.savefig(HERE / "idle.png", dpi=110)

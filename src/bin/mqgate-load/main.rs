@@ -12,9 +12,17 @@
 //!     --access-key-id mqgate-demo-key --access-key-secret mqgate-demo-secret
 //! mqgate-load baseline --listen 127.0.0.1:9000     # a plain axum handler, the floor to compare with
 //! mqgate-load mqtt --addr 127.0.0.1:1883 --clients 100 --qos 1 --duration 5
+//! mqgate-load idle --addr 127.0.0.1:1883         # then type 1000: holds 1,000 idle devices
+//! mqgate-load connect --addr 127.0.0.1:1883 --connectors 50 --duration 5 \
+//!     --signature mqgate-demo-key:mqgate-demo-secret:mqtt-demo-0001
+//! mqgate-load rumqttd --listen 127.0.0.1:0        # a plain rumqttd, the baseline
 //! ```
 
+mod connect;
+mod idle;
 mod mqtt;
+mod rumqttd;
+mod wire;
 
 use bytes::Bytes;
 use clap::{Parser, Subcommand};
@@ -53,6 +61,16 @@ enum Command {
     /// Publish/subscribe load on an MQTT listener; report messages/s and
     /// end-to-end latency.
     Mqtt(mqtt::MqttArgs),
+    /// Hold idle MQTT 3.1.1 devices: read a number N on standard input to
+    /// open N more, `check` to count those still open; end of input closes
+    /// them. One JSON line answers each command.
+    Idle(idle::IdleArgs),
+    /// Devices that connect, authenticate and leave, over and over (flat out
+    /// or at --rate): report the cycles per second.
+    Connect(connect::ConnectArgs),
+    /// Run a plain rumqttd broker with one MQTT 3.1.1 listener and one
+    /// login (the baseline for connection rates); prints its address.
+    Rumqttd(rumqttd::RumqttdArgs),
 }
 
 #[derive(clap::Args, Clone)]
@@ -92,11 +110,18 @@ struct RunArgs {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    if let Command::Rumqttd(args) = cli.command {
+        // A runtime of its own, shaped like mqgate's brokers' runtime.
+        return exit(rumqttd::run(args));
+    }
     let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
     match cli.command {
         Command::Baseline { listen } => runtime.block_on(baseline(listen)),
         Command::Run(args) => exit(runtime.block_on(run(args))),
         Command::Mqtt(args) => exit(runtime.block_on(mqtt::run(args))),
+        Command::Idle(args) => exit(runtime.block_on(idle::run(args))),
+        Command::Connect(args) => exit(runtime.block_on(connect::run(args))),
+        Command::Rumqttd(_) => unreachable!("handled above"),
     }
 }
 
