@@ -8,6 +8,9 @@ use std::process::ExitCode;
 // The RPC path allocates many small strings per call (parameters, the
 // canonical string, the answer); mimalloc serves them faster than glibc's
 // malloc, which took about 15% of the CPU in a profile of the path.
+// The `system-alloc` feature leaves glibc's malloc in place, for heap
+// profilers that hook malloc (heaptrack; bench/memory_breakdown.sh).
+#[cfg(not(feature = "system-alloc"))]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
