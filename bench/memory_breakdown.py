@@ -154,49 +154,54 @@ def symbolize(exe, offsets):
 
 # (group, where it lives, regular expression over the stack). The stack is
 # matched as one string of "function @ file:line" frames, innermost first
-# (rumqttd's and the crates' paths as in ~/.cargo/registry). First match
-# wins; more specific rules come first.
+# (the crates' paths as in ~/.cargo/registry). First match wins; more
+# specific rules come first. The rules naming a line are for rumqttd 0.20.0
+# as published (`rumqttd-0.20.0/`); a patched copy elsewhere (a vendored
+# `.../rumqttd/src/`) falls to the rules by file, and the report's table of
+# sites names every line anyway.
+RUMQTTD = r"rumqttd(-[0-9.]+)?/src/"
+PUBLISHED = r"rumqttd-0\.20\.0/src/"
 RULES = [
     # Shared machinery first: a socket's registration with tokio's I/O
     # driver and a task's cell are allocated under whoever opened the
     # socket or spawned the task.
-    ("tokio: I/O driver registrations (ScheduledIo; 3 sockets per device)", "tokio",
+    ("tokio: I/O driver registrations (ScheduledIo, one per socket)", "tokio",
      r"tokio-[0-9.]+/src/runtime/io/registration_set\.rs"),
-    ("front: relay task (tokio task cell: FrontLayer::handle's future)", "front layer",
-     r"tokio-[0-9.]+/src/runtime/task/core\.rs:26[0-9]\b.*src/broker/front/mod\.rs:1[23][0-9]\b"),
+    ("front: tasks (tokio task cells: the connection's future)", "front layer",
+     r"tokio-[0-9.]+/src/runtime/task/core\.rs:\d+ .*src/broker/front/"),
     ("rumqttd link: remote-link task (tokio task cell: remote()'s future)", "rumqttd (link)",
-     r"tokio-[0-9.]+/src/runtime/task/core\.rs:26[0-9]\b.*rumqttd-0\.20\.0/src/server/broker\.rs:4[0-9][0-9]\b"),
+     r"tokio-[0-9.]+/src/runtime/task/core\.rs:\d+ .*" + RUMQTTD + r"server/broker\.rs"),
     # rumqttd: the router's per-connection state (router/iobufs.rs,
     # router/logs.rs, router/scheduler.rs, router/routing.rs), built by
     # LinkBuilder::build (link/local.rs) and the router thread.
     ("rumqttd router: Incoming buffer, VecDeque<Packet> x 200", "rumqttd (router)",
-     r"rumqttd-0\.20\.0/src/router/iobufs\.rs:35\b"),
+     PUBLISHED + r"router/iobufs\.rs:35\b"),
     ("rumqttd router: Outgoing buffer, VecDeque<Notification> x 200", "rumqttd (router)",
-     r"rumqttd-0\.20\.0/src/router/iobufs\.rs:75\b"),
+     PUBLISHED + r"router/iobufs\.rs:75\b"),
     ("rumqttd router: Outgoing inflight_buffer x 100 + unacked_pubrels x 100 (VecDeques)", "rumqttd (router)",
-     r"rumqttd-0\.20\.0/src/router/iobufs\.rs:7[67]\b"),
+     PUBLISHED + r"router/iobufs\.rs:7[67]\b"),
     ("rumqttd router: Outgoing notify channel, flume::bounded(200)", "rumqttd (router)",
-     r"rumqttd-0\.20\.0/src/router/iobufs\.rs:74\b"),
+     PUBLISHED + r"router/iobufs\.rs:74\b"),
     ("rumqttd router: AckLog, VecDeque<Ack> x 100 + VecDeque<(Publish, Option<PublishProperties>)> x 100", "rumqttd (router)",
-     r"rumqttd-0\.20\.0/src/router/logs\.rs:38[34]\b"),
+     PUBLISHED + r"router/logs\.rs:38[34]\b"),
     ("rumqttd router: slabs preallocated for max_connections (allocated at start; pages touched per slot)", "rumqttd (router)",
-     r"rumqttd-0\.20\.0/src/router/(routing\.rs:11[3-6]|scheduler\.rs:2[01])\b"),
+     PUBLISHED + r"router/(routing\.rs:11[3-6]|scheduler\.rs:2[01])\b"),
     ("rumqttd link: LinkRx cache, VecDeque<Notification> x 100", "rumqttd (link)",
-     r"rumqttd-0\.20\.0/src/link/local\.rs:339\b"),
-    ("rumqttd router: Connection, Tracker, client ids, events, maps (small)", "rumqttd (router)",
-     r"rumqttd-0\.20\.0/src/router/|rumqttd-0\.20\.0/src/link/local\.rs"),
+     PUBLISHED + r"link/local\.rs:339\b"),
+    ("rumqttd router: Connection, Tracker, client ids, events, maps, other router state", "rumqttd (router)",
+     RUMQTTD + r"router/|" + RUMQTTD + r"link/local\.rs"),
     # rumqttd: the remote link (the task serving rumqttd's end of the
     # loopback connection).
     ("rumqttd link: RemoteLink notifications, VecDeque<Notification> x 100", "rumqttd (link)",
-     r"rumqttd-0\.20\.0/src/link/remote\.rs:123\b"),
+     PUBLISHED + r"link/remote\.rs:123\b"),
     ("rumqttd link: Network read + write BytesMut, 10 KiB each", "rumqttd (link)",
-     r"rumqttd-0\.20\.0/src/link/network\.rs:5[45]\b"),
+     PUBLISHED + r"link/network\.rs:5[45]\b"),
     ("rumqttd link: will-handler channel, flume::bounded(1), and its map entry", "rumqttd (link)",
-     r"rumqttd-0\.20\.0/src/server/broker\.rs:5[3-5][0-9]\b"),
-    ("rumqttd link: other (CONNECT, strings, boxed socket)", "rumqttd (link)",
-     r"rumqttd-0\.20\.0/src/"),
+     PUBLISHED + r"server/broker\.rs:5[3-5][0-9]\b"),
+    ("rumqttd link: other (CONNECT, strings, boxed socket, buffers)", "rumqttd (link)",
+     RUMQTTD),
     # The front layer (src/broker/front/) and the registry.
-    ("front: read buffers (BytesMut: 1 KiB CONNECT/CONNACK frames kept, 4 KiB per relay half)", "front layer",
+    ("front: read and write buffers (BytesMut)", "front layer",
      r"bytes-[0-9.]+/src/bytes_mut\.rs.*src/broker/front/"),
     ("registry: Session, its channels (2 tokio mpsc, watch), CancellationToken, map entry", "registry",
      r"src/broker/registry\.rs"),
