@@ -352,12 +352,11 @@ async fn an_mqtt5_message_with_properties_reaches_an_mqtt311_subscriber() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_router_forgets_every_kind_of_departure() {
-    // Room in the router for mqgate's own publisher link, one watcher and
-    // one more client: a departure the router did not hear of would leave
-    // no room for the next client.
+    // Room in the router for one watcher and one more client: a departure
+    // the router did not hear of would leave no room for the next client.
     let config = common::TWO_ACCOUNTS.replace(
         "anonymous_instance = \"inst-a1\"",
-        "anonymous_instance = \"inst-a1\"\nmax_connections_per_instance = 3",
+        "anonymous_instance = \"inst-a1\"\nmax_connections_per_instance = 2",
     );
     let t = TestServer::start(&config).await;
     let _watcher = connect_v4(t.mqtt, "departures-watcher", None)

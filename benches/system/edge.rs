@@ -800,15 +800,17 @@ fn connect_load(
 }
 
 /// A plain rumqttd in a process of its own (`mqgate-load rumqttd`).
-struct PlainRumqttd {
+pub(super) struct PlainRumqttd {
     child: Child,
-    addr: SocketAddr,
+    pub(super) addr: SocketAddr,
 }
 
 impl PlainRumqttd {
-    const LOGIN: [&'static str; 4] = ["--username", "bench", "--password", "bench-secret"];
+    pub(super) const USERNAME: &'static str = "bench";
+    pub(super) const PASSWORD: &'static str = "bench-secret";
+    const LOGIN: [&'static str; 4] = ["--username", Self::USERNAME, "--password", Self::PASSWORD];
 
-    fn start() -> PlainRumqttd {
+    pub(super) fn start() -> PlainRumqttd {
         let mut child = raised(LOAD)
             .args(["rumqttd", "--listen", "127.0.0.1:0"])
             .args(Self::LOGIN)

@@ -1,22 +1,18 @@
-//! The MQTT side: one embedded rumqttd broker per instance, on loopback only,
-//! behind a front layer that owns the public port, and the API the rest of
-//! mqgate drives them with ([`InstanceBroker`]: `kick`, `subscribe_for`,
+//! The MQTT side: one embedded rumqttd router per instance, behind a front
+//! layer that owns the public ports, and the API the rest of mqgate drives
+//! them with ([`InstanceBroker`]: `kick`, `subscribe_for`,
 //! `unsubscribe_for`, `publish`, online status).
 //!
 //! rumqttd alone cannot list or kick clients, serves MQTT 3.1.1 and 5 on
 //! separate ports, and has no notion of tenants (its router keeps those
 //! facts private). So every instance gets its own rumqttd router, which
-//! isolates its client ids, topics and messages from every other instance,
-//! with a 3.1.1 and a 5 listener on loopback ports ([`embedded`], on a
-//! runtime of their own); and the front layer ([`front`]) accepts every
-//! client, authenticates it, picks its instance and protocol, and relays
-//! its frames, keeping the live session registry ([`registry`]) as
-//! connections come and go.
-//!
-//! rumqttd's listeners require a username and password that only this
-//! process knows (random per start), and the front layer puts them in every
-//! CONNECT it forwards: nothing else on the machine can reach a broker
-//! around the front layer.
+//! isolates its client ids, topics and messages from every other instance
+//! ([`embedded`], on a runtime of their own); and the front layer
+//! ([`front`]) accepts every client, authenticates it, picks its instance
+//! and protocol, and links it to that instance's router in process (no
+//! socket between them: one descriptor per client), keeping the live
+//! session registry ([`registry`]) as connections come and go. Nothing
+//! reaches a router but through the front layer.
 
 pub mod codec;
 pub mod device_auth;
@@ -32,10 +28,8 @@ use crate::directory::Directory;
 use embedded::BrokerRuntime;
 use registry::{Awaited, InjectError, ProtocolVersion, SessionRegistry, SubscriptionOptions};
 use rumqttd::local::{LinkRx, LinkTx};
-use rumqttd::protocol::Login;
 use status_cache::StatusCache;
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -88,10 +82,6 @@ pub struct InstanceBroker {
     pub account_id: String,
     /// Messages and connections, for the bill.
     pub meter: crate::metering::BrokerMeter,
-    /// rumqttd's MQTT 3.1.1 listener (loopback).
-    pub v4_addr: SocketAddr,
-    /// rumqttd's MQTT 5 listener (loopback).
-    pub v5_addr: SocketAddr,
     pub sessions: Arc<SessionRegistry>,
     status_cache: Arc<StatusCache>,
     /// The router link mqgate publishes through (a blocking send: used on
@@ -113,8 +103,6 @@ impl std::fmt::Debug for InstanceBroker {
         f.debug_struct("InstanceBroker")
             .field("instance_id", &self.instance_id)
             .field("account_id", &self.account_id)
-            .field("v4_addr", &self.v4_addr)
-            .field("v5_addr", &self.v5_addr)
             .finish_non_exhaustive()
     }
 }
@@ -129,14 +117,6 @@ impl InstanceBroker {
     /// Where a connection bound by tokens or rules hears of changes.
     pub fn rights_events(&self) -> tokio::sync::watch::Receiver<()> {
         self.rights_events.subscribe()
-    }
-
-    /// rumqttd's listener for a protocol version.
-    pub fn upstream(&self, protocol: ProtocolVersion) -> SocketAddr {
-        match protocol {
-            ProtocolVersion::V311 => self.v4_addr,
-            ProtocolVersion::V5 => self.v5_addr,
-        }
     }
 
     /// Whether a client is connected now (the live registry).
@@ -323,7 +303,6 @@ pub(super) fn encode(
 pub struct Brokers {
     instances: RwLock<HashMap<String, Arc<InstanceBroker>>>,
     next_router_id: AtomicUsize,
-    internal_login: Login,
     mqtt: MqttConfig,
     status_cache: Arc<StatusCache>,
     runtime: BrokerRuntime,
@@ -333,8 +312,8 @@ pub struct Brokers {
 const STATUS_CACHE_CAPACITY: u64 = 1_000_000;
 
 impl Brokers {
-    /// Starts a rumqttd router and its two loopback listeners for every
-    /// instance of the directory, and waits until each answers a CONNECT.
+    /// Starts a rumqttd router and its publisher link for every instance of
+    /// the directory.
     /// `status_ttl` is how long the batch view may keep a status (zero:
     /// never).
     pub async fn start(
@@ -345,10 +324,6 @@ impl Brokers {
         let brokers = Brokers {
             instances: RwLock::new(HashMap::new()),
             next_router_id: AtomicUsize::new(0),
-            internal_login: Login {
-                username: "mqgate-front".to_string(),
-                password: uuid::Uuid::new_v4().simple().to_string(),
-            },
             mqtt: mqtt.clone(),
             status_cache: Arc::new(StatusCache::new(status_ttl, STATUS_CACHE_CAPACITY)),
             runtime: BrokerRuntime::start().map_err(StartError::Runtime)?,
@@ -368,15 +343,16 @@ impl Brokers {
         missing.sort_unstable();
         for (instance_id, account_id) in &missing {
             let router_id = self.next_router_id.fetch_add(1, Ordering::Relaxed);
-            let started = embedded::start(
-                &self.runtime,
-                router_id,
-                instance_id,
-                &self.mqtt,
-                &self.internal_login,
-            )
-            .await
-            .map_err(|reason| StartError::Broker {
+            // On the brokers' runtime: the router's answer comes back there.
+            let mqtt = self.mqtt.clone();
+            let started = self
+                .runtime
+                .handle()
+                .spawn(async move { embedded::start(router_id, &mqtt).await })
+                .await
+                .map_err(|e| embedded::EmbeddedError::Publisher(e.to_string()))
+                .and_then(|started| started)
+                .map_err(|reason| StartError::Broker {
                 instance: instance_id.clone(),
                 reason,
             })?;
@@ -384,8 +360,6 @@ impl Brokers {
                 instance_id: instance_id.clone(),
                 account_id: account_id.clone(),
                 meter: crate::metering::BrokerMeter::default(),
-                v4_addr: started.v4_addr,
-                v5_addr: started.v5_addr,
                 sessions: SessionRegistry::with_default_expiry(std::time::Duration::from_secs(
                     self.mqtt.session_expiry_secs,
                 )),
@@ -409,11 +383,6 @@ impl Brokers {
     /// Every instance's broker (a snapshot).
     pub fn all(&self) -> Vec<Arc<InstanceBroker>> {
         self.read().values().cloned().collect()
-    }
-
-    /// The username and password rumqttd's listeners accept.
-    pub fn internal_login(&self) -> &Login {
-        &self.internal_login
     }
 
     /// (hits, misses) of the batch view's status cache since start.
