@@ -1,9 +1,9 @@
 //! A client's transport, as the relay reads and writes it: a TCP socket, or
 //! any other byte stream (TLS, WebSocket) the listeners hand over.
 //!
-//! Reading a TCP socket waits for readiness first and takes buffer space
-//! only once bytes are there, so that an idle client (or one that opened a
-//! connection and sent nothing yet) holds none. Other streams keep buffers
+//! Reading a TCP socket holds no buffer space while it waits for bytes, so
+//! that an idle client (or one that opened a connection and sent nothing
+//! yet) holds none. Other streams keep buffers
 //! of their own (a TLS session's records), so they are read the usual way.
 
 use bytes::BytesMut;
@@ -55,18 +55,19 @@ impl ClientRead {
     /// closed. On TCP, `buf` grows only after bytes have arrived.
     pub(super) async fn read_into(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
         match self {
+            // Try first: under load the bytes are usually there already.
             ClientRead::Tcp(read) => loop {
-                read.readable().await?;
                 buf.reserve(READ_CHUNK);
                 match read.try_read_buf(buf) {
                     Ok(n) => return Ok(n),
-                    // Readiness can be reported with nothing to read (a new
-                    // socket is, at first): give the space back before
-                    // waiting again.
+                    // Nothing to read: give the space back while waiting
+                    // (readiness can also be reported with nothing to read,
+                    // as for a new socket).
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                         if buf.is_empty() {
                             *buf = BytesMut::new();
                         }
+                        read.readable().await?;
                     }
                     Err(e) => return Err(e),
                 }

@@ -110,8 +110,13 @@ impl ToBroker<'_> {
         // below.
         let rights = session.rights.get().cloned();
         // When the client was last heard from.
+        // The keepalive timer is armed once and re-armed only when it
+        // fires early (the client spoke since): re-arming it on every read
+        // would cost a timer-wheel update per read.
         let mut heard_at = tokio::time::Instant::now();
-        let keep_alive = self.keep_alive;
+        let mut silence = self
+            .keep_alive
+            .map(|limit| (limit, Box::pin(tokio::time::sleep_until(heard_at + limit))));
         loop {
             // Every complete frame in the buffer, checked and counted; the
             // ones the relay answers itself are taken out of the stream.
@@ -285,13 +290,20 @@ impl ToBroker<'_> {
             if let Err(end) = self.forward(whole).await {
                 return end;
             }
-            // Nothing left over: give the buffer back while waiting.
-            if self.buf.is_empty() && self.buf.capacity() > 0 {
-                self.buf = BytesMut::new();
-            }
-            let silence = async {
-                match keep_alive {
-                    Some(limit) => tokio::time::sleep_until(heard_at + limit).await,
+            // (An empty buffer is given back while the read waits: see
+            // `ClientRead::read_into`.)
+            let silent = async {
+                match &mut silence {
+                    Some((limit, timer)) => {
+                        timer.as_mut().await;
+                        let due = heard_at + *limit;
+                        if tokio::time::Instant::now() >= due {
+                            true
+                        } else {
+                            timer.as_mut().reset(due);
+                            false
+                        }
+                    }
                     None => std::future::pending().await,
                 }
             };
@@ -314,7 +326,9 @@ impl ToBroker<'_> {
                         return end;
                     }
                 }
-                _ = silence => return End::KeepAliveTimeout,
+                silent = silent => if silent {
+                    return End::KeepAliveTimeout;
+                },
             }
         }
     }
