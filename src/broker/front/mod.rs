@@ -25,10 +25,12 @@
 mod rights_watch;
 mod to_broker;
 mod to_client;
+mod transports;
 
 use rights_watch::watch_rights;
 use to_broker::ToBroker;
 use to_client::ToClient;
+use transports::{ClientIo, write_flushed};
 
 use super::codec::{self, FrameError, packet_type};
 use super::device_auth::Bounds;
@@ -48,7 +50,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -142,8 +144,23 @@ impl FrontLayer {
         }
     }
 
-    async fn handle(&self, mut client: TcpStream, peer: SocketAddr, endpoint: Option<&str>) {
+    async fn handle(&self, client: TcpStream, peer: SocketAddr, endpoint: Option<&str>) {
         let _ = client.set_nodelay(true);
+        self.handle_stream(client, peer, endpoint).await
+    }
+
+    /// One client connection, over whatever carries it (TCP, or TLS and
+    /// WebSocket once their handshake is done, `transports.rs`).
+    pub(crate) async fn handle_stream<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+        &self,
+        client: S,
+        peer: SocketAddr,
+        endpoint: Option<&str>,
+    ) {
+        self.handle_client(Box::new(client), peer, endpoint).await
+    }
+
+    async fn handle_client(&self, mut client: ClientIo, peer: SocketAddr, endpoint: Option<&str>) {
         let mut client_buf = BytesMut::with_capacity(1024);
         let frame = match tokio::time::timeout(
             self.connect_timeout,
@@ -356,7 +373,7 @@ impl FrontLayer {
             let _ = session.rights.set(rights.clone());
         }
         broker.meter.connections_now(broker.sessions.len() as u64);
-        if client.write_all(&connack).await.is_err() {
+        if write_flushed(&mut client, &connack).await.is_err() {
             return debug!(%client_id, "client left before CONNACK");
         }
         // The CONNECT and CONNACK count as traffic of the connection.
@@ -384,7 +401,7 @@ impl FrontLayer {
             events::ACCEPTED,
         );
 
-        let (client_rd, client_wr) = client.into_split();
+        let (client_rd, client_wr) = tokio::io::split(client);
         let (mut upstream_rd, mut upstream_wr) = upstream.into_split();
         let to_broker = ToBroker {
             client: client_rd,
@@ -602,7 +619,7 @@ fn patch_connack(
     }
 }
 
-async fn refuse(client: &mut TcpStream, protocol: ProtocolVersion, refusal: &Refusal) {
+async fn refuse(client: &mut ClientIo, protocol: ProtocolVersion, refusal: &Refusal) {
     let packet = match protocol {
         ProtocolVersion::V311 => codec::connack_v4(refusal.v4_code),
         ProtocolVersion::V5 => codec::connack_v5(refusal.v5_code, Some(&refusal.reason)),
@@ -610,7 +627,7 @@ async fn refuse(client: &mut TcpStream, protocol: ProtocolVersion, refusal: &Ref
     let _ = write_goodbye(client, &packet).await;
 }
 
-async fn write_goodbye(client: &mut TcpStream, packet: &[u8]) -> std::io::Result<()> {
+async fn write_goodbye(client: &mut ClientIo, packet: &[u8]) -> std::io::Result<()> {
     tokio::time::timeout(GOODBYE_TIMEOUT, async {
         client.write_all(packet).await?;
         client.shutdown().await

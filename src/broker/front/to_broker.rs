@@ -4,6 +4,7 @@
 //! every PUBLISH and SUBSCRIBE against the connection's rights.
 
 use super::End;
+use super::transports::ClientReader;
 use crate::broker::InstanceBroker;
 use crate::broker::codec::{self, FrameError, packet_type};
 use crate::broker::registry::{
@@ -18,7 +19,7 @@ use rumqttd::protocol::{Packet, Protocol, v4::V4, v5::V5};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::mpsc;
 use tracing::info;
 
@@ -26,7 +27,7 @@ use tracing::info;
 /// client sent right behind its CONNECT, and sends the packets the API
 /// injects between them.
 pub(super) struct ToBroker<'a> {
-    pub(super) client: OwnedReadHalf,
+    pub(super) client: ClientReader,
     pub(super) upstream: &'a mut OwnedWriteHalf,
     pub(super) buf: BytesMut,
     pub(super) max_packet_size: usize,

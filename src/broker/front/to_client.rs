@@ -1,5 +1,6 @@
 //! Broker to client: the relay's half that writes the client.
 
+use super::transports::{ClientWriter, write_flushed};
 use super::{BROKER_MAX_FRAME, End, GOODBYE_TIMEOUT};
 use crate::broker::InstanceBroker;
 use crate::broker::codec::{self, packet_type};
@@ -8,7 +9,7 @@ use crate::trace::{EventNames, MessageAction, Tracer};
 use bytes::BytesMut;
 use std::sync::atomic::Ordering;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::tcp::OwnedReadHalf;
 use tokio::sync::mpsc;
 
 /// Applies a broker acknowledgement to the session's subscriptions; returns
@@ -60,7 +61,7 @@ fn settle_ack(
 /// commands between frames.
 pub(super) struct ToClient<'a> {
     pub(super) upstream: &'a mut OwnedReadHalf,
-    pub(super) client: OwnedWriteHalf,
+    pub(super) client: ClientWriter,
     pub(super) buf: BytesMut,
     pub(super) control: mpsc::Receiver<Control>,
 }
@@ -152,7 +153,9 @@ impl ToClient<'_> {
                     .send_pkt
                     .fetch_add(frames - swallowed.len() as u64, Ordering::Relaxed);
                 let written = if swallowed.is_empty() {
-                    self.client.write_all(&chunk).await.map(|_| chunk.len())
+                    write_flushed(&mut self.client, &chunk)
+                        .await
+                        .map(|_| chunk.len())
                 } else {
                     let mut kept = Vec::with_capacity(chunk.len());
                     let mut at = 0;
@@ -161,7 +164,9 @@ impl ToClient<'_> {
                         at = range.end;
                     }
                     kept.extend_from_slice(&chunk[at..]);
-                    self.client.write_all(&kept).await.map(|_| kept.len())
+                    write_flushed(&mut self.client, &kept)
+                        .await
+                        .map(|_| kept.len())
                 };
                 match written {
                     Ok(0) => {}
@@ -185,7 +190,7 @@ impl ToClient<'_> {
                         return End::Disconnected(reason_code, reason);
                     }
                     Control::Frame(frame) => {
-                        if self.client.write_all(&frame).await.is_err() {
+                        if write_flushed(&mut self.client, &frame).await.is_err() {
                             return End::ClientClosed;
                         }
                         stats.send_pkt.fetch_add(1, Ordering::Relaxed);
