@@ -95,6 +95,18 @@ pub struct HttpConfig {
     /// address is the source, whatever headers say.
     #[serde(default)]
     pub trusted_proxies: Vec<IpNet>,
+    /// HTTPS for the same API, beside `listen` (absent: not served); needs
+    /// `tls_cert` and `tls_key`. Port 0 picks a free port.
+    #[serde(default)]
+    pub tls_listen: Option<SocketAddr>,
+    /// The HTTPS certificate chain, PEM (the server's certificate first,
+    /// then its intermediates). Relative paths are read from the working
+    /// directory, like `storage.dir`.
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    /// The HTTPS private key, PEM (PKCS#8, PKCS#1 or SEC1).
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -127,6 +139,26 @@ pub struct MqttConfig {
     /// of its own. MQTT 5 sessions use their Session Expiry Interval.
     #[serde(default = "default_session_expiry_secs")]
     pub session_expiry_secs: u64,
+    /// MQTT over TLS (conventionally port 8883); absent: not served. Needs
+    /// `tls_cert` and `tls_key`. Port 0 picks a free port.
+    #[serde(default)]
+    pub tls_listen: Option<SocketAddr>,
+    /// MQTT over WebSocket (path `/mqtt`, subprotocol `mqtt`); absent: not
+    /// served. Port 0 picks a free port.
+    #[serde(default)]
+    pub ws_listen: Option<SocketAddr>,
+    /// MQTT over secure WebSocket (TLS with `tls_cert` and `tls_key`, then
+    /// as `ws_listen`); absent: not served. Port 0 picks a free port.
+    #[serde(default)]
+    pub wss_listen: Option<SocketAddr>,
+    /// The certificate chain of `tls_listen` and `wss_listen`, PEM (the
+    /// server's certificate first, then its intermediates). Relative paths
+    /// are read from the working directory, like `storage.dir`.
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of `tls_cert`, PEM (PKCS#8, PKCS#1 or SEC1).
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -285,6 +317,9 @@ impl Default for HttpConfig {
             timestamp_window_secs: default_timestamp_window_secs(),
             max_remembered_nonces: default_max_remembered_nonces(),
             trusted_proxies: Vec::new(),
+            tls_listen: None,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -299,6 +334,11 @@ impl Default for MqttConfig {
             connect_timeout_secs: default_connect_timeout_secs(),
             send_timeout_secs: default_send_timeout_secs(),
             session_expiry_secs: default_session_expiry_secs(),
+            tls_listen: None,
+            ws_listen: None,
+            wss_listen: None,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -352,20 +392,49 @@ pub mod demo {
     pub const USER_NAME: &str = "root";
     pub const ACCESS_KEY_ID: &str = "mqgate-demo-key";
     pub const ACCESS_KEY_SECRET: &str = "mqgate-demo-secret";
+    /// The demo's secure and WebSocket ports (beside HTTP 8080 and MQTT
+    /// 1883): MQTT over TLS, WebSocket, secure WebSocket, and HTTPS.
+    pub const MQTT_TLS_PORT: u16 = 8883;
+    pub const MQTT_WS_PORT: u16 = 8083;
+    pub const MQTT_WSS_PORT: u16 = 8084;
+    pub const HTTPS_PORT: u16 = 8443;
+    /// Where in the demo's storage directory its certificates are
+    /// (generated at start when missing, kept across restarts), and their
+    /// names there (the same `mqgate cert` writes).
+    pub const TLS_DIR: &str = "tls";
+    pub const TLS_CA_FILE: &str = "ca.crt";
+    pub const TLS_CERT_FILE: &str = "server.crt";
+    pub const TLS_KEY_FILE: &str = "server.key";
 }
 
 impl Config {
     /// The demo: loopback only, one account, one instance, one root key, and
-    /// anonymous MQTT clients land in that instance.
+    /// anonymous MQTT clients land in that instance. Besides HTTP and MQTT,
+    /// it serves MQTT over TLS, WebSocket and secure WebSocket, and HTTPS,
+    /// with the certificate `mqgate serve` generates in `storage.dir/tls`
+    /// when it is missing.
     pub fn demo() -> Config {
+        let dir = std::env::temp_dir().join("mqgate-demo");
+        let loopback = |port| Some(SocketAddr::from(([127, 0, 0, 1], port)));
+        let tls = dir.join(demo::TLS_DIR);
         Config {
-            http: HttpConfig::default(),
+            http: HttpConfig {
+                tls_listen: loopback(demo::HTTPS_PORT),
+                tls_cert: Some(tls.join(demo::TLS_CERT_FILE)),
+                tls_key: Some(tls.join(demo::TLS_KEY_FILE)),
+                ..HttpConfig::default()
+            },
             mqtt: MqttConfig {
                 anonymous_instance: Some(demo::INSTANCE_ID.to_string()),
+                tls_listen: loopback(demo::MQTT_TLS_PORT),
+                ws_listen: loopback(demo::MQTT_WS_PORT),
+                wss_listen: loopback(demo::MQTT_WSS_PORT),
+                tls_cert: Some(tls.join(demo::TLS_CERT_FILE)),
+                tls_key: Some(tls.join(demo::TLS_KEY_FILE)),
                 ..MqttConfig::default()
             },
             storage: StorageConfig {
-                dir: std::env::temp_dir().join("mqgate-demo"),
+                dir,
                 device_key_file: None,
             },
             trace: TraceConfig::default(),
@@ -503,6 +572,7 @@ impl Config {
                 return Err(invalid(field, "must be at least 1"));
             }
         }
+        self.check_tls()?;
         check_limits(&self.limits, "limits")?;
         let mut accounts: HashMap<&str, usize> = HashMap::new();
         let mut instances: HashMap<&str, String> = HashMap::new();
@@ -564,6 +634,65 @@ impl Config {
                 "mqtt.anonymous_instance",
                 format!("no instance \"{anonymous}\" is defined in [[accounts.instances]]"),
             ));
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// A TLS listener needs both files of its section; a certificate needs
+    /// its key and the other way round. (The files themselves are read at
+    /// start, [`crate::transport::tls`].)
+    fn check_tls(&self) -> Result<(), Problem> {
+        let sections = [
+            (
+                "http",
+                &self.http.tls_cert,
+                &self.http.tls_key,
+                vec![("http.tls_listen", self.http.tls_listen)],
+            ),
+            (
+                "mqtt",
+                &self.mqtt.tls_cert,
+                &self.mqtt.tls_key,
+                vec![
+                    ("mqtt.tls_listen", self.mqtt.tls_listen),
+                    ("mqtt.wss_listen", self.mqtt.wss_listen),
+                ],
+            ),
+        ];
+        for (section, cert, key, listeners) in sections {
+            let needed_by = listeners
+                .iter()
+                .find(|(_, addr)| addr.is_some())
+                .map(|(field, _)| *field);
+            for (name, value, other) in [("tls_cert", cert, key), ("tls_key", key, cert)] {
+                if value.is_some() {
+                    continue;
+                }
+                let field = format!("{section}.{name}");
+                if let Some(listener) = needed_by {
+                    return Err(invalid(
+                        field,
+                        format!(
+                            "{listener} needs a certificate: set {section}.tls_cert and {section}.tls_key (PEM files)"
+                        ),
+                    ));
+                }
+                if other.is_some() {
+                    return Err(invalid(
+                        field,
+                        format!(
+                            "{section}.tls_cert and {section}.tls_key go together: set both or neither"
+                        ),
+                    ));
+                }
+            }
+            for (field, value) in [("tls_cert", cert), ("tls_key", key)] {
+                if value.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+                    return Err(invalid(format!("{section}.{field}"), "must not be empty"));
+                }
+            }
         }
         Ok(())
     }
@@ -699,6 +828,34 @@ mod tests {
                 &GOOD.replace("access_key_secret = \"testsecret\"", ""),
                 "access_key_secret",
             ),
+            (
+                "a TLS listener without a certificate",
+                &GOOD.replace("[mqtt]\n", "[mqtt]\ntls_listen = \"127.0.0.1:8883\"\n"),
+                "mqtt.tls_cert: mqtt.tls_listen needs a certificate",
+            ),
+            (
+                "a secure WebSocket listener without a key",
+                &GOOD.replace(
+                    "[mqtt]\n",
+                    "[mqtt]\nwss_listen = \"127.0.0.1:8084\"\ntls_cert = \"c.pem\"\n",
+                ),
+                "mqtt.tls_key: mqtt.wss_listen needs a certificate",
+            ),
+            (
+                "HTTPS without a certificate",
+                &GOOD.replace("[http]\n", "[http]\ntls_listen = \"127.0.0.1:8443\"\n"),
+                "http.tls_cert: http.tls_listen needs",
+            ),
+            (
+                "a key without its certificate",
+                &GOOD.replace("[http]\n", "[http]\ntls_key = \"k.pem\"\n"),
+                "http.tls_cert: http.tls_cert and http.tls_key go together",
+            ),
+            (
+                "a misspelt TLS key",
+                &GOOD.replace("[mqtt]\n", "[mqtt]\ntls_certificate = \"c.pem\"\n"),
+                "tls_certificate",
+            ),
         ];
         for (name, text, field) in cases {
             let err = Config::parse(text, "bad.toml").expect_err(name);
@@ -706,6 +863,28 @@ mod tests {
             assert!(msg.starts_with("bad.toml: "), "{name}: {msg}");
             assert!(msg.contains(field), "{name}: expected {field} in: {msg}");
         }
+    }
+
+    /// A plain WebSocket listener needs no certificate; with one, every
+    /// secure listener is accepted.
+    #[test]
+    fn transports_load() {
+        let text = GOOD.replace("[mqtt]\n", "[mqtt]\nws_listen = \"127.0.0.1:0\"\n");
+        let c = Config::parse(&text, "x.toml").unwrap();
+        assert!(c.mqtt.ws_listen.is_some() && c.mqtt.tls_listen.is_none());
+        let text = GOOD
+            .replace(
+                "[mqtt]\n",
+                "[mqtt]\ntls_listen = \"127.0.0.1:0\"\nwss_listen = \"127.0.0.1:0\"\n\
+                 tls_cert = \"c.pem\"\ntls_key = \"k.pem\"\n",
+            )
+            .replace(
+                "[http]\n",
+                "[http]\ntls_listen = \"127.0.0.1:0\"\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\n",
+            );
+        let c = Config::parse(&text, "x.toml").unwrap();
+        assert_eq!(c.http.tls_key.as_deref(), Some(Path::new("k.pem")));
+        assert!(c.mqtt.wss_listen.is_some());
     }
 
     #[test]

@@ -41,6 +41,9 @@
 //! - [`access`] (authorize, resources and their ARNs, RAM condition keys),
 //!   [`principal`], [`replay`], [`throttle`].
 //! - [`directory`] (accounts, instances, keys), [`config`], [`params`].
+//! - [`transport`]: TLS, WebSocket and secure WebSocket streams and their
+//!   handshakes, and self-signed certificates; the front layer's and the
+//!   HTTP server's accept loops use them.
 //! - Leaves: [`api`] (the action table), [`error`] (the error table),
 //!   [`ram`] (the policy language), [`secret`]; [`client`] (a signing
 //!   client for tools and tests).
@@ -75,3 +78,4 @@ pub mod server;
 pub mod state;
 pub mod throttle;
 pub mod trace;
+pub mod transport;

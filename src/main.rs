@@ -37,6 +37,9 @@ enum Command {
     /// Check and try RAM policies without a running gateway.
     #[command(subcommand)]
     Policy(cli::policy::Command),
+    /// Write a self-signed CA and a server certificate it signed, for
+    /// trying MQTT over TLS, secure WebSocket and HTTPS.
+    Cert(cli::cert::Args),
 }
 
 fn main() -> ExitCode {
@@ -52,6 +55,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Policy(command) => cli::policy::run(command),
         Command::Report(args) => cli::report::run(args),
+        Command::Cert(args) => cli::cert::run(args),
         Command::Serve(args) => with_runtime(cli::serve::run(args)),
         Command::Call(args) => with_runtime(cli::call::run(args)),
     }

@@ -31,6 +31,18 @@ pub async fn run(args: Args) -> ExitCode {
         },
         None => (Config::demo(), true),
     };
+    if is_demo {
+        // The demo's certificate: made once, kept across restarts.
+        let dir = config.storage.dir.join(demo::TLS_DIR);
+        match crate::transport::certs::ensure(&dir) {
+            Ok(true) => tracing::info!(dir = %dir.display(), "made the demo's CA and certificate"),
+            Ok(false) => {}
+            Err(e) => {
+                eprintln!("mqgate: cannot start: the demo's certificate: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     let server = match Server::start(config.clone()).await {
         Ok(server) => server,
         Err(e) => {
@@ -89,22 +101,46 @@ fn raise_descriptor_limit() {
 
 fn print_banner(server: &Server, config: &Config, is_demo: bool) {
     let mut out = std::io::stdout().lock();
-    // The first line is for programs (tests, scripts): the bound addresses.
-    let _ = writeln!(
-        out,
+    // The first line is for programs (tests, scripts): the bound addresses
+    // (the secure and WebSocket ones where served).
+    let mut first = format!(
         "mqgate listening http={} mqtt={}",
         server.http_addr, server.mqtt_addr
     );
+    let optional = [
+        ("https", server.https_addr),
+        ("mqtts", server.mqtt_tls_addr),
+        ("ws", server.mqtt_ws_addr),
+        ("wss", server.mqtt_wss_addr),
+    ];
+    for (name, addr) in optional {
+        if let Some(addr) = addr {
+            first.push_str(&format!(" {name}={addr}"));
+        }
+    }
+    let _ = writeln!(out, "{first}");
     let _ = writeln!(
         out,
         "  HTTP API (RPC endpoint at /): http://{}",
         server.http_addr
     );
+    if let Some(addr) = server.https_addr {
+        let _ = writeln!(out, "  HTTPS API:                     https://{addr}");
+    }
     let _ = writeln!(
         out,
         "  MQTT 3.1.1 and 5:              mqtt://{}",
         server.mqtt_addr
     );
+    if let Some(addr) = server.mqtt_tls_addr {
+        let _ = writeln!(out, "  MQTT over TLS:                 mqtts://{addr}");
+    }
+    if let Some(addr) = server.mqtt_ws_addr {
+        let _ = writeln!(out, "  MQTT over WebSocket:           ws://{addr}/mqtt");
+    }
+    if let Some(addr) = server.mqtt_wss_addr {
+        let _ = writeln!(out, "  MQTT over secure WebSocket:    wss://{addr}/mqtt");
+    }
     let instances: usize = config.accounts.iter().map(|a| a.instances.len()).sum();
     let _ = writeln!(
         out,
@@ -140,6 +176,47 @@ fn print_banner(server: &Server, config: &Config, is_demo: bool) {
             demo::INSTANCE_ID,
             server.http_addr,
         );
+        print_demo_tls(&mut out, server, config);
     }
     let _ = out.flush();
+}
+
+/// The demo's secure endpoints: the CA to trust and a command for each.
+fn print_demo_tls(out: &mut impl Write, server: &Server, config: &Config) {
+    let ca = config
+        .storage
+        .dir
+        .join(demo::TLS_DIR)
+        .join(demo::TLS_CA_FILE);
+    let ca = ca.display();
+    let _ = writeln!(
+        out,
+        "\nTLS (a self-signed CA made for the demo, kept across restarts; trust it in clients):\n\
+         \x20 CA certificate:     {ca}"
+    );
+    if let Some(addr) = server.mqtt_tls_addr {
+        let _ = writeln!(
+            out,
+            "  MQTT over TLS:       mosquitto_sub --cafile {ca} -h 127.0.0.1 -p {} -i GID_demo@@@dev-2 -t demo/# -v",
+            addr.port()
+        );
+    }
+    if let Some(addr) = server.mqtt_ws_addr {
+        let _ = writeln!(
+            out,
+            "  MQTT over WebSocket: ws://{addr}/mqtt (subprotocol mqtt; paho-mqtt: transport=\"websockets\", path /mqtt)"
+        );
+    }
+    if let Some(addr) = server.mqtt_wss_addr {
+        let _ = writeln!(
+            out,
+            "  Secure WebSocket:    wss://{addr}/mqtt (the same, with the CA above)"
+        );
+    }
+    if let Some(addr) = server.https_addr {
+        let _ = writeln!(
+            out,
+            "  HTTPS API:           curl --cacert {ca} https://{addr}/   (official SDKs: endpoint {addr}, their default protocol https, the CA above)"
+        );
+    }
 }

@@ -22,6 +22,7 @@ use crate::state::AppState;
 use crate::throttle::Throttle;
 use crate::trace::store::Retention;
 use crate::trace::{TraceStore, Tracer};
+use crate::transport::{Upgrade, tls, ws};
 use axum::Router;
 use axum::extract::State;
 use axum::http::header;
@@ -53,6 +54,10 @@ pub enum StartError {
     Devices(#[from] crate::devices::StoreError),
     #[error("storage.dir: trace database: {0}")]
     Traces(#[from] crate::trace::store::TraceError),
+    /// A certificate or key file that cannot be used (the field, the file
+    /// and why).
+    #[error(transparent)]
+    Tls(#[from] crate::transport::tls::TlsFileError),
 }
 
 /// What a reload changed.
@@ -68,13 +73,20 @@ pub struct ReloadReport {
 pub struct Server {
     pub http_addr: SocketAddr,
     pub mqtt_addr: SocketAddr,
+    /// HTTPS (`http.tls_listen`), MQTT over TLS (`mqtt.tls_listen`), over
+    /// WebSocket (`mqtt.ws_listen`) and over secure WebSocket
+    /// (`mqtt.wss_listen`), where configured.
+    pub https_addr: Option<SocketAddr>,
+    pub mqtt_tls_addr: Option<SocketAddr>,
+    pub mqtt_ws_addr: Option<SocketAddr>,
+    pub mqtt_wss_addr: Option<SocketAddr>,
     /// The MQTT listeners of instances that have their own
     /// (`[[accounts.instances]] mqtt_listen`), by instance id.
     pub instance_mqtt_addrs: std::collections::BTreeMap<String, SocketAddr>,
     pub brokers: Arc<Brokers>,
     pub directory: Arc<DirectoryHandle>,
     shutdown: CancellationToken,
-    http: JoinHandle<()>,
+    http: Vec<JoinHandle<()>>,
     mqtt: Vec<JoinHandle<()>>,
     flusher: JoinHandle<()>,
     flusher_stop: CancellationToken,
@@ -158,6 +170,18 @@ impl Server {
         } else {
             Tracer::off()
         };
+        // Certificates are read before anything starts: a bad file stops
+        // start-up with its name.
+        let mqtt_tls = match (&config.mqtt.tls_cert, &config.mqtt.tls_key) {
+            (Some(cert), Some(key)) => Some(tls::acceptor("mqtt", cert, key, &[])?),
+            _ => None,
+        };
+        let http_tls = match (&config.http.tls_cert, &config.http.tls_key) {
+            (Some(cert), Some(key)) => {
+                Some(tls::acceptor("http", cert, key, &[b"http/1.1".as_slice()])?)
+            }
+            _ => None,
+        };
         let directory = DirectoryHandle::new(Directory::from_config(&config));
         let brokers = Arc::new(
             Brokers::start(
@@ -231,6 +255,65 @@ impl Server {
                 shutdown.clone(),
             )));
         }
+        // The secure and WebSocket listeners: the same front layer, after
+        // each connection's handshake.
+        let ws = ws::Settings::for_max_packet_size(config.mqtt.max_packet_size);
+        let upgraded = [
+            (
+                "mqtt.tls_listen",
+                config.mqtt.tls_listen,
+                mqtt_tls.clone().map(Upgrade::Tls),
+            ),
+            (
+                "mqtt.ws_listen",
+                config.mqtt.ws_listen,
+                Some(Upgrade::Ws(ws)),
+            ),
+            (
+                "mqtt.wss_listen",
+                config.mqtt.wss_listen,
+                mqtt_tls.map(|tls| Upgrade::Wss(tls, ws)),
+            ),
+        ];
+        let mut upgraded_addrs = Vec::new();
+        for (field, addr, upgrade) in upgraded {
+            let (Some(addr), Some(upgrade)) = (addr, upgrade) else {
+                upgraded_addrs.push(None);
+                continue;
+            };
+            let listener = bind_std(field, addr)?;
+            let bound =
+                listener
+                    .local_addr()
+                    .map_err(|error| StartError::Bind { field, addr, error })?;
+            let listener = {
+                let _mqtt_side = brokers.enter();
+                TcpListener::from_std(listener).map_err(|error| StartError::Bind {
+                    field,
+                    addr,
+                    error,
+                })?
+            };
+            tracing::info!(transport = upgrade.name(), addr = %bound, "MQTT listener");
+            upgraded_addrs.push(Some(bound));
+            mqtt.push(brokers.spawn(front.clone().serve_upgraded(
+                listener,
+                upgrade,
+                None,
+                shutdown.clone(),
+            )));
+        }
+        let [mqtt_tls_addr, mqtt_ws_addr, mqtt_wss_addr] = upgraded_addrs[..] else {
+            unreachable!("one address per listener kind");
+        };
+        let https_listener = match (config.http.tls_listen, &http_tls) {
+            (Some(addr), Some(_)) => Some(bind("http.tls_listen", addr).await?),
+            _ => None,
+        };
+        let https_addr = match (&https_listener, config.http.tls_listen) {
+            (Some(listener), Some(addr)) => Some(local_addr("http.tls_listen", listener, addr)?),
+            _ => None,
+        };
 
         let state = Arc::new(AppState {
             directory: directory.clone(),
@@ -256,14 +339,27 @@ impl Server {
             meter.clone(),
             flusher_stop.clone(),
         ));
-        let http = tokio::spawn(http::serve(
+        let mut http = vec![tokio::spawn(http::serve(
             http_listener,
+            None,
             app(state.clone()),
             shutdown.clone(),
-        ));
+        ))];
+        if let (Some(listener), Some(tls)) = (https_listener, http_tls) {
+            http.push(tokio::spawn(http::serve(
+                listener,
+                Some(tls),
+                app(state.clone()),
+                shutdown.clone(),
+            )));
+        }
         Ok(Server {
             http_addr,
             mqtt_addr,
+            https_addr,
+            mqtt_tls_addr,
+            mqtt_ws_addr,
+            mqtt_wss_addr,
             instance_mqtt_addrs,
             brokers,
             directory,
@@ -347,6 +443,30 @@ impl Server {
         if old_mqtt.connect_timeout_secs != new_mqtt.connect_timeout_secs {
             needs_restart.push("mqtt.connect_timeout_secs");
         }
+        // Listeners and certificates are read at start.
+        for (field, changed) in [
+            (
+                "http.tls_listen",
+                old_http.tls_listen != new_http.tls_listen,
+            ),
+            ("http.tls_cert", old_http.tls_cert != new_http.tls_cert),
+            ("http.tls_key", old_http.tls_key != new_http.tls_key),
+            (
+                "mqtt.tls_listen",
+                old_mqtt.tls_listen != new_mqtt.tls_listen,
+            ),
+            ("mqtt.ws_listen", old_mqtt.ws_listen != new_mqtt.ws_listen),
+            (
+                "mqtt.wss_listen",
+                old_mqtt.wss_listen != new_mqtt.wss_listen,
+            ),
+            ("mqtt.tls_cert", old_mqtt.tls_cert != new_mqtt.tls_cert),
+            ("mqtt.tls_key", old_mqtt.tls_key != new_mqtt.tls_key),
+        ] {
+            if changed {
+                needs_restart.push(field);
+            }
+        }
         *previous = config;
         Ok(ReloadReport {
             started_instances,
@@ -369,8 +489,10 @@ impl Server {
         // the process ends.
         let tracer = self.state.tracer.clone();
         let _ = tokio::task::spawn_blocking(move || tracer.flush(Duration::from_secs(2))).await;
-        if let Err(e) = self.http.await {
-            tracing::warn!(error = %e, "http server task failed");
+        for http in self.http {
+            if let Err(e) = http.await {
+                tracing::warn!(error = %e, "http server task failed");
+            }
         }
         // Every connection is closed: the last broker counts are final.
         self.flusher_stop.cancel();

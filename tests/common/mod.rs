@@ -189,11 +189,23 @@ pub async fn connect_v4(
     client_id: &str,
     login: Option<(String, String)>,
 ) -> Result<Device, String> {
-    let mut options = rumqttc::MqttOptions::new(client_id, addr.ip().to_string(), addr.port());
-    options.set_keep_alive(Duration::from_secs(30));
+    let mut options = v4_options(addr, client_id);
     if let Some((user, pass)) = login {
         options.set_credentials(user, pass);
     }
+    connect_v4_with(options).await
+}
+
+/// The MQTT 3.1.1 options [`connect_v4`] uses, to change before
+/// [`connect_v4_with`].
+pub fn v4_options(addr: SocketAddr, client_id: &str) -> rumqttc::MqttOptions {
+    let mut options = rumqttc::MqttOptions::new(client_id, addr.ip().to_string(), addr.port());
+    options.set_keep_alive(Duration::from_secs(30));
+    options
+}
+
+/// An MQTT 3.1.1 client with these options, once its CONNACK arrived.
+pub async fn connect_v4_with(options: rumqttc::MqttOptions) -> Result<Device, String> {
     let (client, mut eventloop) = rumqttc::AsyncClient::new(options, 64);
     let (tx, mut rx) = mpsc::unbounded_channel();
     tokio::spawn(async move {
@@ -533,14 +545,23 @@ pub struct RawAnswer {
 /// (it then answers no more). For what mqgate's client (hyper) cannot
 /// send: a request-target over 65,534 bytes, as the Tea SDK sends one.
 pub async fn raw_http(addr: SocketAddr, requests: &[String]) -> Vec<RawAnswer> {
-    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
     let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (read, mut write) = stream.into_split();
+    raw_http_on(stream, requests).await
+}
+
+/// [`raw_http`] on a connection already made (a TLS stream, say).
+pub async fn raw_http_on<S>(stream: S, requests: &[String]) -> Vec<RawAnswer>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+{
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+    let (read, mut write) = tokio::io::split(stream);
     let all = requests.concat();
     // Written beside the reading: a server that stops reading (after
     // refusing a request) must not stall the test.
     let writer = tokio::spawn(async move {
         let _ = write.write_all(all.as_bytes()).await;
+        let _ = write.flush().await;
         write
     });
     let mut reader = tokio::io::BufReader::new(read);
@@ -581,4 +602,76 @@ pub async fn raw_http(addr: SocketAddr, requests: &[String]) -> Vec<RawAnswer> {
         .expect("no answer within 20 s");
     let _ = writer.await;
     answers
+}
+
+/// A CA and a server certificate for loopback (`127.0.0.1`, `::1`,
+/// `localhost`), made at run time by mqgate's generator (rcgen).
+pub struct TestCerts {
+    pub dir: tempfile::TempDir,
+    pub files: mqgate::transport::certs::Files,
+}
+
+pub fn test_certs() -> TestCerts {
+    let dir = tempfile::tempdir().unwrap();
+    mqgate::transport::certs::ensure(dir.path()).unwrap();
+    let files = mqgate::transport::certs::Files::in_dir(dir.path());
+    TestCerts { dir, files }
+}
+
+/// `config_text` (which has `[http]` and `[mqtt]` tables) serving HTTPS,
+/// MQTT over TLS, WebSocket and secure WebSocket too, on free loopback
+/// ports, with `certs`.
+pub fn with_transports(config_text: &str, certs: &TestCerts) -> String {
+    let (cert, key) = (
+        certs.files.cert.display().to_string(),
+        certs.files.key.display().to_string(),
+    );
+    let files = format!("tls_cert = {cert:?}\ntls_key = {key:?}\n");
+    assert!(config_text.contains("[http]\n") && config_text.contains("[mqtt]\n"));
+    config_text
+        .replacen(
+            "[http]\n",
+            &format!("[http]\ntls_listen = \"127.0.0.1:0\"\n{files}"),
+            1,
+        )
+        .replacen(
+            "[mqtt]\n",
+            &format!(
+                "[mqtt]\ntls_listen = \"127.0.0.1:0\"\nws_listen = \"127.0.0.1:0\"\nwss_listen = \"127.0.0.1:0\"\n{files}"
+            ),
+            1,
+        )
+}
+
+/// A TLS client configuration (ring, as mqgate) trusting only `ca`.
+pub fn tls_client_config(
+    ca: &std::path::Path,
+) -> std::sync::Arc<tokio_rustls::rustls::ClientConfig> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    use tokio_rustls::rustls;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    std::sync::Arc::new(config)
+}
+
+/// A TLS connection to `addr`, checking its certificate against `ca` for
+/// the name `server_name` (`localhost` or `127.0.0.1`).
+pub async fn tls_connect(
+    addr: SocketAddr,
+    ca: &std::path::Path,
+    server_name: &str,
+) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    let connector = tokio_rustls::TlsConnector::from(tls_client_config(ca));
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let name = rustls_pki_types::ServerName::try_from(server_name.to_string()).unwrap();
+    connector.connect(name, tcp).await
 }

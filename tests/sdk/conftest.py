@@ -33,9 +33,11 @@ SECRETS_SEEN = [ACCESS_KEY_SECRET, "operator-secret", "reader-secret", "other-se
 CONFIG = """
 [http]
 listen = "127.0.0.1:0"
+{http_extra}
 [mqtt]
 listen = "127.0.0.1:0"
 anonymous_instance = "{instance}"
+{mqtt_extra}
 [storage]
 dir = "{storage}"
 [[accounts]]
@@ -112,12 +114,22 @@ id = "2222222222"
 
 
 class Mqgate:
-    def __init__(self, process, http, mqtt_addr):
+    def __init__(self, process, words, ca=None):
         self.process = process
-        self.http_host, http_port = http.rsplit(":", 1)
-        self.http_port = int(http_port)
-        self.mqtt_host, mqtt_port = mqtt_addr.rsplit(":", 1)
-        self.mqtt_port = int(mqtt_port)
+        self.http_host, self.http_port = split_addr(words["http"])
+        self.mqtt_host, self.mqtt_port = split_addr(words["mqtt"])
+        # Where served (a configuration with TLS and WebSocket listeners):
+        # (host, port) of HTTPS, MQTT over TLS, WebSocket, secure WebSocket,
+        # and the CA file that signed the server's certificate.
+        self.https, self.mqtts, self.ws, self.wss = (
+            split_addr(words[w]) if w in words else None for w in ("https", "mqtts", "ws", "wss")
+        )
+        self.ca = ca
+
+
+def split_addr(addr):
+    host, port = addr.rsplit(":", 1)
+    return host, int(port)
 
 
 @pytest.fixture(scope="session")
@@ -131,9 +143,29 @@ def limited_mqgate():
     yield from run_mqgate("[limits]\nQuerySessionByClientId = 1\n")
 
 
-def run_mqgate(extra_config):
+@pytest.fixture(scope="session")
+def secure_mqgate():
+    """A mqgate that also serves HTTPS, MQTT over TLS, WebSocket and secure
+    WebSocket, on ports picked by the OS, with a CA and server certificate
+    made now by `mqgate cert`."""
+    yield from run_mqgate("", secure=True)
+
+
+def run_mqgate(extra_config, secure=False):
     assert os.path.exists(BIN), f"{BIN} is missing: run cargo build first"
     with tempfile.TemporaryDirectory() as storage:
+        http_extra = mqtt_extra = ""
+        ca = None
+        if secure:
+            tls = pathlib.Path(storage) / "tls"
+            subprocess.run([BIN, "cert", "--out", str(tls)], check=True, stdout=subprocess.DEVNULL)
+            ca = str(tls / "ca.crt")
+            files = f'tls_cert = "{tls / "server.crt"}"\ntls_key = "{tls / "server.key"}"\n'
+            http_extra = 'tls_listen = "127.0.0.1:0"\n' + files
+            mqtt_extra = (
+                'tls_listen = "127.0.0.1:0"\nws_listen = "127.0.0.1:0"\n'
+                'wss_listen = "127.0.0.1:0"\n' + files
+            )
         for name, network in [("loopback-only", "127.0.0.0/8"), ("other-network-only", "10.0.0.0/8")]:
             (pathlib.Path(storage) / f"{name}.json").write_text(
                 json.dumps({
@@ -162,6 +194,8 @@ def run_mqgate(extra_config):
                 storage=storage,
                 key=ACCESS_KEY_ID,
                 secret=ACCESS_KEY_SECRET,
+                http_extra=http_extra,
+                mqtt_extra=mqtt_extra,
             )
         )
         log = open(pathlib.Path(storage) / "mqgate.log", "w")
@@ -174,7 +208,7 @@ def run_mqgate(extra_config):
         first = process.stdout.readline()
         words = dict(w.split("=", 1) for w in first.split() if "=" in w)
         assert "http" in words, f"mqgate did not start: {first!r}"
-        yield Mqgate(process, words["http"], words["mqtt"])
+        yield Mqgate(process, words, ca)
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=10) == 0
         log.close()
@@ -190,17 +224,32 @@ def device_password(secret, client_id):
 
 
 class Device:
-    """A paho-mqtt client in its own network loop, recording how it ended."""
+    """A paho-mqtt client in its own network loop, recording how it ended.
+    `transport`: "tcp", or (for a gate that serves them) "tls", "ws" or
+    "wss" (TLS trusting the gate's CA; WebSocket at /mqtt)."""
 
-    def __init__(self, gate, client_id, protocol, signed=True, instance=INSTANCE, login=None):
+    def __init__(self, gate, client_id, protocol, signed=True, instance=INSTANCE, login=None,
+                 transport="tcp"):
         self.connected = threading.Event()
         self.disconnected = threading.Event()
+        self.subscribed = threading.Event()
         self.connect_reason = None
         self.disconnect_reason = None
         self.messages = []
         self.client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol
+            mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol,
+            transport="websockets" if transport in ("ws", "wss") else "tcp",
         )
+        host, port = {
+            "tcp": (gate.mqtt_host, gate.mqtt_port),
+            "tls": gate.mqtts,
+            "ws": gate.ws,
+            "wss": gate.wss,
+        }[transport]
+        if transport in ("ws", "wss"):
+            self.client.ws_set_options(path="/mqtt")
+        if transport in ("tls", "wss"):
+            self.client.tls_set(ca_certs=gate.ca)
         if login:
             self.client.username_pw_set(*login)
         elif signed:
@@ -211,8 +260,9 @@ class Device:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = lambda c, u, m: self.messages.append((m.topic, m.payload))
+        self.client.on_subscribe = lambda *args: self.subscribed.set()
         self.client.reconnect_delay_set(60, 120)  # no reconnect during a test
-        self.client.connect(gate.mqtt_host, gate.mqtt_port, keepalive=30)
+        self.client.connect(host, port, keepalive=30)
         self.client.loop_start()
 
     def _on_connect(self, client, userdata, flags, reason_code, properties):
@@ -236,15 +286,30 @@ class Device:
         self.client.loop_stop()
 
 
-@pytest.fixture
-def device_factory(mqgate):
+def devices_of(gate):
     made = []
 
-    def make(client_id, protocol=mqtt.MQTTv311, signed=True, instance=INSTANCE, login=None):
-        d = Device(mqgate, client_id, protocol, signed, instance, login)
+    def make(client_id, protocol=mqtt.MQTTv311, signed=True, instance=INSTANCE, login=None,
+             transport="tcp"):
+        d = Device(gate, client_id, protocol, signed, instance, login, transport)
         made.append(d)
         return d
 
+    return made, make
+
+
+@pytest.fixture
+def device_factory(mqgate):
+    made, make = devices_of(mqgate)
+    yield make
+    for d in made:
+        d.stop()
+
+
+@pytest.fixture
+def secure_device_factory(secure_mqgate):
+    """Devices of `secure_mqgate`, over any of its transports."""
+    made, make = devices_of(secure_mqgate)
     yield make
     for d in made:
         d.stop()

@@ -8,7 +8,7 @@
 
 use bytes::BytesMut;
 use std::io;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadHalf, WriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedReadHalf;
 
@@ -28,6 +28,17 @@ pub enum ClientConnection {
 
 /// What the relay writes the client through.
 pub(super) type ClientWrite = Box<dyn AsyncWrite + Unpin + Send>;
+
+/// Writes `bytes` whole and flushes them: over TLS and WebSocket, what the
+/// socket did not take at once waits for the next write otherwise (a no-op
+/// flush on TCP).
+pub(super) async fn write_flushed<W: AsyncWrite + Unpin + ?Sized>(
+    writer: &mut W,
+    bytes: &[u8],
+) -> io::Result<()> {
+    writer.write_all(bytes).await?;
+    writer.flush().await
+}
 
 /// What the relay reads the client through.
 pub(super) enum ClientRead {

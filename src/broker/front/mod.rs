@@ -33,6 +33,7 @@ mod link;
 mod rights_watch;
 mod to_broker;
 mod to_client;
+mod transports;
 
 pub use client_io::{ClientConnection, ClientStream};
 pub use link::PendingWills;
@@ -420,7 +421,7 @@ impl FrontLayer {
             let _ = session.rights.set(rights.clone());
         }
         broker.meter.connections_now(broker.sessions.len() as u64);
-        if client.write_all(&connack).await.is_err() {
+        if client_io::write_flushed(&mut client, &connack).await.is_err() {
             debug!(%client_id, "client left before CONNACK");
             to_router.disconnect().await;
             return None;

@@ -1,6 +1,6 @@
 //! Broker to client: the relay's half that writes the client.
 
-use super::client_io::ClientWrite;
+use super::client_io::{ClientWrite, write_flushed};
 use super::link::FromRouter;
 use super::{BROKER_MAX_FRAME, End, GOODBYE_TIMEOUT};
 use crate::broker::InstanceBroker;
@@ -171,7 +171,8 @@ impl ToClient<'_> {
                     &kept
                 };
                 let written =
-                    tokio::time::timeout(self.send_timeout, self.client.write_all(bytes)).await;
+                    tokio::time::timeout(self.send_timeout, write_flushed(&mut self.client, bytes))
+                        .await;
                 match written {
                     Ok(Ok(())) if bytes.is_empty() => {}
                     Ok(Ok(())) => {
@@ -199,13 +200,13 @@ impl ToClient<'_> {
                     Control::Disconnect { reason_code, reason } => {
                         if protocol_v5 {
                             let packet = codec::disconnect_v5(reason_code, Some(&reason));
-                            let _ = tokio::time::timeout(GOODBYE_TIMEOUT, self.client.write_all(&packet)).await;
+                            let _ = tokio::time::timeout(GOODBYE_TIMEOUT, write_flushed(&mut self.client, &packet)).await;
                         }
                         let _ = tokio::time::timeout(GOODBYE_TIMEOUT, self.client.shutdown()).await;
                         return End::Disconnected(reason_code, reason);
                     }
                     Control::Frame(frame) => {
-                        if self.client.write_all(&frame).await.is_err() {
+                        if write_flushed(&mut self.client, &frame).await.is_err() {
                             return End::ClientClosed;
                         }
                         stats.send_pkt.fetch_add(1, Ordering::Relaxed);
