@@ -353,9 +353,9 @@ impl Brokers {
                 .map_err(|e| embedded::EmbeddedError::Publisher(e.to_string()))
                 .and_then(|started| started)
                 .map_err(|reason| StartError::Broker {
-                instance: instance_id.clone(),
-                reason,
-            })?;
+                    instance: instance_id.clone(),
+                    reason,
+                })?;
             let broker = InstanceBroker {
                 instance_id: instance_id.clone(),
                 account_id: account_id.clone(),

@@ -9,7 +9,7 @@
 //! 3. give an empty client id one of ours, take over an older connection
 //!    with the same client id (MQTT 5: DISCONNECT 0x8E);
 //! 4. link the connection to the instance's rumqttd router, in process
-//!    ([`link`]), and send the client the router's CONNACK;
+//!    (`link.rs`), and send the client the router's CONNACK;
 //! 5. register the session and relay both ways until either side closes,
 //!    the keepalive runs out, or the API kicks it (MQTT 5: DISCONNECT 0x98
 //!    first); then tell the router the connection is gone and, unless the
@@ -421,7 +421,10 @@ impl FrontLayer {
             let _ = session.rights.set(rights.clone());
         }
         broker.meter.connections_now(broker.sessions.len() as u64);
-        if client_io::write_flushed(&mut client, &connack).await.is_err() {
+        if client_io::write_flushed(&mut client, &connack)
+            .await
+            .is_err()
+        {
             debug!(%client_id, "client left before CONNACK");
             to_router.disconnect().await;
             return None;

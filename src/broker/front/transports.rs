@@ -71,15 +71,21 @@ impl FrontLayer {
         match accepted {
             Ok(Accepted::Tls(s)) => {
                 let connection = ClientConnection::Stream(Box::new(s));
-                self.handle(connection, peer, endpoint).instrument(span).await
+                self.handle(connection, peer, endpoint)
+                    .instrument(span)
+                    .await
             }
             Ok(Accepted::Ws(s)) => {
                 let connection = ClientConnection::Stream(Box::new(s));
-                self.handle(connection, peer, endpoint).instrument(span).await
+                self.handle(connection, peer, endpoint)
+                    .instrument(span)
+                    .await
             }
             Ok(Accepted::Wss(s)) => {
                 let connection = ClientConnection::Stream(Box::new(s));
-                self.handle(connection, peer, endpoint).instrument(span).await
+                self.handle(connection, peer, endpoint)
+                    .instrument(span)
+                    .await
             }
             Err(refused) if refused.is_quiet() => {
                 debug!(%peer, transport, reason = %refused, "connection closed before its handshake")
