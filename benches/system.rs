@@ -49,10 +49,9 @@ struct Setting {
     registry_sizes: &'static [usize],
     mqtt_pairs: usize,
     mqtt_seconds: f64,
-    /// MQTT clients for the scaling curve.
+    /// MQTT clients for the scaling curve, and its rounds.
     mqtt_clients: &'static [usize],
-    /// Most clients the front layer is measured with (see FULL).
-    front_max_clients: usize,
+    mqtt_rounds: usize,
     /// Idle devices per transport (edge.rs).
     idle_connections: &'static [usize],
     /// Devices the capacity section works up to, in steps of
@@ -92,11 +91,7 @@ const FULL: Setting = Setting {
     mqtt_pairs: 10,
     mqtt_seconds: 5.0,
     mqtt_clients: &[100, 1_000, 6_000, 10_000],
-    // Each MQTT client holds one descriptor in the server's process, through
-    // the front layer as straight to rumqttd (until issue 15, three through
-    // the front layer, which held it to 6,000 clients under this machine's
-    // 20,000-descriptor limit).
-    front_max_clients: 10_000,
+    mqtt_rounds: 3,
     idle_connections: &[1_000, 10_000],
     // The issue's goal is 19,000 devices under a 20,000-descriptor limit;
     // 19,500 leaves room for the server's own files.
@@ -126,7 +121,7 @@ const TINY: Setting = Setting {
     mqtt_pairs: 2,
     mqtt_seconds: 0.3,
     mqtt_clients: &[4],
-    front_max_clients: 4,
+    mqtt_rounds: 1,
     idle_connections: &[10, 20],
     capacity_goal: 40,
     capacity_step: 10,
@@ -634,7 +629,12 @@ async fn settle_descriptors() {
 /// devices to its routers in process, so it has no rumqttd listener of its
 /// own to compare with.
 struct MqttTarget {
-    server: mqgate::server::Server,
+    /// mqgate in this process ([`MqttTarget::start`]), or
+    server: Option<mqgate::server::Server>,
+    /// the mqgate binary in a process of its own ([`MqttTarget::spawn`]):
+    /// rumqttd cannot stop a router, so each server started in this process
+    /// would keep its routers' message logs until the benchmark ends.
+    process: Option<Child>,
     front: SocketAddr,
     direct: SocketAddr,
     login: (String, String),
@@ -644,6 +644,53 @@ struct MqttTarget {
 }
 
 impl MqttTarget {
+    /// The mqgate binary (the trace store on or off) in a process of its
+    /// own, and the plain rumqttd.
+    fn spawn(traced: bool) -> MqttTarget {
+        let storage = tempfile::tempdir().unwrap();
+        let config = storage.path().join("bench.toml");
+        std::fs::write(
+            &config,
+            config_text_traced(&storage.path().join("data"), traced),
+        )
+        .unwrap();
+        let (child, mqtt) = spawn_server(
+            MQGATE,
+            &["serve", "--config", config.to_str().unwrap()],
+            "mqtt=",
+        );
+        let rumqttd = edge::PlainRumqttd::start();
+        MqttTarget {
+            front: mqtt.parse().unwrap(),
+            direct: rumqttd.addr,
+            login: (
+                edge::PlainRumqttd::USERNAME.to_string(),
+                edge::PlainRumqttd::PASSWORD.to_string(),
+            ),
+            _rumqttd: rumqttd,
+            server: None,
+            process: Some(child),
+            _storage: storage,
+        }
+    }
+
+    /// Stops the server (and the plain rumqttd).
+    async fn stop(self) {
+        if let Some(server) = self.server {
+            server.shutdown().await;
+        }
+        if let Some(mut child) = self.process {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// The in-process server (what [`MqttTarget::start`] started).
+    fn server(&self) -> &mqgate::server::Server {
+        self.server.as_ref().expect("an in-process target")
+    }
+
+    /// mqgate in this process (tracing on), and the plain rumqttd.
     async fn start() -> MqttTarget {
         let storage = tempfile::tempdir().unwrap();
         let config =
@@ -658,7 +705,8 @@ impl MqttTarget {
                 edge::PlainRumqttd::PASSWORD.to_string(),
             ),
             _rumqttd: rumqttd,
-            server,
+            server: Some(server),
+            process: None,
             _storage: storage,
         }
     }
@@ -703,14 +751,14 @@ impl MqttTarget {
 }
 
 async fn mqtt(setting: &Setting, out_dir: &Path, results: &mut String) {
-    let target = MqttTarget::start().await;
+    let target = MqttTarget::spawn(true);
 
     let mut csv =
         String::from("qos,front_msgs_per_s,rumqttd_msgs_per_s,front_p99_ms,rumqttd_p99_ms\n");
     let _ = writeln!(results, "## MQTT path against rumqttd alone\n");
     let _ = writeln!(
         results,
-        "{} clients ({} publishers flat out, {} subscribers, one topic per pair), 100-byte payloads, {} s per point, through mqgate's front port and straight to a plain rumqttd's MQTT 3.1.1 listener (the version mqgate embeds, mqgate's router settings, `mqgate-load rumqttd` in a process of its own; mqgate in the benchmark's process, the clients in `mqgate-load mqtt`).\n",
+        "{} clients ({} publishers flat out, {} subscribers, one topic per pair), 100-byte payloads, {} s per point, through mqgate's front port and straight to a plain rumqttd's MQTT 3.1.1 listener (the version mqgate embeds, mqgate's router settings, `mqgate-load rumqttd` in a process of its own; mqgate's binary in a process of its own, the clients in `mqgate-load mqtt`).\n",
         setting.mqtt_pairs * 2,
         setting.mqtt_pairs,
         setting.mqtt_pairs,
@@ -737,88 +785,94 @@ async fn mqtt(setting: &Setting, out_dir: &Path, results: &mut String) {
     }
     let _ = writeln!(results);
     std::fs::write(out_dir.join("mqtt.csv"), csv).unwrap();
-    target.server.shutdown().await;
+    target.stop().await;
 
     // Scaling: the same load as the number of clients grows, QoS 1.
-    let mut csv =
-        String::from("clients,front_msgs_per_s,rumqttd_msgs_per_s,front_p99_ms,rumqttd_p99_ms\n");
+    let mut csv = String::from(
+        "clients,front_msgs_per_s,rumqttd_msgs_per_s,front_p99_ms,rumqttd_p99_ms,front_untraced_msgs_per_s\n",
+    );
     let _ = writeln!(results, "## MQTT throughput as clients grow\n");
     let _ = writeln!(
         results,
-        "QoS 1, half the clients publishing flat out (at most 100 unacknowledged each), half subscribing, 100-byte payloads, {} s per point. A dash: not measured (see the note on descriptors below).\n",
-        setting.mqtt_seconds
+        "QoS 1, half the clients publishing flat out (at most 100 unacknowledged each), half subscribing, 100-byte payloads, {} s per run: through mqgate's front layer with the trace store on (its default) and off, and straight to a plain rumqttd. {} rounds, interleaved (front traced, front untraced, rumqttd), each run on a fresh server; each column the median round by its ratio, every round's ratio in brackets.\n",
+        setting.mqtt_seconds, setting.mqtt_rounds
     );
     let _ = writeln!(
         results,
-        "| clients | front msgs/s | rumqttd msgs/s | front/rumqttd | p99 front ms | p99 rumqttd ms |"
+        "| clients | front msgs/s, traced | untraced | rumqttd msgs/s | traced/rumqttd | untraced/rumqttd | p99 front ms (traced) | p99 rumqttd ms |"
     );
-    let _ = writeln!(results, "|---|---|---|---|---|---|");
-    // A point whose clients could not all connect is shown as failed, and
-    // why, below the table (rumqttd's connection setup under a burst of
-    // thousands of CONNECTs on 2 cores: the device-edge issue's).
+    let _ = writeln!(results, "|---|---|---|---|---|---|---|---|");
+    // A run whose clients could not all connect is shown as failed, and
+    // why, below the table.
     let mut failures = Vec::new();
     for &clients in setting.mqtt_clients {
-        // Each point on a fresh mqgate, each path on its own: what one run
-        // leaves in rumqttd's router (thousands of connections to tear
-        // down, commit logs per topic) does not weigh on the next.
-        let front = if clients <= setting.front_max_clients {
-            let target = MqttTarget::start().await;
-            let front = target.try_load(false, clients, setting.mqtt_seconds).await;
-            target.server.shutdown().await;
-            Some(front)
-        } else {
-            None
-        };
-        // The front point's sockets (three per client) close after its
-        // server has shut down; 10,000 direct clients beside 18,000 of them
-        // would pass the 20,000-descriptor limit.
-        settle_descriptors().await;
-        let target = MqttTarget::start().await;
-        let direct = target.try_load(true, clients, setting.mqtt_seconds).await;
-        target.server.shutdown().await;
-        settle_descriptors().await;
-        let mut shown = |point: Option<Result<(f64, f64), String>>| match point {
-            None => None,
-            Some(Ok(point)) => Some(Some(point)),
-            Some(Err(why)) => {
-                failures.push(why);
-                Some(None)
+        // (traced, untraced, direct) per round.
+        let mut rounds: Vec<[(f64, f64); 3]> = Vec::new();
+        for _ in 0..setting.mqtt_rounds {
+            let mut round = [(0.0, 0.0); 3];
+            let mut failed = false;
+            for (at, (traced, direct)) in [(true, false), (false, false), (true, true)]
+                .into_iter()
+                .enumerate()
+            {
+                // Each run on a fresh server: what one run leaves in a
+                // router (thousands of connections to tear down, commit
+                // logs per topic) does not weigh on the next.
+                let target = MqttTarget::spawn(traced);
+                let point = target.try_load(direct, clients, setting.mqtt_seconds).await;
+                target.stop().await;
+                settle_descriptors().await;
+                match point {
+                    Ok(point) => round[at] = point,
+                    Err(why) => {
+                        failures.push(why);
+                        failed = true;
+                    }
+                }
             }
+            if !failed {
+                rounds.push(round);
+            }
+        }
+        if rounds.is_empty() {
+            let _ = writeln!(results, "| {clients} | failed | failed | failed | | | | |");
+            continue;
+        }
+        let ratio = |r: &[(f64, f64); 3], at: usize| r[at].0 / r[2].0.max(1.0);
+        let median_by = |at: usize| {
+            let mut sorted = rounds.clone();
+            sorted.sort_by(|a, b| ratio(a, at).total_cmp(&ratio(b, at)));
+            sorted[sorted.len() / 2]
         };
-        let (front, direct) = (shown(front), shown(Some(direct)).flatten());
-        let failed = || "failed".to_string();
-        let number = |v: Option<Option<f64>>, digits: usize| match v {
-            None => "-".to_string(),
-            Some(None) => failed(),
-            Some(Some(v)) => format!("{v:.digits$}"),
+        let spread = |at: usize| {
+            let ratios: Vec<String> = rounds
+                .iter()
+                .map(|r| format!("{:.2}", ratio(r, at)))
+                .collect();
+            ratios.join(", ")
         };
-        let front_rate = front.map(|f| f.map(|f| f.0));
-        let front_p99 = front.map(|f| f.map(|f| f.1));
-        let ratio = front.map(|f| f.zip(direct).map(|(f, d)| f.0 / d.0.max(1.0)));
+        let (traced, untraced) = (median_by(0), median_by(1));
         let _ = writeln!(
             results,
-            "| {clients} | {} | {} | {} | {} | {} |",
-            number(front_rate, 0),
-            number(Some(direct.map(|d| d.0)), 0),
-            number(ratio, 2),
-            number(front_p99, 3),
-            number(Some(direct.map(|d| d.1)), 3),
+            "| {clients} | {:.0} | {:.0} | {:.0} | {:.2} ({}) | {:.2} ({}) | {:.3} | {:.3} |",
+            traced[0].0,
+            untraced[1].0,
+            traced[2].0,
+            ratio(&traced, 0),
+            spread(0),
+            ratio(&untraced, 1),
+            spread(1),
+            traced[0].1,
+            traced[2].1,
         );
-        let csv_cell = |v: Option<Option<f64>>, digits: usize| match v {
-            Some(Some(v)) => format!("{v:.digits$}"),
-            _ => String::new(),
-        };
         let _ = writeln!(
             csv,
-            "{clients},{},{},{},{}",
-            csv_cell(front_rate, 1),
-            csv_cell(Some(direct.map(|d| d.0)), 1),
-            csv_cell(front_p99, 3),
-            csv_cell(Some(direct.map(|d| d.1)), 3),
+            "{clients},{:.1},{:.1},{:.3},{:.3},{:.1}",
+            traced[0].0, traced[2].0, traced[0].1, traced[2].1, untraced[1].0
         );
     }
     if !failures.is_empty() {
-        let _ = writeln!(results, "\nFailed points:\n");
+        let _ = writeln!(results, "\nFailed runs:\n");
         for why in &failures {
             let _ = writeln!(results, "- {}", why.lines().next().unwrap_or(""));
         }
@@ -842,7 +896,7 @@ async fn mqtt_logins(setting: &Setting, out_dir: &Path, results: &mut String) {
         Effect, Identity, IdentityType, Permission, PermitAction, Rule, SignMode,
     };
     let target = MqttTarget::start().await;
-    let endpoint = format!("http://{}", target.server.http_addr);
+    let endpoint = format!("http://{}", target.server().http_addr);
     let expire = (chrono::Utc::now().timestamp_millis() + 3_600_000).to_string();
     let params: Vec<(String, String)> = [
         ("InstanceId", INSTANCE),
@@ -871,7 +925,7 @@ async fn mqtt_logins(setting: &Setting, out_dir: &Path, results: &mut String) {
         .to_string();
     // The custom-auth identity and its rules, straight into the store (the
     // API would add them one call at a time, to the same effect).
-    let devices = target.server.devices();
+    let devices = target.server().devices();
     let identity = Identity {
         kind: IdentityType::User,
         username: "bench-fleet".into(),
@@ -934,7 +988,7 @@ async fn mqtt_logins(setting: &Setting, out_dir: &Path, results: &mut String) {
         }
         rounds.push(measured);
     }
-    target.server.shutdown().await;
+    target.stop().await;
     let _ = writeln!(
         results,
         "## MQTT logins: Token and custom auth against Signature\n"

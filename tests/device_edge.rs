@@ -400,3 +400,37 @@ async fn the_router_forgets_every_kind_of_departure() {
     let last = raw_connect(t.mqtt, &v4("departures-last")).await;
     drop(last);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_that_never_send_connect_are_closed_at_the_timeout_and_hold_up_no_one() {
+    let config = common::TWO_ACCOUNTS.replace(
+        "anonymous_instance = \"inst-a1\"",
+        "anonymous_instance = \"inst-a1\"\nconnect_timeout_secs = 2",
+    );
+    let t = TestServer::start(&config).await;
+    // 300: the server runs in this process, so both ends of each
+    // connection count against this process's descriptor limit (1,024 by
+    // default on many systems); the benchmark holds thousands.
+    let mut silent = Vec::new();
+    for _ in 0..300 {
+        silent.push(TcpStream::connect(t.mqtt).await.unwrap());
+    }
+    // Meanwhile a device connects, subscribes and receives.
+    let mut device = connect_v4(t.mqtt, "beside-the-silent", None).await.unwrap();
+    device.subscribe("silent/t").await;
+    let sender = connect_v4(t.mqtt, "sender-beside-the-silent", None)
+        .await
+        .unwrap();
+    common::delivered(&sender, &mut device, "silent/t").await;
+    // Every silent connection is closed by the server at the timeout.
+    let started = Instant::now();
+    for stream in &mut silent {
+        closed_by_server(stream, Duration::from_secs(10)).await;
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "300 silent connections took {:?} to be closed",
+        started.elapsed()
+    );
+    assert!(t.online(INSTANCE, "beside-the-silent").await);
+}
