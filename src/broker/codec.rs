@@ -34,6 +34,25 @@ pub enum FrameError {
     Malformed,
     #[error("a client may not send packet type {0} after CONNECT")]
     Forbidden(u8),
+    #[error("every packet id of the connection is waiting for an acknowledgement")]
+    NoPacketId,
+}
+
+/// Rewrites the packet id of a whole SUBSCRIBE, SUBACK, UNSUBSCRIBE or
+/// UNSUBACK frame (the first two bytes after the fixed header); false if
+/// the frame is too short to hold one.
+pub fn set_packet_id(frame: &mut [u8], packet_id: u16) -> bool {
+    let Some((_, len_len)) = frame.get(1..).and_then(read_variable_int) else {
+        return false;
+    };
+    let at = 1 + len_len;
+    match frame.get_mut(at..at + 2) {
+        Some(id) => {
+            id.copy_from_slice(&packet_id.to_be_bytes());
+            true
+        }
+        None => false,
+    }
 }
 
 /// The length of the first complete frame in `buf`, `None` if more bytes are

@@ -72,6 +72,7 @@ impl From<InjectError> for BrokerError {
         match e {
             InjectError::Disconnected => BrokerError::NotConnected,
             InjectError::NoAcknowledgement => BrokerError::NoAcknowledgement,
+            InjectError::NoPacketId => BrokerError::Unavailable(e.to_string()),
         }
     }
 }
@@ -183,31 +184,36 @@ impl InstanceBroker {
             .sessions
             .get(client_id)
             .ok_or(BrokerError::NotConnected)?;
-        let packet_id = session.next_packet_id();
+        let wire_filters: Vec<Filter> = filters
+            .iter()
+            .map(|(topic, o)| Filter {
+                path: topic.clone(),
+                qos: rumqttd::protocol::qos(o.qos).unwrap_or(QoS::AtMostOnce),
+                nolocal: o.nl == 1,
+                preserve_retain: o.rap == 1,
+                retain_forward_rule: match o.rh {
+                    1 => RetainForwardRule::OnNewSubscribe,
+                    2 => RetainForwardRule::Never,
+                    _ => RetainForwardRule::OnEverySubscribe,
+                },
+            })
+            .collect();
+        let (packet_id, answer) = session.expect_ack(Awaited::Subscribe(filters))?;
         let packet = Packet::Subscribe(
             Subscribe {
                 pkid: packet_id,
-                filters: filters
-                    .iter()
-                    .map(|(topic, o)| Filter {
-                        path: topic.clone(),
-                        qos: rumqttd::protocol::qos(o.qos).unwrap_or(QoS::AtMostOnce),
-                        nolocal: o.nl == 1,
-                        preserve_retain: o.rap == 1,
-                        retain_forward_rule: match o.rh {
-                            1 => RetainForwardRule::OnNewSubscribe,
-                            2 => RetainForwardRule::Never,
-                            _ => RetainForwardRule::OnEverySubscribe,
-                        },
-                    })
-                    .collect(),
+                filters: wire_filters,
             },
             None,
         );
-        let frame = encode(session.info.protocol, packet)?;
-        Ok(session
-            .inject(packet_id, frame, Awaited::Subscribe(filters))
-            .await?)
+        let frame = match encode(session.info.protocol, packet) {
+            Ok(frame) => frame,
+            Err(e) => {
+                session.forget_injected(packet_id);
+                return Err(e);
+            }
+        };
+        Ok(session.inject(packet_id, frame, answer).await?)
     }
 
     /// Unsubscribes a connected client from `topics`, as if it had sent the
@@ -226,14 +232,16 @@ impl InstanceBroker {
         // removed, all with the same packet id. A filter that is not
         // subscribed is already what the caller wants.
         for filter in session.subscribed_among(&topics) {
-            let packet_id = session.next_packet_id();
-            let frame = encode(
-                session.info.protocol,
-                unsubscribe_packet(packet_id, filter.clone()),
-            )?;
-            session
-                .inject(packet_id, frame, Awaited::Unsubscribe(vec![filter]))
-                .await?;
+            let (packet_id, answer) =
+                session.expect_ack(Awaited::Unsubscribe(vec![filter.clone()]))?;
+            let frame = match encode(session.info.protocol, unsubscribe_packet(packet_id, filter)) {
+                Ok(frame) => frame,
+                Err(e) => {
+                    session.forget_injected(packet_id);
+                    return Err(e);
+                }
+            };
+            session.inject(packet_id, frame, answer).await?;
         }
         Ok(())
     }

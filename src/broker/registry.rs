@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU16, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -122,7 +122,7 @@ impl ConnectionStats {
 
 /// Options of one subscription (MQTT 5 semantics; a 3.1.1 subscription has
 /// only its QoS, the rest at their defaults).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct SubscriptionOptions {
     pub qos: u8,
     /// No Local.
@@ -159,6 +159,8 @@ pub enum InjectError {
     Disconnected,
     #[error("the broker did not acknowledge in time")]
     NoAcknowledgement,
+    #[error("every packet id of the connection is waiting for an acknowledgement")]
+    NoPacketId,
 }
 
 /// What an acknowledgement from the broker settles.
@@ -168,13 +170,56 @@ pub enum Awaited {
     Unsubscribe(Vec<String>),
 }
 
-/// Packets waiting for the broker's SUBACK or UNSUBACK, by packet id: the
-/// client's own (forwarded to it) and the API's (answered here, never shown
-/// to the client).
+/// Packets waiting for the broker's SUBACK or UNSUBACK, by the packet id
+/// the broker sees: the client's own (forwarded to it, under the client's
+/// id) and the API's (answered here, never shown to the client).
+///
+/// The broker sees one packet id space for both, so no two packets waiting
+/// may share an id: the API's take ids no waiting packet uses, and a
+/// client's packet whose id is taken goes to the broker under a free one,
+/// its SUBACK given back the client's id.
 #[derive(Debug, Default)]
 pub struct PendingAcks {
-    pub own: HashMap<u16, Awaited>,
+    /// Broker-side id -> what is awaited, and the id the client used.
+    pub own: HashMap<u16, (Awaited, u16)>,
     pub injected: HashMap<u16, (Awaited, oneshot::Sender<Vec<u8>>)>,
+    /// Where the search for a free id starts: ids for the API count down
+    /// from 65535, away from the ids clients count up from 1.
+    next_free: u16,
+}
+
+impl PendingAcks {
+    fn in_use(&self, packet_id: u16) -> bool {
+        self.own.contains_key(&packet_id) || self.injected.contains_key(&packet_id)
+    }
+
+    /// A packet id no waiting packet uses; None if all 65,535 are taken.
+    pub fn free_id(&mut self) -> Option<u16> {
+        for _ in 0..u16::MAX {
+            let id = if self.next_free == 0 {
+                u16::MAX
+            } else {
+                self.next_free
+            };
+            self.next_free = id - 1;
+            if !self.in_use(id) {
+                return Some(id);
+            }
+        }
+        None
+    }
+
+    /// Records a client's SUBSCRIBE sent with `client_id`; returns the id to
+    /// send it to the broker under (another one if `client_id` is taken).
+    pub fn track_own(&mut self, client_id: u16, awaited: Awaited) -> Option<u16> {
+        let broker_id = if self.in_use(client_id) {
+            self.free_id()?
+        } else {
+            client_id
+        };
+        self.own.insert(broker_id, (awaited, client_id));
+        Some(broker_id)
+    }
 }
 
 /// A live connection in the registry.
@@ -196,7 +241,6 @@ pub struct Session {
     pub rights: std::sync::OnceLock<super::rights::TopicRights>,
     control: mpsc::Sender<Control>,
     upstream: mpsc::Sender<Injected>,
-    next_injected_id: AtomicU16,
     /// Set when the connection is ended by the API: the session ends with
     /// it (it is not kept as a disconnected persistent session).
     discard: AtomicBool,
@@ -252,33 +296,30 @@ impl Session {
         self.control.send(Control::Frame(frame)).await.is_ok()
     }
 
-    /// Registers a packet the relay itself sends to the broker (its
-    /// acknowledgement is then not forwarded to the client) and returns
-    /// where the acknowledgement's codes arrive.
-    pub fn expect_ack(&self, packet_id: u16, awaited: Awaited) -> oneshot::Receiver<Vec<u8>> {
+    /// Registers a packet the relay or the API sends to the broker on the
+    /// client's behalf (its acknowledgement is then not forwarded to the
+    /// client): returns the packet id to send it with, free of every packet
+    /// waiting for an acknowledgement, and where the acknowledgement's
+    /// codes arrive.
+    pub fn expect_ack(
+        &self,
+        awaited: Awaited,
+    ) -> Result<(u16, oneshot::Receiver<Vec<u8>>), InjectError> {
         let (reply, answer) = oneshot::channel();
-        self.pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .injected
-            .insert(packet_id, (awaited, reply));
-        answer
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let packet_id = pending.free_id().ok_or(InjectError::NoPacketId)?;
+        pending.injected.insert(packet_id, (awaited, reply));
+        Ok((packet_id, answer))
     }
 
-    /// Sends a frame the API built to the broker, and waits for the
-    /// acknowledgement's return codes.
+    /// Sends a frame the API built (with the packet id [`Session::expect_ack`]
+    /// gave) to the broker, and waits for the acknowledgement's return codes.
     pub async fn inject(
         &self,
         packet_id: u16,
         frame: Vec<u8>,
-        awaited: Awaited,
+        answer: oneshot::Receiver<Vec<u8>>,
     ) -> Result<Vec<u8>, InjectError> {
-        let (reply, answer) = oneshot::channel();
-        self.pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .injected
-            .insert(packet_id, (awaited, reply));
         if self
             .upstream
             .send(Injected { packet_id, frame })
@@ -304,16 +345,6 @@ impl Session {
             .unwrap_or_else(|e| e.into_inner())
             .injected
             .remove(&packet_id);
-    }
-
-    /// A packet id for a packet the API sends. They count down from 65535 so
-    /// that they stay clear of the ids clients count up from 1.
-    pub fn next_packet_id(&self) -> u16 {
-        let id = self.next_injected_id.fetch_sub(1, Ordering::Relaxed);
-        if id < 32768 {
-            self.next_injected_id.store(65535, Ordering::Relaxed);
-        }
-        id.max(1)
     }
 
     /// The filters among `filters` this session is subscribed to, each once,
@@ -446,7 +477,6 @@ impl SessionRegistry {
             rights: std::sync::OnceLock::new(),
             control: control_tx,
             upstream: upstream_tx,
-            next_injected_id: AtomicU16::new(65535),
             discard: AtomicBool::new(false),
             hard_stop: hard_stop.clone(),
             ended: ended_rx,

@@ -157,7 +157,10 @@ struct MonthCounts {
 pub struct Meter {
     path: PathBuf,
     queue: mpsc::Sender<Op>,
-    month: Mutex<MonthCounts>,
+    /// Shared with the writer thread, which moves a call from in flight to
+    /// committed when its transaction commits: whether or not the caller
+    /// is still there to hear it.
+    month: Arc<Mutex<MonthCounts>>,
 }
 
 /// A call admitted under its instance's quota; released when dropped,
@@ -171,10 +174,7 @@ pub struct Admission<'a> {
 impl Drop for Admission<'_> {
     fn drop(&mut self) {
         if !self.released {
-            let mut month = self.meter.lock_month();
-            if let Some(n) = month.in_flight.get_mut(&self.instance_id) {
-                *n = n.saturating_sub(1);
-            }
+            lock_month(&self.meter.month).settle(&self.instance_id, false);
         }
     }
 }
@@ -198,20 +198,18 @@ impl Meter {
         })?;
         let (queue, receiver) = mpsc::channel(MAX_BATCH * 4);
         let runtime = tokio::runtime::Handle::try_current().ok();
+        let month = Arc::new(Mutex::new(MonthCounts {
+            month: month_start_minute,
+            next_month: next_month_start(now).timestamp(),
+            committed,
+            in_flight: HashMap::new(),
+        }));
+        let writer_month = month.clone();
         std::thread::Builder::new()
             .name("metering-writer".into())
-            .spawn(move || writer(connection, receiver, runtime))
+            .spawn(move || writer(connection, receiver, writer_month, runtime))
             .map_err(OpenError::Writer)?;
-        Ok(Meter {
-            path,
-            queue,
-            month: Mutex::new(MonthCounts {
-                month: month_start_minute,
-                next_month: next_month_start(now).timestamp(),
-                committed,
-                in_flight: HashMap::new(),
-            }),
-        })
+        Ok(Meter { path, queue, month })
     }
 
     /// Where the database is.
@@ -219,26 +217,10 @@ impl Meter {
         &self.path
     }
 
-    fn lock_month(&self) -> std::sync::MutexGuard<'_, MonthCounts> {
-        let mut month = self.month.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Utc::now();
-        // Most calls fall in the month already known: two comparisons
-        // instead of a calendar computation.
-        if !(month.month..month.next_month).contains(&now.timestamp()) {
-            let current = month_start(now).timestamp();
-            if month.month != current {
-                month.committed.clear();
-            }
-            month.month = current;
-            month.next_month = next_month_start(now).timestamp();
-        }
-        month
-    }
-
     /// Admits a call on `instance_id` if its monthly quota (if any) has
     /// room, counting calls still in flight.
     pub fn admit(&self, instance_id: &str, quota: Option<u64>) -> Result<Admission<'_>, ApiError> {
-        let mut month = self.lock_month();
+        let mut month = lock_month(&self.month);
         let committed = month.committed.get(instance_id).copied().unwrap_or(0);
         let in_flight = month.in_flight.get(instance_id).copied().unwrap_or(0);
         if let Some(quota) = quota
@@ -267,6 +249,11 @@ impl Meter {
     }
 
     /// Bills a successful call: returns once its transaction is durable.
+    ///
+    /// Once the transaction is queued, the admission belongs to the writer:
+    /// it counts the call as committed when the commit succeeds, even if
+    /// this future was dropped meanwhile (the caller went away), so the
+    /// month's count always matches the bill.
     pub async fn commit(
         &self,
         mut admission: Admission<'_>,
@@ -282,24 +269,16 @@ impl Meter {
             done,
         };
         let result = match self.queue.send(op).await {
-            Ok(()) => wait.await.unwrap_or(Err(WriteError::WriterStopped)),
+            Ok(()) => {
+                admission.released = true;
+                wait.await.unwrap_or(Err(WriteError::WriterStopped))
+            }
+            // Not queued: the admission, dropped, releases itself.
             Err(_) => Err(WriteError::WriterStopped),
         };
-        let mut month = self.lock_month();
-        if let Some(n) = month.in_flight.get_mut(&admission.instance_id) {
-            *n = n.saturating_sub(1);
-        }
-        admission.released = true;
+        drop(admission);
         match result {
-            Ok(()) => {
-                match month.committed.get_mut(&admission.instance_id) {
-                    Some(n) => *n += 1,
-                    None => {
-                        month.committed.insert(admission.instance_id.clone(), 1);
-                    }
-                }
-                Ok(())
-            }
+            Ok(()) => Ok(()),
             // The cause (a database error) is logged by the endpoint with
             // the call's request id, never sent.
             Err(e) => Err(ApiError {
@@ -330,6 +309,41 @@ impl Meter {
     }
 }
 
+impl MonthCounts {
+    /// A call admitted on `instance_id` is no longer in flight: committed,
+    /// or given up.
+    fn settle(&mut self, instance_id: &str, committed: bool) {
+        if let Some(n) = self.in_flight.get_mut(instance_id) {
+            *n = n.saturating_sub(1);
+        }
+        if committed {
+            match self.committed.get_mut(instance_id) {
+                Some(n) => *n += 1,
+                None => {
+                    self.committed.insert(instance_id.to_string(), 1);
+                }
+            }
+        }
+    }
+}
+
+/// This month's counts, first moved to the current month if it has changed.
+fn lock_month(month: &Mutex<MonthCounts>) -> std::sync::MutexGuard<'_, MonthCounts> {
+    let mut month = month.lock().unwrap_or_else(|e| e.into_inner());
+    let now = Utc::now();
+    // Most calls fall in the month already known: two comparisons instead
+    // of a calendar computation.
+    if !(month.month..month.next_month).contains(&now.timestamp()) {
+        let current = month_start(now).timestamp();
+        if month.month != current {
+            month.committed.clear();
+        }
+        month.month = current;
+        month.next_month = next_month_start(now).timestamp();
+    }
+    month
+}
+
 fn open_writer(path: &Path) -> rusqlite::Result<Connection> {
     let connection = Connection::open(path)?;
     connection.pragma_update(None, "journal_mode", "WAL")?;
@@ -354,6 +368,7 @@ fn month_totals(connection: &Connection, since: i64) -> rusqlite::Result<HashMap
 fn writer(
     mut connection: Connection,
     mut queue: mpsc::Receiver<Op>,
+    month: Arc<Mutex<MonthCounts>>,
     runtime: Option<tokio::runtime::Handle>,
 ) {
     lower_own_priority();
@@ -367,6 +382,15 @@ fn writer(
         }
         let result =
             write_batch(&mut connection, &batch).map_err(|e| WriteError::Commit(Arc::new(e)));
+        // Quotas count what the bill holds, before anyone is answered.
+        {
+            let mut month = lock_month(&month);
+            for op in &batch {
+                if let Op::Call { instance_id, .. } = op {
+                    month.settle(instance_id, result.is_ok());
+                }
+            }
+        }
         let waiting: Vec<_> = batch
             .into_iter()
             .filter_map(|op| match op {
@@ -577,6 +601,52 @@ mod tests {
         let reopened = Meter::open(dir.path()).unwrap();
         assert!(reopened.admit("i", Some(30)).is_err());
         assert!(reopened.admit("i", Some(31)).is_ok());
+    }
+
+    /// A caller that goes away while its call waits for the commit: the
+    /// writer still commits the call, and the quota counts it (before, the
+    /// call was only dropped from "in flight" and the month undercounted
+    /// until a restart).
+    #[tokio::test]
+    async fn a_commit_whose_caller_went_away_still_counts_toward_the_quota() {
+        use std::future::Future;
+        let dir = tempfile::tempdir().unwrap();
+        let meter = Meter::open(dir.path()).unwrap();
+        let admission = meter.admit("i", Some(1)).unwrap();
+        let commit = meter.commit(admission, "a", "QuerySessionByClientId");
+        let mut commit = std::pin::pin!(commit);
+        // One poll queues the transaction (the queue has room), then waits
+        // for the writer's answer, which this single-threaded runtime
+        // cannot deliver before the next await: the caller goes away here.
+        let queued = std::future::poll_fn(|cx| {
+            std::task::Poll::Ready(commit.as_mut().poll(cx).is_pending())
+        })
+        .await;
+        assert!(queued, "the commit finished in one poll");
+        drop(commit);
+        // Broker counts queued behind the call: once durable, the call's
+        // batch has been committed too.
+        let counts = BrokerCounts {
+            minute: 0,
+            account_id: "a".into(),
+            instance_id: "i".into(),
+            published: [0; 3],
+            delivered: [0; 3],
+            peak_connections: 0,
+        };
+        meter.record_broker(counts, true).await.unwrap();
+        let connection = Connection::open(dir.path().join(DATABASE)).unwrap();
+        let billed: i64 = connection
+            .query_row("SELECT SUM(transactions) FROM api_transactions", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(billed, 1);
+        let e = meter
+            .admit("i", Some(1))
+            .err()
+            .expect("the quota of 1 is used by the billed call");
+        assert_eq!(e.code(), "InstanceQuotaExceeded");
     }
 
     #[test]

@@ -257,7 +257,12 @@ impl ToBroker<'_> {
                         return End::ClientDisconnected;
                     }
                     packet_type::SUBSCRIBE => match &rights {
-                        None => track_request(session, protocol, &frame_at[..len]),
+                        None => {
+                            let frame = &mut self.buf[whole..whole + len];
+                            if !track_request(session, protocol, frame) {
+                                return End::ClientProtocol(FrameError::NoPacketId);
+                            }
+                        }
                         Some(rights) => {
                             if let Err(end) = self.forward(whole).await {
                                 return end;
@@ -382,7 +387,10 @@ impl ToBroker<'_> {
             })
             .collect();
         if decided.iter().all(Option::is_none) {
-            track_request(session, protocol, &original);
+            let mut original = original;
+            if !track_request(session, protocol, &mut original) {
+                return Err(End::ClientProtocol(FrameError::NoPacketId));
+            }
             return self.upstream.send(original).await;
         }
         let allowed: Vec<rumqttd::protocol::Filter> = subscribe
@@ -394,13 +402,15 @@ impl ToBroker<'_> {
             .collect();
         let mut answer = None;
         if !allowed.is_empty() {
-            let packet_id = session.next_packet_id();
             let awaited = Awaited::Subscribe(
                 allowed
                     .iter()
                     .map(|f| (f.path.clone(), options_of(f)))
                     .collect(),
             );
+            let Ok((packet_id, ack)) = session.expect_ack(awaited) else {
+                return Err(End::ClientProtocol(FrameError::NoPacketId));
+            };
             let packet = Packet::Subscribe(
                 rumqttd::protocol::Subscribe {
                     pkid: packet_id,
@@ -409,9 +419,10 @@ impl ToBroker<'_> {
                 properties,
             );
             let Ok(frame) = crate::broker::encode(protocol, packet) else {
+                session.forget_injected(packet_id);
                 return Err(End::ClientProtocol(FrameError::Malformed));
             };
-            answer = Some((packet_id, session.expect_ack(packet_id, awaited)));
+            answer = Some((packet_id, ack));
             self.upstream.send(BytesMut::from(&frame[..])).await?;
         }
         let session = session.clone();
@@ -508,15 +519,17 @@ impl ToBroker<'_> {
             .collect();
         let mut answers = Vec::with_capacity(subscribed.len());
         for filter in subscribed {
-            let packet_id = session.next_packet_id();
-            let packet = crate::broker::unsubscribe_packet(packet_id, filter.clone());
+            let Ok((packet_id, ack)) =
+                session.expect_ack(Awaited::Unsubscribe(vec![filter.clone()]))
+            else {
+                return Err(End::ClientProtocol(FrameError::NoPacketId));
+            };
+            let packet = crate::broker::unsubscribe_packet(packet_id, filter);
             let Ok(frame) = crate::broker::encode(protocol, packet) else {
+                session.forget_injected(packet_id);
                 return Err(End::ClientProtocol(FrameError::Malformed));
             };
-            answers.push((
-                packet_id,
-                session.expect_ack(packet_id, Awaited::Unsubscribe(vec![filter])),
-            ));
+            answers.push((packet_id, ack));
             self.upstream.send(BytesMut::from(&frame[..])).await?;
         }
         let unsuback = codec::unsuback(protocol == ProtocolVersion::V5, unsubscribe.pkid, &codes);
@@ -614,8 +627,12 @@ fn decode(protocol: ProtocolVersion, mut frame: BytesMut) -> Option<Packet> {
 
 /// Remembers what a client's own SUBSCRIBE or UNSUBSCRIBE asks, so that the
 /// broker's acknowledgement can settle the session's subscriptions.
-fn track_request(session: &Session, protocol: ProtocolVersion, frame: &[u8]) {
-    let (packet_id, awaited) = match decode(protocol, BytesMut::from(frame)) {
+/// Records a client's SUBSCRIBE going to the broker, so that its SUBACK
+/// settles the session's subscriptions. If a packet of the API's waits under
+/// the same id, the frame's id is rewritten to a free one (its SUBACK gets
+/// the client's id back in `to_client`). False if no id is free.
+fn track_request(session: &Session, protocol: ProtocolVersion, frame: &mut [u8]) -> bool {
+    let (client_id, awaited) = match decode(protocol, BytesMut::from(&frame[..])) {
         Some(Packet::Subscribe(subscribe, _)) => (
             subscribe.pkid,
             Awaited::Subscribe(
@@ -626,18 +643,19 @@ fn track_request(session: &Session, protocol: ProtocolVersion, frame: &[u8]) {
                     .collect(),
             ),
         ),
-        Some(Packet::Unsubscribe(unsubscribe, _)) => {
-            (unsubscribe.pkid, Awaited::Unsubscribe(unsubscribe.filters))
-        }
         // rumqttd will refuse it itself; nothing to track.
-        _ => return,
+        _ => return true,
     };
-    session
+    let broker_id = session
         .pending
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .own
-        .insert(packet_id, awaited);
+        .track_own(client_id, awaited);
+    match broker_id {
+        Some(id) if id == client_id => true,
+        Some(id) => codec::set_packet_id(frame, id),
+        None => false,
+    }
 }
 
 fn options_of(filter: &rumqttd::protocol::Filter) -> SubscriptionOptions {

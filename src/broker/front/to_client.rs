@@ -13,19 +13,26 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
-/// Applies a broker acknowledgement to the session's subscriptions; returns
-/// the injector's reply channel if the API sent the request (the frame is
-/// then not forwarded to the client).
-fn settle_ack(
-    session: &Session,
-    packet_id: u16,
-    codes: &[u8],
-) -> Option<(tokio::sync::oneshot::Sender<Vec<u8>>, Vec<u8>)> {
-    let (awaited, reply) = {
+/// Whose request a broker acknowledgement answers.
+enum Settled {
+    /// The API's (or the relay's own): the codes go to this channel, the
+    /// frame is not forwarded.
+    Injected(tokio::sync::oneshot::Sender<Vec<u8>>, Vec<u8>),
+    /// The client's, which it sent with this packet id: forwarded.
+    Own(u16),
+}
+
+/// Applies a broker acknowledgement to the session's subscriptions and says
+/// whose request it answers (`None`: nobody's that is waiting).
+fn settle_ack(session: &Session, packet_id: u16, codes: &[u8]) -> Option<Settled> {
+    let (awaited, settled) = {
         let mut pending = session.pending.lock().unwrap_or_else(|e| e.into_inner());
         match pending.injected.remove(&packet_id) {
-            Some((awaited, reply)) => (awaited, Some(reply)),
-            None => (pending.own.remove(&packet_id)?, None),
+            Some((awaited, reply)) => (awaited, Settled::Injected(reply, codes.to_vec())),
+            None => {
+                let (awaited, client_id) = pending.own.remove(&packet_id)?;
+                (awaited, Settled::Own(client_id))
+            }
         }
     };
     let mut subscriptions = session
@@ -54,7 +61,7 @@ fn settle_ack(
             }
         }
     }
-    reply.map(|r| (r, codes.to_vec()))
+    Some(settled)
 }
 
 /// Broker to client: forwards whole frames, keeps the counters, answers the
@@ -133,13 +140,28 @@ impl ToClient<'_> {
                                 }
                             }
                             packet_type::SUBACK | packet_type::UNSUBACK => {
-                                if let Some((packet_id, codes)) =
-                                    codec::ack_codes(&frame_at[..len], protocol_v5)
-                                    && let Some((reply, codes)) =
+                                let settled = codec::ack_codes(&frame_at[..len], protocol_v5)
+                                    .and_then(|(packet_id, codes)| {
                                         settle_ack(session, packet_id, &codes)
-                                {
-                                    let _ = reply.send(codes);
-                                    swallowed.push(whole..whole + len);
+                                            .map(|settled| (packet_id, settled))
+                                    });
+                                match settled {
+                                    Some((_, Settled::Injected(reply, codes))) => {
+                                        let _ = reply.send(codes);
+                                        swallowed.push(whole..whole + len);
+                                    }
+                                    // Sent to the broker under another id
+                                    // (see `PendingAcks`): given back the
+                                    // client's own.
+                                    Some((broker_id, Settled::Own(client_id)))
+                                        if broker_id != client_id =>
+                                    {
+                                        codec::set_packet_id(
+                                            &mut self.buf[whole..whole + len],
+                                            client_id,
+                                        );
+                                    }
+                                    _ => {}
                                 }
                             }
                             _ => {}
@@ -221,5 +243,100 @@ impl ToClient<'_> {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::registry::{SessionInfo, SessionRegistry};
+    use std::sync::Arc;
+
+    fn session() -> (Arc<Session>, crate::broker::registry::SessionHandle) {
+        SessionRegistry::new().register(SessionInfo {
+            client_id: "c".into(),
+            username: None,
+            ip: "127.0.0.1".parse().unwrap(),
+            port: 1,
+            protocol: ProtocolVersion::V311,
+            keepalive: 60,
+            clean_start: true,
+            session_expiry_interval: None,
+            connected_at: chrono::Utc::now(),
+            created_at: chrono::Utc::now(),
+        })
+    }
+
+    fn subscribe(filter: &str) -> Awaited {
+        Awaited::Subscribe(vec![(filter.to_string(), SubscriptionOptions::default())])
+    }
+
+    /// The API subscribes on a client's behalf while the client sends its
+    /// own SUBSCRIBE with the same packet id (65535, legal for a client):
+    /// each SUBACK reaches the one who asked. Before, the client's packet
+    /// went to the broker under the API's id and the first SUBACK was taken
+    /// by the API, the client's own swallowed.
+    #[test]
+    fn a_client_packet_id_the_api_is_using_goes_to_the_broker_under_another() {
+        let (session, _handle) = session();
+        let (api_id, mut api_answer) = session.expect_ack(subscribe("api/topic")).unwrap();
+        assert_eq!(api_id, 65535);
+        let broker_id = session
+            .pending
+            .lock()
+            .unwrap()
+            .track_own(65535, subscribe("own/topic"))
+            .unwrap();
+        assert_ne!(broker_id, 65535);
+        // The broker acknowledges the client's packet first.
+        match settle_ack(&session, broker_id, &[1]) {
+            Some(Settled::Own(client_id)) => assert_eq!(client_id, 65535),
+            _ => panic!("the client's SUBACK was not the client's"),
+        }
+        assert!(
+            api_answer.try_recv().is_err(),
+            "the API got the client's SUBACK"
+        );
+        match settle_ack(&session, api_id, &[0]) {
+            Some(Settled::Injected(reply, codes)) => {
+                assert_eq!(codes, vec![0]);
+                reply.send(codes).unwrap();
+            }
+            _ => panic!("the API's SUBACK was not the API's"),
+        }
+        assert_eq!(api_answer.try_recv().unwrap(), vec![0]);
+        let subscriptions = session.subscriptions.lock().unwrap();
+        assert_eq!(subscriptions["own/topic"].qos, 1);
+        assert_eq!(subscriptions["api/topic"].qos, 0);
+    }
+
+    /// And the other way round: the API never picks an id a packet of the
+    /// client's is waiting under.
+    #[test]
+    fn the_api_skips_ids_the_client_is_waiting_on() {
+        let (session, _handle) = session();
+        for id in [65535, 65534] {
+            let tracked = session
+                .pending
+                .lock()
+                .unwrap()
+                .track_own(id, subscribe("own"));
+            assert_eq!(tracked, Some(id));
+        }
+        let (api_id, _answer) = session.expect_ack(subscribe("api")).unwrap();
+        assert_eq!(api_id, 65533);
+    }
+
+    /// A SUBACK rewritten back to the client's id keeps its codes.
+    #[test]
+    fn a_packet_id_is_rewritten_in_place() {
+        let mut frame = codec::suback(true, 7, &[0, 1, 0x87]);
+        assert!(codec::set_packet_id(&mut frame, 65535));
+        assert_eq!(codec::packet_id(&frame), Some(65535));
+        assert_eq!(
+            codec::ack_codes(&frame, true),
+            Some((65535, vec![0, 1, 0x87]))
+        );
+        assert!(!codec::set_packet_id(&mut [0x90, 0x01, 0x00], 1));
     }
 }
