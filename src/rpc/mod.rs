@@ -114,12 +114,15 @@ async fn pipeline(
     let verified = verify::verify(incoming, &directory)?;
 
     // Replay: the timestamp within the window, the nonce never seen.
-    state.replay.check(
+    let ahead_of_the_clock = state.replay.check(
         &verified.user.access_key_id,
         &verified.timestamp,
         &verified.nonce,
         chrono::Utc::now(),
     )?;
+    if let Some(nonce) = ahead_of_the_clock {
+        state.replay.persist(nonce).await?;
+    }
 
     // Principal: who is calling (account, root key or RAM user), and what
     // they ask for.

@@ -48,6 +48,8 @@ pub enum StartError {
     },
     #[error(transparent)]
     Broker(#[from] broker::StartError),
+    #[error("storage.dir: replay journal: {0}")]
+    Replay(String),
     #[error("storage.dir: metering database: {0}")]
     Metering(#[from] crate::metering::OpenError),
     #[error("storage.dir: device database: {0}")]
@@ -315,14 +317,30 @@ impl Server {
             _ => None,
         };
 
+        let replay = ReplayGuard::open(
+            &config.storage.dir,
+            config.http.timestamp_window_secs,
+            config.http.max_remembered_nonces,
+            chrono::Utc::now(),
+        )
+        .map_err(StartError::Replay)?;
+        // After an unclean stop (or one in this very second) requests
+        // signed in this second may have been accepted already: serve from
+        // the next one (see `replay`).
+        let wait = (replay.serve_from() - chrono::Utc::now())
+            .to_std()
+            .unwrap_or_default();
+        if !wait.is_zero() {
+            tracing::info!(
+                wait_ms = wait.as_millis() as u64,
+                "the previous run did not record its stop in an earlier second: serving from the next second, so that no request it accepted is accepted again"
+            );
+            tokio::time::sleep(wait).await;
+        }
         let state = Arc::new(AppState {
             directory: directory.clone(),
             brokers: brokers.clone(),
-            replay: ReplayGuard::new(
-                config.http.timestamp_window_secs,
-                chrono::Utc::now(),
-                config.http.max_remembered_nonces,
-            ),
+            replay,
             throttle: std::sync::RwLock::new(Arc::new(Throttle::new(
                 directory.current().limits().to_vec(),
             ))),
@@ -494,6 +512,8 @@ impl Server {
                 tracing::warn!(error = %e, "http server task failed");
             }
         }
+        // No request can be accepted any more.
+        self.state.replay.record_stop();
         // Every connection is closed: the last broker counts are final.
         self.flusher_stop.cancel();
         if let Err(e) = self.flusher.await {
