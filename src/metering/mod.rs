@@ -613,8 +613,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let meter = Meter::open(dir.path()).unwrap();
         let admission = meter.admit("i", Some(1)).unwrap();
-        let commit = meter.commit(admission, "a", "QuerySessionByClientId");
-        let mut commit = std::pin::pin!(commit);
+        // Boxed, so that dropping it drops the future itself.
+        let mut commit = Box::pin(meter.commit(admission, "a", "QuerySessionByClientId"));
         // One poll queues the transaction (the queue has room), then waits
         // for the writer's answer, which this single-threaded runtime
         // cannot deliver before the next await: the caller goes away here.
