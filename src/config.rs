@@ -27,6 +27,8 @@ pub struct Config {
     pub storage: StorageConfig,
     #[serde(default)]
     pub trace: TraceConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
     /// Calls per second per account, by action name (or `EmqxApi` for the
     /// EMQX API), for every account (defaults: the action table's, and 100
     /// for the EMQX API).
@@ -34,6 +36,23 @@ pub struct Config {
     pub limits: HashMap<String, u32>,
     #[serde(default)]
     pub accounts: Vec<AccountConfig>,
+}
+
+/// `[metrics]`: who may read `GET /metrics` (Prometheus text). By default
+/// it is served on the API port to anyone who reaches it; counters name
+/// instances and actions, so a deployment reachable by others moves it to
+/// a listener of its own, requires a bearer token, or both.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Serve `/metrics` on this address alone (then not on the API port),
+    /// e.g. `127.0.0.1:9464`. Port 0 picks a free port.
+    #[serde(default)]
+    pub listen: Option<SocketAddr>,
+    /// Require `Authorization: Bearer <token>` (at least 16 characters),
+    /// compared in constant time.
+    #[serde(default)]
+    pub bearer_token: Option<Secret>,
 }
 
 /// `[trace]`: the trace store (`storage.dir/traces.sqlite3`).
@@ -438,6 +457,7 @@ impl Config {
                 device_key_file: None,
             },
             trace: TraceConfig::default(),
+            metrics: MetricsConfig::default(),
             limits: HashMap::new(),
             accounts: vec![AccountConfig {
                 id: demo::ACCOUNT_ID.to_string(),
@@ -537,6 +557,14 @@ impl Config {
     /// Checks what the types alone cannot: ids that must be unique or must
     /// exist, and values that must be in range.
     fn validate(&self) -> Result<(), Problem> {
+        if let Some(token) = &self.metrics.bearer_token
+            && token.expose().chars().count() < 16
+        {
+            return Err(invalid(
+                "metrics.bearer_token",
+                "use at least 16 characters (e.g. the output of `openssl rand -hex 16`)",
+            ));
+        }
         if self.accounts.is_empty() {
             return Err(invalid(
                 "accounts",

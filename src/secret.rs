@@ -1,12 +1,16 @@
-//! A secret string that never shows itself in logs, errors or `Debug` output.
+//! A secret string that never shows itself in logs, errors or `Debug`
+//! output, and is wiped from memory when dropped.
 
 use serde::Deserialize;
 use std::fmt;
+use zeroize::{Zeroize, ZeroizeOnDrop};
 
 /// An AccessKeySecret or any other credential.
 ///
 /// `Debug` and `Display` print a fixed placeholder; the value is reachable
-/// only through [`Secret::expose`], so every place that reads it is greppable.
+/// only through [`Secret::expose`], so every place that reads it is
+/// greppable. Dropped, its bytes are overwritten with zeros (each clone's
+/// own), so a secret removed by a reload does not linger in freed memory.
 #[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(transparent)]
 pub struct Secret(String);
@@ -21,6 +25,14 @@ impl Secret {
         &self.0
     }
 }
+
+impl Drop for Secret {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
+
+impl ZeroizeOnDrop for Secret {}
 
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -45,5 +57,15 @@ mod tests {
         assert_eq!(format!("{s}"), "[REDACTED]");
         assert!(!format!("{:?}", Some(&s)).contains("testsecret"));
         assert_eq!(s.expose(), "testsecret");
+    }
+
+    #[test]
+    fn a_secret_is_wiped_when_dropped() {
+        fn wiped_on_drop<T: ZeroizeOnDrop>() {}
+        wiped_on_drop::<Secret>();
+        // What drop does, seen from inside: every byte zero, then freed.
+        let mut s = Secret::new("testsecret");
+        s.0.zeroize();
+        assert!(s.0.is_empty());
     }
 }

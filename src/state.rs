@@ -26,6 +26,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// `mqtt.session_expiry_secs`, shown as a 3.1.1 session's expiry.
     pub session_expiry_secs: u64,
+    /// `metrics.bearer_token`: what `GET /metrics` must carry, if set.
+    pub metrics_token: Option<crate::secret::Secret>,
 }
 
 impl AppState {

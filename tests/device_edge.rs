@@ -434,3 +434,109 @@ async fn connections_that_never_send_connect_are_closed_at_the_timeout_and_hold_
     );
     assert!(t.online(INSTANCE, "beside-the-silent").await);
 }
+
+/// The packet types (and a DISCONNECT's reason code) in what a server sent.
+fn packets_in(mut bytes: &[u8]) -> Vec<(u8, Option<u8>)> {
+    let mut out = Vec::new();
+    while bytes.len() >= 2 {
+        let (mut len, mut at, mut shift) = (0usize, 1usize, 0);
+        loop {
+            let Some(b) = bytes.get(at) else { return out };
+            len |= usize::from(b & 0x7F) << shift;
+            at += 1;
+            shift += 7;
+            if b & 0x80 == 0 {
+                break;
+            }
+        }
+        let Some(body) = bytes.get(at..at + len) else {
+            return out;
+        };
+        out.push((bytes[0] >> 4, body.first().copied()));
+        bytes = &bytes[at + len..];
+    }
+    out
+}
+
+/// Many MQTT 5 CONNECTs with one client id at the same moment: they take
+/// turns, each taking over the one before it, so every connection but the
+/// last hears DISCONNECT 0x8E "session taken over" after its CONNACK; the
+/// last one is the one the API sees and kicks. (Before, two CONNECTs could
+/// both pass the takeover check; the second registration replaced the
+/// first without ending it, and the first was left to the router, which
+/// closed it without a word, or to nobody.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simultaneous_connects_with_one_client_id_take_turns() {
+    let t = TestServer::start(common::TWO_ACCOUNTS).await;
+    const RACERS: usize = 16;
+    for round in 0..4 {
+        let client_id = format!("racer-{round}");
+        let connect = Connect {
+            v5: true,
+            ..v4(&client_id)
+        }
+        .encode();
+        let mut streams = Vec::new();
+        for _ in 0..RACERS {
+            streams.push(TcpStream::connect(t.mqtt).await.unwrap());
+        }
+        // Every CONNECT written at once.
+        let written =
+            futures_util::future::join_all(streams.iter_mut().map(|s| s.write_all(&connect))).await;
+        assert!(written.iter().all(Result::is_ok));
+        // Each connection read to its end, whenever that comes.
+        let (ended_tx, mut ended) = tokio::sync::mpsc::unbounded_channel();
+        for mut stream in streams {
+            let ended_tx = ended_tx.clone();
+            tokio::spawn(async move {
+                let mut heard = Vec::new();
+                let mut chunk = [0u8; 256];
+                loop {
+                    match stream.read(&mut chunk).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => heard.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let _ = ended_tx.send(packets_in(&heard));
+            });
+        }
+        // All but one are taken over, each after its CONNACK.
+        for _ in 1..RACERS {
+            let packets = tokio::time::timeout(Duration::from_secs(30), ended.recv())
+                .await
+                .expect("takeovers did not finish within 30 s")
+                .unwrap();
+            assert_eq!(
+                packets.first(),
+                Some(&(2, Some(0))),
+                "round {round}: {packets:?}"
+            );
+            assert_eq!(
+                packets.get(1),
+                Some(&(14, Some(0x8E))),
+                "round {round}: closed without \"session taken over\": {packets:?}"
+            );
+        }
+        // The last one stays, and it is the one the API sees and kicks.
+        assert!(
+            tokio::time::timeout(Duration::from_millis(500), ended.recv())
+                .await
+                .is_err(),
+            "round {round}: no connection is left open"
+        );
+        assert!(t.online(INSTANCE, &client_id).await, "round {round}");
+        let (status, body) = t
+            .call(
+                "CloseConnection",
+                &[("InstanceId", INSTANCE), ("ClientId", client_id.as_str())],
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        let last = tokio::time::timeout(Duration::from_secs(5), ended.recv())
+            .await
+            .expect("the kicked connection was not closed")
+            .unwrap();
+        assert_eq!(last.first(), Some(&(2, Some(0))), "round {round}: {last:?}");
+        assert!(!t.online(INSTANCE, &client_id).await, "round {round}");
+    }
+}

@@ -532,6 +532,7 @@ async fn internal_error_reply() -> Reply {
         tracer,
         metrics: mqgate::metrics::Metrics::default(),
         session_expiry_secs: 7200,
+        metrics_token: None,
     });
     let query = v1_signed(
         "GET",

@@ -424,11 +424,43 @@ pub struct SessionRegistry {
     /// How long a 3.1.1 session with clean session false outlives its
     /// connection (3.1.1 has no expiry of its own).
     default_expiry: Duration,
+    /// Client ids whose CONNECT is being admitted, each with the lock its
+    /// admissions take turns on ([`SessionRegistry::admission_turn`]).
+    admitting: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// The turn of one CONNECT to be admitted under its client id: from the
+/// takeover of an older connection to the registration of the new one, no
+/// other CONNECT with the same client id gets in between.
+pub struct AdmissionTurn {
+    registry: Arc<SessionRegistry>,
+    client_id: String,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Drop for AdmissionTurn {
+    fn drop(&mut self) {
+        let Some(guard) = self.guard.take() else {
+            return;
+        };
+        let lock = tokio::sync::OwnedMutexGuard::mutex(&guard).clone();
+        drop(guard);
+        let mut admitting = self
+            .registry
+            .admitting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        // The map's and ours: nobody else waits for a turn.
+        if Arc::strong_count(&lock) == 2 {
+            admitting.remove(&self.client_id);
+        }
+    }
 }
 
 impl Default for SessionRegistry {
     fn default() -> Self {
         SessionRegistry {
+            admitting: Mutex::default(),
             sessions: RwLock::default(),
             disconnected: Mutex::default(),
             next_connection_id: AtomicU64::new(1),
@@ -447,6 +479,26 @@ impl SessionRegistry {
             default_expiry,
             ..SessionRegistry::default()
         })
+    }
+
+    /// Waits for this CONNECT's turn under `client_id`: two CONNECTs with
+    /// the same client id at the same moment would otherwise both find no
+    /// session to take over, and the second registration would replace the
+    /// first without ending it (a connection no API could see or kick).
+    /// Hold it from the takeover check to [`SessionRegistry::register`].
+    pub async fn admission_turn(self: &Arc<Self>, client_id: &str) -> AdmissionTurn {
+        let lock = self
+            .admitting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(client_id.to_string())
+            .or_default()
+            .clone();
+        AdmissionTurn {
+            registry: self.clone(),
+            client_id: client_id.to_string(),
+            guard: Some(lock.lock_owned().await),
+        }
     }
 
     /// Registers a connected session, replacing an older one with the same

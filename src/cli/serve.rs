@@ -112,6 +112,7 @@ fn print_banner(server: &Server, config: &Config, is_demo: bool) {
         ("mqtts", server.mqtt_tls_addr),
         ("ws", server.mqtt_ws_addr),
         ("wss", server.mqtt_wss_addr),
+        ("metrics", server.metrics_addr),
     ];
     for (name, addr) in optional {
         if let Some(addr) = addr {

@@ -154,20 +154,22 @@ fn authenticate(directory: &Directory, headers: &HeaderMap) -> Result<Arc<User>,
     else {
         return Err(unauthorized("not HTTP Basic authentication"));
     };
+    // The decoded credentials hold the caller's secret: wiped when dropped.
     let decoded = base64::engine::general_purpose::STANDARD
         .decode(encoded.trim())
         .ok()
         .and_then(|d| String::from_utf8(d).ok())
+        .map(zeroize::Zeroizing::new)
         .ok_or_else(|| unauthorized("malformed Basic credentials"))?;
     let Some((key, secret)) = decoded.split_once(':') else {
         return Err(unauthorized("malformed Basic credentials"));
     };
     let user = directory.user(key).cloned();
     // Compare a secret even for an unknown key, so that timing does not
-    // tell which keys exist.
+    // tell which keys exist. (Borrowed: no copy of the secret is made.)
     let expected = user
         .as_ref()
-        .map(|u| u.access_key_secret.expose().to_string())
+        .map(|u| u.access_key_secret.expose())
         .unwrap_or_default();
     let matches: bool = expected.as_bytes().ct_eq(secret.as_bytes()).into();
     match user {

@@ -229,8 +229,11 @@ fn verify_v3(request: IncomingRequest, directory: &Directory) -> Result<Verified
     };
     let (action, version) = (header("x-acs-action"), header("x-acs-version"));
     let (timestamp, nonce) = (header("x-acs-date"), header("x-acs-signature-nonce"));
+    // The same set as V1's: an action sees the same parameters whichever
+    // scheme signed the call (V3 carries its common parameters in headers;
+    // any sent in the query are not the action's either).
     let mut params = request.params;
-    params.remove("Format");
+    params.remove_all(COMMON_PARAMETERS);
     Ok(VerifiedRequest {
         user,
         scheme: Scheme::V3,
@@ -388,5 +391,56 @@ mod tests {
         let (_, sts) = e.message.split_once("server string to sign is:").unwrap();
         assert!(sts.starts_with("POST&%2F&AccessKeyId%3Dtestid%26Action%3DQuerySessionByClientId"));
         assert!(!e.message.contains("testsecret"));
+    }
+
+    /// V1 and V3 hand the action the same parameters: its own, whatever
+    /// common parameters the query also carries. (Before, V3 removed only
+    /// `Format`, so an action saw `RegionId`, `AccessKeyId`... under V3 and
+    /// not under V1.)
+    #[test]
+    fn both_schemes_hand_the_action_the_same_parameters() {
+        let own = [("ClientId", "c1"), ("InstanceId", "i")];
+        let extra = [("RegionId", "cn-hangzhou"), ("Format", "JSON")];
+        let v1 = verify(signed("GET", &extra, "testsecret"), &directory()).unwrap();
+        let mut query: Vec<(String, String)> = own
+            .iter()
+            .chain(&extra)
+            .chain(&[("AccessKeyId", "testid"), ("Version", "2020-04-20")])
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        query.sort();
+        let now = chrono::Utc::now();
+        let signed_v3 = crate::client::sign_v3(
+            "GET",
+            "localhost",
+            "QuerySessionByClientId",
+            &query,
+            "testid",
+            "testsecret",
+            now,
+            "n3",
+        );
+        let mut params = Params::default();
+        for (k, v) in &query {
+            params.insert(k.clone(), v.clone()).unwrap();
+        }
+        let request = IncomingRequest {
+            method: "GET".into(),
+            query: None,
+            params,
+            headers: signed_v3
+                .headers
+                .iter()
+                .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+                .collect(),
+            body: bytes::Bytes::new(),
+        };
+        let v3 = verify(request, &directory()).unwrap();
+        assert_eq!(v3.scheme, Scheme::V3);
+        let names = |v: &VerifiedRequest| -> Vec<String> {
+            v.params.iter().map(|(k, _)| k.to_string()).collect()
+        };
+        assert_eq!(names(&v3), ["ClientId", "InstanceId"]);
+        assert_eq!(names(&v1), names(&v3));
     }
 }

@@ -82,6 +82,8 @@ pub struct Server {
     pub mqtt_tls_addr: Option<SocketAddr>,
     pub mqtt_ws_addr: Option<SocketAddr>,
     pub mqtt_wss_addr: Option<SocketAddr>,
+    /// `GET /metrics` on a listener of its own (`metrics.listen`).
+    pub metrics_addr: Option<SocketAddr>,
     /// The MQTT listeners of instances that have their own
     /// (`[[accounts.instances]] mqtt_listen`), by instance id.
     pub instance_mqtt_addrs: std::collections::BTreeMap<String, SocketAddr>,
@@ -96,18 +98,58 @@ pub struct Server {
     config: std::sync::Mutex<Config>,
 }
 
-/// The HTTP application, without a socket (tests can call it directly).
+/// The HTTP application, without a socket (tests can call it directly),
+/// with `GET /metrics`.
 pub fn app(state: Arc<AppState>) -> Router {
-    Router::new()
-        .route("/", any(rpc::endpoint))
-        .route("/metrics", axum::routing::get(metrics))
+    api_app(state, true)
+}
+
+/// The API's application; `/metrics` on it unless it has a listener of its
+/// own (`metrics.listen`).
+fn api_app(state: Arc<AppState>, with_metrics: bool) -> Router {
+    let router = Router::new().route("/", any(rpc::endpoint));
+    let router = match with_metrics {
+        true => router.route("/metrics", axum::routing::get(metrics)),
+        false => router,
+    };
+    router
         .merge(crate::emqx::routes())
         .fallback(rpc::not_found)
         .with_state(state)
 }
 
-/// `GET /metrics`: Prometheus text.
-async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+/// The application of the `metrics.listen` listener: `/metrics` alone.
+fn metrics_app(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/metrics", axum::routing::get(metrics))
+        .fallback(|| async {
+            (
+                axum::http::StatusCode::NOT_FOUND,
+                "this listener serves GET /metrics only\n",
+            )
+        })
+        .with_state(state)
+}
+
+/// `GET /metrics`: Prometheus text; with `metrics.bearer_token`, only for a
+/// request that carries it (401 otherwise, compared in constant time).
+async fn metrics(State(state): State<Arc<AppState>>, headers: axum::http::HeaderMap) -> Response {
+    if let Some(token) = &state.metrics_token {
+        use subtle::ConstantTimeEq;
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or_default();
+        if !bool::from(given.as_bytes().ct_eq(token.expose().as_bytes())) {
+            return (
+                axum::http::StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer realm=\"mqgate metrics\"")],
+                "GET /metrics needs the header Authorization: Bearer <metrics.bearer_token>\n",
+            )
+                .into_response();
+        }
+    }
     let mut text = state
         .metrics
         .render(&state.brokers, state.brokers.status_cache_hits());
@@ -308,6 +350,20 @@ impl Server {
         let [mqtt_tls_addr, mqtt_ws_addr, mqtt_wss_addr] = upgraded_addrs[..] else {
             unreachable!("one address per listener kind");
         };
+        let metrics_listener = match config.metrics.listen {
+            Some(addr) => Some(bind("metrics.listen", addr).await?),
+            None => None,
+        };
+        let metrics_addr = match (&metrics_listener, config.metrics.listen) {
+            (Some(listener), Some(addr)) => Some(local_addr("metrics.listen", listener, addr)?),
+            _ => None,
+        };
+        if metrics_addr.is_none()
+            && config.metrics.bearer_token.is_none()
+            && !http_addr.ip().is_loopback()
+        {
+            tracing::warn!(addr = %http_addr, "GET /metrics is open to anyone who reaches the API port; set [metrics] listen or bearer_token (README: Security)");
+        }
         let https_listener = match (config.http.tls_listen, &http_tls) {
             (Some(addr), Some(_)) => Some(bind("http.tls_listen", addr).await?),
             _ => None,
@@ -350,6 +406,7 @@ impl Server {
             tracer: tracer.clone(),
             metrics: Metrics::default(),
             session_expiry_secs: config.mqtt.session_expiry_secs,
+            metrics_token: config.metrics.bearer_token.clone(),
         });
         let flusher_stop = CancellationToken::new();
         let flusher = tokio::spawn(flush_broker_counts(
@@ -357,17 +414,26 @@ impl Server {
             meter.clone(),
             flusher_stop.clone(),
         ));
+        let metrics_apart = metrics_listener.is_some();
         let mut http = vec![tokio::spawn(http::serve(
             http_listener,
             None,
-            app(state.clone()),
+            api_app(state.clone(), !metrics_apart),
             shutdown.clone(),
         ))];
         if let (Some(listener), Some(tls)) = (https_listener, http_tls) {
             http.push(tokio::spawn(http::serve(
                 listener,
                 Some(tls),
-                app(state.clone()),
+                api_app(state.clone(), !metrics_apart),
+                shutdown.clone(),
+            )));
+        }
+        if let Some(listener) = metrics_listener {
+            http.push(tokio::spawn(http::serve(
+                listener,
+                None,
+                metrics_app(state.clone()),
                 shutdown.clone(),
             )));
         }
@@ -378,6 +444,7 @@ impl Server {
             mqtt_tls_addr,
             mqtt_ws_addr,
             mqtt_wss_addr,
+            metrics_addr,
             instance_mqtt_addrs,
             brokers,
             directory,
@@ -437,6 +504,12 @@ impl Server {
         }
         if previous.storage.dir != config.storage.dir {
             needs_restart.push("storage.dir");
+        }
+        if previous.metrics.listen != config.metrics.listen {
+            needs_restart.push("metrics.listen");
+        }
+        if previous.metrics.bearer_token != config.metrics.bearer_token {
+            needs_restart.push("metrics.bearer_token");
         }
         if previous.storage.device_key_file != config.storage.device_key_file {
             needs_restart.push("storage.device_key_file");

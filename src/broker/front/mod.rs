@@ -324,7 +324,9 @@ impl FrontLayer {
 
         // MQTT: a new connection with the same client id takes over the old
         // one. Do it before rumqttd sees the new CONNECT, so the old client
-        // hears why (0x8E) instead of a bare close.
+        // hears why (0x8E) instead of a bare close. CONNECTs with one
+        // client id take turns from here to their registration.
+        let turn = broker.sessions.admission_turn(&client_id).await;
         if let Some(old) = broker.sessions.get(&client_id) {
             info!(instance = %instance.id, %client_id, "session taken over");
             old.end(
@@ -417,6 +419,8 @@ impl FrontLayer {
             created_at: Utc::now(),
         };
         let (session, handle) = broker.sessions.register(info);
+        // Registered: the next CONNECT with this client id finds this one.
+        drop(turn);
         if let Some(rights) = &rights {
             let _ = session.rights.set(rights.clone());
         }
