@@ -7,7 +7,7 @@ pub mod http;
 pub mod long_query;
 pub mod reload;
 
-pub use http::{HTTP_HEADER_TIMEOUT, HTTP_MAX_HEADERS};
+pub use http::{BodyTimedOut, HTTP_HEADER_TIMEOUT, HTTP_MAX_HEADERS};
 
 use crate::broker::front::FrontLayer;
 use crate::broker::{self, Brokers, reason};
@@ -339,10 +339,15 @@ impl Server {
             meter.clone(),
             flusher_stop.clone(),
         ));
+        let timeouts = http::Timeouts {
+            header: Duration::from_secs(config.http.header_timeout_secs),
+            body: Duration::from_secs(config.http.body_timeout_secs),
+        };
         let mut http = vec![tokio::spawn(http::serve(
             http_listener,
             None,
             app(state.clone()),
+            timeouts,
             shutdown.clone(),
         ))];
         if let (Some(listener), Some(tls)) = (https_listener, http_tls) {
@@ -350,6 +355,7 @@ impl Server {
                 listener,
                 Some(tls),
                 app(state.clone()),
+                timeouts,
                 shutdown.clone(),
             )));
         }
@@ -432,6 +438,12 @@ impl Server {
         }
         if old_http.max_remembered_nonces != new_http.max_remembered_nonces {
             needs_restart.push("http.max_remembered_nonces");
+        }
+        if old_http.header_timeout_secs != new_http.header_timeout_secs {
+            needs_restart.push("http.header_timeout_secs");
+        }
+        if old_http.body_timeout_secs != new_http.body_timeout_secs {
+            needs_restart.push("http.body_timeout_secs");
         }
         let (old_mqtt, new_mqtt) = (&previous.mqtt, &config.mqtt);
         if old_mqtt.max_packet_size != new_mqtt.max_packet_size {
