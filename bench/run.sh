@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Runs the whole benchmark and writes bench/results.md, bench/*.csv and the
-# plots bench/*.png. Usage: bash bench/run.sh   (about 22 minutes on 2 cores).
+# plots bench/*.png. Usage: bash bench/run.sh   (about 25 minutes on 2 cores).
 # One section alone, printed, bench/ untouched:
 #   MQGATE_BENCH_ONLY=tracing cargo bench --bench system -- --full
 # (sections: rpc, registry, mqtt, logins, tracing, trace_query, idle,
-# capacity, connect_rate, flood, slow_subscriber)
+# capacity, connect_rate, flood, slow_subscriber, hostile)
 # The device-edge sections (idle to slow_subscriber) start the mqgate binary
 # named by MQGATE_BENCH_MQGATE instead of the one just built, if set: another
 # build measured by the same client side.

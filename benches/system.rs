@@ -16,7 +16,8 @@
 //! - The device edge (`system/edge.rs`): idle devices' memory and
 //!   descriptors per transport, the most devices one process holds, the
 //!   rate of authenticated CONNECTs against a plain rumqttd, the HTTP API
-//!   during a CONNECT flood, and a subscriber that never reads.
+//!   during a CONNECT flood, a subscriber that never reads, and hostile
+//!   MQTT and HTTP clients beside well-behaved ones.
 //!
 //! `cargo bench --bench system -- --full` writes `bench/results.md` and
 //! `bench/*.csv` (`bash bench/run.sh` does that and draws the plots).
@@ -81,6 +82,11 @@ struct Setting {
     login_rounds: usize,
     /// Device events stored before the trace query is timed.
     trace_events: usize,
+    /// The hostile-clients section: rounds, seconds of each pair run, HTTP
+    /// connections that send half a request.
+    hostile_rounds: usize,
+    hostile_seconds: f64,
+    hostile_half_requests: usize,
 }
 
 const FULL: Setting = Setting {
@@ -111,6 +117,9 @@ const FULL: Setting = Setting {
     login_clients: 100,
     login_rounds: 5,
     trace_events: 10_000_000,
+    hostile_rounds: 3,
+    hostile_seconds: 5.0,
+    hostile_half_requests: 10_000,
 };
 
 const TINY: Setting = Setting {
@@ -138,6 +147,9 @@ const TINY: Setting = Setting {
     login_clients: 4,
     login_rounds: 2,
     trace_events: 20_000,
+    hostile_rounds: 1,
+    hostile_seconds: 0.5,
+    hostile_half_requests: 100,
 };
 
 fn main() {
@@ -177,8 +189,9 @@ fn main() {
             "connect_rate" => edge::connect_rate(&setting, &mut results),
             "flood" => runtime.block_on(edge::flood(&setting, &mut results)),
             "slow_subscriber" => runtime.block_on(edge::slow_subscriber(&setting, &mut results)),
+            "hostile" => runtime.block_on(edge::hostile(&setting, &out_dir, &mut results)),
             other => panic!(
-                "MQGATE_BENCH_ONLY={other}: rpc, registry, mqtt, logins, tracing, trace_query, idle, capacity, connect_rate, flood or slow_subscriber"
+                "MQGATE_BENCH_ONLY={other}: rpc, registry, mqtt, logins, tracing, trace_query, idle, capacity, connect_rate, flood, slow_subscriber or hostile"
             ),
         }
         drop(runtime);
@@ -197,6 +210,7 @@ fn main() {
     edge::connect_rate(&setting, &mut results);
     runtime.block_on(edge::flood(&setting, &mut results));
     runtime.block_on(edge::slow_subscriber(&setting, &mut results));
+    runtime.block_on(edge::hostile(&setting, &out_dir, &mut results));
     // What the profile showed and what changed, kept by hand beside the
     // generated tables.
     if let Ok(notes) =

@@ -126,6 +126,16 @@ pub struct HttpConfig {
     /// The HTTPS private key, PEM (PKCS#8, PKCS#1 or SEC1).
     #[serde(default)]
     pub tls_key: Option<PathBuf>,
+    /// How long a client has to send its request head (and, over HTTPS, to
+    /// finish its TLS handshake), in seconds; then the connection is
+    /// closed (slow-header floods).
+    #[serde(default = "default_http_header_timeout_secs")]
+    pub header_timeout_secs: u64,
+    /// How long a request's body may take to arrive once its head has, in
+    /// seconds; then the call is answered `MalformedRequest` and the
+    /// connection closed (a body declared and never sent).
+    #[serde(default = "default_http_body_timeout_secs")]
+    pub body_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -294,6 +304,12 @@ fn default_max_packet_size() -> usize {
 fn default_max_connections() -> usize {
     20_000
 }
+fn default_http_header_timeout_secs() -> u64 {
+    10
+}
+fn default_http_body_timeout_secs() -> u64 {
+    10
+}
 fn default_connect_timeout_secs() -> u64 {
     10
 }
@@ -339,6 +355,8 @@ impl Default for HttpConfig {
             tls_listen: None,
             tls_cert: None,
             tls_key: None,
+            header_timeout_secs: default_http_header_timeout_secs(),
+            body_timeout_secs: default_http_body_timeout_secs(),
         }
     }
 }
@@ -598,6 +616,19 @@ impl Config {
         ] {
             if value == 0 {
                 return Err(invalid(field, "must be at least 1"));
+            }
+        }
+        // A connection's head or body may not hold its descriptor for
+        // ever, nor be refused before a real client could send it.
+        for (field, value) in [
+            ("http.header_timeout_secs", self.http.header_timeout_secs),
+            ("http.body_timeout_secs", self.http.body_timeout_secs),
+        ] {
+            if !(1..=3600).contains(&value) {
+                return Err(invalid(
+                    field,
+                    format!("{value} is out of range; use 1..=3600 seconds"),
+                ));
             }
         }
         self.check_tls()?;
@@ -878,6 +909,16 @@ mod tests {
                 "a key without its certificate",
                 &GOOD.replace("[http]\n", "[http]\ntls_key = \"k.pem\"\n"),
                 "http.tls_cert: http.tls_cert and http.tls_key go together",
+            ),
+            (
+                "a header timeout of 0",
+                &GOOD.replace("[http]\n", "[http]\nheader_timeout_secs = 0\n"),
+                "http.header_timeout_secs: 0 is out of range",
+            ),
+            (
+                "a body timeout of a day",
+                &GOOD.replace("[http]\n", "[http]\nbody_timeout_secs = 86400\n"),
+                "http.body_timeout_secs: 86400 is out of range",
             ),
             (
                 "a misspelt TLS key",

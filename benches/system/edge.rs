@@ -14,6 +14,11 @@
 //!   authenticate and leave at 5,000 a second.
 //! - `slow_subscriber`: a publisher/subscriber pair beside subscribers that
 //!   never read their sockets.
+//! - `hostile`: a publisher/subscriber pair beside hostile MQTT clients
+//!   (malformed packets, 256 MB headers, 10,000 filters in a SUBSCRIBE, a
+//!   QoS 2 flood without PUBREL, dribbled CONNECTs) and mqgate's memory
+//!   after they left; the HTTP API's p99 beside half-sent requests and
+//!   header floods (what `tests/hostile_*.rs` assert, measured).
 //!
 //! Every server here is a separate mqgate process (the binary the
 //! benchmark was built with) whose soft descriptor limit is raised to its
@@ -99,9 +104,18 @@ impl Gate {
     /// in its `[mqtt]` table; why not, when it does not start (its error
     /// output's last line).
     fn start(mqtt_extra: &str) -> Result<Gate, String> {
+        Gate::start_with(mqtt_extra, "")
+    }
+
+    /// [`Gate::start`], with `http_extra` in the `[http]` table too.
+    fn start_with(mqtt_extra: &str, http_extra: &str) -> Result<Gate, String> {
         let storage = tempfile::tempdir().unwrap();
         let config = storage.path().join("bench.toml");
-        let text = config_text_full(&storage.path().join("data"), true, mqtt_extra);
+        let text = config_text_full(&storage.path().join("data"), true, mqtt_extra).replacen(
+            "[http]\n",
+            &format!("[http]\n{http_extra}\n"),
+            1,
+        );
         std::fs::write(&config, text).unwrap();
         let log_path = storage.path().join("mqgate.log");
         let log = std::fs::File::create(&log_path).unwrap();
@@ -1234,5 +1248,379 @@ pub async fn slow_subscriber(setting: &Setting, results: &mut String) {
         results,
         "\nBeside/alone: {:.2} ({low:.2}-{high:.2}). The slow subscribers: {every_round}.\n",
         ratio(median)
+    );
+}
+
+// ---------------------------------------------------------------------
+// hostile
+
+/// What the hostile clients of one round sent and what came of it.
+#[derive(Default)]
+struct HostileCount {
+    /// Hostile MQTT connections, and how many of them mqgate closed.
+    connections: usize,
+    closed: usize,
+}
+
+/// Sends `bytes` on `stream` and reads until mqgate closes it (or 10 s);
+/// whether it closed.
+fn send_until_closed(stream: &mut TcpStream, bytes: &[u8]) -> bool {
+    stream.set_read_timeout(Some(DEVICE_TIMEOUT)).unwrap();
+    let _ = stream.write_all(bytes);
+    let mut sink = [0u8; 16384];
+    loop {
+        match stream.read(&mut sink) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+            Err(_) => return false,
+        }
+    }
+}
+
+/// A raw MQTT 3.1.1 client past its CONNACK.
+fn hostile_connected(addr: SocketAddr, client_id: &str) -> Option<TcpStream> {
+    let mut stream = TcpStream::connect(addr).ok()?;
+    stream.set_read_timeout(Some(DEVICE_TIMEOUT)).ok()?;
+    stream.write_all(&connect_packet(client_id, None)).ok()?;
+    let mut ack = [0u8; 4];
+    stream.read_exact(&mut ack).ok()?;
+    (ack == [0x20, 0x02, 0x00, 0x00]).then_some(stream)
+}
+
+/// A 3.1.1 PUBLISH of `payload` to `topic`.
+fn publish_packet(qos: u8, topic: &[u8], packet_id: u16, payload: &[u8]) -> Vec<u8> {
+    let mut body = (topic.len() as u16).to_be_bytes().to_vec();
+    body.extend_from_slice(topic);
+    if qos > 0 {
+        body.extend_from_slice(&packet_id.to_be_bytes());
+    }
+    body.extend_from_slice(payload);
+    packet(0x30 | (qos << 1), &body)
+}
+
+/// One round of the hostile MQTT clients of `tests/hostile_mqtt.rs`
+/// (which asserts mqgate's answer to each; here they are only sent).
+fn hostile_mqtt_round(addr: SocketAddr, round: usize, count: &mut HostileCount) {
+    let mut fresh = |bytes: &[u8]| {
+        if let Ok(mut stream) = TcpStream::connect(addr) {
+            count.connections += 1;
+            count.closed += usize::from(send_until_closed(&mut stream, bytes));
+        }
+    };
+    // Before CONNECT: a reserved packet type, a PUBLISH, a 256 MB CONNECT.
+    fresh(&[0x00, 0x00]);
+    fresh(&publish_packet(0, b"hostile/t", 0, b"refused"));
+    fresh(&[0x10, 0xFF, 0xFF, 0xFF, 0x7F]);
+    let mut connected = |kind: &str, bytes: &[u8]| {
+        let id = format!("GID_hostile@@@{round}-{kind}");
+        if let Some(mut stream) = hostile_connected(addr, &id) {
+            count.connections += 1;
+            count.closed += usize::from(send_until_closed(&mut stream, bytes));
+        }
+    };
+    // After CONNECT: a 256 MB PUBLISH, QoS 3, a wildcard topic, a second
+    // CONNECT.
+    connected("huge", &[0x30, 0xFF, 0xFF, 0xFF, 0x7F]);
+    connected("qos3", &[0x36, 0x06, 0, 1, b'h', 0, 1, b'x']);
+    connected("wildcard", &publish_packet(0, b"hostile/+", 0, b"refused"));
+    connected("again", &connect_packet("again", None));
+    // 10,000 filters in one SUBSCRIBE (its SUBACK read), then a goodbye.
+    let mut body = vec![0x12, 0x34];
+    for f in 0..10_000 {
+        let filter = format!("hostile/filters/{f}");
+        body.extend_from_slice(&(filter.len() as u16).to_be_bytes());
+        body.extend_from_slice(filter.as_bytes());
+        body.push(1);
+    }
+    let mut filters = packet(0x82, &body);
+    filters.extend_from_slice(&[0xE0, 0x00]);
+    connected("filters", &filters);
+    // A QoS 2 flood that never sends PUBREL: one past the receive maximum.
+    let flood: Vec<u8> = (1..=129u16)
+        .flat_map(|id| publish_packet(2, b"hostile/qos2", id, b"refused"))
+        .collect();
+    connected("qos2", &flood);
+}
+
+/// A CONNECT dribbled one byte a second; whether mqgate closed it.
+fn dribbled_connect(addr: SocketAddr) -> bool {
+    let Ok(mut stream) = TcpStream::connect(addr) else {
+        return false;
+    };
+    stream
+        .set_read_timeout(Some(Duration::from_millis(1000)))
+        .unwrap();
+    let mut sink = [0u8; 64];
+    for byte in connect_packet("GID_hostile@@@dribbler", None) {
+        if stream.write_all(&[byte]).is_err() {
+            return true;
+        }
+        match stream.read(&mut sink) {
+            Ok(0) => return true,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+            _ => {}
+        }
+    }
+    false
+}
+
+/// `count` HTTP connections that send half a request (no blank line),
+/// then the other hostile requests of `tests/hostile_http.rs`; how many of
+/// the half requests mqgate closed.
+fn hostile_http(addr: SocketAddr, count: usize) -> usize {
+    let mut streams = Vec::with_capacity(count);
+    for i in 0..count {
+        if let Ok(mut stream) = TcpStream::connect(addr) {
+            let half = format!("POST /?n={i} HTTP/1.1\r\nHost: bench\r\nX-Half: ");
+            if stream.write_all(half.as_bytes()).is_ok() {
+                streams.push(stream);
+            }
+        }
+    }
+    let others = [
+        b"POST / HTTP/1.1\r\nHost: bench\r\nContent-Length: 104857600\r\n\r\na".to_vec(),
+        b"POST / HTTP/1.1\r\nHost: bench\r\nContent-Length: 1000\r\n\r\na".to_vec(),
+        format!(
+            "GET / HTTP/1.1\r\nHost: bench\r\n{}\r\n",
+            (0..1000)
+                .map(|i| format!("X-Flood-{i}: 1\r\n"))
+                .collect::<String>()
+        )
+        .into_bytes(),
+        format!(
+            "GET / HTTP/1.1\r\nHost: bench\r\nX-Huge: {}\r\n\r\n",
+            "h".repeat(1 << 20)
+        )
+        .into_bytes(),
+    ];
+    let sending: Vec<_> = others
+        .into_iter()
+        .map(|bytes| {
+            std::thread::spawn(move || {
+                if let Ok(mut stream) = TcpStream::connect(addr) {
+                    send_until_closed(&mut stream, &bytes);
+                }
+            })
+        })
+        .collect();
+    let mut closed = 0;
+    for mut stream in streams {
+        closed += usize::from(send_until_closed(&mut stream, b""));
+    }
+    for thread in sending {
+        let _ = thread.join();
+    }
+    closed
+}
+
+/// The pair of `slow_subscriber` (`mqgate-load mqtt`, QoS 1, 512-byte
+/// payloads) on `addr` for `seconds`: its messages a second.
+async fn hostile_pair(addr: SocketAddr, seconds: f64) -> f64 {
+    let v = tokio::task::spawn_blocking(move || {
+        super::try_mqtt_load_json(addr, &["--payload", "512"], 1, 2, seconds)
+    })
+    .await
+    .unwrap()
+    .unwrap_or_else(|e| panic!("{e}"));
+    v["messages_per_second"].as_f64().unwrap_or(0.0)
+}
+
+/// One round on a fresh mqgate: the MQTT pair alone, then beside hostile
+/// MQTT clients (round after round until the pair is done, and dribbled
+/// CONNECTs), mqgate's RSS before and after; then the HTTP API's latency
+/// quiet and beside the hostile HTTP clients.
+async fn hostile_run(setting: &Setting) -> HostileRun {
+    let gate = Gate::start_with(
+        "connect_timeout_secs = 2",
+        "header_timeout_secs = 2\nbody_timeout_secs = 2",
+    )
+    .expect("mqgate starts");
+    let seconds = setting.hostile_seconds;
+    // A warm-up: the router's log for the pair's topic grows to its bound.
+    hostile_pair(gate.mqtt, seconds).await;
+    let alone = hostile_pair(gate.mqtt, seconds).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss_before = gate.rss_kib();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let addr = gate.mqtt;
+    let hostile = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut count = HostileCount::default();
+            let mut round = 0;
+            while round == 0 || !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                hostile_mqtt_round(addr, round, &mut count);
+                round += 1;
+                // A round every quarter second, as tests/hostile_mqtt.rs.
+                std::thread::sleep(Duration::from_millis(250));
+            }
+            count
+        })
+    };
+    let dribbling = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let (mut tried, mut closed) = (0, 0);
+            while tried == 0 || !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                tried += 1;
+                closed += usize::from(dribbled_connect(addr));
+            }
+            (tried, closed)
+        })
+    };
+    let beside = hostile_pair(gate.mqtt, seconds).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let count = hostile.join().unwrap();
+    let dribbled = dribbling.join().unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rss_after = gate.rss_kib();
+
+    let endpoint = gate.endpoint();
+    let watched = "GID_bench@@@nobody";
+    query_latencies(&endpoint, watched, setting.query_rate, 1.0).await;
+    let (quiet, _) = query_latencies(&endpoint, watched, setting.query_rate, seconds).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let fds_before = gate.descriptors();
+    let (http, half) = (gate.http, setting.hostile_half_requests);
+    let flooding = tokio::task::spawn_blocking(move || hostile_http(http, half));
+    // The flood: opening the connections, then the 2 s header timeout.
+    let (during, _) = query_latencies(&endpoint, watched, setting.query_rate, 4.0).await;
+    let half_closed = flooding.await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while gate.descriptors() > fds_before + 2 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    HostileRun {
+        alone,
+        beside,
+        rss_before,
+        rss_after,
+        count,
+        dribbled,
+        quiet_p99: percentile(&quiet, 99.0),
+        during_p99: percentile(&during, 99.0),
+        calls: (quiet.len(), during.len()),
+        half_closed,
+        fds: (fds_before, gate.descriptors()),
+    }
+}
+
+struct HostileRun {
+    alone: f64,
+    beside: f64,
+    rss_before: u64,
+    rss_after: u64,
+    count: HostileCount,
+    /// Dribbled CONNECTs, and how many mqgate closed.
+    dribbled: (usize, usize),
+    quiet_p99: f64,
+    during_p99: f64,
+    calls: (usize, usize),
+    half_closed: usize,
+    fds: (usize, usize),
+}
+
+impl HostileRun {
+    fn throughput(&self) -> f64 {
+        self.beside / self.alone.max(1e-9)
+    }
+    fn rss(&self) -> f64 {
+        self.rss_after as f64 / self.rss_before.max(1) as f64
+    }
+    fn p99(&self) -> f64 {
+        self.during_p99 / self.quiet_p99.max(1e-9)
+    }
+}
+
+/// Hostile MQTT and HTTP clients against well-behaved ones, each round on
+/// a fresh mqgate; `hostile.csv` and a table.
+pub async fn hostile(setting: &Setting, out_dir: &Path, results: &mut String) {
+    raise_own_limit();
+    let mut runs = Vec::new();
+    for _ in 0..setting.hostile_rounds {
+        runs.push(hostile_run(setting).await);
+    }
+    let mut csv = String::from(
+        "round,pair_alone_msgs_per_s,pair_beside_msgs_per_s,throughput_ratio,rss_before_kib,rss_after_kib,rss_ratio,hostile_mqtt_connections,hostile_mqtt_closed,http_quiet_p99_ms,http_beside_p99_ms,p99_ratio,half_requests,half_requests_closed,fds_before,fds_after\n",
+    );
+    for (i, r) in runs.iter().enumerate() {
+        let _ = writeln!(
+            csv,
+            "{},{:.0},{:.0},{:.3},{},{},{:.4},{},{},{:.3},{:.3},{:.3},{},{},{},{}",
+            i + 1,
+            r.alone,
+            r.beside,
+            r.throughput(),
+            r.rss_before,
+            r.rss_after,
+            r.rss(),
+            r.count.connections,
+            r.count.closed,
+            r.quiet_p99,
+            r.during_p99,
+            r.p99(),
+            setting.hostile_half_requests,
+            r.half_closed,
+            r.fds.0,
+            r.fds.1
+        );
+    }
+    std::fs::write(out_dir.join("hostile.csv"), csv).unwrap();
+    let median = |key: fn(&HostileRun) -> f64| {
+        let mut values: Vec<f64> = runs.iter().map(key).collect();
+        values.sort_by(f64::total_cmp);
+        values[values.len() / 2]
+    };
+    let _ = writeln!(results, "## Hostile clients\n");
+    let _ = writeln!(
+        results,
+        "Each round on a fresh mqgate process (`connect_timeout_secs = 2`, `header_timeout_secs = 2`, `body_timeout_secs = 2`). MQTT: a publisher/subscriber pair (`mqgate-load mqtt --clients 2 --qos 1 --payload 512`, {} s) alone (after a warm-up run), then beside hostile MQTT clients, a round every 250 ms until the pair is done: a reserved packet type, a PUBLISH before CONNECT, a 256 MB remaining length in a CONNECT and in a PUBLISH, a PUBLISH of QoS 3 and one to a wildcard topic, a second CONNECT, 10,000 topic filters in one SUBSCRIBE, 129 QoS 2 PUBLISHes without PUBREL, and CONNECTs dribbled one byte a second; mqgate's resident memory after the warm-up and the alone run, and 1 s after the hostile clients left. HTTP: QuerySessionByClientId at {:.0} calls a second (signed, a new connection per call), quiet for {} s and for 4 s while {} connections send half a request and never finish it, beside a 100 MB Content-Length with one byte sent, a body that stops, 1,000 headers and a 1 MB header. `tests/hostile_mqtt.rs` and `tests/hostile_http.rs` assert what each gets. {} rounds; the ratios below are their medians. Goals: throughput 0.9 or more, RSS within 5%, p99 within 2x.\n",
+        setting.hostile_seconds,
+        setting.query_rate,
+        setting.hostile_seconds,
+        setting.hostile_half_requests,
+        setting.hostile_rounds
+    );
+    let _ = writeln!(
+        results,
+        "| round | pair alone msgs/s | beside hostile msgs/s | ratio | RSS before KiB | RSS after KiB | ratio | hostile MQTT connections closed | dribbled CONNECTs closed | API p99 quiet ms | p99 beside ms | ratio | half requests closed | mqgate fds before/after |"
+    );
+    let _ = writeln!(
+        results,
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    );
+    for (i, r) in runs.iter().enumerate() {
+        let _ = writeln!(
+            results,
+            "| {} | {:.0} | {:.0} | {:.2} | {} | {} | {:.3} | {}/{} | {}/{} | {:.2} ({} calls) | {:.2} ({} calls) | {:.2} | {}/{} | {}/{} |",
+            i + 1,
+            r.alone,
+            r.beside,
+            r.throughput(),
+            r.rss_before,
+            r.rss_after,
+            r.rss(),
+            r.count.closed,
+            r.count.connections,
+            r.dribbled.1,
+            r.dribbled.0,
+            r.quiet_p99,
+            r.calls.0,
+            r.during_p99,
+            r.calls.1,
+            r.p99(),
+            r.half_closed,
+            setting.hostile_half_requests,
+            r.fds.0,
+            r.fds.1
+        );
+    }
+    let _ = writeln!(
+        results,
+        "\nMedians: throughput beside/alone {:.2}, RSS after/before {:.3}, API p99 beside/quiet {:.2}.\n",
+        median(HostileRun::throughput),
+        median(HostileRun::rss),
+        median(HostileRun::p99)
     );
 }

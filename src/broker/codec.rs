@@ -34,8 +34,165 @@ pub enum FrameError {
     Malformed,
     #[error("a client may not send packet type {0} after CONNECT")]
     Forbidden(u8),
+    #[error("packet type {0} with reserved fixed-header flags {1:#06b}")]
+    BadFlags(u8, u8),
+    #[error("a PUBLISH topic name with a wildcard (+ or #)")]
+    WildcardTopic,
+    #[error("a PUBLISH topic name that is not UTF-8 or holds U+0000")]
+    TopicNotUtf8,
+    #[error("property {0:#04x} given more than once")]
+    DuplicateProperty(u8),
+    #[error("a SUBSCRIBE or UNSUBSCRIBE without a topic filter")]
+    NoTopicFilter,
+    #[error("more than {0} QoS 2 PUBLISHes awaiting their PUBREL (receive maximum)")]
+    ReceiveMaximumExceeded(u16),
     #[error("every packet id of the connection is waiting for an acknowledgement")]
     NoPacketId,
+}
+
+impl FrameError {
+    /// The MQTT 5 reason code a DISCONNECT for this error carries: 0x95
+    /// packet too large, 0x82 protocol error (a packet the client may not
+    /// send, a property given twice), 0x90 topic name invalid, 0x93
+    /// receive maximum exceeded, 0x81
+    /// malformed packet otherwise.
+    pub fn reason_code(&self) -> u8 {
+        match self {
+            FrameError::TooLarge(..) => 0x95,
+            FrameError::Forbidden(_)
+            | FrameError::DuplicateProperty(_)
+            | FrameError::NoTopicFilter => 0x82,
+            FrameError::WildcardTopic => 0x90,
+            FrameError::ReceiveMaximumExceeded(_) | FrameError::NoPacketId => 0x93,
+            FrameError::Malformed | FrameError::BadFlags(..) | FrameError::TopicNotUtf8 => 0x81,
+        }
+    }
+}
+
+/// What is wrong, if anything, with the fixed header's flags (the low
+/// nibble of the first byte) of a complete frame a connected client sent.
+/// MQTT requires the receiver to close the connection on reserved flags
+/// that are not as specified (3.1.1 and 5, section 2.2.2): PUBREL,
+/// SUBSCRIBE and UNSUBSCRIBE carry 0b0010, every other packet but PUBLISH
+/// 0b0000; a PUBLISH may not have QoS 3. rumqttd's decoder does not look.
+pub fn fixed_header_problem(frame: &[u8]) -> Option<FrameError> {
+    let first = *frame.first()?;
+    let (kind, flags) = (first >> 4, first & 0x0F);
+    let valid = match kind {
+        packet_type::PUBLISH => (flags >> 1) & 0x03 != 3,
+        packet_type::PUBREL | packet_type::SUBSCRIBE | packet_type::UNSUBSCRIBE => flags == 0b0010,
+        _ => flags == 0,
+    };
+    (!valid).then_some(FrameError::BadFlags(kind, flags))
+}
+
+/// What is wrong, if anything, with a complete PUBLISH frame's topic name
+/// and (MQTT 5) properties, where rumqttd would not refuse it: a topic
+/// name with a wildcard would reach every subscriber whose filter matches
+/// the literal `+` or `#` (MQTT forbids wildcards in a topic name), one
+/// that is not UTF-8 would be acknowledged before the router drops the
+/// connection, and a property given twice is a protocol error that
+/// rumqttd's decoder lets the last one win.
+pub fn publish_problem(frame: &[u8], protocol_v5: bool) -> Option<FrameError> {
+    let (topic, _) = publish_topic(frame)?;
+    if topic.iter().any(|b| matches!(b, b'+' | b'#')) {
+        return Some(FrameError::WildcardTopic);
+    }
+    if topic.contains(&0) || std::str::from_utf8(topic).is_err() {
+        return Some(FrameError::TopicNotUtf8);
+    }
+    if protocol_v5 {
+        let (_, len_len) = read_variable_int(frame.get(1..)?)?;
+        let mut at = 1 + len_len + 2 + topic.len();
+        if publish_qos(frame) > 0 {
+            at += 2;
+        }
+        return properties_problem(frame.get(at..)?);
+    }
+    None
+}
+
+/// A complete SUBSCRIBE or UNSUBSCRIBE frame without a single topic filter
+/// (MQTT 5 calls it a protocol error, 3.1.1 a protocol violation); `None`
+/// also where the frame is malformed (the decoder refuses it itself).
+pub fn subscribe_problem(frame: &[u8], protocol_v5: bool) -> Option<FrameError> {
+    let body = frame_body(frame);
+    let mut at = 2; // the packet id
+    if protocol_v5 {
+        let (len, len_len) = read_variable_int(body.get(at..)?)?;
+        at += len_len + len;
+    }
+    (body.len() == at).then_some(FrameError::NoTopicFilter)
+}
+
+/// What is wrong, if anything, with a complete CONNECT frame before it is
+/// decoded, where rumqttd's decoder would accept it: fixed-header flags
+/// other than 0, the reserved connect flag (bit 0) set, a will QoS of 3,
+/// will QoS or retain without a will (3.1.1 and 5, section 3.1.2.3: the
+/// server must close the connection), and (MQTT 5) a CONNECT property given
+/// twice.
+pub fn connect_problem(frame: &[u8], protocol_v5: bool) -> Option<FrameError> {
+    let first = *frame.first()?;
+    if first & 0x0F != 0 {
+        return Some(FrameError::BadFlags(packet_type::CONNECT, first & 0x0F));
+    }
+    let (_, len_len) = read_variable_int(frame.get(1..)?)?;
+    let at = 1 + len_len;
+    let name_len = u16::from_be_bytes([*frame.get(at)?, *frame.get(at + 1)?]) as usize;
+    // protocol name, level, then the connect flags and the keepalive
+    let flags_at = at + 2 + name_len + 1;
+    let flags = *frame.get(flags_at)?;
+    let will = flags & 0x04 != 0;
+    let will_qos = (flags >> 3) & 0x03;
+    let will_retain = flags & 0x20 != 0;
+    if flags & 0x01 != 0 || will_qos == 3 || (!will && (will_qos != 0 || will_retain)) {
+        return Some(FrameError::BadFlags(packet_type::CONNECT, flags));
+    }
+    if protocol_v5 {
+        return properties_problem(frame.get(flags_at + 3..)?);
+    }
+    None
+}
+
+/// A property given twice in an MQTT 5 property block (its length, then
+/// the properties), other than User Property, which may repeat. `None`
+/// also where the block is malformed: the decoder refuses that itself.
+fn properties_problem(block: &[u8]) -> Option<FrameError> {
+    let (len, len_len) = read_variable_int(block)?;
+    let mut properties = block.get(len_len..len_len + len)?;
+    let mut seen = [false; 0x30];
+    while let Some((&id, tail)) = properties.split_first() {
+        let u16_at = |at: usize| -> Option<usize> {
+            Some(u16::from_be_bytes([*tail.get(at)?, *tail.get(at + 1)?]) as usize)
+        };
+        let skip = match id {
+            // bytes
+            0x01 | 0x17 | 0x19 | 0x24 | 0x25 | 0x28 | 0x29 | 0x2A => 1,
+            // two-byte integers
+            0x13 | 0x21 | 0x22 | 0x23 => 2,
+            // four-byte integers
+            0x02 | 0x11 | 0x18 | 0x27 => 4,
+            // variable byte integer (subscription identifier)
+            0x0B => read_variable_int(tail)?.1,
+            // UTF-8 strings and binary data
+            0x03 | 0x08 | 0x09 | 0x12 | 0x15 | 0x16 | 0x1A | 0x1C | 0x1F => 2 + u16_at(0)?,
+            // user property: a string pair, and it may repeat
+            0x26 => {
+                let key = 2 + u16_at(0)?;
+                key + 2 + u16_at(key)?
+            }
+            // an unknown property: the decoder refuses it
+            _ => return None,
+        };
+        if id != 0x26 {
+            if seen[usize::from(id)] {
+                return Some(FrameError::DuplicateProperty(id));
+            }
+            seen[usize::from(id)] = true;
+        }
+        properties = tail.get(skip..)?;
+    }
+    None
 }
 
 /// Rewrites the packet id of a whole SUBSCRIBE, SUBACK, UNSUBSCRIBE or
@@ -312,6 +469,27 @@ pub fn connack_code(frame: &[u8]) -> Option<(bool, u8)> {
 /// a client that connected with an empty client id, which MQTT 5 requires
 /// the server to tell).
 pub fn connack_v5_with_assigned_id(frame: &[u8], client_id: &str) -> Option<Vec<u8>> {
+    let id = client_id.as_bytes();
+    let id_len = u16::try_from(id.len()).ok()?;
+    let mut property = vec![0x12];
+    property.extend_from_slice(&id_len.to_be_bytes());
+    property.extend_from_slice(id);
+    connack_v5_with_properties(frame, &property)
+}
+
+/// An MQTT 5 CONNACK with the Receive Maximum property (0x21) added: the
+/// most QoS 2 PUBLISHes the client may have awaiting their PUBREL (the
+/// front layer enforces it; rumqttd's CONNACK does not say, which tells a
+/// client 65,535).
+pub fn connack_v5_with_receive_maximum(frame: &[u8], receive_maximum: u16) -> Option<Vec<u8>> {
+    let mut property = vec![0x21];
+    property.extend_from_slice(&receive_maximum.to_be_bytes());
+    connack_v5_with_properties(frame, &property)
+}
+
+/// An MQTT 5 CONNACK with `extra` (encoded properties) appended to its
+/// properties.
+fn connack_v5_with_properties(frame: &[u8], extra: &[u8]) -> Option<Vec<u8>> {
     let (_, len_len) = read_variable_int(frame.get(1..)?)?;
     let body = frame.get(1 + len_len..)?;
     let (flags, code) = (*body.first()?, *body.get(1)?);
@@ -324,12 +502,8 @@ pub fn connack_v5_with_assigned_id(frame: &[u8], client_id: &str) -> Option<Vec<
         // A CONNACK without a property length (3.1.1 layout) has no properties.
         _ => &[][..],
     };
-    let id = client_id.as_bytes();
-    let id_len = u16::try_from(id.len()).ok()?;
     let mut new_properties = properties.to_vec();
-    new_properties.push(0x12);
-    new_properties.extend_from_slice(&id_len.to_be_bytes());
-    new_properties.extend_from_slice(id);
+    new_properties.extend_from_slice(extra);
     let mut new_body = vec![flags, code];
     push_variable_int(&mut new_body, new_properties.len());
     new_body.extend_from_slice(&new_properties);
@@ -585,6 +759,87 @@ mod proptests {
     use proptest::prelude::*;
     use rumqttd::protocol::{Protocol, v4::V4, v5::V5};
 
+    #[test]
+    fn what_rumqttd_lets_through_is_found() {
+        // Reserved flags.
+        assert_eq!(fixed_header_problem(&[0x82, 0]), None);
+        assert_eq!(
+            fixed_header_problem(&[0x80, 0]),
+            Some(FrameError::BadFlags(8, 0))
+        );
+        assert_eq!(fixed_header_problem(&[0x62, 0]), None);
+        assert!(fixed_header_problem(&[0x60, 0]).is_some());
+        assert!(fixed_header_problem(&[0xC1, 0]).is_some());
+        assert!(fixed_header_problem(&[0x36, 0]).is_some());
+        assert_eq!(fixed_header_problem(&[0x3D, 0]), None);
+        // A PUBLISH's topic name and properties.
+        let publish = |topic: &[u8], properties: Option<&[u8]>| {
+            let mut body = (topic.len() as u16).to_be_bytes().to_vec();
+            body.extend_from_slice(topic);
+            if let Some(p) = properties {
+                body.push(p.len() as u8);
+                body.extend_from_slice(p);
+            }
+            body.extend_from_slice(b"payload");
+            with_fixed_header(0x30, body)
+        };
+        assert_eq!(publish_problem(&publish(b"a/b", None), false), None);
+        assert_eq!(
+            publish_problem(&publish(b"a/+", None), false),
+            Some(FrameError::WildcardTopic)
+        );
+        assert_eq!(
+            publish_problem(&publish(b"a/\xC3\x28", None), false),
+            Some(FrameError::TopicNotUtf8)
+        );
+        assert_eq!(
+            publish_problem(
+                &publish(
+                    b"a",
+                    Some(&[0x26, 0, 1, b'k', 0, 1, b'v', 0x26, 0, 1, b'k', 0, 0])
+                ),
+                true
+            ),
+            None
+        );
+        assert_eq!(
+            publish_problem(&publish(b"a", Some(&[0x01, 1, 0x23, 0, 1, 0x01, 0])), true),
+            Some(FrameError::DuplicateProperty(0x01))
+        );
+        // A SUBSCRIBE without a filter.
+        assert_eq!(
+            subscribe_problem(&[0x82, 2, 0, 1], false),
+            Some(FrameError::NoTopicFilter)
+        );
+        assert_eq!(
+            subscribe_problem(&[0x82, 3, 0, 1, 0], true),
+            Some(FrameError::NoTopicFilter)
+        );
+        assert_eq!(
+            subscribe_problem(&[0x82, 6, 0, 1, 0, 1, b'a', 0], false),
+            None
+        );
+        // CONNECT flags.
+        let connect = |first: u8, flags: u8| {
+            let mut frame = vec![first, 10, 0, 4, b'M', b'Q', b'T', b'T', 4, flags, 0, 60];
+            frame.extend_from_slice(&[0, 0]);
+            frame[1] = (frame.len() - 2) as u8;
+            frame
+        };
+        assert_eq!(connect_problem(&connect(0x10, 0x02), false), None);
+        assert!(connect_problem(&connect(0x11, 0x02), false).is_some());
+        assert!(connect_problem(&connect(0x10, 0x03), false).is_some());
+        assert!(connect_problem(&connect(0x10, 0x1E), false).is_some());
+        assert!(connect_problem(&connect(0x10, 0x22), false).is_some());
+        assert_eq!(connect_problem(&connect(0x10, 0x36), false), None);
+        // The receive maximum in a CONNACK.
+        let connack = connack_v5_with_receive_maximum(&connack_v5(0, None), 128).unwrap();
+        assert_eq!(
+            connack,
+            vec![0x20, 0x06, 0x00, 0x00, 0x03, 0x21, 0x00, 0x80]
+        );
+    }
+
     proptest! {
         /// What the front layer reads from a client before authenticating
         /// it: arbitrary bytes get an answer or an error, never a panic.
@@ -611,6 +866,13 @@ mod proptests {
             let _ = whole_frames(&raw, 1024);
             let _ = connack_code(&raw);
             let _ = connack_v5_with_assigned_id(&raw, "id");
+            let _ = connack_v5_with_receive_maximum(&raw, 128);
+            for v5 in [false, true] {
+                let _ = connect_problem(&raw, v5);
+                let _ = publish_problem(&raw, v5);
+                let _ = subscribe_problem(&raw, v5);
+            }
+            let _ = fixed_header_problem(&raw);
             let _ = ack_codes(&raw, true);
             let _ = ack_codes(&raw, false);
             let _ = packet_id(&raw);

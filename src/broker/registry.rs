@@ -283,11 +283,15 @@ impl Session {
 
     /// Asks the relay to end the connection (MQTT 5: DISCONNECT with
     /// `reason_code` first) without waiting for it: for the relay itself.
-    pub fn request_disconnect(&self, reason_code: u8, reason: &str) {
-        let _ = self.control.try_send(Control::Disconnect {
-            reason_code,
-            reason: reason.to_string(),
-        });
+    /// False if the request could not be queued (the relay's command queue
+    /// is full, or the connection is gone).
+    pub fn request_disconnect(&self, reason_code: u8, reason: &str) -> bool {
+        self.control
+            .try_send(Control::Disconnect {
+                reason_code,
+                reason: reason.to_string(),
+            })
+            .is_ok()
     }
 
     /// Writes a complete packet to the client, between the frames the relay

@@ -270,15 +270,43 @@ pub fn parse_request(
 }
 
 async fn read_body(body: Body) -> Result<bytes::Bytes, ApiError> {
+    use axum::body::HttpBody as _;
+    let too_large = || {
+        ApiError::new(
+            ErrorCode::MalformedRequest,
+            format!("The request body is larger than {MAX_BODY_BYTES} bytes or could not be read."),
+        )
+    };
+    // A body declared larger than the limit (Content-Length) is refused at
+    // once, from its head: waiting for it would hold the connection until
+    // the body timeout for a body that could only be refused (a client
+    // declaring 100 MB and sending one byte used to hold it for ever).
+    if body.size_hint().lower() > MAX_BODY_BYTES as u64 {
+        return Err(too_large());
+    }
     axum::body::to_bytes(body, MAX_BODY_BYTES)
         .await
-        .map_err(|_| {
-            ApiError::new(
-                ErrorCode::MalformedRequest,
-                format!(
-                    "The request body is larger than {MAX_BODY_BYTES} bytes or could not be read."
+        .map_err(|e| {
+            // The timeout's error comes wrapped by each body layer.
+            let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+            let mut timed_out = None;
+            while let Some(error) = cause {
+                if let Some(found) = error.downcast_ref::<crate::server::BodyTimedOut>() {
+                    timed_out = Some(found);
+                    break;
+                }
+                cause = error.source();
+            }
+            match timed_out {
+                Some(timed_out) => ApiError::new(
+                    ErrorCode::MalformedRequest,
+                    format!(
+                        "The request body did not arrive within {} s of its headers.",
+                        timed_out.0.as_secs()
+                    ),
                 ),
-            )
+                None => too_large(),
+            }
         })
 }
 

@@ -1,8 +1,9 @@
 //! The HTTP and HTTPS listeners: hyper directly (rather than
-//! `axum::serve`) for the knobs a gateway needs, a header count limit and a
-//! header read timeout, and a graceful drain at shutdown. Each connection
-//! (after its TLS handshake, for HTTPS) is read through [`LongQuery`],
-//! which moves a query string too long for a URI into a header.
+//! `axum::serve`) for the knobs a gateway needs, a header count limit, a
+//! header read timeout and a body read timeout ([`Timeouts`]), and a
+//! graceful drain at shutdown. Each connection (after its TLS handshake,
+//! for HTTPS) is read through [`LongQuery`], which moves a query string too
+//! long for a URI into a header.
 
 use super::long_query::LongQuery;
 use crate::transport::Refused;
@@ -24,20 +25,51 @@ pub const HTTP_MAX_HEADERS: usize = 128;
 /// payload percent-encoded in the query string (up to 192 KiB) with room
 /// to spare.
 pub const HTTP_MAX_BUF_BYTES: usize = 8192 + 4096 * 100;
-/// A client has this long to send its request headers (slow-header floods).
+/// A client has this long to send its request headers (slow-header floods),
+/// unless `[http] header_timeout_secs` says otherwise.
 pub const HTTP_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a connection may take over its request's parts, from
+/// `[http] header_timeout_secs` and `body_timeout_secs`.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// To send the request head (and, over HTTPS, finish the handshake
+    /// first); then the connection is closed without an answer.
+    pub header: Duration,
+    /// To send the body once the head has arrived: a body declared and
+    /// never sent would otherwise hold the connection, its task and the
+    /// part already read for ever (a reader of it gets [`BodyTimedOut`]).
+    pub body: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            header: HTTP_HEADER_TIMEOUT,
+            body: HTTP_HEADER_TIMEOUT,
+        }
+    }
+}
+
+/// The error a request body's reader gets when the body did not arrive
+/// within [`Timeouts::body`].
+#[derive(Debug, thiserror::Error)]
+#[error("the request body did not arrive within {} s", .0.as_secs())]
+pub struct BodyTimedOut(pub Duration);
 /// How long calls in flight may take to finish at shutdown.
 const HTTP_DRAIN: Duration = Duration::from_secs(10);
 
 /// Serves HTTP/1.1 with hyper directly (rather than `axum::serve`) for the
-/// knobs a gateway needs: a header count limit and a header read timeout.
-/// Each request carries its peer address (`ConnectInfo`). With `tls`, it is
-/// HTTPS: each connection's TLS handshake, within [`HTTP_HEADER_TIMEOUT`],
-/// comes first, and the same [`LongQuery`] reads the decrypted stream.
+/// knobs a gateway needs: a header count limit and the header and body
+/// read timeouts. Each request carries its peer address (`ConnectInfo`).
+/// With `tls`, it is HTTPS: each connection's TLS handshake, within the
+/// header timeout, comes first, and the same [`LongQuery`] reads the
+/// decrypted stream.
 pub async fn serve(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     app: Router,
+    timeouts: Timeouts,
     shutdown: CancellationToken,
 ) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
@@ -57,7 +89,7 @@ pub async fn serve(
         let app = app.clone();
         match &tls {
             None => {
-                let connection = graceful.watch(connection(stream, peer, app));
+                let connection = graceful.watch(connection(stream, peer, app, timeouts));
                 tokio::spawn(async move {
                     if let Err(e) = connection.await {
                         tracing::debug!(%peer, error = %e, "http connection ended with an error");
@@ -72,9 +104,9 @@ pub async fn serve(
                 let shutdown = shutdown.clone();
                 tokio::spawn(async move {
                     let handshake =
-                        tokio::time::timeout(HTTP_HEADER_TIMEOUT, tls::accept(&acceptor, stream));
+                        tokio::time::timeout(timeouts.header, tls::accept(&acceptor, stream));
                     let secure = tokio::select! {
-                        done = handshake => done.unwrap_or(Err(Refused::TimedOut(HTTP_HEADER_TIMEOUT))),
+                        done = handshake => done.unwrap_or(Err(Refused::TimedOut(timeouts.header))),
                         _ = shutdown.cancelled() => return,
                     };
                     let secure = match secure {
@@ -86,7 +118,7 @@ pub async fn serve(
                             return tracing::info!(%peer, reason = %refused, "https handshake refused; closing");
                         }
                     };
-                    if let Err(e) = watcher.watch(connection(secure, peer, app)).await {
+                    if let Err(e) = watcher.watch(connection(secure, peer, app, timeouts)).await {
                         tracing::debug!(%peer, error = %e, "https connection ended with an error");
                     }
                 });
@@ -103,11 +135,12 @@ pub async fn serve(
 }
 
 /// One HTTP/1.1 connection of the router, over TCP or TLS, read through
-/// [`LongQuery`].
+/// [`LongQuery`]; each request's body read within `timeouts.body`.
 fn connection<S>(
     stream: S,
     peer: SocketAddr,
     app: Router,
+    timeouts: Timeouts,
 ) -> impl hyper_util::server::graceful::GracefulConnection<Error = hyper::Error> + Send
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -117,17 +150,78 @@ where
     use tower::ServiceExt;
 
     let service =
-        hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
-            request
-                .extensions_mut()
-                .insert(axum::extract::ConnectInfo(peer));
-            app.clone().oneshot(request)
+        hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+            let (mut parts, body) = request.into_parts();
+            parts.extensions.insert(axum::extract::ConnectInfo(peer));
+            let body = axum::body::Body::new(Deadline::new(body, timeouts.body));
+            app.clone().oneshot(hyper::Request::from_parts(parts, body))
         });
     let stream = LongQuery::new(stream, HTTP_MAX_BUF_BYTES);
     http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(HTTP_HEADER_TIMEOUT)
+        .header_read_timeout(timeouts.header)
         .max_headers(HTTP_MAX_HEADERS)
         .max_buf_size(HTTP_MAX_BUF_BYTES)
         .serve_connection(TokioIo::new(stream), service)
+}
+
+/// A request body that must arrive within a time from when its head did:
+/// past it, its reader gets [`BodyTimedOut`] (and the connection, whose
+/// body was not read to its end, is closed after the answer). The timer is
+/// armed only when the body has kept its reader waiting, so a request
+/// without a body, or whose body came with its head, sets none.
+struct Deadline<B> {
+    body: B,
+    due: tokio::time::Instant,
+    limit: Duration,
+    timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<B> Deadline<B> {
+    fn new(body: B, limit: Duration) -> Self {
+        Deadline {
+            body,
+            due: tokio::time::Instant::now() + limit,
+            limit,
+            timer: None,
+        }
+    }
+}
+
+impl<B> hyper::body::Body for Deadline<B>
+where
+    B: hyper::body::Body + Unpin,
+    B::Error: Into<axum::BoxError>,
+{
+    type Data = B::Data;
+    type Error = axum::BoxError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        use std::task::Poll;
+        let this = self.get_mut();
+        match std::pin::Pin::new(&mut this.body).poll_frame(cx) {
+            Poll::Ready(frame) => Poll::Ready(frame.map(|f| f.map_err(Into::into))),
+            Poll::Pending => {
+                let due = this.due;
+                let timer = this
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
+                match timer.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Some(Err(BodyTimedOut(this.limit).into()))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
 }

@@ -7,7 +7,7 @@ pub mod http;
 pub mod long_query;
 pub mod reload;
 
-pub use http::{HTTP_HEADER_TIMEOUT, HTTP_MAX_HEADERS};
+pub use http::{BodyTimedOut, HTTP_HEADER_TIMEOUT, HTTP_MAX_HEADERS};
 
 use crate::broker::front::FrontLayer;
 use crate::broker::{self, Brokers, reason};
@@ -414,11 +414,16 @@ impl Server {
             meter.clone(),
             flusher_stop.clone(),
         ));
+        let timeouts = http::Timeouts {
+            header: Duration::from_secs(config.http.header_timeout_secs),
+            body: Duration::from_secs(config.http.body_timeout_secs),
+        };
         let metrics_apart = metrics_listener.is_some();
         let mut http = vec![tokio::spawn(http::serve(
             http_listener,
             None,
             api_app(state.clone(), !metrics_apart),
+            timeouts,
             shutdown.clone(),
         ))];
         if let (Some(listener), Some(tls)) = (https_listener, http_tls) {
@@ -426,6 +431,7 @@ impl Server {
                 listener,
                 Some(tls),
                 api_app(state.clone(), !metrics_apart),
+                timeouts,
                 shutdown.clone(),
             )));
         }
@@ -434,6 +440,7 @@ impl Server {
                 listener,
                 None,
                 metrics_app(state.clone()),
+                timeouts,
                 shutdown.clone(),
             )));
         }
@@ -523,6 +530,12 @@ impl Server {
         }
         if old_http.max_remembered_nonces != new_http.max_remembered_nonces {
             needs_restart.push("http.max_remembered_nonces");
+        }
+        if old_http.header_timeout_secs != new_http.header_timeout_secs {
+            needs_restart.push("http.header_timeout_secs");
+        }
+        if old_http.body_timeout_secs != new_http.body_timeout_secs {
+            needs_restart.push("http.body_timeout_secs");
         }
         let (old_mqtt, new_mqtt) = (&previous.mqtt, &config.mqtt);
         if old_mqtt.max_packet_size != new_mqtt.max_packet_size {

@@ -213,6 +213,11 @@ impl FrontLayer {
         let protocol = match codec::connect_protocol_level(&frame) {
             Some(4) => ProtocolVersion::V311,
             Some(5) => ProtocolVersion::V5,
+            // Too short to hold a protocol level: malformed, in any version.
+            None => {
+                info!(%peer, "CONNECT too short to name its protocol; closing");
+                return None;
+            }
             level => {
                 info!(%peer, ?level, "unsupported MQTT protocol level; refusing");
                 // Return code 1 (unacceptable protocol version) in the 3.1.1
@@ -221,6 +226,18 @@ impl FrontLayer {
                 return None;
             }
         };
+        // What rumqttd's decoder would accept but MQTT requires the server
+        // to close the connection for (reserved flags, a property given
+        // twice): MQTT 5 hears why in its CONNACK.
+        if let Some(problem) = codec::connect_problem(&frame, protocol == ProtocolVersion::V5) {
+            info!(%peer, %problem, "malformed CONNECT; refusing");
+            if protocol == ProtocolVersion::V5 {
+                let reason = format!("malformed CONNECT packet: {problem}");
+                let packet = codec::connack_v5(problem.reason_code(), Some(&reason));
+                let _ = write_goodbye(&mut client, &packet).await;
+            }
+            return None;
+        }
         let connect_len = frame.len() as u64;
         let mut frame = frame;
         let decoded = match protocol {
@@ -504,6 +521,7 @@ impl FrontLayer {
             keep_alive: keepalive_limit(keep_alive),
             injected: handle.upstream,
             own_qos2: Vec::new(),
+            awaiting_pubrel: Vec::new(),
             aliases: Default::default(),
         };
         let to_client = ToClient {
@@ -679,9 +697,10 @@ fn will_delay(
     Duration::from_secs(u64::from(session_expiry.min(delay)))
 }
 
-/// Decides whether rumqttd accepted the connection and, for an MQTT 5 client
-/// whose client id we assigned, adds the Assigned Client Identifier property
-/// to the CONNACK (MQTT 5 requires it; 3.1.1 has no way to say it).
+/// Decides whether rumqttd accepted the connection and, for an MQTT 5
+/// client, adds the Receive Maximum property and, where we assigned the
+/// client id, the Assigned Client Identifier property to the CONNACK (MQTT
+/// 5 requires it; 3.1.1 has no way to say either).
 fn patch_connack(
     frame: BytesMut,
     protocol: ProtocolVersion,
@@ -689,14 +708,17 @@ fn patch_connack(
 ) -> Result<(BytesMut, bool), &'static str> {
     let (_, code) = codec::connack_code(&frame).ok_or("not a CONNACK")?;
     let accepted = code == 0;
-    match (protocol, assigned_client_id) {
-        (ProtocolVersion::V5, Some(id)) if accepted => {
-            let patched =
-                codec::connack_v5_with_assigned_id(&frame, id).ok_or("malformed CONNACK")?;
-            Ok((BytesMut::from(&patched[..]), accepted))
-        }
-        _ => Ok((frame, accepted)),
+    if protocol != ProtocolVersion::V5 || !accepted {
+        return Ok((frame, accepted));
     }
+    // MQTT 5: the receive maximum the relay enforces (see ToBroker), and
+    // the client id assigned, if any.
+    let mut patched = codec::connack_v5_with_receive_maximum(&frame, to_broker::RECEIVE_MAXIMUM)
+        .ok_or("malformed CONNACK")?;
+    if let Some(id) = assigned_client_id {
+        patched = codec::connack_v5_with_assigned_id(&patched, id).ok_or("malformed CONNACK")?;
+    }
+    Ok((BytesMut::from(&patched[..]), accepted))
 }
 
 async fn refuse(client: &mut ClientWrite, protocol: ProtocolVersion, refusal: &Refusal) {
@@ -749,6 +771,8 @@ fn ended_as(end: &End) -> (DeviceAction, String) {
         End::ClientClosed => close(events::CLOSED_BY_CLIENT),
         End::ClientError(_) | End::SendTimeout => close(events::SOCKET_IO_EXCEPTION),
         End::ClientProtocol(_) => close(events::INVALID_PARAM),
+        // An MQTT 5 client's protocol error, told with its reason code.
+        End::Disconnected(0x81 | 0x82 | 0x90 | 0x95, _) => close(events::INVALID_PARAM),
         End::Refused(_) => close(events::RESOURCE_AUTH_FAILED),
         End::Disconnected(reason::SESSION_TAKEN_OVER, _) => close(events::CLIENT_ID_CONFLICT),
         End::Disconnected(reason::SERVER_SHUTTING_DOWN, _) => close(events::SERVER_SHUTDOWN),

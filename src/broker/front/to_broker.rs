@@ -40,6 +40,12 @@ pub(super) struct ToBroker<'a> {
     pub(super) injected: mpsc::Receiver<Injected>,
     /// Packet ids of QoS 2 token uploads the relay answered with PUBREC.
     pub(super) own_qos2: Vec<u16>,
+    /// Packet ids of the client's QoS 2 PUBLISHes forwarded to rumqttd and
+    /// awaiting their PUBREL, at most [`RECEIVE_MAXIMUM`]. rumqttd keeps
+    /// each such PUBLISH until its PUBREL, with no limit of its own and
+    /// once more for each resend of the same packet id: a client that
+    /// never sends PUBREL would grow the router's memory without bound.
+    pub(super) awaiting_pubrel: Vec<u16>,
     /// The MQTT 5 topic aliases the client set, as rumqttd holds them.
     pub(super) aliases: TopicAliases,
 }
@@ -89,9 +95,47 @@ impl TopicAliases {
     }
 }
 
+/// The most QoS 2 PUBLISHes a client may have awaiting their PUBREL (its
+/// unacknowledged incoming window): told to MQTT 5 clients as the CONNACK's
+/// Receive Maximum; one more ends the connection (MQTT 5: DISCONNECT 0x93
+/// "receive maximum exceeded"). QoS 1 PUBLISHes are acknowledged as they
+/// reach the router and take no room. Above the default in-flight window
+/// of common clients (rumqttc 100, paho and mosquitto 20).
+pub(crate) const RECEIVE_MAXIMUM: u16 = 128;
+
+/// How long the reading half waits, after a protocol error of an MQTT 5
+/// client, for the writing half to send the DISCONNECT that says why and
+/// end the connection (it writes between whole frames, within its send
+/// timeout); past it, the connection ends without it.
+const PROTOCOL_ERROR_GOODBYE: Duration = Duration::from_secs(5);
+
 impl ToBroker<'_> {
     pub(super) async fn run(
         mut self,
+        broker: &InstanceBroker,
+        session: &Arc<Session>,
+        devices: &DeviceStore,
+        tracer: &Tracer,
+    ) -> End {
+        let end = self.read_client(broker, session, devices, tracer).await;
+        match end {
+            // MQTT 5 gives a protocol error its reason code (MQTT 5, 4.13:
+            // the server should send DISCONNECT with it before closing):
+            // the other half writes it between whole frames and ends the
+            // connection, as End::Disconnected. 3.1.1 has no DISCONNECT
+            // from the server: the connection just closes.
+            End::ClientProtocol(error) if session.info.protocol == ProtocolVersion::V5 => {
+                if session.request_disconnect(error.reason_code(), &error.to_string()) {
+                    tokio::time::sleep(PROTOCOL_ERROR_GOODBYE).await;
+                }
+                End::ClientProtocol(error)
+            }
+            end => end,
+        }
+    }
+
+    async fn read_client(
+        &mut self,
         broker: &InstanceBroker,
         session: &Arc<Session>,
         devices: &DeviceStore,
@@ -131,6 +175,24 @@ impl ToBroker<'_> {
                 let kind = codec::frame_type(frame_at);
                 if !codec::client_may_send(kind) {
                     return End::ClientProtocol(FrameError::Forbidden(kind));
+                }
+                // What rumqttd's decoder lets through (or calls malformed)
+                // but MQTT requires the server to close the connection for:
+                // reserved flags, a PUBLISH's wildcard or non-UTF-8 topic
+                // name or repeated property, a SUBSCRIBE without filters.
+                let v5 = protocol == ProtocolVersion::V5;
+                let problem = codec::fixed_header_problem(frame_at).or_else(|| match kind {
+                    packet_type::PUBLISH => codec::publish_problem(&frame_at[..len], v5),
+                    packet_type::SUBSCRIBE | packet_type::UNSUBSCRIBE => {
+                        codec::subscribe_problem(&frame_at[..len], v5)
+                    }
+                    _ => None,
+                });
+                if let Some(problem) = problem {
+                    if let Err(end) = self.forward(whole).await {
+                        return end;
+                    }
+                    return End::ClientProtocol(problem);
                 }
                 stats.recv_pkt.fetch_add(1, Ordering::Relaxed);
                 match kind {
@@ -184,6 +246,32 @@ impl ToBroker<'_> {
                             self.aliases.set(named, alias);
                         }
                         let qos = codec::publish_qos(frame_at);
+                        if qos == 2
+                            && let Some((_, Some(id))) = codec::publish_topic(&frame_at[..len])
+                        {
+                            if self.awaiting_pubrel.contains(&id) {
+                                // A resend of a PUBLISH rumqttd holds
+                                // already: acknowledged again, not
+                                // forwarded (rumqttd would keep, and
+                                // later deliver, a second copy).
+                                if let Err(end) = self.forward(whole).await {
+                                    return end;
+                                }
+                                let _ = self.buf.split_to(len);
+                                session.tell_client(codec::publish_ack(2, id)).await;
+                                whole = 0;
+                                continue;
+                            }
+                            if self.awaiting_pubrel.len() >= usize::from(RECEIVE_MAXIMUM) {
+                                if let Err(end) = self.forward(whole).await {
+                                    return end;
+                                }
+                                return End::ClientProtocol(FrameError::ReceiveMaximumExceeded(
+                                    RECEIVE_MAXIMUM,
+                                ));
+                            }
+                            self.awaiting_pubrel.push(id);
+                        }
                         broker.meter.published(qos);
                         if tracing && let Some(parts) = codec::publish_parts(&frame_at[..len], v5) {
                             let topic =
@@ -198,9 +286,17 @@ impl ToBroker<'_> {
                         }
                     }
                     // The client's PUBREL of a QoS 2 token upload, which
-                    // the relay acknowledged itself.
-                    packet_type::PUBREL if !self.own_qos2.is_empty() => {
+                    // the relay acknowledged itself, or of a PUBLISH
+                    // rumqttd holds.
+                    packet_type::PUBREL => {
                         let id = codec::packet_id(&frame_at[..len]);
+                        if let Some(at) = self.awaiting_pubrel.iter().position(|p| Some(*p) == id) {
+                            self.awaiting_pubrel.swap_remove(at);
+                            // An empty window holds no memory.
+                            if self.awaiting_pubrel.is_empty() {
+                                self.awaiting_pubrel = Vec::new();
+                            }
+                        }
                         if let Some(at) = self.own_qos2.iter().position(|p| Some(*p) == id) {
                             self.own_qos2.swap_remove(at);
                             if let Err(end) = self.forward(whole).await {
@@ -608,7 +704,7 @@ async fn refuse_publish(session: &Session, frame: &[u8], reason: String) -> Outc
             Outcome::Continue
         }
         (ProtocolVersion::V5, None) => {
-            session.request_disconnect(0x87, &reason);
+            let _ = session.request_disconnect(0x87, &reason);
             Outcome::AwaitDisconnect
         }
     }
