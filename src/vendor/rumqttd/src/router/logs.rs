@@ -43,6 +43,9 @@ impl Storage for PublishData {
     }
 }
 
+/// mqgate: most topics whose matching filters are cached.
+const MAX_CACHED_TOPICS: usize = 65_536;
+
 /// Stores 'device' data and 'actions' data in native commitlog
 /// organized by subscription filter. Device data is replicated
 /// while actions data is not
@@ -122,6 +125,28 @@ impl DataLog {
             })
     }
 
+    /// mqgate: drops the logs of `filters` (nobody subscribes to them and
+    /// no saved session will come back for them), and returns their
+    /// indexes. Each log otherwise lives, with the messages it holds, until
+    /// the router stops: one per distinct filter ever subscribed.
+    pub fn remove_filters(&mut self, filters: &[Filter]) -> std::collections::HashSet<FilterIdx> {
+        let mut removed = std::collections::HashSet::new();
+        for filter in filters {
+            if let Some(idx) = self.filter_indexes.remove(filter) {
+                self.native.try_remove(idx);
+                removed.insert(idx);
+            }
+        }
+        if !removed.is_empty() {
+            // One pass over the topic cache, whatever the number of filters.
+            self.publish_filters.retain(|_, indexes| {
+                indexes.retain(|idx| !removed.contains(idx));
+                !indexes.is_empty()
+            });
+        }
+        removed
+    }
+
     // TODO: Currently returning a Option<Vec> instead of Option<&Vec> due to Rust borrow checker
     // limitation
     pub fn matches(&mut self, topic: &str) -> Option<Vec<usize>> {
@@ -136,6 +161,12 @@ impl DataLog {
                     .collect();
 
                 if !v.is_empty() {
+                    // mqgate: a cache, bounded: with a wildcard filter
+                    // subscribed, every distinct topic published would
+                    // stay in it for good (see PATCHES.md).
+                    if self.publish_filters.len() >= MAX_CACHED_TOPICS {
+                        self.publish_filters.clear();
+                    }
                     self.publish_filters.insert(topic.to_owned(), v.clone());
                 }
 

@@ -306,6 +306,7 @@ impl Router {
         let previous_session = saved.as_ref().is_some_and(|s| s.session_state.is_some());
         // for qos2 pending pubrels
         let mut pending_acks = VecDeque::new();
+        let mut ended_session_filters: Vec<Filter> = Vec::new();
 
         let tracker = if !clean_session {
             // if there was some saved state, restore the metrics
@@ -328,6 +329,11 @@ impl Router {
                 },
             )
         } else {
+            // mqgate: a clean start ends the saved session; the filters it
+            // alone held go (after this connection is registered).
+            if let Some(state) = saved.as_ref().and_then(|s| s.session_state.as_ref()) {
+                ended_session_filters.extend(state.subscriptions.iter().cloned());
+            }
             // Only retrieve metrics in clean session
             connection.events = saved.map_or_else(ConnectionEvents::default, |s| s.metrics);
             Tracker::new(client_id.clone())
@@ -360,6 +366,16 @@ impl Router {
 
         self.connection_map.insert(client_id.clone(), connection_id);
         info!(connection_id, "Client connection registered");
+        // mqgate: a resumed session's subscriptions are this connection's
+        // in the subscription map too (upstream left them out, so an
+        // UNSUBSCRIBE of a resumed filter was ignored, and a filter's log
+        // could not tell it still had a subscriber).
+        for filter in self.connections[connection_id].subscriptions.iter() {
+            self.subscription_map
+                .entry(filter.clone())
+                .or_default()
+                .insert(connection_id);
+        }
 
         assert_eq!(self.ackslog.insert(ackslog), connection_id);
         assert_eq!(self.scheduler.add(tracker), connection_id);
@@ -397,6 +413,7 @@ impl Router {
             .reschedule(connection_id, ScheduleReason::Init);
 
         self.router_meters.total_connections += 1;
+        self.forget_unused_filters(ended_session_filters);
     }
 
     fn handle_new_meter(&mut self, tx: Sender<Vec<Meter>>) {
@@ -523,11 +540,39 @@ impl Router {
             );
         } else {
             tracker.pause(PauseReason::Busy);
-            let id = tracker.id.clone();
-            // Only save metrics in clean session
-            self.graveyard.save_metrics(id, connection.events);
+            // mqgate: nothing is kept of a clean session (upstream kept its
+            // metrics under its client id until the router stopped: one
+            // entry per distinct client id ever connected), and the filters
+            // it alone subscribed to go with it.
+            drop(tracker);
+            self.forget_unused_filters(connection.subscriptions.into_iter().collect());
         }
         self.router_meters.total_connections -= 1;
+    }
+
+    /// mqgate: drops the logs of those of `filters` that no connection
+    /// subscribes to and no saved session holds (see PATCHES.md). Not while
+    /// shared subscriptions exist: their groups keep cursors into logs.
+    fn forget_unused_filters(&mut self, filters: Vec<Filter>) {
+        if filters.is_empty() || !self.shared_subscriptions.is_empty() {
+            return;
+        }
+        let unused: Vec<Filter> = filters
+            .into_iter()
+            .filter(|f| {
+                self.subscription_map.get(f).is_none_or(|ids| ids.is_empty())
+                    && !self.graveyard.holds(f)
+            })
+            .collect();
+        for filter in &unused {
+            self.subscription_map.remove(filter);
+        }
+        let removed = self.datalog.remove_filters(&unused);
+        if !removed.is_empty() {
+            // A wake-up queued for a dropped log must not reach a tracker.
+            self.notifications
+                .retain(|(_, request)| !removed.contains(&request.filter_idx));
+        }
     }
 
     /// Handles new incoming data on a topic
@@ -710,6 +755,8 @@ impl Router {
                 Packet::Unsubscribe(unsubscribe, _) => {
                     let connection = self.connections.get_mut(id).unwrap();
                     let pkid = unsubscribe.pkid;
+                    // mqgate: filters that may have lost their last subscriber.
+                    let mut unsubscribed = Vec::new();
                     for filter in &unsubscribe.filters {
                         let span = tracing::info_span!("unsubscribe", topic = filter, pkid);
                         let _guard = span.enter();
@@ -756,9 +803,11 @@ impl Router {
                             ackslog.unsuback(unsuback);
                             self.scheduler.untrack(id, filter);
                             self.datalog.remove_waiters_for_id(id, filter);
+                            unsubscribed.push(filter.clone());
                             force_ack = true;
                         }
                     }
+                    self.forget_unused_filters(unsubscribed);
                 }
                 Packet::PubAck(puback, _) => {
                     let span = tracing::info_span!("puback", pkid = puback.pkid);
