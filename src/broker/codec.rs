@@ -3,10 +3,11 @@
 //! DISCONNECT packets it sends on its own. Everything else is decoded and
 //! encoded with `rumqttd::protocol`.
 //!
-//! CONNACK and DISCONNECT are written by hand on purpose: rumqttd's v5 encoder
-//! writes `DISCONNECT(0x98)` without properties as `E0 01 98 00`, which
-//! clients such as rumqttc reject, and its CONNACK encoders panic on a return
-//! code of the other protocol version.
+//! CONNACK and DISCONNECT are written by hand on purpose: rumqttd 0.20's v5
+//! encoder wrote `DISCONNECT(0x98)` without properties as `E0 01 98 00`,
+//! which clients such as rumqttc reject (fixed in the vendored copy since,
+//! PATCHES.md 5, for the router's own DISCONNECTs), and its CONNACK
+//! encoders panic on a return code of the other protocol version.
 
 use rumqttd::protocol::v4;
 

@@ -99,12 +99,7 @@ impl ToRouter {
         {
             let mut buffer = self.tx.buffer();
             while !frames.is_empty() {
-                let max = frames.len();
-                let packet = match self.protocol {
-                    ProtocolVersion::V311 => V4.read_mut(&mut frames, max),
-                    ProtocolVersion::V5 => V5.read_mut(&mut frames, max),
-                };
-                match packet {
+                match decode_next(self.protocol, &mut frames) {
                     Ok(packet) => buffer.push_back(packet),
                     // The front layer frames before it decodes: a frame
                     // rumqttd's codec refuses is malformed inside.
@@ -197,11 +192,28 @@ impl FromRouter {
     }
 }
 
+/// Decodes the first of whole frames (already read and checked) with
+/// rumqttd's codec for the client's protocol, and takes it off `frames`.
+pub(super) fn decode_next(
+    protocol: ProtocolVersion,
+    frames: &mut BytesMut,
+) -> Result<Packet, rumqttd::protocol::Error> {
+    let max = frames.len();
+    match protocol {
+        ProtocolVersion::V311 => V4.read_mut(frames, max),
+        ProtocolVersion::V5 => V5.read_mut(frames, max),
+    }
+}
+
 /// Encodes a packet from the router in the client's protocol. MQTT 3.1.1
 /// has no properties (rumqttd's 3.1.1 encoder panics on a packet that has
 /// them, e.g. a message an MQTT 5 client published with properties) and no
 /// DISCONNECT from the server (the connection just closes).
-fn encode(protocol: ProtocolVersion, packet: Packet, out: &mut BytesMut) -> Result<(), String> {
+pub(super) fn encode(
+    protocol: ProtocolVersion,
+    packet: Packet,
+    out: &mut BytesMut,
+) -> Result<(), String> {
     let written = match protocol {
         ProtocolVersion::V5 => V5.write(packet, out),
         ProtocolVersion::V311 => match without_properties(packet) {

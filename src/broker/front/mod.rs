@@ -239,11 +239,7 @@ impl FrontLayer {
             return None;
         }
         let connect_len = frame.len() as u64;
-        let mut frame = frame;
-        let decoded = match protocol {
-            ProtocolVersion::V311 => V4.read_mut(&mut frame, self.max_packet_size),
-            ProtocolVersion::V5 => V5.read_mut(&mut frame, self.max_packet_size),
-        };
+        let decoded = decode_connect(protocol, frame, self.max_packet_size);
         let (connect, properties, will, will_properties, login) = match decoded {
             Ok(Packet::Connect(c, p, w, wp, l)) => (c, p, w, wp, l),
             other => {
@@ -670,6 +666,59 @@ async fn read_frame(
             Ok(0) | Err(_) => return Ok(None),
             Ok(_) => {}
         }
+    }
+}
+
+/// The client's first frame (a CONNECT of protocol level 4 or 5, framed by
+/// [`codec::frame_len`]) decoded with rumqttd's codec for that protocol.
+fn decode_connect(
+    protocol: ProtocolVersion,
+    mut frame: BytesMut,
+    max_packet_size: usize,
+) -> Result<Packet, rumqttd::protocol::Error> {
+    match protocol {
+        ProtocolVersion::V311 => V4.read_mut(&mut frame, max_packet_size),
+        ProtocolVersion::V5 => V5.read_mut(&mut frame, max_packet_size),
+    }
+}
+
+/// The front layer's private decoding and encoding, for the fuzz targets in
+/// `fuzz/` (they must run the very code a client's bytes reach). Not an
+/// API: nothing in mqgate uses it.
+#[doc(hidden)]
+pub mod fuzzing {
+    use super::ProtocolVersion;
+    use bytes::BytesMut;
+    pub use rumqttd::protocol::Packet;
+
+    /// What [`super::FrontLayer`] does with a client's first frame.
+    pub fn decode_connect(
+        protocol: ProtocolVersion,
+        frame: BytesMut,
+        max_packet_size: usize,
+    ) -> Option<Packet> {
+        super::decode_connect(protocol, frame, max_packet_size).ok()
+    }
+
+    /// How the relay decodes one whole frame of a connected client
+    /// (SUBSCRIBE, PUBLISH and UNSUBSCRIBE it inspects).
+    pub fn decode_frame(protocol: ProtocolVersion, frame: BytesMut) -> Option<Packet> {
+        super::to_broker::decode(protocol, frame)
+    }
+
+    /// How the link to the router decodes the frames it forwards, one at a
+    /// time off the front of `frames`.
+    pub fn decode_next(protocol: ProtocolVersion, frames: &mut BytesMut) -> Option<Packet> {
+        super::link::decode_next(protocol, frames).ok()
+    }
+
+    /// How a router notification is encoded for a client of `protocol`.
+    pub fn encode_for_client(
+        protocol: ProtocolVersion,
+        packet: Packet,
+        out: &mut BytesMut,
+    ) -> Result<(), String> {
+        super::link::encode(protocol, packet, out)
     }
 }
 

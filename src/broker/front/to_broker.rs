@@ -712,7 +712,7 @@ async fn refuse_publish(session: &Session, frame: &[u8], reason: String) -> Outc
 
 /// One complete frame, decoded with rumqttd's codec for the connection's
 /// protocol; `None` if it is malformed.
-fn decode(protocol: ProtocolVersion, mut frame: BytesMut) -> Option<Packet> {
+pub(super) fn decode(protocol: ProtocolVersion, mut frame: BytesMut) -> Option<Packet> {
     let len = frame.len();
     match protocol {
         ProtocolVersion::V311 => V4.read_mut(&mut frame, len),

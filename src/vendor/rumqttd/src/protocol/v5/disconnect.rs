@@ -18,7 +18,11 @@ fn len(disconnect: &Disconnect, properties: &Option<DisconnectProperties>) -> us
         let properties_len_len = len_len(properties_len);
         length += properties_len_len + properties_len;
     } else {
-        length += 1;
+        // mqgate: the reason code and a property length of 0, which write
+        // puts after it (upstream counted the reason code alone, so the
+        // frame said one byte and carried two: clients read the property
+        // length 0 as the next packet, or reject the DISCONNECT).
+        length += 1 + 1;
     }
 
     length
@@ -69,7 +73,11 @@ pub fn write(
 
     let length = len(disconnect, properties);
 
-    if length == 2 {
+    // mqgate: the short form (no reason code, no properties) only for a
+    // normal disconnection without properties; upstream tested the length,
+    // which is 2 for any other reason code without properties too.
+    if disconnect.reason_code == DisconnectReasonCode::NormalDisconnection && properties.is_none()
+    {
         buffer.put_u8(0x00);
         return Ok(length);
     }
