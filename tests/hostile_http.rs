@@ -60,32 +60,19 @@ fn raise_descriptor_limit() -> u64 {
     limit.rlim_cur
 }
 
-/// The mqgate binary on loopback; killed when dropped.
-struct Mqgate {
-    child: std::process::Child,
-    http: SocketAddr,
-    endpoint: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Mqgate {
-    fn start() -> Mqgate {
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("mqgate.toml");
-        std::fs::write(
-            &config,
-            format!(
-                r#"
+/// The test's mqgate: the binary, a process of its own.
+fn start_mqgate() -> common::Process {
+    let (header, body) = (HEADER_TIMEOUT.as_secs(), BODY_TIMEOUT.as_secs());
+    common::Process::start(&format!(
+        r#"
 [http]
 listen = "127.0.0.1:0"
-header_timeout_secs = {}
-body_timeout_secs = {}
+header_timeout_secs = {header}
+body_timeout_secs = {body}
 [mqtt]
 listen = "127.0.0.1:0"
 [trace]
 enabled = false
-[storage]
-dir = {:?}
 [limits]
 QuerySessionByClientId = 100000
 [[accounts]]
@@ -97,38 +84,8 @@ id = "1234567890"
   access_key_id = "testid"
   access_key_secret = "testsecret"
   root = true
-"#,
-                HEADER_TIMEOUT.as_secs(),
-                BODY_TIMEOUT.as_secs(),
-                dir.path().join("data").display().to_string()
-            ),
-        )
-        .unwrap();
-        let (child, http) = common::spawn_mqgate(
-            &["serve", "--config", config.to_str().unwrap()],
-            std::process::Stdio::null(),
-        );
-        Mqgate {
-            child,
-            http: http.parse().unwrap(),
-            endpoint: format!("http://{http}"),
-            _dir: dir,
-        }
-    }
-
-    /// mqgate's open descriptors.
-    fn fds(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))
-            .map(|d| d.count())
-            .unwrap_or(0)
-    }
-}
-
-impl Drop for Mqgate {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+"#
+    ))
 }
 
 /// One call of the well-behaved caller: signed V1, as the Python core SDK
@@ -349,8 +306,8 @@ async fn hostile_http_clients_are_closed_and_the_api_keeps_answering() {
             "hostile_http: open-files limit {limit}: {count} half requests instead of {HALF_REQUESTS}"
         ));
     }
-    let gate = Mqgate::start();
-    let endpoint = gate.endpoint.clone();
+    let gate = start_mqgate();
+    let endpoint = gate.endpoint();
 
     // Quiet: the caller alone.
     for _ in 0..20 {

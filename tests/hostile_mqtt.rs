@@ -47,31 +47,19 @@ fn report(line: &str) {
     let _ = writeln!(std::io::stderr(), "{line}");
 }
 
-/// The mqgate binary on loopback; killed when dropped.
-struct Mqgate {
-    child: std::process::Child,
-    mqtt: SocketAddr,
-    _dir: tempfile::TempDir,
-}
-
-impl Mqgate {
-    fn start() -> Mqgate {
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("mqgate.toml");
-        std::fs::write(
-            &config,
-            format!(
-                r#"
+/// The test's mqgate: the binary, a process of its own.
+fn start_mqgate() -> common::Process {
+    let connect_timeout = CONNECT_TIMEOUT.as_secs();
+    common::Process::start(&format!(
+        r#"
 [http]
 listen = "127.0.0.1:0"
 [mqtt]
 listen = "127.0.0.1:0"
 anonymous_instance = "post-cn-hostile"
-connect_timeout_secs = {}
+connect_timeout_secs = {connect_timeout}
 [trace]
 enabled = false
-[storage]
-dir = {:?}
 [[accounts]]
 id = "1234567890"
   [[accounts.instances]]
@@ -81,77 +69,13 @@ id = "1234567890"
   access_key_id = "testid"
   access_key_secret = "testsecret"
   root = true
-"#,
-                CONNECT_TIMEOUT.as_secs(),
-                dir.path().join("data").display().to_string()
-            ),
-        )
-        .unwrap();
-        let (child, first) = common::spawn_mqgate_line(
-            &["serve", "--config", config.to_str().unwrap()],
-            std::process::Stdio::null(),
-        );
-        let mqtt = first
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix("mqtt="))
-            .unwrap_or_else(|| panic!("no mqtt= in {first:?}"))
-            .parse()
-            .unwrap();
-        Mqgate {
-            child,
-            mqtt,
-            _dir: dir,
-        }
-    }
-
-    fn rss_kib(&self) -> u64 {
-        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find(|l| l.starts_with("VmRSS:"))
-                    .and_then(|l| l.split_whitespace().nth(1))
-                    .and_then(|v| v.parse().ok())
-            })
-            .unwrap_or(0)
-    }
-}
-
-impl Drop for Mqgate {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+"#
+    ))
 }
 
 // ---- raw MQTT ----
 
-fn string(out: &mut Vec<u8>, s: &[u8]) {
-    out.extend_from_slice(&(s.len() as u16).to_be_bytes());
-    out.extend_from_slice(s);
-}
-
-fn remaining_length(mut n: usize) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let mut byte = (n % 128) as u8;
-        n /= 128;
-        if n > 0 {
-            byte |= 0x80;
-        }
-        out.push(byte);
-        if n == 0 {
-            return out;
-        }
-    }
-}
-
-fn packet(first: u8, body: &[u8]) -> Vec<u8> {
-    let mut out = vec![first];
-    out.extend(remaining_length(body.len()));
-    out.extend_from_slice(body);
-    out
-}
+use common::raw_mqtt::{packet, remaining_length, string};
 
 /// A CONNECT: protocol name and level, connect flags, keepalive 60, MQTT 5
 /// properties (`None`: 3.1.1, no property block), the client id.
@@ -785,7 +709,7 @@ async fn pair(addr: SocketAddr, name: &str) -> Duration {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_mqtt_clients_get_the_documented_answer_and_hold_up_no_one() {
-    let gate = Mqgate::start();
+    let gate = start_mqgate();
     let addr = gate.mqtt;
 
     // A watcher on every hostile topic: it must receive nothing refused.

@@ -6,21 +6,13 @@
 mod common;
 
 use chrono::{Duration as ChronoDuration, Utc};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn config(dir: &tempfile::TempDir) -> std::path::PathBuf {
-    let path = dir.path().join("replay.toml");
-    std::fs::write(
-        &path,
-        format!(
-            r#"
+const CONFIG: &str = r#"
 [http]
 listen = "127.0.0.1:0"
 [mqtt]
 listen = "127.0.0.1:0"
-[storage]
-dir = {:?}
 [[accounts]]
 id = "1234567890"
   [[accounts.instances]]
@@ -30,21 +22,7 @@ id = "1234567890"
   access_key_id = "testid"
   access_key_secret = "testsecret"
   root = true
-"#,
-            dir.path().join("data").display().to_string()
-        ),
-    )
-    .unwrap();
-    path
-}
-
-fn start(config: &std::path::Path) -> (Child, std::net::SocketAddr) {
-    let (child, http) = common::spawn_mqgate(
-        &["serve", "--config", config.to_str().unwrap()],
-        Stdio::null(),
-    );
-    (child, http.parse().unwrap())
-}
+"#;
 
 /// A GET request signed once (V1), to be sent as many times as wanted.
 fn signed_request(signed_at: chrono::DateTime<Utc>, nonce: &str) -> String {
@@ -90,9 +68,8 @@ fn at_the_start_of_a_second() -> chrono::DateTime<Utc> {
 
 #[tokio::test]
 async fn a_request_accepted_before_a_kill_is_refused_after_a_quick_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = config(&dir);
-    let (mut child, addr) = start(&config);
+    let gate = common::Process::start(CONFIG);
+    let addr = gate.http;
     // Signed now, and signed two minutes ahead of the server's clock.
     let signed_at = at_the_start_of_a_second();
     let now = signed_request(signed_at, "replay-now");
@@ -101,10 +78,9 @@ async fn a_request_accepted_before_a_kill_is_refused_after_a_quick_restart() {
     assert_eq!(send(addr, &ahead).await.0, 200);
 
     let killed_at = Instant::now();
-    child.kill().unwrap();
-    child.wait().unwrap();
     let same_second = Utc::now().timestamp() == signed_at.timestamp();
-    let (mut child, addr) = start(&config);
+    let (gate, _) = gate.restart("KILL");
+    let addr = gate.http;
     let restart = killed_at.elapsed();
     // The restart waits for the next second: the run before may have
     // accepted requests signed in this one.
@@ -122,28 +98,20 @@ async fn a_request_accepted_before_a_kill_is_refused_after_a_quick_restart() {
     // A request signed after the restart is served.
     let fresh = signed_request(Utc::now(), "fresh-after-kill");
     assert_eq!(send(addr, &fresh).await.0, 200);
-    child.kill().unwrap();
-    child.wait().unwrap();
 }
 
 #[tokio::test]
 async fn a_request_accepted_before_a_clean_stop_is_refused_after_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = config(&dir);
-    let (child, addr) = start(&config);
+    let gate = common::Process::start(CONFIG);
+    let addr = gate.http;
     let signed_at = at_the_start_of_a_second();
     let now = signed_request(signed_at, "stop-now");
     let ahead = signed_request(signed_at + ChronoDuration::minutes(2), "stop-ahead");
     assert_eq!(send(addr, &now).await.0, 200);
     assert_eq!(send(addr, &ahead).await.0, 200);
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let mut child = child;
-    assert!(child.wait().unwrap().success());
-    let (mut child, addr) = start(&config);
+    let (gate, stopped) = gate.restart("TERM");
+    assert!(stopped.success(), "SIGTERM: {stopped:?}");
+    let addr = gate.http;
     for (request, code) in [
         (&now, "InvalidTimeStamp.Expired"),
         (&ahead, "SignatureNonceUsed"),
@@ -152,6 +120,4 @@ async fn a_request_accepted_before_a_clean_stop_is_refused_after_it() {
         assert_eq!(status, 400, "{body}");
         assert_eq!(code_of(&body), code, "{body}");
     }
-    child.kill().unwrap();
-    child.wait().unwrap();
 }

@@ -20,43 +20,7 @@ use tokio::net::TcpStream;
 const FILTERS_PER_ROUND: usize = 10_000;
 const ROUNDS: usize = 8;
 
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .expect("VmRSS of mqgate")
-}
-
-fn remaining_length(mut n: usize, out: &mut Vec<u8>) {
-    loop {
-        let mut byte = (n % 128) as u8;
-        n /= 128;
-        if n > 0 {
-            byte |= 0x80;
-        }
-        out.push(byte);
-        if n == 0 {
-            break;
-        }
-    }
-}
-
-fn packet(first: u8, body: &[u8]) -> Vec<u8> {
-    let mut out = vec![first];
-    remaining_length(body.len(), &mut out);
-    out.extend_from_slice(body);
-    out
-}
-
-fn string(out: &mut Vec<u8>, s: &str) {
-    out.extend_from_slice(&(s.len() as u16).to_be_bytes());
-    out.extend_from_slice(s.as_bytes());
-}
+use common::raw_mqtt::{packet, string};
 
 /// A 3.1.1 client (clean session) that subscribes to `filters` in one
 /// SUBSCRIBE, reads its SUBACK, publishes one message to each of the
@@ -64,16 +28,16 @@ fn string(out: &mut Vec<u8>, s: &str) {
 async fn subscribe_and_leave(addr: SocketAddr, client_id: &str, filters: &[String]) {
     let mut stream = TcpStream::connect(addr).await.unwrap();
     let mut connect = Vec::new();
-    string(&mut connect, "MQTT");
+    string(&mut connect, b"MQTT");
     connect.extend_from_slice(&[4, 0x02, 0, 60]);
-    string(&mut connect, client_id);
+    string(&mut connect, client_id.as_bytes());
     stream.write_all(&packet(0x10, &connect)).await.unwrap();
     let mut connack = [0u8; 4];
     stream.read_exact(&mut connack).await.unwrap();
     assert_eq!(connack, [0x20, 2, 0, 0], "CONNECT refused");
     let mut subscribe = vec![0, 1];
     for filter in filters {
-        string(&mut subscribe, filter);
+        string(&mut subscribe, filter.as_bytes());
         subscribe.push(0);
     }
     stream.write_all(&packet(0x82, &subscribe)).await.unwrap();
@@ -107,7 +71,7 @@ async fn subscribe_and_leave(addr: SocketAddr, client_id: &str, filters: &[Strin
     );
     for filter in filters.iter().take(100) {
         let mut publish = Vec::new();
-        string(&mut publish, filter);
+        string(&mut publish, filter.as_bytes());
         publish.extend_from_slice(&[0x42; 512]);
         stream.write_all(&packet(0x30, &publish)).await.unwrap();
     }
@@ -118,12 +82,8 @@ async fn subscribe_and_leave(addr: SocketAddr, client_id: &str, filters: &[Strin
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fresh_filters_and_client_ids_do_not_grow_memory_round_after_round() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("mqgate.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
+    let gate = common::Process::start(
+        r#"
 [http]
 listen = "127.0.0.1:0"
 [mqtt]
@@ -132,8 +92,6 @@ anonymous_instance = "post-cn-memory"
 max_packet_size = 1048576
 [trace]
 enabled = false
-[storage]
-dir = {:?}
 [[accounts]]
 id = "1234567890"
   [[accounts.instances]]
@@ -144,22 +102,9 @@ id = "1234567890"
   access_key_secret = "testsecret"
   root = true
 "#,
-            dir.path().join("data").display().to_string()
-        ),
-    )
-    .unwrap();
-    let (mut child, first) = common::spawn_mqgate_line(
-        &["serve", "--config", config.to_str().unwrap()],
-        std::process::Stdio::null(),
     );
-    let mqtt: SocketAddr = first
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("mqtt="))
-        .unwrap()
-        .parse()
-        .unwrap();
-    let pid = child.id();
-    let mut rss = vec![rss_kib(pid)];
+    let mqtt = gate.mqtt;
+    let mut rss = vec![gate.rss_kib()];
     for round in 0..ROUNDS {
         let filters: Vec<String> = (0..FILTERS_PER_ROUND)
             .map(|i| format!("round-{round}/filter-{i}"))
@@ -167,10 +112,9 @@ id = "1234567890"
         subscribe_and_leave(mqtt, &format!("fresh-{round}"), &filters).await;
         // The router handles the departure on its own thread.
         tokio::time::sleep(Duration::from_millis(300)).await;
-        rss.push(rss_kib(pid));
+        rss.push(gate.rss_kib());
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(gate);
     let first_round = rss[1].saturating_sub(rss[0]);
     let later_rounds = rss[ROUNDS].saturating_sub(rss[1]);
     {

@@ -675,3 +675,135 @@ pub async fn tls_connect(
     let name = rustls_pki_types::ServerName::try_from(server_name.to_string()).unwrap();
     connector.connect(name, tcp).await
 }
+
+/// The mqgate binary, a process of its own (its memory and descriptors are
+/// then its alone), with its configuration and storage in a temporary
+/// directory; killed when dropped.
+pub struct Process {
+    pub child: std::process::Child,
+    pub http: SocketAddr,
+    pub mqtt: SocketAddr,
+    config: PathBuf,
+    /// Taken by [`Process::restart`] for the next process.
+    dir: Option<tempfile::TempDir>,
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Process {
+    /// Starts the binary with `config_text` (without `[storage]`: its
+    /// directory is added, in a fresh temporary directory).
+    pub fn start(config_text: &str) -> Process {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("mqgate.toml");
+        let storage = dir.path().join("data");
+        std::fs::write(
+            &config,
+            format!(
+                "{config_text}\n[storage]\ndir = {:?}\n",
+                storage.display().to_string()
+            ),
+        )
+        .unwrap();
+        Process::spawn(config, dir)
+    }
+
+    fn spawn(config: PathBuf, dir: tempfile::TempDir) -> Process {
+        let (child, first) = spawn_mqgate_line(
+            &["serve", "--config", config.to_str().unwrap()],
+            std::process::Stdio::null(),
+        );
+        let addr = |name: &str| -> SocketAddr {
+            first
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix(name))
+                .unwrap_or_else(|| panic!("no {name} in {first:?}"))
+                .parse()
+                .unwrap()
+        };
+        Process {
+            child,
+            http: addr("http="),
+            mqtt: addr("mqtt="),
+            config,
+            dir: Some(dir),
+        }
+    }
+
+    /// `http://` and the API's address.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.http)
+    }
+
+    /// Stops the process with `signal` (`KILL` or `TERM`), waits for it, and
+    /// starts it again on the same configuration and storage: the new
+    /// process, and how the old one exited.
+    pub fn restart(mut self, signal: &str) -> (Process, std::process::ExitStatus) {
+        let sent = std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success(), "kill -{signal} failed");
+        let status = self.child.wait().unwrap();
+        let dir = self.dir.take().expect("a process restarted once");
+        (Process::spawn(self.config.clone(), dir), status)
+    }
+
+    /// Resident memory (`VmRSS`), KiB.
+    pub fn rss_kib(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("VmRSS:"))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|v| v.parse().ok())
+            })
+            .expect("VmRSS of mqgate")
+    }
+
+    /// Open descriptors.
+    pub fn fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))
+            .map(|d| d.count())
+            .expect("/proc/PID/fd of mqgate")
+    }
+}
+
+/// Raw MQTT encoding, for tests that send what a client library will not.
+pub mod raw_mqtt {
+    /// A variable byte integer (the remaining length).
+    pub fn remaining_length(mut n: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        loop {
+            let mut byte = (n % 128) as u8;
+            n /= 128;
+            if n > 0 {
+                byte |= 0x80;
+            }
+            out.push(byte);
+            if n == 0 {
+                return out;
+            }
+        }
+    }
+
+    /// A UTF-8 string (or any bytes) with its 2-byte length.
+    pub fn string(out: &mut Vec<u8>, s: &[u8]) {
+        out.extend_from_slice(&(s.len() as u16).to_be_bytes());
+        out.extend_from_slice(s);
+    }
+
+    /// A whole packet: `first` (type and flags), the remaining length, `body`.
+    pub fn packet(first: u8, body: &[u8]) -> Vec<u8> {
+        let mut out = vec![first];
+        out.extend(remaining_length(body.len()));
+        out.extend_from_slice(body);
+        out
+    }
+}
