@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the whole benchmark and writes bench/results.md, bench/*.csv and the
-# plots bench/*.png. Usage: bash bench/run.sh   (about 25 minutes on 2 cores).
+# plots bench/*.png. Usage: bash bench/run.sh   (about 30 minutes on 2 cores).
 # One section alone, printed, bench/ untouched:
 #   MQGATE_BENCH_ONLY=tracing cargo bench --bench system -- --full
 # (sections: rpc, registry, mqtt, logins, tracing, trace_query, idle,
@@ -14,6 +14,14 @@ cd "$(dirname "$0")/.."
 # own process (each server, rumqttd and client process it starts raises its
 # own soft limit the same way).
 ulimit -Sn "$(ulimit -Hn)" 2>/dev/null || true
+# The RPC section also drives the servers with wrk (Debian's package).
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+if ! command -v wrk >/dev/null 2>&1; then
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
+fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check matplotlib==3.10.7
 cargo bench --locked --bench system -- --full

@@ -1,12 +1,15 @@
 //! The system benchmark: what each layer of mqgate costs, measured against
 //! what a user would run instead, side by side in one run, as ratios.
 //!
-//! - RPC: `mqgate-load` against (a) a plain axum handler returning a fixed
+//! - RPC (`system/rpc.rs`): (a) a plain axum handler returning a fixed
 //!   JSON body, (b) mqgate's QuerySessionByClientId (signature, replay check,
-//!   throttle at limits raised out of the way, RAM, durable billing), and
-//!   (c) BatchQuerySessionByClientIds with 10 ids; at 1, 10, 100 (and 1,000)
-//!   concurrent connections. Every request is signed in all three, so the
-//!   client does the same work.
+//!   throttle at limits raised out of the way, RAM, durable billing) with
+//!   its storage on the disk, (b0) the same on tmpfs (fsync off), and (c)
+//!   BatchQuerySessionByClientIds with 10 ids; closed loop with
+//!   `mqgate-load` and with wrk (replaying presigned requests), fdatasync's
+//!   own time on the disk, a single caller against its fsync bound, and
+//!   p99 at half the floor's peak rate (open loop). Every request is
+//!   signed, so the client does the same work against all of them.
 //! - Registry: QuerySessionByClientId as the session registry grows from
 //!   10^3 to 10^6 registered clients.
 //! - MQTT: the same publish/subscribe load through mqgate's front port and
@@ -26,6 +29,8 @@
 
 #[path = "system/edge.rs"]
 mod edge;
+#[path = "system/rpc.rs"]
+mod rpc;
 
 use mqgate::config::Config;
 use std::fmt::Write as _;
@@ -38,6 +43,9 @@ use std::time::Duration;
 const MQGATE: &str = env!("CARGO_BIN_EXE_mqgate");
 const LOAD: &str = env!("CARGO_BIN_EXE_mqgate-load");
 const INSTANCE: &str = "post-cn-bench";
+/// The benchmark configuration's `max_remembered_nonces`: more live
+/// nonces than any section sends within the replay window.
+const MAX_REMEMBERED_NONCES: u64 = 50_000_000;
 
 #[derive(Clone, Copy)]
 struct Setting {
@@ -47,6 +55,13 @@ struct Setting {
     /// machine does not make a ratio.
     rpc_rounds: usize,
     http_connections: &'static [usize],
+    /// Timed fdatasyncs of the fsync probe (the RPC section).
+    fsync_iterations: usize,
+    /// wrk's connection counts and whole seconds per run (the RPC section).
+    wrk_connections: &'static [usize],
+    wrk_seconds: u64,
+    /// Seconds of each open-loop run at half the floor's peak.
+    rate_seconds: f64,
     registry_sizes: &'static [usize],
     mqtt_pairs: usize,
     mqtt_seconds: f64,
@@ -93,6 +108,10 @@ const FULL: Setting = Setting {
     seconds: 4.0,
     rpc_rounds: 3,
     http_connections: &[1, 10, 100, 1000],
+    fsync_iterations: 2_000,
+    wrk_connections: &[100, 1000],
+    wrk_seconds: 4,
+    rate_seconds: 4.0,
     registry_sizes: &[1_000, 10_000, 100_000, 1_000_000],
     mqtt_pairs: 10,
     mqtt_seconds: 5.0,
@@ -125,7 +144,11 @@ const FULL: Setting = Setting {
 const TINY: Setting = Setting {
     seconds: 0.3,
     rpc_rounds: 1,
-    http_connections: &[1, 4],
+    http_connections: &[1, 10],
+    fsync_iterations: 200,
+    wrk_connections: &[10],
+    wrk_seconds: 1,
+    rate_seconds: 1.0,
     registry_sizes: &[1_000],
     mqtt_pairs: 2,
     mqtt_seconds: 0.3,
@@ -162,7 +185,6 @@ fn main() {
     } else {
         std::env::temp_dir().join(format!("mqgate-bench-test-{}", std::process::id()))
     };
-    std::fs::create_dir_all(&out_dir).unwrap();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -178,7 +200,7 @@ fn main() {
         let out_dir = std::env::temp_dir().join(format!("mqgate-bench-{}", std::process::id()));
         std::fs::create_dir_all(&out_dir).unwrap();
         match section {
-            "rpc" => rpc(&setting, &out_dir, &mut results),
+            "rpc" => rpc::rpc(&setting, &out_dir, &mut results),
             "registry" => runtime.block_on(registry(&setting, &out_dir, &mut results)),
             "mqtt" => runtime.block_on(mqtt(&setting, &out_dir, &mut results)),
             "logins" => runtime.block_on(mqtt_logins(&setting, &out_dir, &mut results)),
@@ -199,7 +221,10 @@ fn main() {
         println!("{results}");
         return;
     }
-    rpc(&setting, &out_dir, &mut results);
+    // Made only here: a section run alone writes into a directory of its
+    // own (above) and leaves nothing behind.
+    std::fs::create_dir_all(&out_dir).unwrap();
+    rpc::rpc(&setting, &out_dir, &mut results);
     runtime.block_on(registry(&setting, &out_dir, &mut results));
     runtime.block_on(mqtt(&setting, &out_dir, &mut results));
     runtime.block_on(mqtt_logins(&setting, &out_dir, &mut results));
@@ -266,7 +291,7 @@ fn config_text_full(storage: &Path, traced: bool, mqtt_extra: &str) -> String {
         r#"
 [http]
 listen = "127.0.0.1:0"
-max_remembered_nonces = 50000000
+max_remembered_nonces = {MAX_REMEMBERED_NONCES}
 [mqtt]
 listen = "127.0.0.1:0"
 max_connections_per_instance = 20000
@@ -328,19 +353,37 @@ fn spawn_server(program: &str, args: &[&str], key: &str) -> (Child, String) {
     (child, addr)
 }
 
+/// What one `mqgate-load run` reported.
+#[derive(Clone, Copy, Debug)]
 struct LoadResult {
+    /// Requests per second achieved.
     rps: f64,
-    p50: f64,
     p99: f64,
+    /// Every answer was 200.
     ok: bool,
 }
 
+/// `mqgate-load run`, closed loop: each of `connections` sends its next
+/// signed request when the last is answered, for `seconds`.
 fn load(
     url: &str,
     action: &str,
     params: &[String],
     connections: usize,
     seconds: f64,
+) -> LoadResult {
+    load_with(url, action, params, connections, seconds, None)
+}
+
+/// `mqgate-load run`, closed loop, or open loop at `rate` requests/s in
+/// all (latency counted from when each request was due).
+fn load_with(
+    url: &str,
+    action: &str,
+    params: &[String],
+    connections: usize,
+    seconds: f64,
+    rate: Option<f64>,
 ) -> LoadResult {
     let mut command = Command::new(LOAD);
     command.args(["run", "--url", url, "--action", action, "--quiet", "--json"]);
@@ -350,6 +393,9 @@ fn load(
         "--duration",
         &seconds.to_string(),
     ]);
+    if let Some(rate) = rate {
+        command.args(["--rate", &rate.to_string()]);
+    }
     for p in params {
         command.args(["--param", p]);
     }
@@ -363,106 +409,9 @@ fn load(
     let answers = v["answers"].as_object().unwrap();
     LoadResult {
         rps: v["requests_per_second"].as_f64().unwrap(),
-        p50: v["p50_ms"].as_f64().unwrap(),
         p99: v["p99_ms"].as_f64().unwrap(),
         ok: answers.keys().all(|k| k == "200"),
     }
-}
-
-fn rpc(setting: &Setting, out_dir: &Path, results: &mut String) {
-    let storage = tempfile::tempdir().unwrap();
-    let config = storage.path().join("bench.toml");
-    std::fs::write(&config, config_text(&storage.path().join("data"))).unwrap();
-    let (mut gate, gate_http) = spawn_server(
-        MQGATE,
-        &["serve", "--config", config.to_str().unwrap()],
-        "http=",
-    );
-    let (mut floor, floor_http) =
-        spawn_server(LOAD, &["baseline", "--listen", "127.0.0.1:0"], "http=");
-    let query = vec![
-        format!("InstanceId={INSTANCE}"),
-        "ClientId=GID_bench@@@dev-1".to_string(),
-    ];
-    let mut batch = vec![format!("InstanceId={INSTANCE}")];
-    batch.extend((1..=10).map(|i| format!("ClientIdList.{i}=GID_bench@@@dev-{i}")));
-    let mut csv = String::from(
-        "connections,floor_rps,query_rps,batch_rps,floor_p99_ms,query_p99_ms,batch_p99_ms\n",
-    );
-    let _ = writeln!(results, "## RPC path against its floor\n");
-    let _ = writeln!(
-        results,
-        "(a) a plain axum handler with a fixed JSON body; (b) QuerySessionByClientId; (c) BatchQuerySessionByClientIds with 10 ids. {} s per point; every request signed (V1), fresh nonce each; every bill durable (fsync) before the answer. {} rounds of (a), (b), (c) per row, interleaved: the row is the median round by (b)/(a), with the lowest and highest (b)/(a) of all rounds in brackets.\n",
-        setting.seconds, setting.rpc_rounds
-    );
-    let _ = writeln!(
-        results,
-        "| connections | (a) req/s | (b) req/s | (c) req/s | (b)/(a) | (c)/(a) | p99 (a) ms | p99 (b) ms | p99 (c) ms | p99 (b)/(a) | p99 (c)/(a) |"
-    );
-    let _ = writeln!(results, "|---|---|---|---|---|---|---|---|---|---|---|");
-    for &n in setting.http_connections {
-        let mut rounds = Vec::new();
-        for _ in 0..setting.rpc_rounds {
-            let a = load(
-                &format!("http://{floor_http}"),
-                "QuerySessionByClientId",
-                &query,
-                n,
-                setting.seconds,
-            );
-            let b = load(
-                &format!("http://{gate_http}"),
-                "QuerySessionByClientId",
-                &query,
-                n,
-                setting.seconds,
-            );
-            let c = load(
-                &format!("http://{gate_http}"),
-                "BatchQuerySessionByClientIds",
-                &batch,
-                n,
-                setting.seconds,
-            );
-            assert!(a.ok && b.ok && c.ok, "every benchmark call must answer 200");
-            rounds.push((a, b, c));
-        }
-        // The median round by (b)/(a); the spread of (b)/(a) over rounds.
-        rounds.sort_by(|x, y| (x.1.rps / x.0.rps).total_cmp(&(y.1.rps / y.0.rps)));
-        let spread = (
-            rounds[0].1.rps / rounds[0].0.rps,
-            rounds[rounds.len() - 1].1.rps / rounds[rounds.len() - 1].0.rps,
-        );
-        let (a, b, c) = &rounds[rounds.len() / 2];
-        let _ = writeln!(
-            results,
-            "| {n} | {:.0} | {:.0} | {:.0} | {:.2} ({:.2}-{:.2}) | {:.2} | {:.3} | {:.3} | {:.3} | {:.2} | {:.2} |",
-            a.rps,
-            b.rps,
-            c.rps,
-            b.rps / a.rps,
-            spread.0,
-            spread.1,
-            c.rps / a.rps,
-            a.p99,
-            b.p99,
-            c.p99,
-            b.p99 / a.p99,
-            c.p99 / a.p99
-        );
-        let _ = writeln!(
-            csv,
-            "{n},{:.1},{:.1},{:.1},{:.3},{:.3},{:.3}",
-            a.rps, b.rps, c.rps, a.p99, b.p99, c.p99
-        );
-        let _ = (a.p50, b.p50, c.p50);
-    }
-    let _ = writeln!(results);
-    std::fs::write(out_dir.join("rpc.csv"), csv).unwrap();
-    let _ = gate.kill();
-    let _ = floor.kill();
-    let _ = gate.wait();
-    let _ = floor.wait();
 }
 
 async fn registry(setting: &Setting, out_dir: &Path, results: &mut String) {

@@ -4,12 +4,18 @@
 //! It holds N keep-alive connections, signs every request itself (V1 or V3,
 //! a fresh nonce and timestamp each time, as an SDK would), runs for a set
 //! time or number of requests, shows a progress line, and prints requests/s,
-//! latency percentiles and the count of each answer.
+//! latency percentiles and the count of each answer. Closed loop (each
+//! connection sends its next request when the last is answered), or open
+//! loop at `--rate` requests/s in all. `presign` writes signed request
+//! targets to files for another load generator (wrk, `bench/wrk/replay.lua`)
+//! to replay.
 //!
 //! ```sh
 //! mqgate-load run --url http://127.0.0.1:8080 --connections 32 --duration 10 \
 //!     --action QuerySessionByClientId --param InstanceId=mqtt-demo-0001 --param ClientId=dev-1 \
 //!     --access-key-id mqgate-demo-key --access-key-secret mqgate-demo-secret
+//! mqgate-load run --url http://127.0.0.1:8080 --connections 100 --rate 20000 ...  # open loop
+//! mqgate-load presign --url http://127.0.0.1:8080 --count 1000000 --files 2 --out /dev/shm/req ...
 //! mqgate-load baseline --listen 127.0.0.1:9000     # a plain axum handler, the floor to compare with
 //! mqgate-load mqtt --addr 127.0.0.1:1883 --clients 100 --qos 1 --duration 5
 //! mqgate-load idle --addr 127.0.0.1:1883         # then type 1000: holds 1,000 idle devices
@@ -21,6 +27,7 @@
 mod connect;
 mod idle;
 mod mqtt;
+mod presign;
 mod rumqttd;
 mod wire;
 
@@ -30,8 +37,8 @@ use http_body_util::{BodyExt, Full};
 use mqgate::client::{encode_form, sign_v1, sign_v3};
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 // The same allocator as mqgate's, so that the floor (the baseline server)
@@ -53,6 +60,9 @@ struct Cli {
 enum Command {
     /// Send signed calls and report throughput, latency and answers.
     Run(RunArgs),
+    /// Write signed V1 GET request targets (`/?Action=...&Signature=...`),
+    /// one a line, into files for another load generator to replay.
+    Presign(presign::PresignArgs),
     /// Serve a fixed JSON answer at / with a plain axum handler (the floor).
     Baseline {
         #[arg(long, default_value = "127.0.0.1:0")]
@@ -73,8 +83,11 @@ enum Command {
     Rumqttd(rumqttd::RumqttdArgs),
 }
 
+/// What a call is and who signs it: shared by `run` and `presign`, so that
+/// a presigned request is signed exactly as `run` signs.
 #[derive(clap::Args, Clone)]
-struct RunArgs {
+struct SignArgs {
+    /// The server, `http://HOST:PORT` (the Host header).
     #[arg(long)]
     url: String,
     #[arg(long, default_value = "QuerySessionByClientId")]
@@ -89,6 +102,50 @@ struct RunArgs {
     /// v1 (HMAC-SHA1) or v3 (ACS3-HMAC-SHA256).
     #[arg(long, default_value = "v1", value_parser = ["v1", "v3"])]
     signature: String,
+}
+
+impl SignArgs {
+    /// The `host:port` of `--url`.
+    fn authority(&self) -> Result<String, String> {
+        let uri: hyper::Uri = self.url.parse().map_err(|e| format!("--url: {e}"))?;
+        Ok(uri
+            .authority()
+            .ok_or("--url needs a host and port")?
+            .to_string())
+    }
+
+    /// The `--param` pairs.
+    fn params(&self) -> Result<Vec<(String, String)>, String> {
+        self.params
+            .iter()
+            .map(|p| {
+                p.split_once('=')
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .ok_or_else(|| format!("--param {p} is not NAME=VALUE"))
+            })
+            .collect()
+    }
+
+    /// The V1-signed form (`k=v&...&Signature=...`), with a fresh nonce and
+    /// the current time, as an SDK signs each call.
+    fn v1_form(&self, method: &str, params: &[(String, String)]) -> String {
+        let nonce = uuid::Uuid::new_v4().simple().to_string();
+        encode_form(&sign_v1(
+            method,
+            &self.action,
+            params,
+            &self.access_key_id,
+            &self.access_key_secret,
+            chrono::Utc::now(),
+            &nonce,
+        ))
+    }
+}
+
+#[derive(clap::Args, Clone)]
+struct RunArgs {
+    #[command(flatten)]
+    sign: SignArgs,
     #[arg(long, default_value = "GET", value_parser = ["GET", "POST"])]
     method: String,
     /// Concurrent keep-alive connections.
@@ -100,6 +157,13 @@ struct RunArgs {
     /// Stop after this many requests.
     #[arg(long)]
     requests: Option<u64>,
+    /// Open loop: this many requests per second in all, each connection
+    /// holding its share on a fixed schedule; a request's latency counts
+    /// from the time it was due, so a stalled server is charged for the
+    /// requests it held up. Absent: closed loop (each connection sends its
+    /// next request when the last is answered).
+    #[arg(long)]
+    rate: Option<f64>,
     /// Print the summary as one JSON object.
     #[arg(long)]
     json: bool,
@@ -110,9 +174,12 @@ struct RunArgs {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    if let Command::Rumqttd(args) = cli.command {
+    match cli.command {
         // A runtime of its own, shaped like mqgate's brokers' runtime.
-        return exit(rumqttd::run(args));
+        Command::Rumqttd(args) => return exit(rumqttd::run(args)),
+        // Signing is CPU work on threads of its own: no runtime.
+        Command::Presign(args) => return exit(presign::run(&args)),
+        _ => {}
     }
     let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
     match cli.command {
@@ -121,7 +188,7 @@ fn main() -> std::process::ExitCode {
         Command::Mqtt(args) => exit(runtime.block_on(mqtt::run(args))),
         Command::Idle(args) => exit(runtime.block_on(idle::run(args))),
         Command::Connect(args) => exit(runtime.block_on(connect::run(args))),
-        Command::Rumqttd(_) => unreachable!("handled above"),
+        Command::Rumqttd(_) | Command::Presign(_) => unreachable!("handled above"),
     }
 }
 
@@ -135,8 +202,9 @@ fn exit(result: Result<(), String>) -> std::process::ExitCode {
     }
 }
 
-async fn baseline(listen: std::net::SocketAddr) -> std::process::ExitCode {
-    let app = axum::Router::new().route(
+/// The floor: what a plain axum handler with a fixed body costs.
+fn baseline_app() -> axum::Router {
+    axum::Router::new().route(
         "/",
         axum::routing::any(|| async {
             (
@@ -147,7 +215,10 @@ async fn baseline(listen: std::net::SocketAddr) -> std::process::ExitCode {
                 r#"{"OnlineStatus":true,"RequestId":"00000000-0000-0000-0000-000000000000"}"#,
             )
         }),
-    );
+    )
+}
+
+async fn baseline(listen: std::net::SocketAddr) -> std::process::ExitCode {
     let listener = match tokio::net::TcpListener::bind(listen).await {
         Ok(l) => l,
         Err(e) => {
@@ -160,7 +231,7 @@ async fn baseline(listen: std::net::SocketAddr) -> std::process::ExitCode {
         listener.local_addr().expect("bound")
     );
     let _ = std::io::stdout().flush();
-    let _ = axum::serve(listener, app).await;
+    let _ = axum::serve(listener, baseline_app()).await;
     std::process::ExitCode::SUCCESS
 }
 
@@ -171,113 +242,191 @@ struct Tally {
     answers: BTreeMap<String, u64>,
 }
 
-async fn run(args: RunArgs) -> Result<(), String> {
-    let uri: hyper::Uri = args.url.parse().map_err(|e| format!("--url: {e}"))?;
-    let authority = uri
-        .authority()
-        .ok_or("--url needs a host and port")?
-        .to_string();
-    let mut params = Vec::new();
-    for p in &args.params {
-        let (k, v) = p
-            .split_once('=')
-            .ok_or_else(|| format!("--param {p} is not NAME=VALUE"))?;
-        params.push((k.to_string(), v.to_string()));
-    }
-    let args = Arc::new(args);
-    let params = Arc::new(params);
-    let sent = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let started = Instant::now();
-    let deadline = started + Duration::from_secs_f64(args.duration);
+/// When a connection's requests are due under `--rate`: the k-th at
+/// `start + offset + k * every` seconds, whatever became of the earlier
+/// ones (a fixed schedule, not one that slips when the server is slow).
+#[derive(Clone, Copy, Debug)]
+struct Pacing {
+    start: Instant,
+    offset: f64,
+    every: f64,
+}
 
-    let progress = {
-        let (sent, stop, quiet) = (sent.clone(), stop.clone(), args.quiet);
-        tokio::spawn(async move {
-            let mut last = 0;
-            while !stop.load(Ordering::Relaxed) {
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                let now = sent.load(Ordering::Relaxed);
-                if !quiet {
-                    eprint!(
-                        "\r[{:>5.1}s] {now} requests, {} req/s   ",
-                        started.elapsed().as_secs_f64(),
-                        now - last
-                    );
-                }
-                last = now;
-            }
-        })
-    };
-
-    let mut tasks = Vec::new();
-    for _ in 0..args.connections {
-        let (args, params, sent, stop, authority) = (
-            args.clone(),
-            params.clone(),
-            sent.clone(),
-            stop.clone(),
-            authority.clone(),
-        );
-        tasks.push(tokio::spawn(async move {
-            connection(&args, &params, &authority, &sent, &stop, deadline).await
-        }));
-    }
-    let mut total = Tally::default();
-    for task in tasks {
-        let tally = task.await.map_err(|e| e.to_string())??;
-        total.latencies_us.extend(tally.latencies_us);
-        for (k, v) in tally.answers {
-            *total.answers.entry(k).or_default() += v;
+impl Pacing {
+    /// Connection `i` of `connections` sharing `rate` requests/s: each
+    /// holds rate/connections a second, and connection i starts i/rate
+    /// after `start`, so that the sends of all interleave one 1/rate apart
+    /// instead of arriving in bursts of `connections`.
+    fn new(start: Instant, rate: f64, i: usize, connections: usize) -> Pacing {
+        Pacing {
+            start,
+            offset: i as f64 / rate,
+            every: connections as f64 / rate,
         }
     }
-    let elapsed = started.elapsed().as_secs_f64();
-    stop.store(true, Ordering::Relaxed);
-    progress.abort();
-    if !args.quiet {
-        eprintln!();
+
+    /// When this connection's request `k` (from 0) is due.
+    fn due(&self, k: u64) -> Instant {
+        self.start + Duration::from_secs_f64(self.offset + k as f64 * self.every)
     }
-    report(&args, &mut total, elapsed);
+}
+
+/// The open loop's shared start: every connection waits until all are
+/// connected, and the first through sets the clock, so that the time spent
+/// connecting is not counted as lateness.
+struct OpenLoop {
+    rate: f64,
+    connected: tokio::sync::Barrier,
+    start: OnceLock<Instant>,
+}
+
+/// A run's requests and the seconds they took.
+struct Measured {
+    tally: Tally,
+    seconds: f64,
+}
+
+/// What every connection of a run shares.
+struct Shared {
+    args: RunArgs,
+    params: Vec<(String, String)>,
+    authority: String,
+    /// Requests sent so far: the progress line's count, and `--requests`'.
+    sent: AtomicU64,
+    /// Set once every connection has ended, to end the progress line.
+    stop: AtomicBool,
+    started: Instant,
+    /// With `--rate`.
+    open: Option<OpenLoop>,
+}
+
+async fn run(args: RunArgs) -> Result<(), String> {
+    let mut measured = measure(args.clone()).await?;
+    report(&args, &mut measured);
     Ok(())
 }
 
-async fn connection(
-    args: &RunArgs,
-    params: &[(String, String)],
-    authority: &str,
-    sent: &AtomicU64,
-    stop: &AtomicBool,
-    deadline: Instant,
-) -> Result<Tally, String> {
-    let stream = tokio::net::TcpStream::connect(authority)
-        .await
-        .map_err(|e| format!("cannot connect to {authority}: {e}"))?;
-    let _ = stream.set_nodelay(true);
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .map_err(|e| e.to_string())?;
-    tokio::spawn(conn);
+/// Runs the connections to the end and gathers what they saw. Closed loop
+/// the time counts from before connecting; open loop from the schedule's
+/// start.
+async fn measure(args: RunArgs) -> Result<Measured, String> {
+    if args.connections == 0 {
+        return Err("--connections must be at least 1".into());
+    }
+    let open = match args.rate {
+        Some(rate) if !(rate.is_finite() && rate > 0.0) => {
+            return Err(format!(
+                "--rate {rate}: a number of requests per second above 0"
+            ));
+        }
+        Some(rate) => Some(OpenLoop {
+            rate,
+            connected: tokio::sync::Barrier::new(args.connections),
+            start: OnceLock::new(),
+        }),
+        None => None,
+    };
+    let shared = Arc::new(Shared {
+        authority: args.sign.authority()?,
+        params: args.sign.params()?,
+        args,
+        sent: AtomicU64::new(0),
+        stop: AtomicBool::new(false),
+        started: Instant::now(),
+        open,
+    });
+    let progress = tokio::spawn(progress(shared.clone()));
+    let tasks: Vec<_> = (0..shared.args.connections)
+        .map(|i| {
+            let shared = shared.clone();
+            tokio::spawn(async move { connection(&shared, i).await })
+        })
+        .collect();
+    let mut total = Tally::default();
+    let mut failed = None;
+    for task in tasks {
+        match task.await.map_err(|e| e.to_string())? {
+            Ok(tally) => {
+                total.latencies_us.extend(tally.latencies_us);
+                for (k, v) in tally.answers {
+                    *total.answers.entry(k).or_default() += v;
+                }
+            }
+            Err(e) => failed = failed.or(Some(e)),
+        }
+    }
+    let ended = Instant::now();
+    shared.stop.store(true, Ordering::Relaxed);
+    progress.abort();
+    if !shared.args.quiet {
+        eprintln!();
+    }
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    let began = shared
+        .open
+        .as_ref()
+        .and_then(|o| o.start.get().copied())
+        .unwrap_or(shared.started);
+    Ok(Measured {
+        tally: total,
+        seconds: ended.duration_since(began).as_secs_f64(),
+    })
+}
+
+/// Prints the requests sent so far once a second, on one line.
+async fn progress(shared: Arc<Shared>) {
+    let mut last = 0;
+    while !shared.stop.load(Ordering::Relaxed) {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = shared.sent.load(Ordering::Relaxed);
+        if !shared.args.quiet {
+            eprint!(
+                "\r[{:>5.1}s] {now} requests, {} req/s   ",
+                shared.started.elapsed().as_secs_f64(),
+                now - last
+            );
+        }
+        last = now;
+    }
+}
+
+/// Connection `index`'s loop: closed (send when answered) without an open
+/// loop, else on its share of the schedule.
+async fn connection(shared: &Shared, index: usize) -> Result<Tally, String> {
+    let args = &shared.args;
+    let connected = handshake(&shared.authority).await;
+    let (pacing, start) = match &shared.open {
+        Some(open) => {
+            // Every connection reaches the barrier, connected or not, so
+            // that one refused connection cannot leave the others waiting.
+            open.connected.wait().await;
+            let start = *open.start.get_or_init(Instant::now);
+            let pacing = Pacing::new(start, open.rate, index, args.connections);
+            (Some(pacing), start)
+        }
+        None => (None, shared.started),
+    };
+    let deadline = start + Duration::from_secs_f64(args.duration);
+    let mut sender = connected?;
     let mut tally = Tally::default();
-    loop {
-        if stop.load(Ordering::Relaxed) {
+    for k in 0.. {
+        let due = pacing.map(|p| p.due(k));
+        let at = due.unwrap_or_else(Instant::now);
+        if !take_turn(args.requests, &shared.sent, at, deadline) {
             break;
         }
-        match args.requests {
-            Some(limit) => {
-                if sent.fetch_add(1, Ordering::Relaxed) >= limit {
-                    break;
-                }
+        // Signed before it is due: the signing is the client's work, not
+        // lateness of the server's.
+        let request = build_request(args, &shared.params, &shared.authority)?;
+        let began = match due {
+            Some(due) => {
+                tokio::time::sleep_until(due.into()).await;
+                due
             }
-            None => {
-                if Instant::now() >= deadline {
-                    break;
-                }
-                sent.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        let request = build_request(args, params, authority)?;
-        let began = Instant::now();
+            None => Instant::now(),
+        };
         let response = sender
             .send_request(request)
             .await
@@ -292,18 +441,51 @@ async fn connection(
         tally
             .latencies_us
             .push(began.elapsed().as_micros().min(u32::MAX as u128) as u32);
-        let answer = if status == 200 {
-            "200".to_string()
-        } else {
-            let code = serde_json::from_slice::<serde_json::Value>(&body)
-                .ok()
-                .and_then(|v| v["Code"].as_str().map(str::to_string))
-                .unwrap_or_default();
-            format!("{status} {code}")
-        };
-        *tally.answers.entry(answer).or_default() += 1;
+        *tally.answers.entry(answer_of(status, &body)).or_default() += 1;
     }
     Ok(tally)
+}
+
+type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+
+/// A keep-alive HTTP/1.1 connection to `authority`, Nagle off.
+async fn handshake(authority: &str) -> Result<Sender, String> {
+    let stream = tokio::net::TcpStream::connect(authority)
+        .await
+        .map_err(|e| format!("cannot connect to {authority}: {e}"))?;
+    let _ = stream.set_nodelay(true);
+    let (sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    Ok(sender)
+}
+
+/// Whether one more request is to be sent, `at` being when it would go:
+/// with `--requests`, while the count lasts; otherwise while `at` is before
+/// the deadline.
+fn take_turn(limit: Option<u64>, sent: &AtomicU64, at: Instant, deadline: Instant) -> bool {
+    match limit {
+        Some(limit) => sent.fetch_add(1, Ordering::Relaxed) < limit,
+        None if at >= deadline => false,
+        None => {
+            sent.fetch_add(1, Ordering::Relaxed);
+            true
+        }
+    }
+}
+
+/// `200`, or the status and the error body's `Code` (`400 InvalidParameter`).
+fn answer_of(status: u16, body: &[u8]) -> String {
+    if status == 200 {
+        return "200".to_string();
+    }
+    let code = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v["Code"].as_str().map(str::to_string))
+        .unwrap_or_default();
+    format!("{status} {code}")
 }
 
 fn build_request(
@@ -311,18 +493,18 @@ fn build_request(
     params: &[(String, String)],
     authority: &str,
 ) -> Result<hyper::Request<Full<Bytes>>, String> {
-    let nonce = uuid::Uuid::new_v4().simple().to_string();
-    let now = chrono::Utc::now();
+    let sign = &args.sign;
     let builder = hyper::Request::builder().header("host", authority);
-    let request = if args.signature == "v3" {
+    let request = if sign.signature == "v3" {
+        let nonce = uuid::Uuid::new_v4().simple().to_string();
         let signed = sign_v3(
             &args.method,
             authority,
-            &args.action,
+            &sign.action,
             params,
-            &args.access_key_id,
-            &args.access_key_secret,
-            now,
+            &sign.access_key_id,
+            &sign.access_key_secret,
+            chrono::Utc::now(),
             &nonce,
         );
         let mut builder = builder
@@ -338,70 +520,200 @@ fn build_request(
             }
         }
         builder.body(Full::new(Bytes::from(signed.body)))
+    } else if args.method == "POST" {
+        builder
+            .method("POST")
+            .uri("/")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(Full::new(Bytes::from(sign.v1_form("POST", params))))
     } else {
-        let form = encode_form(&sign_v1(
-            &args.method,
-            &args.action,
-            params,
-            &args.access_key_id,
-            &args.access_key_secret,
-            now,
-            &nonce,
-        ));
-        if args.method == "POST" {
-            builder
-                .method("POST")
-                .uri("/")
-                .header("content-type", "application/x-www-form-urlencoded")
-                .body(Full::new(Bytes::from(form)))
-        } else {
-            builder
-                .method("GET")
-                .uri(format!("/?{form}"))
-                .body(Full::new(Bytes::new()))
-        }
+        builder
+            .method("GET")
+            .uri(format!("/?{}", sign.v1_form("GET", params)))
+            .body(Full::new(Bytes::new()))
     };
     request.map_err(|e| e.to_string())
 }
 
-fn report(args: &RunArgs, total: &mut Tally, elapsed: f64) {
-    total.latencies_us.sort_unstable();
-    let n = total.latencies_us.len();
-    let pct = |p: f64| -> f64 {
-        if n == 0 {
-            return 0.0;
-        }
-        let i = ((p / 100.0) * n as f64).ceil() as usize;
-        total.latencies_us[i.clamp(1, n) - 1] as f64 / 1000.0
-    };
-    let rps = n as f64 / elapsed.max(1e-9);
+/// The latency at percentile `p` in ms (nearest rank) of sorted
+/// microseconds.
+fn percentile_ms(sorted_us: &[u32], p: f64) -> f64 {
+    let n = sorted_us.len();
+    if n == 0 {
+        return 0.0;
+    }
+    let i = ((p / 100.0) * n as f64).ceil() as usize;
+    sorted_us[i.clamp(1, n) - 1] as f64 / 1000.0
+}
+
+/// The run's figures as the JSON summary prints them. `offered_rate` is
+/// `--rate` (null closed loop); `requests_per_second` is what was achieved.
+fn summary(args: &RunArgs, measured: &mut Measured) -> serde_json::Value {
+    let latencies = &mut measured.tally.latencies_us;
+    latencies.sort_unstable();
+    let n = latencies.len();
+    serde_json::json!({
+        "requests": n,
+        "seconds": measured.seconds,
+        "requests_per_second": n as f64 / measured.seconds.max(1e-9),
+        "offered_rate": args.rate,
+        "p50_ms": percentile_ms(latencies, 50.0),
+        "p90_ms": percentile_ms(latencies, 90.0),
+        "p99_ms": percentile_ms(latencies, 99.0),
+        "max_ms": percentile_ms(latencies, 100.0),
+        "connections": args.connections,
+        "answers": measured.tally.answers,
+    })
+}
+
+fn report(args: &RunArgs, measured: &mut Measured) {
+    let v = summary(args, measured);
     if args.json {
-        let summary = serde_json::json!({
-            "requests": n,
-            "seconds": elapsed,
-            "requests_per_second": rps,
-            "p50_ms": pct(50.0),
-            "p90_ms": pct(90.0),
-            "p99_ms": pct(99.0),
-            "max_ms": pct(100.0),
-            "connections": args.connections,
-            "answers": total.answers,
-        });
-        println!("{summary}");
-    } else {
-        println!(
-            "{n} requests in {elapsed:.2} s over {} connections: {rps:.0} req/s",
-            args.connections
+        println!("{v}");
+        return;
+    }
+    let offered = args
+        .rate
+        .map(|r| format!(" (offered {r:.0} req/s, open loop)"))
+        .unwrap_or_default();
+    println!(
+        "{} requests in {:.2} s over {} connections: {:.0} req/s{offered}",
+        v["requests"],
+        measured.seconds,
+        args.connections,
+        v["requests_per_second"].as_f64().unwrap_or(0.0)
+    );
+    println!(
+        "latency ms: p50 {:.3}  p90 {:.3}  p99 {:.3}  max {:.3}",
+        v["p50_ms"].as_f64().unwrap_or(0.0),
+        v["p90_ms"].as_f64().unwrap_or(0.0),
+        v["p99_ms"].as_f64().unwrap_or(0.0),
+        v["max_ms"].as_f64().unwrap_or(0.0)
+    );
+    for (answer, count) in &measured.tally.answers {
+        println!("  {answer}: {count}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    /// `mqgate-load run ARGS` as parsed from a command line.
+    fn run_args(url: &str, extra: &[&str]) -> RunArgs {
+        let mut line = vec!["mqgate-load", "run", "--url", url, "--quiet"];
+        line.extend_from_slice(extra);
+        match Cli::parse_from(line).command {
+            Command::Run(args) => args,
+            _ => unreachable!("run"),
+        }
+    }
+
+    /// A server on a loopback port answering `app`; its URL.
+    async fn serve(app: axum::Router) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        url
+    }
+
+    #[test]
+    fn the_schedule_interleaves_connections_evenly() {
+        let start = Instant::now();
+        let (rate, connections) = (1000.0, 4);
+        let mut due: Vec<Duration> = (0..connections)
+            .flat_map(|i| {
+                let pacing = Pacing::new(start, rate, i, connections);
+                (0..250).map(move |k| pacing.due(k) - start)
+            })
+            .collect();
+        due.sort();
+        assert_eq!(due[0], Duration::ZERO);
+        for pair in due.windows(2) {
+            let gap = (pair[1] - pair[0]).as_secs_f64();
+            assert!((gap - 0.001).abs() < 1e-6, "gap {gap}");
+        }
+        // Connection 1's second request is due 4 ms after its first, 1 ms
+        // after connection 0's first.
+        let one = Pacing::new(start, rate, 1, connections);
+        assert_eq!(one.due(0) - start, Duration::from_millis(1));
+        assert_eq!(one.due(1) - one.due(0), Duration::from_millis(4));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn open_loop_holds_the_offered_rate() {
+        let url = serve(baseline_app()).await;
+        let args = run_args(
+            &url,
+            &["--rate", "400", "--connections", "4", "--duration", "0.5"],
         );
-        println!(
-            "latency ms: p50 {:.3}  p90 {:.3}  p99 {:.3}  max {:.3}",
-            pct(50.0),
-            pct(90.0),
-            pct(99.0),
-            pct(100.0)
+        let mut measured = measure(args.clone()).await.unwrap();
+        let v = summary(&args, &mut measured);
+        assert_eq!(v["offered_rate"], 400.0);
+        // Requests due in [0, 0.5 s): exactly 200.
+        assert_eq!(v["requests"], 200);
+        let achieved = v["requests_per_second"].as_f64().unwrap();
+        assert!((360.0..=410.0).contains(&achieved), "{achieved} req/s");
+        assert_eq!(v["answers"]["200"], 200);
+    }
+
+    /// A server that stalls once for 200 ms: closed loop, the stall is one
+    /// slow request; open loop, every request due during the stall waits
+    /// for it, and its latency counts from when it was due.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn open_loop_charges_a_stall_to_every_request_it_held_up() {
+        let stalled = Arc::new(AtomicBool::new(false));
+        let app = axum::Router::new().route(
+            "/",
+            axum::routing::get(move || {
+                let first = !stalled.swap(true, Ordering::SeqCst);
+                async move {
+                    if first {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    "{}"
+                }
+            }),
         );
-        for (answer, count) in &total.answers {
-            println!("  {answer}: {count}");
+        let url = serve(app).await;
+        let args = run_args(
+            &url,
+            &["--rate", "100", "--connections", "1", "--duration", "0.6"],
+        );
+        let measured = measure(args).await.unwrap();
+        let slow = |tally: &Tally| {
+            tally
+                .latencies_us
+                .iter()
+                .filter(|&&us| us >= 100_000)
+                .count()
+        };
+        // Due every 10 ms: those due at 0, 10, ..., 100 ms are answered
+        // after 200 ms, so at least 100 ms after they were due.
+        assert!(slow(&measured.tally) >= 10, "{}", slow(&measured.tally));
+        assert_eq!(measured.tally.latencies_us.len(), 60);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn closed_loop_is_unchanged() {
+        let url = serve(baseline_app()).await;
+        let args = run_args(&url, &["--requests", "50", "--connections", "2"]);
+        let mut measured = measure(args.clone()).await.unwrap();
+        let v = summary(&args, &mut measured);
+        assert_eq!(v["requests"], 50);
+        assert!(v["offered_rate"].is_null());
+        assert_eq!(v["answers"]["200"], 50);
+    }
+
+    #[test]
+    fn a_rate_must_be_positive() {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        for rate in ["0", "-5", "NaN"] {
+            let rate = format!("--rate={rate}");
+            let args = run_args("http://127.0.0.1:1", &[&rate]);
+            let e = runtime.block_on(measure(args)).err().unwrap();
+            assert!(e.contains("--rate"), "{e}");
         }
     }
 }
