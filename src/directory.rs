@@ -16,6 +16,8 @@ pub struct User {
     pub name: String,
     pub access_key_id: String,
     pub access_key_secret: Secret,
+    /// HMAC keyed with the secret for signature V1, made once.
+    pub v1_key: crate::rpc::signature_v1::V1Key,
     /// The account's own key: full access to the account's own instances.
     pub root: bool,
     pub disabled: bool,
@@ -109,6 +111,9 @@ impl Directory {
                         name: user.name.clone(),
                         access_key_id: user.access_key_id.clone(),
                         access_key_secret: user.access_key_secret.clone(),
+                        v1_key: crate::rpc::signature_v1::V1Key::new(
+                            user.access_key_secret.expose(),
+                        ),
                         root: user.root,
                         disabled: user.disabled,
                         policies: user.compiled_policies.clone(),

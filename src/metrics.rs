@@ -2,6 +2,7 @@
 //! action and outcome, their latency, throttled calls, connected clients and
 //! messages per instance, and the batch view's cache hit rate.
 
+use crate::api::Action;
 use crate::broker::Brokers;
 use std::collections::HashMap;
 use std::fmt::Write;
@@ -14,8 +15,10 @@ const BUCKETS: [f64; 12] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
 ];
 
-#[derive(Default)]
 pub struct Metrics {
+    /// Successful calls by action ([`Action::index`]): the path every
+    /// successful call takes, lock-free.
+    ok_calls: [AtomicU64; Action::ALL.len()],
     /// action -> outcome code -> calls. A few dozen keys at most: a mutex
     /// held for one map update is cheaper than anything cleverer. Two
     /// levels so that a known pair is found by `&str`, without allocating.
@@ -28,10 +31,28 @@ pub struct Metrics {
     throttled: AtomicU64,
 }
 
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            ok_calls: std::array::from_fn(|_| AtomicU64::new(0)),
+            calls: Mutex::default(),
+            latency_buckets: Default::default(),
+            latency_count: AtomicU64::new(0),
+            latency_sum_micros: AtomicU64::new(0),
+            throttled: AtomicU64::new(0),
+        }
+    }
+}
+
 impl Metrics {
     /// Records one call: its action ("-" if none was read), its outcome
     /// ("OK" or the error code) and how long it took.
     pub fn record(&self, action: &str, outcome: &str, elapsed: Duration, throttled: bool) {
+        if outcome == "OK"
+            && let Some(known) = Action::ALL.iter().find(|a| a.name() == action)
+        {
+            return self.record_ok(*known, elapsed);
+        }
         {
             let mut calls = self.calls.lock().unwrap_or_else(|e| e.into_inner());
             let by_outcome = match calls.get_mut(action) {
@@ -45,6 +66,19 @@ impl Metrics {
                 }
             }
         }
+        self.record_latency(elapsed);
+        if throttled {
+            self.throttled.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Records one successful call of `action` and how long it took.
+    pub fn record_ok(&self, action: Action, elapsed: Duration) {
+        self.ok_calls[action as usize].fetch_add(1, Ordering::Relaxed);
+        self.record_latency(elapsed);
+    }
+
+    fn record_latency(&self, elapsed: Duration) {
         let seconds = elapsed.as_secs_f64();
         if let Some(bucket) = BUCKETS.iter().position(|bound| seconds <= *bound) {
             self.latency_buckets[bucket].fetch_add(1, Ordering::Relaxed);
@@ -52,9 +86,6 @@ impl Metrics {
         self.latency_count.fetch_add(1, Ordering::Relaxed);
         self.latency_sum_micros
             .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
-        if throttled {
-            self.throttled.fetch_add(1, Ordering::Relaxed);
-        }
     }
 
     /// The latency histogram, cumulative as Prometheus wants it.
@@ -104,6 +135,12 @@ impl Metrics {
                     .map(|(outcome, n)| ((action.clone(), outcome.clone()), *n))
             })
             .collect();
+        for (action, n) in Action::ALL.iter().zip(&self.ok_calls) {
+            let n = n.load(Ordering::Relaxed);
+            if n > 0 {
+                calls.push(((action.name().to_string(), "OK".to_string()), n));
+            }
+        }
         calls.sort();
         for ((action, outcome), n) in calls {
             let _ = writeln!(
@@ -219,5 +256,21 @@ mod tests {
         assert_eq!(calls["A"]["OK"], 2);
         assert_eq!(calls["A"]["SystemOverFlow"], 1);
         assert_eq!(metrics.throttled.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn a_known_actions_successes_are_counted_without_the_map() {
+        let metrics = Metrics::default();
+        metrics.record_ok(Action::QuerySessionByClientId, Duration::from_micros(10));
+        metrics.record(
+            "QuerySessionByClientId",
+            "OK",
+            Duration::from_micros(10),
+            false,
+        );
+        let index = Action::QuerySessionByClientId as usize;
+        assert_eq!(metrics.ok_calls[index].load(Ordering::Relaxed), 2);
+        assert!(metrics.calls.lock().unwrap().is_empty());
+        assert_eq!(metrics.latency_count.load(Ordering::Relaxed), 2);
     }
 }

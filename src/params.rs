@@ -10,19 +10,108 @@
 //! and too many parameters are refused, each with a code and a message.
 
 use crate::error::{ApiError, ErrorCode};
-use percent_encoding::percent_decode;
+use arrayvec::ArrayString;
+use smallvec::SmallVec;
 
 /// Most parameters one call may carry (ClientIdList.1..10 plus the common
 /// ones fit many times over).
 pub const MAX_PARAMS: usize = 256;
 
+/// Bytes of names and values a call's parameters hold without a heap
+/// allocation: an SDK's QuerySessionByClientId carries about 350.
+const INLINE_TEXT: usize = 1024;
+/// Parameters held without a heap allocation (an SDK's call has about 13).
+const INLINE_ENTRIES: usize = 24;
+
 /// Parameters of one call, sorted by key (byte order).
 ///
-/// A sorted vector rather than a map: a call has a dozen parameters, which
-/// a vector holds in one allocation and searches by bisection, and which
-/// SDKs mostly send already sorted, so that inserting is appending.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Params(Vec<(String, String)>);
+/// Every name and value, decoded, is copied once into one text buffer,
+/// which lives inline (no heap allocation) up to [`INLINE_TEXT`] bytes; the
+/// entries are pairs of [`Span`]s into it, in a vector sorted by key that
+/// is inline up to [`INLINE_ENTRIES`]. A call has a dozen parameters, which
+/// a sorted vector searches by bisection, and SDKs mostly send them already
+/// sorted, so that inserting is appending.
+#[derive(Default, Clone)]
+pub struct Params {
+    text: Text,
+    entries: SmallVec<[Entry; INLINE_ENTRIES]>,
+}
+
+/// Where a name or value is in its [`Params`]' text. A span stays valid
+/// when its entry is removed (the text is never compacted), so a stage can
+/// take a value out of the parameters and still read it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Span {
+    start: u32,
+    end: u32,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    key: Span,
+    value: Span,
+}
+
+/// The text buffer: inline until it outgrows [`INLINE_TEXT`]. (Inline
+/// on purpose: boxing it would be the heap allocation this avoids.)
+#[derive(Clone)]
+#[allow(clippy::large_enum_variant)]
+enum Text {
+    Inline(ArrayString<INLINE_TEXT>),
+    Heap(String),
+}
+
+impl Default for Text {
+    fn default() -> Self {
+        Text::Inline(ArrayString::new())
+    }
+}
+
+impl Text {
+    fn as_str(&self) -> &str {
+        match self {
+            Text::Inline(text) => text.as_str(),
+            Text::Heap(text) => text.as_str(),
+        }
+    }
+
+    /// Appends `piece`; where it is.
+    fn push(&mut self, piece: &str) -> Result<Span, ApiError> {
+        let start = self.as_str().len();
+        if let Text::Inline(inline) = self
+            && inline.try_push_str(piece).is_err()
+        {
+            let mut heap = String::with_capacity((start + piece.len()) * 2);
+            heap.push_str(inline.as_str());
+            *self = Text::Heap(heap);
+        }
+        if let Text::Heap(heap) = self {
+            heap.push_str(piece);
+        }
+        let end = start + piece.len();
+        match (u32::try_from(start), u32::try_from(end)) {
+            (Ok(start), Ok(end)) => Ok(Span { start, end }),
+            _ => Err(ApiError::new(
+                ErrorCode::MalformedRequest,
+                "The request's parameters are too long.",
+            )),
+        }
+    }
+}
+
+impl std::fmt::Debug for Params {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
+    }
+}
+
+impl PartialEq for Params {
+    fn eq(&self, other: &Params) -> bool {
+        self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for Params {}
 
 impl Params {
     /// Parses `raw` (a query string or a form body) and adds its parameters.
@@ -32,12 +121,10 @@ impl Params {
             if pair.is_empty() {
                 continue;
             }
-            let (key, value) = match pair.iter().position(|b| *b == b'=') {
+            let (key, value) = match memchr::memchr(b'=', pair) {
                 Some(i) => (&pair[..i], &pair[i + 1..]),
                 None => (pair, &[][..]),
             };
-            let key = decode_component(key, origin)?;
-            let value = decode_component(value, origin)?;
             if key.is_empty() {
                 return Err(ApiError::new(
                     ErrorCode::MalformedRequest,
@@ -46,7 +133,9 @@ impl Params {
                     ),
                 ));
             }
-            self.insert(key, value)?;
+            let key = self.push_decoded(key, origin)?;
+            let value = self.push_decoded(value, origin)?;
+            self.insert_entry(Entry { key, value })?;
         }
         Ok(())
     }
@@ -54,47 +143,123 @@ impl Params {
     /// Adds one parameter; a second value for the same key is refused, since
     /// a signer and this server could otherwise disagree on which one counts.
     pub fn insert(&mut self, key: String, value: String) -> Result<(), ApiError> {
-        if self.0.len() >= MAX_PARAMS {
+        let key = self.text.push(&key)?;
+        let value = self.text.push(&value)?;
+        self.insert_entry(Entry { key, value })
+    }
+
+    /// Keeps `text` beside the parameters (not as one of them): a value
+    /// the pipeline reads from elsewhere (a V3 header) held like those it
+    /// takes out of them.
+    pub fn keep(&mut self, text: &str) -> Result<Span, ApiError> {
+        self.text.push(text)
+    }
+
+    /// The text at `span`.
+    pub fn text(&self, span: Span) -> &str {
+        self.text
+            .as_str()
+            .get(span.start as usize..span.end as usize)
+            .unwrap_or_default()
+    }
+
+    fn insert_entry(&mut self, entry: Entry) -> Result<(), ApiError> {
+        if self.entries.len() >= MAX_PARAMS {
             return Err(ApiError::new(
                 ErrorCode::MalformedRequest,
                 format!("The request has more than {MAX_PARAMS} parameters."),
             ));
         }
-        match self.position(&key) {
+        let key = self.text(entry.key);
+        match self.position(key) {
             Ok(_) => Err(ApiError::invalid(
-                &key,
+                key,
                 "it appears more than once; send each parameter once, in the query or in the body",
             )),
             Err(at) => {
-                self.0.insert(at, (key, value));
+                self.entries.insert(at, entry);
                 Ok(())
             }
         }
     }
 
+    /// Form decoding of `raw` into the text: `+` is a space, `%XX` a byte
+    /// (a `%` not followed by two hex digits stays as it is); the result
+    /// must be UTF-8.
+    fn push_decoded(&mut self, raw: &[u8], origin: &str) -> Result<Span, ApiError> {
+        let not_utf8 = || {
+            ApiError::new(
+                ErrorCode::MalformedRequest,
+                format!(
+                    "The {origin} is not valid UTF-8 after percent-decoding; encode text as UTF-8 before percent-encoding it."
+                ),
+            )
+        };
+        // Most names and values need no decoding: copied as they are.
+        if memchr::memchr2(b'%', b'+', raw).is_none() {
+            let text = std::str::from_utf8(raw).map_err(|_| not_utf8())?;
+            return self.text.push(text);
+        }
+        // Decoded bytes are never more than the raw ones: a short value is
+        // decoded on the stack.
+        let mut decoded: SmallVec<[u8; 256]> = SmallVec::with_capacity(raw.len());
+        let mut at = 0;
+        while at < raw.len() {
+            let byte = match raw[at] {
+                b'+' => b' ',
+                b'%' => match (raw.get(at + 1), raw.get(at + 2)) {
+                    (Some(&high), Some(&low)) => match (hex_digit(high), hex_digit(low)) {
+                        (Some(high), Some(low)) => {
+                            at += 2;
+                            high << 4 | low
+                        }
+                        _ => b'%',
+                    },
+                    _ => b'%',
+                },
+                other => other,
+            };
+            decoded.push(byte);
+            at += 1;
+        }
+        let text = std::str::from_utf8(&decoded).map_err(|_| not_utf8())?;
+        self.text.push(text)
+    }
+
     /// Where `key` is, or where it would go.
     fn position(&self, key: &str) -> Result<usize, usize> {
         // Most calls arrive sorted: check the end before bisecting.
-        match self.0.last() {
-            Some((last, _)) if last.as_str() < key => Err(self.0.len()),
+        match self.entries.last() {
+            Some(last) if self.text(last.key) < key => Err(self.entries.len()),
             None => Err(0),
-            _ => self.0.binary_search_by(|(k, _)| k.as_str().cmp(key)),
+            _ => self
+                .entries
+                .binary_search_by(|entry| self.text(entry.key).cmp(key)),
         }
     }
 
     pub fn get(&self, key: &str) -> Option<&str> {
         let at = self.position(key).ok()?;
-        Some(self.0[at].1.as_str())
+        Some(self.text(self.entries[at].value))
     }
 
-    pub fn remove(&mut self, key: &str) -> Option<String> {
+    /// Takes `key` out of the parameters; its value stays readable through
+    /// [`Params::text`].
+    pub fn remove(&mut self, key: &str) -> Option<Span> {
         let at = self.position(key).ok()?;
-        Some(self.0.remove(at).1)
+        Some(self.entries.remove(at).value)
     }
 
     /// Removes every parameter whose key is in `keys`.
     pub fn remove_all(&mut self, keys: &[&str]) {
-        self.0.retain(|(k, _)| !keys.contains(&k.as_str()));
+        let text = &self.text;
+        self.entries.retain(|entry| {
+            let key = text
+                .as_str()
+                .get(entry.key.start as usize..entry.key.end as usize)
+                .unwrap_or_default();
+            !keys.contains(&key)
+        });
     }
 
     pub fn contains(&self, key: &str) -> bool {
@@ -103,15 +268,17 @@ impl Params {
 
     /// All parameters in byte order of their keys.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+        self.entries
+            .iter()
+            .map(|entry| (self.text(entry.key), self.text(entry.value)))
     }
 
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.entries.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.entries.is_empty()
     }
 
     /// A parameter the action requires: present and not empty, else
@@ -242,28 +409,13 @@ pub fn check_client_id(name: &str, value: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Form decoding: `+` is a space, `%XX` a byte; the result must be UTF-8.
-fn decode_component(raw: &[u8], origin: &str) -> Result<String, ApiError> {
-    // Most names and values need no decoding: copy them once.
-    let bytes = if raw.contains(&b'+') {
-        let plus_as_space: Vec<u8> = raw
-            .iter()
-            .map(|b| if *b == b'+' { b' ' } else { *b })
-            .collect();
-        percent_decode(&plus_as_space).collect()
-    } else if raw.contains(&b'%') {
-        percent_decode(raw).collect()
-    } else {
-        raw.to_vec()
-    };
-    String::from_utf8(bytes).map_err(|_| {
-        ApiError::new(
-            ErrorCode::MalformedRequest,
-            format!(
-                "The {origin} is not valid UTF-8 after percent-decoding; encode text as UTF-8 before percent-encoding it."
-            ),
-        )
-    })
+fn hex_digit(byte: u8) -> Option<u8> {
+    match byte {
+        b'0'..=b'9' => Some(byte - b'0'),
+        b'a'..=b'f' => Some(byte - b'a' + 10),
+        b'A'..=b'F' => Some(byte - b'A' + 10),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -336,6 +488,22 @@ mod proptests {
     use proptest::prelude::*;
 
     proptest! {
+        /// Decoding agrees with the `percent-encoding` crate's, `+` read as a
+        /// space first (what the parser did before it decoded in place).
+        #[test]
+        fn decoding_agrees_with_percent_encoding(raw in proptest::collection::vec(
+            proptest::sample::select(b"aZ09%+2BfFgG&=\xC3\xA9\xFF".to_vec()), 0..64)
+        ) {
+            let raw: Vec<u8> = raw.into_iter().filter(|b| *b != b'&' && *b != b'=').collect();
+            let plus_as_space: Vec<u8> = raw.iter().map(|b| if *b == b'+' { b' ' } else { *b }).collect();
+            let expected = String::from_utf8(percent_encoding::percent_decode(&plus_as_space).collect()).ok();
+            let mut query = b"k=".to_vec();
+            query.extend_from_slice(&raw);
+            let mut params = Params::default();
+            let decoded = params.add_form(&query, "query").ok().map(|()| params.get("k").unwrap_or_default().to_string());
+            prop_assert_eq!(decoded, expected);
+        }
+
         /// Any bytes at all: an answer, never a panic.
         #[test]
         fn parsing_arbitrary_bytes_never_panics(raw in proptest::collection::vec(any::<u8>(), 0..512)) {
@@ -363,7 +531,8 @@ mod proptests {
                 prop_assert_eq!(params.get(k), Some(v.as_str()));
             }
             if let Some(k) = map.keys().next() {
-                prop_assert_eq!(params.remove(k), map.get(k).cloned());
+                let removed = params.remove(k).map(|span| params.text(span).to_string());
+                prop_assert_eq!(removed, map.get(k).cloned());
                 prop_assert!(!params.contains(k));
             }
         }

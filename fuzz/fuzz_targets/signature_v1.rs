@@ -118,7 +118,7 @@ fuzz_target!(|data: &[u8]| {
     };
     match verify::verify(request, directory()) {
         Ok(verified) => {
-            assert_eq!(verified.action, action);
+            assert_eq!(verified.action(), action);
             let got: Vec<(String, String)> = verified
                 .params
                 .iter()

@@ -25,7 +25,7 @@ pub struct Request {
     pub client_id: String,
 }
 
-impl Handler for AddCustomAuthConnectBlack {
+impl<'a> Handler<'a> for AddCustomAuthConnectBlack {
     type Params = Request;
     type Answer = OperationSuccess;
 

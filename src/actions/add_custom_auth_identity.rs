@@ -30,7 +30,7 @@ pub struct Request {
     pub identity: Identity,
 }
 
-impl Handler for AddCustomAuthIdentity {
+impl<'a> Handler<'a> for AddCustomAuthIdentity {
     type Params = Request;
     type Answer = OperationSuccess;
 

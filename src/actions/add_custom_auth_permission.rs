@@ -46,7 +46,7 @@ pub(crate) fn read_permission(params: &Params) -> Result<Permission, ApiError> {
     })
 }
 
-impl Handler for AddCustomAuthPermission {
+impl<'a> Handler<'a> for AddCustomAuthPermission {
     type Params = Request;
     type Answer = OperationSuccess;
 

@@ -79,7 +79,7 @@ fn resources(params: &Params) -> Result<Vec<String>, ApiError> {
     Ok(topics)
 }
 
-impl Handler for ApplyToken {
+impl<'a> Handler<'a> for ApplyToken {
     type Params = Request;
     type Answer = Answer;
 

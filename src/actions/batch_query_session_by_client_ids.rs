@@ -44,7 +44,7 @@ pub struct ClientStatus {
     pub online_status: bool,
 }
 
-impl Handler for BatchQuerySessionByClientIds {
+impl<'a> Handler<'a> for BatchQuerySessionByClientIds {
     type Params = Request;
     type Answer = Answer;
 

@@ -24,7 +24,7 @@ pub struct Request {
     pub client_id: String,
 }
 
-impl Handler for CloseConnection {
+impl<'a> Handler<'a> for CloseConnection {
     type Params = Request;
     type Answer = OperationSuccess;
 

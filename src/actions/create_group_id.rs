@@ -32,7 +32,7 @@ pub struct Request {
 #[derive(Debug, Serialize)]
 pub struct Answer {}
 
-impl Handler for CreateGroupId {
+impl<'a> Handler<'a> for CreateGroupId {
     type Params = Request;
     type Answer = Answer;
 

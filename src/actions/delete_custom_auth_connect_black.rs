@@ -21,7 +21,7 @@ pub struct Request {
     pub client_id: String,
 }
 
-impl Handler for DeleteCustomAuthConnectBlack {
+impl<'a> Handler<'a> for DeleteCustomAuthConnectBlack {
     type Params = Request;
     type Answer = OperationSuccess;
 

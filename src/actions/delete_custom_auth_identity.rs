@@ -27,7 +27,7 @@ pub struct Request {
     pub client_id: String,
 }
 
-impl Handler for DeleteCustomAuthIdentity {
+impl<'a> Handler<'a> for DeleteCustomAuthIdentity {
     type Params = Request;
     type Answer = OperationSuccess;
 

@@ -28,7 +28,7 @@ pub struct Request {
     pub topic: String,
 }
 
-impl Handler for DeleteCustomAuthPermission {
+impl<'a> Handler<'a> for DeleteCustomAuthPermission {
     type Params = Request;
     type Answer = OperationSuccess;
 

@@ -27,7 +27,7 @@ pub struct Request {
 #[derive(Debug, Serialize)]
 pub struct Answer {}
 
-impl Handler for DeleteGroupId {
+impl<'a> Handler<'a> for DeleteGroupId {
     type Params = Request;
     type Answer = Answer;
 

@@ -50,7 +50,7 @@ pub struct ReportRow {
     pub transactions: u64,
 }
 
-impl Handler for DescribeMeteringReport {
+impl<'a> Handler<'a> for DescribeMeteringReport {
     type Params = Request;
     type Answer = Answer;
 

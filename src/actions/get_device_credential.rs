@@ -38,7 +38,7 @@ pub(crate) fn not_found(instance_id: &str, client_id: &str) -> ApiError {
     )
 }
 
-impl Handler for GetDeviceCredential {
+impl<'a> Handler<'a> for GetDeviceCredential {
     type Params = Request;
     type Answer = Answer;
 

@@ -52,7 +52,7 @@ pub struct Page {
     pub next_token: Option<String>,
 }
 
-impl Handler for ListDeviceCredentialClientId {
+impl<'a> Handler<'a> for ListDeviceCredentialClientId {
     type Params = Request;
     type Answer = Answer;
 

@@ -40,7 +40,7 @@ pub struct GroupItem {
     pub create_time: i64,
 }
 
-impl Handler for ListGroupId {
+impl<'a> Handler<'a> for ListGroupId {
     type Params = Request;
     type Answer = Answer;
 

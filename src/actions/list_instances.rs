@@ -73,7 +73,7 @@ struct TagFilter {
     value: Option<String>,
 }
 
-impl Handler for ListInstances {
+impl<'a> Handler<'a> for ListInstances {
     type Params = Request;
     type Answer = Answer;
 

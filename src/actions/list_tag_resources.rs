@@ -56,7 +56,7 @@ pub struct Entry {
     pub tag_value: String,
 }
 
-impl Handler for ListTagResources {
+impl<'a> Handler<'a> for ListTagResources {
     type Params = Request;
     type Answer = Answer;
 

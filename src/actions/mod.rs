@@ -96,8 +96,9 @@ pub enum RequestIdAt {
 }
 
 /// One API action: its typed parameters, its resource, its answer and its
-/// handler.
-pub trait Handler {
+/// handler. `'a` is the life of the call's parameters, which the typed ones
+/// may borrow (no copy per call).
+pub trait Handler<'a> {
     /// The action's own parameters, checked.
     type Params: Send;
     /// The answer's fields, in the documentation's order (without
@@ -107,7 +108,7 @@ pub trait Handler {
     const REQUEST_ID_AT: RequestIdAt = RequestIdAt::First;
 
     /// Reads and checks the parameters; a refusal names the parameter.
-    fn parse(params: &Params) -> Result<Self::Params, ApiError>;
+    fn parse(params: &'a Params) -> Result<Self::Params, ApiError>;
 
     /// What the call acts on: the RAM resource its policy must allow, in
     /// the instance whose owner must be the caller.
@@ -201,21 +202,21 @@ macro_rules! define_dispatch {
         $( pub mod $module; )*
 
         /// A call's checked parameters, for the action it names.
-        pub enum Call {
-            $( $name(<$module::$name as Handler>::Params), )*
+        pub enum Call<'a> {
+            $( $name(<$module::$name as Handler<'a>>::Params), )*
         }
 
         /// An action's answer.
         pub enum Reply {
-            $( $name(<$module::$name as Handler>::Answer), )*
+            $( $name(<$module::$name as Handler<'static>>::Answer), )*
         }
 
-        impl Call {
+        impl<'a> Call<'a> {
             /// Reads `params` as `action`'s parameters.
-            pub fn parse(action: Action, params: &Params) -> Result<Call, ApiError> {
+            pub fn parse(action: Action, params: &'a Params) -> Result<Call<'a>, ApiError> {
                 match action {
                     $( Action::$name => {
-                        <$module::$name as Handler>::parse(params).map(Call::$name)
+                        <$module::$name as Handler<'a>>::parse(params).map(Call::$name)
                     } )*
                 }
             }
@@ -223,7 +224,7 @@ macro_rules! define_dispatch {
             /// The resource the call acts on, as its action states it.
             pub fn resource(&self) -> Resource<'_> {
                 match self {
-                    $( Call::$name(params) => <$module::$name as Handler>::resource(params), )*
+                    $( Call::$name(params) => <$module::$name as Handler<'a>>::resource(params), )*
                 }
             }
 
@@ -231,7 +232,7 @@ macro_rules! define_dispatch {
             pub async fn handle(self, ctx: &Context<'_>) -> Result<Reply, ApiError> {
                 match self {
                     $( Call::$name(params) => {
-                        <$module::$name as Handler>::handle(ctx, params).await.map(Reply::$name)
+                        <$module::$name as Handler<'a>>::handle(ctx, params).await.map(Reply::$name)
                     } )*
                 }
             }
@@ -240,7 +241,7 @@ macro_rules! define_dispatch {
         impl Reply {
             pub fn request_id_at(&self) -> RequestIdAt {
                 match self {
-                    $( Reply::$name(_) => <$module::$name as Handler>::REQUEST_ID_AT, )*
+                    $( Reply::$name(_) => <$module::$name as Handler<'static>>::REQUEST_ID_AT, )*
                 }
             }
         }

@@ -55,7 +55,7 @@ pub struct Entry {
     pub permit_action: &'static str,
 }
 
-impl Handler for QueryCustomAuthConnectBlack {
+impl<'a> Handler<'a> for QueryCustomAuthConnectBlack {
     type Params = Request;
     type Answer = Answer;
 

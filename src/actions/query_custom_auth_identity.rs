@@ -73,7 +73,7 @@ impl std::fmt::Debug for Entry {
     }
 }
 
-impl Handler for QueryCustomAuthIdentity {
+impl<'a> Handler<'a> for QueryCustomAuthIdentity {
     type Params = Request;
     type Answer = Answer;
 

@@ -58,7 +58,7 @@ pub struct Entry {
     pub permit_action: &'static str,
 }
 
-impl Handler for QueryCustomAuthPermission {
+impl<'a> Handler<'a> for QueryCustomAuthPermission {
     type Params = Request;
     type Answer = Answer;
 

@@ -53,7 +53,7 @@ pub struct Entry {
     pub action_info: String,
 }
 
-impl Handler for QueryMqttTraceDevice {
+impl<'a> Handler<'a> for QueryMqttTraceDevice {
     type Params = Request;
     type Answer = Answer;
 

@@ -37,7 +37,7 @@ pub struct Answer {
     pub message_of_client_list: Vec<MessageEntry>,
 }
 
-impl Handler for QueryMqttTraceMessageOfClient {
+impl<'a> Handler<'a> for QueryMqttTraceMessageOfClient {
     type Params = Request;
     type Answer = Answer;
 

@@ -38,7 +38,7 @@ pub struct Answer {
     pub message_trace_lists: Vec<MessageEntry>,
 }
 
-impl Handler for QueryMqttTraceMessagePublish {
+impl<'a> Handler<'a> for QueryMqttTraceMessagePublish {
     type Params = Request;
     type Answer = Answer;
 

@@ -41,7 +41,7 @@ pub struct Answer {
     pub message_trace_lists: Vec<MessageEntry>,
 }
 
-impl Handler for QueryMqttTraceMessageSubscribe {
+impl<'a> Handler<'a> for QueryMqttTraceMessageSubscribe {
     type Params = Request;
     type Answer = Answer;
 

@@ -14,9 +14,11 @@ use serde::Serialize;
 
 pub struct QuerySessionByClientId;
 
-pub struct Request {
-    pub instance_id: String,
-    pub client_id: String,
+/// Borrowed from the call's parameters: this action runs on every device
+/// status check, and copies nothing.
+pub struct Request<'a> {
+    pub instance_id: &'a str,
+    pub client_id: &'a str,
 }
 
 #[derive(Debug, Serialize)]
@@ -25,27 +27,27 @@ pub struct Answer {
     pub online_status: bool,
 }
 
-impl Handler for QuerySessionByClientId {
-    type Params = Request;
+impl<'a> Handler<'a> for QuerySessionByClientId {
+    type Params = Request<'a>;
     type Answer = Answer;
 
     // Alibaba's page lists OnlineStatus, then RequestId.
     const REQUEST_ID_AT: RequestIdAt = RequestIdAt::Last;
 
-    fn parse(params: &Params) -> Result<Request, ApiError> {
+    fn parse(params: &'a Params) -> Result<Request<'a>, ApiError> {
         Ok(Request {
-            instance_id: params.required("InstanceId")?.to_string(),
-            client_id: params.client_id("ClientId")?.to_string(),
+            instance_id: params.required("InstanceId")?,
+            client_id: params.client_id("ClientId")?,
         })
     }
 
-    fn resource(request: &Request) -> Resource<'_> {
-        Resource::Instance(&request.instance_id)
+    fn resource<'r>(request: &'r Request<'a>) -> Resource<'r> {
+        Resource::Instance(request.instance_id)
     }
 
-    async fn handle(ctx: &Context<'_>, request: Request) -> Result<Answer, ApiError> {
+    async fn handle(ctx: &Context<'_>, request: Request<'a>) -> Result<Answer, ApiError> {
         Ok(Answer {
-            online_status: ctx.broker()?.is_online(&request.client_id),
+            online_status: ctx.broker()?.is_online(request.client_id),
         })
     }
 }

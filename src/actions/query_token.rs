@@ -28,7 +28,7 @@ pub struct Answer {
     pub token_status: bool,
 }
 
-impl Handler for QueryToken {
+impl<'a> Handler<'a> for QueryToken {
     type Params = Request;
     type Answer = Answer;
 

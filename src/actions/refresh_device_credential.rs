@@ -33,7 +33,7 @@ pub struct Answer {
     pub device_credential: CredentialItem,
 }
 
-impl Handler for RefreshDeviceCredential {
+impl<'a> Handler<'a> for RefreshDeviceCredential {
     type Params = Request;
     type Answer = Answer;
 

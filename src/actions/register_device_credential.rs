@@ -60,7 +60,7 @@ impl CredentialItem {
     }
 }
 
-impl Handler for RegisterDeviceCredential {
+impl<'a> Handler<'a> for RegisterDeviceCredential {
     type Params = Request;
     type Answer = Answer;
 

@@ -26,7 +26,7 @@ pub struct Request {
 #[derive(Debug, Serialize)]
 pub struct Answer {}
 
-impl Handler for RevokeToken {
+impl<'a> Handler<'a> for RevokeToken {
     type Params = Request;
     type Answer = Answer;
 

@@ -53,7 +53,7 @@ pub struct Answer {
     pub msg_id: String,
 }
 
-impl Handler for SendMessage {
+impl<'a> Handler<'a> for SendMessage {
     type Params = Request;
     type Answer = Answer;
 

@@ -28,7 +28,7 @@ pub struct Request {
     pub tags: Vec<(String, String)>,
 }
 
-impl Handler for TagResources {
+impl<'a> Handler<'a> for TagResources {
     type Params = Request;
     type Answer = TagAnswer;
 

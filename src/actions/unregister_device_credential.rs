@@ -25,7 +25,7 @@ pub struct Request {
 #[derive(Debug, Serialize)]
 pub struct Answer {}
 
-impl Handler for UnRegisterDeviceCredential {
+impl<'a> Handler<'a> for UnRegisterDeviceCredential {
     type Params = Request;
     type Answer = Answer;
 

@@ -25,7 +25,7 @@ pub struct Request {
     pub keys: Option<Vec<String>>,
 }
 
-impl Handler for UntagResources {
+impl<'a> Handler<'a> for UntagResources {
     type Params = Request;
     type Answer = TagAnswer;
 

@@ -25,7 +25,7 @@ pub struct Request {
     pub identity: Identity,
 }
 
-impl Handler for UpdateCustomAuthIdentity {
+impl<'a> Handler<'a> for UpdateCustomAuthIdentity {
     type Params = Request;
     type Answer = OperationSuccess;
 

@@ -26,7 +26,7 @@ pub struct Request {
     pub permission: Permission,
 }
 
-impl Handler for UpdateCustomAuthPermission {
+impl<'a> Handler<'a> for UpdateCustomAuthPermission {
     type Params = Request;
     type Answer = OperationSuccess;
 

@@ -4,12 +4,18 @@
 //! and delivered by QoS, and the peak of concurrent connections, per
 //! instance and minute.
 //!
-//! Durability: a call is answered only after its transaction is committed
-//! (`synchronous=FULL`, WAL). One writer thread batches whatever has queued
-//! while the previous commit ran into the next transaction (group commit),
-//! so a commit costs one fsync however many calls it carries. A crash can
-//! therefore leave calls billed that were never answered (committed, then
-//! killed before the answer went out), never the reverse.
+//! Durability: a call is answered only after it is on disk. One writer
+//! thread takes whatever has queued while its previous write ran (group
+//! commit), counts it by (minute, account, instance, action), and appends
+//! that as one block to the bill journal ([`journal`]), with one
+//! `fdatasync` however many calls it carries; then it answers them. The
+//! journal is folded into the SQLite tables (`synchronous=FULL`, WAL) off
+//! the hot path, in one transaction that also records the last block
+//! folded; at start, blocks not folded yet are folded first; a report reads
+//! the tables and the blocks not folded yet in one snapshot, so it is exact
+//! while mqgate runs and after it was killed. A crash can leave calls billed
+//! that were never answered (written, then killed before the answer went
+//! out), never the reverse.
 //!
 //! Broker counters live in memory and are written every
 //! [`BROKER_FLUSH_EVERY`] (and at shutdown): a crash loses at most that much
@@ -19,12 +25,17 @@
 //! of the start of a UTC minute):
 //! `api_transactions(minute, account_id, instance_id, action, transactions)`,
 //! `broker_messages(minute, account_id, instance_id, direction, qos, messages)`,
-//! `broker_connections(minute, account_id, instance_id, peak_connections)`.
+//! `broker_connections(minute, account_id, instance_id, peak_connections)`,
+//! `bill_journal(folded_sequence)`: the last journal block in the tables.
 
+pub mod journal;
+mod outcome;
 pub mod report;
 
+use crate::directory::Instance;
 use crate::error::{ApiError, ErrorCode};
 use chrono::{DateTime, Datelike, TimeZone, Utc};
+use journal::Journal;
 use rusqlite::{Connection, params};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -65,6 +76,11 @@ CREATE TABLE IF NOT EXISTS broker_connections (
     peak_connections INTEGER NOT NULL,
     PRIMARY KEY (minute, account_id, instance_id)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS bill_journal (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    folded_sequence INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO bill_journal (id, folded_sequence) VALUES (1, 0);
 ";
 
 /// The start of the UTC minute of `t`, in Unix seconds.
@@ -115,6 +131,16 @@ pub enum OpenError {
         path: String,
         source: rusqlite::Error,
     },
+    #[error("{path}: cannot read or fold the bill journal: {source}")]
+    Journal {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: cannot fold the bill journal into the tables: {source}")]
+    Fold {
+        path: String,
+        source: rusqlite::Error,
+    },
     #[error("cannot start the metering writer: {0}")]
     Writer(std::io::Error),
 }
@@ -126,6 +152,8 @@ pub enum WriteError {
     WriterStopped,
     #[error("the batch could not be committed: {0}")]
     Commit(Arc<rusqlite::Error>),
+    #[error("the batch could not be written to the bill journal: {0}")]
+    Journal(Arc<std::io::Error>),
 }
 
 type Done = oneshot::Sender<Result<(), WriteError>>;
@@ -133,10 +161,11 @@ type Done = oneshot::Sender<Result<(), WriteError>>;
 enum Op {
     Call {
         minute: i64,
-        account_id: String,
-        instance_id: String,
+        /// Billed to its account and id (shared, not copied per call).
+        instance: Arc<Instance>,
         action: &'static str,
-        done: Done,
+        /// Where its caller waits for the outcome ([`outcome`]).
+        slot: u32,
     },
     Broker(BrokerCounts, Option<Done>),
 }
@@ -161,20 +190,44 @@ pub struct Meter {
     /// committed when its transaction commits: whether or not the caller
     /// is still there to hear it.
     month: Arc<Mutex<MonthCounts>>,
+    /// Where callers wait for their batch, shared with the writer.
+    outcomes: Arc<outcome::Outcomes>,
+    /// Why the last batch that failed did (callers of a failed batch read
+    /// it; failures are rare and their cause the same for a whole batch).
+    last_failure: Arc<Mutex<Option<WriteError>>>,
+    /// Joined when the meter is dropped, after its queue closed: the writer
+    /// folds the journal into the tables before it ends, and nothing may
+    /// open the store again (a restart in the same process, a test) while
+    /// it does.
+    writer: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Meter {
+    fn drop(&mut self) {
+        // Close the queue (this is its only sender), then wait for the
+        // writer's last fold.
+        let (closed, _) = mpsc::channel(1);
+        drop(std::mem::replace(&mut self.queue, closed));
+        if let Some(writer) = self.writer.take()
+            && writer.join().is_err()
+        {
+            tracing::error!("the metering writer panicked");
+        }
+    }
 }
 
 /// A call admitted under its instance's quota; released when dropped,
 /// turned into a transaction by [`Meter::commit`].
 pub struct Admission<'a> {
     meter: &'a Meter,
-    instance_id: String,
+    instance: Arc<Instance>,
     released: bool,
 }
 
 impl Drop for Admission<'_> {
     fn drop(&mut self) {
         if !self.released {
-            lock_month(&self.meter.month).settle(&self.instance_id, false);
+            lock_month(&self.meter.month).settle(&self.instance.id, false);
         }
     }
 }
@@ -184,10 +237,11 @@ impl Meter {
     /// writer thread.
     pub fn open(dir: &Path) -> Result<Meter, OpenError> {
         let path = dir.join(DATABASE);
-        let connection = open_writer(&path).map_err(|source| OpenError::Database {
+        let mut connection = open_writer(&path).map_err(|source| OpenError::Database {
             path: path.display().to_string(),
             source,
         })?;
+        let journal = recover_journal(&mut connection, &dir.join(journal::FILE))?;
         let now = Utc::now();
         let month_start_minute = month_start(now).timestamp();
         let committed = month_totals(&connection, month_start_minute).map_err(|source| {
@@ -204,12 +258,24 @@ impl Meter {
             committed,
             in_flight: HashMap::new(),
         }));
-        let writer_month = month.clone();
-        std::thread::Builder::new()
+        let shared = Shared {
+            month: month.clone(),
+            outcomes: Arc::default(),
+            last_failure: Arc::default(),
+        };
+        let (outcomes, last_failure) = (shared.outcomes.clone(), shared.last_failure.clone());
+        let writer = std::thread::Builder::new()
             .name("metering-writer".into())
-            .spawn(move || writer(connection, receiver, writer_month, runtime))
+            .spawn(move || writer(connection, journal, receiver, shared, runtime))
             .map_err(OpenError::Writer)?;
-        Ok(Meter { path, queue, month })
+        Ok(Meter {
+            path,
+            queue,
+            month,
+            outcomes,
+            last_failure,
+            writer: Some(writer),
+        })
     }
 
     /// Where the database is.
@@ -217,9 +283,10 @@ impl Meter {
         &self.path
     }
 
-    /// Admits a call on `instance_id` if its monthly quota (if any) has
-    /// room, counting calls still in flight.
-    pub fn admit(&self, instance_id: &str, quota: Option<u64>) -> Result<Admission<'_>, ApiError> {
+    /// Admits a call on `instance` if its monthly quota (if any) has room,
+    /// counting calls still in flight.
+    pub fn admit(&self, instance: &Arc<Instance>) -> Result<Admission<'_>, ApiError> {
+        let (instance_id, quota) = (instance.id.as_str(), instance.monthly_transaction_quota);
         let mut month = lock_month(&self.month);
         let committed = month.committed.get(instance_id).copied().unwrap_or(0);
         let in_flight = month.in_flight.get(instance_id).copied().unwrap_or(0);
@@ -243,7 +310,7 @@ impl Meter {
         }
         Ok(Admission {
             meter: self,
-            instance_id: instance_id.to_string(),
+            instance: instance.clone(),
             released: false,
         })
     }
@@ -257,21 +324,25 @@ impl Meter {
     pub async fn commit(
         &self,
         mut admission: Admission<'_>,
-        account_id: &str,
         action: &'static str,
     ) -> Result<(), ApiError> {
-        let (done, wait) = oneshot::channel();
+        let mut ticket = self.outcomes.take().await;
         let op = Op::Call {
             minute: minute_of(Utc::now()),
-            account_id: account_id.to_string(),
-            instance_id: admission.instance_id.clone(),
+            instance: admission.instance.clone(),
             action,
-            done,
+            slot: ticket.index(),
         };
         let result = match self.queue.send(op).await {
             Ok(()) => {
+                ticket.queued();
                 admission.released = true;
-                wait.await.unwrap_or(Err(WriteError::WriterStopped))
+                if ticket.outcome().await {
+                    Ok(())
+                } else {
+                    let failure = self.last_failure.lock().unwrap_or_else(|e| e.into_inner());
+                    Err(failure.clone().unwrap_or(WriteError::WriterStopped))
+                }
             }
             // Not queued: the admission, dropped, releases itself.
             Err(_) => Err(WriteError::WriterStopped),
@@ -363,15 +434,131 @@ fn month_totals(connection: &Connection, since: i64) -> rusqlite::Result<HashMap
     rows.collect()
 }
 
-/// The writer thread: takes what has queued, writes it in one transaction,
-/// then answers everyone in it.
+/// Reads the journal at `path`, folds what it holds beyond the tables'
+/// last fold into them, and clears it for this run.
+fn recover_journal(connection: &mut Connection, path: &Path) -> Result<Journal, OpenError> {
+    let journal_error = |source| OpenError::Journal {
+        path: path.display().to_string(),
+        source,
+    };
+    let fold_error = |source| OpenError::Fold {
+        path: path.display().to_string(),
+        source,
+    };
+    let folded = folded_sequence(connection).map_err(fold_error)?;
+    let (mut journal, blocks) = Journal::open(path, folded).map_err(journal_error)?;
+    if let Some(last) = blocks.last().map(|b| b.sequence) {
+        let mut unfolded = Unfolded::default();
+        for block in &blocks {
+            for entry in &block.entries {
+                unfolded.add(
+                    (
+                        entry.minute,
+                        &entry.account_id,
+                        &entry.instance_id,
+                        &entry.action,
+                    ),
+                    entry.calls,
+                );
+            }
+        }
+        fold(connection, &unfolded, &[], last).map_err(fold_error)?;
+        tracing::info!(
+            blocks = blocks.len(),
+            through = last,
+            "bill journal: calls written before the last stop folded into the tables"
+        );
+    }
+    journal.clear().map_err(journal_error)?;
+    Ok(journal)
+}
+
+/// The last journal block the tables hold.
+fn folded_sequence(connection: &Connection) -> rusqlite::Result<u64> {
+    connection
+        .query_row(
+            "SELECT folded_sequence FROM bill_journal WHERE id = 1",
+            [],
+            |row| row.get::<_, i64>(0),
+        )
+        .map(|n| n.max(0) as u64)
+}
+
+/// Calls in the journal, not yet in the tables, by (minute, account,
+/// instance, action).
+#[derive(Debug, Default)]
+struct Unfolded(HashMap<(i64, String, String, String), u64>);
+
+impl Unfolded {
+    fn add(&mut self, (minute, account, instance, action): (i64, &str, &str, &str), calls: u64) {
+        // A batch has a few keys: three small allocations per key and
+        // batch, not per call.
+        let key = (
+            minute,
+            account.to_string(),
+            instance.to_string(),
+            action.to_string(),
+        );
+        *self.0.entry(key).or_default() += calls;
+    }
+}
+
+/// The writer thread: takes what has queued, writes its calls as one
+/// journal block, answers everyone in it; folds the journal into the
+/// tables when it is time.
+/// What the writer shares with the meter.
+struct Shared {
+    month: Arc<Mutex<MonthCounts>>,
+    outcomes: Arc<outcome::Outcomes>,
+    last_failure: Arc<Mutex<Option<WriteError>>>,
+}
+
+/// Who waits for a batch: a call (in its outcome slot), or broker counts
+/// flushed with a wait.
+enum Waiter {
+    Call(u32),
+    Broker(Done, Result<(), WriteError>),
+}
+
+/// A batch's waiters and its outcome: told when dropped, so that they
+/// hear it even if the task meant to tell them never runs (the runtime
+/// shutting down).
+struct Answers {
+    waiting: Vec<Waiter>,
+    durable: bool,
+    outcomes: Arc<outcome::Outcomes>,
+}
+
+impl Drop for Answers {
+    fn drop(&mut self) {
+        for waiter in self.waiting.drain(..) {
+            match waiter {
+                Waiter::Call(slot) => self.outcomes.settle(slot, self.durable),
+                Waiter::Broker(done, result) => {
+                    let _ = done.send(result);
+                }
+            }
+        }
+    }
+}
+
 fn writer(
     mut connection: Connection,
+    mut journal: Journal,
     mut queue: mpsc::Receiver<Op>,
-    month: Arc<Mutex<MonthCounts>>,
+    shared: Shared,
     runtime: Option<tokio::runtime::Handle>,
 ) {
+    let Shared {
+        month,
+        outcomes,
+        last_failure,
+    } = shared;
     lower_own_priority();
+    let mut unfolded = Unfolded::default();
+    let mut last_fold = std::time::Instant::now();
+    // Reused batch after batch: the block's counts, in arrival order.
+    let mut counts: Vec<((i64, &'static str), usize, u64)> = Vec::new();
     while let Some(first) = queue.blocking_recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -380,29 +567,59 @@ fn writer(
                 Err(_) => break,
             }
         }
-        let result =
-            write_batch(&mut connection, &batch).map_err(|e| WriteError::Commit(Arc::new(e)));
+        let calls_result = write_calls(&mut journal, &batch, &mut counts, &mut unfolded);
+        let has_broker = batch.iter().any(|op| matches!(op, Op::Broker(..)));
+        let due = !journal.is_empty()
+            && (journal.half_full() || last_fold.elapsed() >= journal::FOLD_EVERY);
+        let broker_result = if has_broker || due {
+            let brokers: Vec<&BrokerCounts> = batch
+                .iter()
+                .filter_map(|op| match op {
+                    Op::Broker(counts, _) => Some(counts),
+                    Op::Call { .. } => None,
+                })
+                .collect();
+            let through = journal.next_sequence() - 1;
+            let result = fold(&mut connection, &unfolded, &brokers, through)
+                .map_err(|e| WriteError::Commit(Arc::new(e)));
+            if result.is_ok() {
+                unfolded.0.clear();
+                journal.restart();
+                last_fold = std::time::Instant::now();
+            } else if let Err(e) = &result {
+                // The journal keeps the calls; the next fold retries.
+                tracing::error!(error = %e, "bill journal: folding into the tables failed");
+            }
+            result
+        } else {
+            Ok(())
+        };
         // Quotas count what the bill holds, before anyone is answered.
         {
             let mut month = lock_month(&month);
             for op in &batch {
-                if let Op::Call { instance_id, .. } = op {
-                    month.settle(instance_id, result.is_ok());
+                if let Op::Call { instance, .. } = op {
+                    month.settle(&instance.id, calls_result.is_ok());
                 }
             }
         }
+        if let Err(e) = &calls_result {
+            *last_failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(e.clone());
+        }
+        let durable = calls_result.is_ok();
         let waiting: Vec<_> = batch
             .into_iter()
             .filter_map(|op| match op {
-                Op::Call { done, .. } => Some(done),
-                Op::Broker(_, done) => done,
+                Op::Call { slot, .. } => Some(Waiter::Call(slot)),
+                Op::Broker(_, done) => done.map(|done| Waiter::Broker(done, broker_result.clone())),
             })
             .collect();
-        let answer_all = move || {
-            for done in waiting {
-                let _ = done.send(result.clone());
-            }
+        let answers = Answers {
+            waiting,
+            durable,
+            outcomes: outcomes.clone(),
         };
+        let answer_all = move || drop(answers);
         // Waking a call from this thread costs a lock on the runtime's
         // shared queue and often a futex call to unpark a worker; woken from
         // a task on a worker, calls go to its local queue. So a batch is
@@ -412,6 +629,69 @@ fn writer(
             None => answer_all(),
         }
     }
+    // Shutting down: everything journaled goes into the tables.
+    if !journal.is_empty() {
+        let through = journal.next_sequence() - 1;
+        if let Err(e) = fold(&mut connection, &unfolded, &[], through) {
+            tracing::error!(error = %e, "bill journal: the last fold failed; the next start folds it");
+        }
+    }
+}
+
+/// Writes the batch's calls as one journal block (nothing when it has
+/// none), and adds them to what is to be folded.
+fn write_calls(
+    journal: &mut Journal,
+    batch: &[Op],
+    counts: &mut Vec<((i64, &'static str), usize, u64)>,
+    unfolded: &mut Unfolded,
+) -> Result<(), WriteError> {
+    // Same key, same batch: one entry. A batch has a few keys; a linear
+    // search beats hashing strings per call. Each count names the first
+    // call of its key (by position), which holds the instance.
+    counts.clear();
+    for (at, op) in batch.iter().enumerate() {
+        let Op::Call {
+            minute,
+            instance,
+            action,
+            ..
+        } = op
+        else {
+            continue;
+        };
+        let same = |(key, first, _): &&mut ((i64, &str), usize, u64)| {
+            *key == (*minute, *action)
+                && matches!(&batch[*first], Op::Call { instance: other, .. }
+                    if Arc::ptr_eq(other, instance) || (other.id == instance.id && other.account_id == instance.account_id))
+        };
+        match counts.iter_mut().find(same) {
+            Some((_, _, n)) => *n += 1,
+            None => counts.push(((*minute, *action), at, 1)),
+        }
+    }
+    if counts.is_empty() {
+        return Ok(());
+    }
+    let key_of = |(minute, action): (i64, &'static str), first: usize| match &batch[first] {
+        Op::Call { instance, .. } => (
+            minute,
+            instance.account_id.as_str(),
+            instance.id.as_str(),
+            action,
+        ),
+        Op::Broker(..) => unreachable!("counts name calls only"),
+    };
+    journal
+        .append(counts.iter().map(|&(key, first, n)| {
+            let (minute, account, instance, action) = key_of(key, first);
+            (minute, account, instance, action, n)
+        }))
+        .map_err(|e| WriteError::Journal(Arc::new(e)))?;
+    for &(key, first, n) in counts.iter() {
+        unfolded.add(key_of(key, first), n);
+    }
+    Ok(())
 }
 
 /// Runs the calling thread at nice 10, below the threads that answer calls.
@@ -442,23 +722,14 @@ fn lower_own_priority() {
     }
 }
 
-fn write_batch(connection: &mut Connection, batch: &[Op]) -> rusqlite::Result<()> {
-    // Same key, same batch: one row update.
-    let mut calls: HashMap<(i64, &str, &str, &str), u64> = HashMap::new();
-    for op in batch {
-        if let Op::Call {
-            minute,
-            account_id,
-            instance_id,
-            action,
-            ..
-        } = op
-        {
-            *calls
-                .entry((*minute, account_id.as_str(), instance_id.as_str(), *action))
-                .or_default() += 1;
-        }
-    }
+/// One SQLite transaction: the journal's calls not yet in the tables, the
+/// broker counts, and the number of the last journal block they cover.
+fn fold(
+    connection: &mut Connection,
+    unfolded: &Unfolded,
+    brokers: &[&BrokerCounts],
+    through: u64,
+) -> rusqlite::Result<()> {
     let transaction = connection.transaction()?;
     {
         let mut upsert = transaction.prepare_cached(
@@ -467,7 +738,7 @@ fn write_batch(connection: &mut Connection, batch: &[Op]) -> rusqlite::Result<()
              ON CONFLICT (minute, account_id, instance_id, action)
              DO UPDATE SET transactions = transactions + excluded.transactions",
         )?;
-        for ((minute, account, instance, action), n) in &calls {
+        for ((minute, account, instance, action), n) in &unfolded.0 {
             upsert.execute(params![minute, account, instance, action, *n as i64])?;
         }
         let mut messages = transaction.prepare_cached(
@@ -482,8 +753,7 @@ fn write_batch(connection: &mut Connection, batch: &[Op]) -> rusqlite::Result<()
              ON CONFLICT (minute, account_id, instance_id)
              DO UPDATE SET peak_connections = MAX(peak_connections, excluded.peak_connections)",
         )?;
-        for op in batch {
-            let Op::Broker(counts, _) = op else { continue };
+        for counts in brokers {
             for (direction, by_qos) in [
                 ("published", counts.published),
                 ("delivered", counts.delivered),
@@ -508,6 +778,9 @@ fn write_batch(connection: &mut Connection, batch: &[Op]) -> rusqlite::Result<()
                 counts.peak_connections as i64
             ])?;
         }
+        transaction
+            .prepare_cached("UPDATE bill_journal SET folded_sequence = ?1 WHERE id = 1")?
+            .execute(params![through as i64])?;
     }
     transaction.commit()
 }
@@ -564,6 +837,95 @@ impl BrokerMeter {
 mod tests {
     use super::*;
 
+    /// Instance "i" of account "a", with a monthly quota.
+    fn instance(quota: Option<u64>) -> Arc<Instance> {
+        Arc::new(Instance {
+            id: "i".into(),
+            region: "r".into(),
+            account_id: "a".into(),
+            monthly_transaction_quota: quota,
+            require_group_ids: false,
+            max_group_ids: 0,
+            max_device_credentials: 0,
+            max_tokens: 0,
+            max_blacklisted_clients: 0,
+            max_custom_auth_identities: 0,
+            max_custom_auth_permissions: 0,
+        })
+    }
+
+    /// The calls a report of all time counts (tables and journal).
+    fn billed(dir: &Path) -> u64 {
+        let query = report::Query {
+            kind: report::Kind::Transactions,
+            from: Utc.with_ymd_and_hms(1970, 1, 1, 0, 0, 0).unwrap(),
+            to: Utc.with_ymd_and_hms(2100, 1, 1, 0, 0, 0).unwrap(),
+            account_id: None,
+            instance_id: None,
+            group_by: report::GroupBy {
+                instance: false,
+                action: false,
+                bucket: report::Bucket::Whole,
+            },
+        };
+        let connection = report::open_read_only(&dir.join(DATABASE)).unwrap();
+        report::run(&connection, &query)
+            .unwrap()
+            .iter()
+            .map(|r| r.count)
+            .sum()
+    }
+
+    /// The calls the tables hold, journal aside.
+    fn in_tables(dir: &Path) -> i64 {
+        Connection::open(dir.join(DATABASE))
+            .unwrap()
+            .query_row(
+                "SELECT COALESCE(SUM(transactions), 0) FROM api_transactions",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap()
+    }
+
+    /// What a run killed before its fold leaves (blocks in the journal the
+    /// tables do not hold): the next start folds them, once.
+    #[tokio::test]
+    async fn journal_blocks_left_by_a_killed_run_are_folded_once_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(Meter::open(dir.path()).unwrap());
+        // As the killed run's writer left it: two blocks, never folded.
+        let path = dir.path().join(journal::FILE);
+        let (mut journal, _) = Journal::open(&path, 0).unwrap();
+        let now = minute_of(Utc::now());
+        journal
+            .append([(now, "a", "i", "QuerySessionByClientId", 5)].into_iter())
+            .unwrap();
+        journal
+            .append([(now, "a", "i", "QuerySessionByClientId", 2)].into_iter())
+            .unwrap();
+        drop(journal);
+        assert_eq!(in_tables(dir.path()), 0);
+        // A report reads them while nothing has folded them.
+        assert_eq!(billed(dir.path()), 7);
+        let meter = Meter::open(dir.path()).unwrap();
+        assert_eq!(in_tables(dir.path()), 7);
+        assert_eq!(billed(dir.path()), 7);
+        // The quota knows them.
+        assert!(meter.admit(&instance(Some(7))).is_err());
+        let admission = meter.admit(&instance(Some(8))).unwrap();
+        meter
+            .commit(admission, "QuerySessionByClientId")
+            .await
+            .unwrap();
+        assert_eq!(billed(dir.path()), 8);
+        drop(meter);
+        // Folded at the stop; a second start adds nothing.
+        assert_eq!(in_tables(dir.path()), 8);
+        drop(Meter::open(dir.path()).unwrap());
+        assert_eq!((in_tables(dir.path()), billed(dir.path())), (8, 8));
+    }
+
     #[tokio::test]
     async fn calls_are_committed_and_quotas_hold_under_concurrency() {
         let dir = tempfile::tempdir().unwrap();
@@ -572,9 +934,9 @@ mod tests {
         for _ in 0..50 {
             let meter = meter.clone();
             tasks.push(tokio::spawn(async move {
-                match meter.admit("i", Some(30)) {
+                match meter.admit(&instance(Some(30))) {
                     Ok(admission) => meter
-                        .commit(admission, "a", "QuerySessionByClientId")
+                        .commit(admission, "QuerySessionByClientId")
                         .await
                         .is_ok(),
                     Err(e) => {
@@ -589,18 +951,13 @@ mod tests {
             committed += task.await.unwrap() as u32;
         }
         assert_eq!(committed, 30);
-        let connection = Connection::open(dir.path().join(DATABASE)).unwrap();
-        let total: i64 = connection
-            .query_row("SELECT SUM(transactions) FROM api_transactions", [], |r| {
-                r.get(0)
-            })
-            .unwrap();
-        assert_eq!(total, 30);
+        // In the journal, not folded yet: a report counts them all.
+        assert_eq!(billed(dir.path()), 30);
         // A reopened store knows this month's count.
         drop(meter);
         let reopened = Meter::open(dir.path()).unwrap();
-        assert!(reopened.admit("i", Some(30)).is_err());
-        assert!(reopened.admit("i", Some(31)).is_ok());
+        assert!(reopened.admit(&instance(Some(30))).is_err());
+        assert!(reopened.admit(&instance(Some(31))).is_ok());
     }
 
     /// A caller that goes away while its call waits for the commit: the
@@ -612,9 +969,9 @@ mod tests {
         use std::future::Future;
         let dir = tempfile::tempdir().unwrap();
         let meter = Meter::open(dir.path()).unwrap();
-        let admission = meter.admit("i", Some(1)).unwrap();
+        let admission = meter.admit(&instance(Some(1))).unwrap();
         // Boxed, so that dropping it drops the future itself.
-        let mut commit = Box::pin(meter.commit(admission, "a", "QuerySessionByClientId"));
+        let mut commit = Box::pin(meter.commit(admission, "QuerySessionByClientId"));
         // One poll queues the transaction (the queue has room), then waits
         // for the writer's answer, which this single-threaded runtime
         // cannot deliver before the next await: the caller goes away here.
@@ -635,15 +992,10 @@ mod tests {
             peak_connections: 0,
         };
         meter.record_broker(counts, true).await.unwrap();
-        let connection = Connection::open(dir.path().join(DATABASE)).unwrap();
-        let billed: i64 = connection
-            .query_row("SELECT SUM(transactions) FROM api_transactions", [], |r| {
-                r.get(0)
-            })
-            .unwrap();
-        assert_eq!(billed, 1);
+        // Broker counts are folded into the tables with the journal.
+        assert_eq!((in_tables(dir.path()), billed(dir.path())), (1, 1));
         let e = meter
-            .admit("i", Some(1))
+            .admit(&instance(Some(1)))
             .err()
             .expect("the quota of 1 is used by the billed call");
         assert_eq!(e.code(), "InstanceQuotaExceeded");

@@ -2,6 +2,11 @@
 //! window, the ids, and the counts, as a table, CSV or JSON. The CLI
 //! (`mqgate report`) and the API (`DescribeMeteringReport`) read their
 //! grouping with the one [`GroupBy`] parser.
+//!
+//! Calls are counted from the tables and from the bill journal's blocks
+//! not folded into them yet ([`super::journal`]), in one snapshot, so a
+//! report is exact while mqgate runs, and after it was killed before it
+//! could fold.
 
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use rusqlite::{Connection, OpenFlags, params_from_iter, types::Value as SqlValue};
@@ -139,6 +144,13 @@ pub enum ReportError {
     Query(#[from] rusqlite::Error),
     #[error("the report's end (--to) must be after its start (--from)")]
     EmptyRange,
+    #[error("{path}: cannot read the bill journal: {source}")]
+    Journal {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("the bill journal was folded {0} times while this report read it; try again")]
+    Busy(u32),
 }
 
 /// One row of a report.
@@ -177,7 +189,9 @@ pub fn parse_time(value: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, Time
     parsed.ok_or_else(|| TimeError(value.to_string()))
 }
 
-/// Opens the database for reading (it may be in use by a running mqgate).
+/// Opens the database for reading (it may be in use by a running mqgate),
+/// with the journal's calls not folded yet beside its tables: the
+/// connection is left in a read transaction whose snapshot matches them.
 pub fn open_read_only(path: &Path) -> Result<Connection, ReportError> {
     let display = || path.display().to_string();
     if !path.exists() {
@@ -191,10 +205,88 @@ pub fn open_read_only(path: &Path) -> Result<Connection, ReportError> {
         connection.busy_timeout(std::time::Duration::from_secs(5))?;
         Ok(connection)
     };
-    open().map_err(|source| ReportError::Open {
+    let connection = open().map_err(|source| ReportError::Open {
         path: display(),
         source,
-    })
+    })?;
+    let journal = path.with_file_name(super::journal::FILE);
+    let fresh = open().map_err(|source| ReportError::Open {
+        path: display(),
+        source,
+    })?;
+    include_unfolded(&connection, &fresh, &journal)?;
+    Ok(connection)
+}
+
+/// How many times a report tries for a snapshot no fold ran across.
+const SNAPSHOT_TRIES: u32 = 20;
+
+/// Fills `temp.unfolded_transactions` with the calls of the journal's
+/// blocks past the tables' last fold, in a read transaction left open on
+/// `connection`. A fold that commits between the snapshot and the end of
+/// reading the journal (seen through `fresh`, outside the snapshot) may
+/// have started the journal again: then it tries again.
+fn include_unfolded(
+    connection: &Connection,
+    fresh: &Connection,
+    journal: &Path,
+) -> Result<(), ReportError> {
+    connection.execute_batch(
+        "CREATE TEMP TABLE unfolded_transactions (
+             minute INTEGER NOT NULL,
+             account_id TEXT NOT NULL,
+             instance_id TEXT NOT NULL,
+             action TEXT NOT NULL,
+             transactions INTEGER NOT NULL
+         )",
+    )?;
+    for _ in 0..SNAPSHOT_TRIES {
+        connection.execute_batch("BEGIN")?;
+        let folded = folded_sequence(connection)?;
+        let blocks = super::journal::read(journal).map_err(|source| ReportError::Journal {
+            path: journal.display().to_string(),
+            source,
+        })?;
+        if folded_sequence(fresh)? != folded {
+            connection.execute_batch("ROLLBACK")?;
+            continue;
+        }
+        let mut insert = connection
+            .prepare("INSERT INTO temp.unfolded_transactions VALUES (?1, ?2, ?3, ?4, ?5)")?;
+        for block in blocks.iter().filter(|b| b.sequence > folded) {
+            for e in &block.entries {
+                insert.execute(rusqlite::params![
+                    e.minute,
+                    e.account_id,
+                    e.instance_id,
+                    e.action,
+                    e.calls as i64
+                ])?;
+            }
+        }
+        return Ok(());
+    }
+    Err(ReportError::Busy(SNAPSHOT_TRIES))
+}
+
+/// The last journal block in the tables (0 for a database older than the
+/// journal, or new).
+fn folded_sequence(connection: &Connection) -> rusqlite::Result<u64> {
+    let has_table: bool = connection.query_row(
+        "SELECT EXISTS (SELECT 1 FROM main.sqlite_master WHERE name = 'bill_journal')",
+        [],
+        |row| row.get(0),
+    )?;
+    if !has_table {
+        return Ok(0);
+    }
+    connection
+        .query_row(
+            "SELECT folded_sequence FROM main.bill_journal WHERE id = 1",
+            [],
+            |row| row.get::<_, i64>(0),
+        )
+        .map(|n| n.max(0) as u64)
 }
 
 /// Runs a report query.
@@ -203,7 +295,15 @@ pub fn run(connection: &Connection, query: &Query) -> Result<Vec<Row>, ReportErr
         return Err(ReportError::EmptyRange);
     }
     let (table, item, value, aggregate) = match query.kind {
-        Kind::Transactions => ("api_transactions", "action", "transactions", "SUM"),
+        // The tables' calls and the journal's not folded yet.
+        Kind::Transactions => (
+            "(SELECT minute, account_id, instance_id, action, transactions FROM main.api_transactions
+              UNION ALL
+              SELECT minute, account_id, instance_id, action, transactions FROM temp.unfolded_transactions)",
+            "action",
+            "transactions",
+            "SUM",
+        ),
         Kind::Messages => (
             "broker_messages",
             "direction || '/qos' || qos",

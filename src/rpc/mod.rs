@@ -36,7 +36,7 @@ use std::sync::Arc;
 /// What the endpoint learns about a call as the pipeline goes, for the
 /// answer (its format), the log and the metrics.
 struct CallRecord {
-    request_id: String,
+    request_id: respond::RequestId,
     /// The format errors are answered in: a guess from the raw request
     /// until the parse stage reads `Format`.
     format: Format,
@@ -48,14 +48,15 @@ struct CallRecord {
 /// The axum handler for `/`.
 pub async fn endpoint(State(state): State<Arc<AppState>>, request: Request) -> Response {
     let started = std::time::Instant::now();
-    let host = request
+    // Only an error's answer reads it (as its HostId): copied to the stack.
+    // A DNS name and a port fit; a longer Host is no host of this service.
+    let host: Option<arrayvec::ArrayString<264>> = request
         .headers()
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
-        .unwrap_or("mqgate")
-        .to_string();
+        .and_then(|h| arrayvec::ArrayString::from(h).ok());
     let mut call = CallRecord {
-        request_id: respond::new_request_id(),
+        request_id: respond::RequestId::new(),
         format: parse::fallback_format(request.headers(), request.uri().query()),
         action: None,
         peer: request
@@ -71,9 +72,11 @@ pub async fn endpoint(State(state): State<Arc<AppState>>, request: Request) -> R
     let action_name = |call: &CallRecord| call.action.map_or("-", Action::name);
     match pipeline(&state, request, &mut call).await {
         Ok(response) => {
-            state
-                .metrics
-                .record(action_name(&call), "OK", started.elapsed(), false);
+            // A success has read its action.
+            match call.action {
+                Some(action) => state.metrics.record_ok(action, started.elapsed()),
+                None => state.metrics.record("-", "OK", started.elapsed(), false),
+            }
             response
         }
         Err(error) => {
@@ -92,7 +95,8 @@ pub async fn endpoint(State(state): State<Arc<AppState>>, request: Request) -> R
                 started.elapsed(),
                 throttled,
             );
-            respond::error(&error, call.format, request_id, &host)
+            let host = host.as_ref().map_or("mqgate", |h| h.as_str());
+            respond::error(&error, call.format, request_id, host)
         }
     }
 }
@@ -116,8 +120,8 @@ async fn pipeline(
     // Replay: the timestamp within the window, the nonce never seen.
     let ahead_of_the_clock = state.replay.check(
         &verified.user.access_key_id,
-        &verified.timestamp,
-        &verified.nonce,
+        verified.timestamp(),
+        verified.nonce(),
         chrono::Utc::now(),
     )?;
     if let Some(nonce) = ahead_of_the_clock {
@@ -127,7 +131,7 @@ async fn pipeline(
     // Principal: who is calling (account, root key or RAM user), and what
     // they ask for.
     let principal = Principal::of(&verified.user);
-    let action = Action::route(&verified.version, &verified.action)?;
+    let action = Action::route(verified.version(), verified.action())?;
     call.action = Some(action);
 
     // Throttle: the account's calls per second for this action.
@@ -174,11 +178,7 @@ async fn pipeline(
     // Meter (quota): a billed call must fit in the instance's monthly
     // quota, counting the calls in flight.
     let admission = match (&instance, action.billed()) {
-        (Some(instance), true) => Some(
-            state
-                .meter
-                .admit(&instance.id, instance.monthly_transaction_quota)?,
-        ),
+        (Some(instance), true) => Some(state.meter.admit(instance)?),
         _ => None,
     };
 
@@ -203,10 +203,7 @@ async fn pipeline(
     // Meter (bill): the call is answered only once its transaction is
     // durable; a refused or failed call is not billed.
     if let Some(admission) = admission {
-        state
-            .meter
-            .commit(admission, principal.account_id, action.name())
-            .await?;
+        state.meter.commit(admission, action.name()).await?;
     }
 
     // Respond: the answer in the caller's format, with its RequestId.

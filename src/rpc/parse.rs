@@ -19,7 +19,70 @@ use crate::params::Params;
 use crate::server::long_query::QUERY_HEADER;
 use axum::body::Body;
 use axum::extract::Request;
-use axum::http::{HeaderMap, Uri, header};
+use axum::http::{HeaderMap, HeaderValue, Uri, header};
+use std::borrow::Cow;
+
+/// A request's headers, names in lower case, values as sent (bytes that
+/// are not UTF-8 read as U+FFFD), in arrival order: the HTTP stack's map,
+/// read in place, or a list (tests and captured requests).
+#[derive(Debug, Default)]
+pub struct Headers(HeaderSource);
+
+#[derive(Debug)]
+enum HeaderSource {
+    /// Off the wire: the map the request came with ([`QUERY_HEADER`], which
+    /// is not the client's, skipped).
+    Map(HeaderMap),
+    List(Vec<(String, String)>),
+}
+
+impl Default for HeaderSource {
+    fn default() -> Self {
+        HeaderSource::List(Vec::new())
+    }
+}
+
+impl From<Vec<(String, String)>> for Headers {
+    fn from(list: Vec<(String, String)>) -> Headers {
+        Headers(HeaderSource::List(list))
+    }
+}
+
+impl From<HeaderMap> for Headers {
+    fn from(map: HeaderMap) -> Headers {
+        Headers(HeaderSource::Map(map))
+    }
+}
+
+impl Headers {
+    pub fn iter(&self) -> HeaderIter<'_> {
+        match &self.0 {
+            HeaderSource::Map(map) => HeaderIter::Map(map.iter()),
+            HeaderSource::List(list) => HeaderIter::List(list.iter()),
+        }
+    }
+}
+
+/// The iterator of [`Headers::iter`].
+pub enum HeaderIter<'a> {
+    Map(axum::http::header::Iter<'a, HeaderValue>),
+    List(std::slice::Iter<'a, (String, String)>),
+}
+
+impl<'a> Iterator for HeaderIter<'a> {
+    type Item = (&'a str, Cow<'a, str>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self {
+            HeaderIter::Map(map) => map
+                .find(|(name, _)| *name != QUERY_HEADER)
+                .map(|(name, value)| (name.as_str(), String::from_utf8_lossy(value.as_bytes()))),
+            HeaderIter::List(list) => list
+                .next()
+                .map(|(name, value)| (name.as_str(), Cow::Borrowed(value.as_str()))),
+        }
+    }
+}
 
 /// Largest request body accepted, in bytes. Room for SendMessage's 64 KB
 /// payload percent-encoded (up to three bytes per byte) and its other
@@ -40,7 +103,9 @@ pub const MAX_HEADERS: usize = 100;
 /// body.
 #[derive(Debug)]
 pub struct IncomingRequest {
-    pub method: String,
+    /// `GET` or `POST` (borrowed from a constant for a request off the
+    /// wire).
+    pub method: Cow<'static, str>,
     /// Query and form-body parameters together (V1 signs them all; every
     /// action reads them all). A key in both is refused when parsing.
     pub params: Params,
@@ -49,7 +114,7 @@ pub struct IncomingRequest {
     /// (then they are `params`, not copied).
     pub query: Option<Params>,
     /// Header names in lower case, values as sent, in arrival order.
-    pub headers: Vec<(String, String)>,
+    pub headers: Headers,
     /// The raw body (a form body's parameters are in `params` too).
     pub body: bytes::Bytes,
 }
@@ -83,9 +148,9 @@ impl IncomingRequest {
 
     /// The one value of a header; a header sent twice is refused, since
     /// signer and server could read different values.
-    pub fn header(&self, name: &str) -> Result<Option<&str>, ApiError> {
-        let mut values = self.headers.iter().filter(|(n, _)| n == name);
-        let first = values.next().map(|(_, v)| v.as_str());
+    pub fn header(&self, name: &str) -> Result<Option<Cow<'_, str>>, ApiError> {
+        let mut values = self.headers.iter().filter(|(n, _)| *n == name);
+        let first = values.next().map(|(_, v)| v);
         if values.next().is_some() {
             return Err(ApiError::new(
                 ErrorCode::MalformedRequest,
@@ -164,21 +229,23 @@ pub async fn read_request(request: Request) -> Result<IncomingRequest, ApiError>
             format!("The request has {count} headers; at most {MAX_HEADERS} are accepted."),
         ));
     }
-    let query = query_of(&parts.uri, &parts.headers)?;
-    let headers = parts
-        .headers
-        .iter()
-        // The moved query string is read above, not a header of the call.
-        .filter(|(name, _)| *name != QUERY_HEADER)
-        .map(|(name, value)| {
-            (
-                name.as_str().to_string(),
-                String::from_utf8_lossy(value.as_bytes()).into_owned(),
-            )
-        })
-        .collect();
+    // A query string moved into the header (a long one, rare) is copied
+    // out, so that the headers can be handed on whole; the URI's is read
+    // in place.
+    let moved = match query_of(&parts.uri, &parts.headers)? {
+        Some(query) if parts.uri.query().is_none() => Some(query.to_owned()),
+        _ => None,
+    };
+    let query = moved.as_deref().or(parts.uri.query());
     let body = read_body(body).await?;
-    parse_request(parts.method.as_str(), query, headers, &body)
+    // The moved query string is skipped by `Headers`: it is not a header
+    // of the call.
+    parse_request(
+        parts.method.as_str(),
+        query,
+        Headers::from(parts.headers),
+        &body,
+    )
 }
 
 /// The request's query string: the URI's, or the one
@@ -225,15 +292,20 @@ pub fn query_of<'a>(uri: &'a Uri, headers: &'a HeaderMap) -> Result<Option<&'a s
 pub fn parse_request(
     method: &str,
     query: Option<&str>,
-    headers: Vec<(String, String)>,
+    headers: impl Into<Headers>,
     body: &[u8],
 ) -> Result<IncomingRequest, ApiError> {
-    if method != "GET" && method != "POST" {
-        return Err(ApiError::new(
-            ErrorCode::MalformedRequest,
-            format!("HTTP method {method} is not supported; use GET or POST."),
-        ));
-    }
+    let headers = headers.into();
+    let method = match method {
+        "GET" => "GET",
+        "POST" => "POST",
+        other => {
+            return Err(ApiError::new(
+                ErrorCode::MalformedRequest,
+                format!("HTTP method {other} is not supported; use GET or POST."),
+            ));
+        }
+    };
     let mut query_params = Params::default();
     if let Some(query) = query {
         if query.len() > MAX_QUERY_BYTES {
@@ -249,9 +321,9 @@ pub fn parse_request(
     if !body.is_empty() {
         let content_type = headers
             .iter()
-            .find(|(n, _)| n == "content-type")
-            .map(|(_, v)| v.as_str());
-        if !content_type.is_some_and(is_form) {
+            .find(|(n, _)| *n == "content-type")
+            .map(|(_, v)| v);
+        if !content_type.is_some_and(|v| is_form(&v)) {
             return Err(ApiError::new(
                 ErrorCode::MalformedRequest,
                 "The request has a body that is not application/x-www-form-urlencoded; send parameters in the query or in a form body.",
@@ -261,7 +333,7 @@ pub fn parse_request(
         params.add_form(body, "body")?;
     }
     Ok(IncomingRequest {
-        method: method.to_string(),
+        method: Cow::Borrowed(method),
         params,
         query,
         headers,

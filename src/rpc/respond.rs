@@ -24,6 +24,44 @@ const X_ACS_REQUEST_ID: HeaderName = HeaderName::from_static("x-acs-request-id")
 const X_ACS_RETRY_AFTER: HeaderName = HeaderName::from_static("x-acs-retry-after");
 
 /// A fresh `RequestId`: an upper-case UUID, as Alibaba's.
+/// A RequestId on the stack: a UUID (v4) in upper-case hyphenated form,
+/// as Alibaba's gateway writes them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestId([u8; 36]);
+
+impl RequestId {
+    pub fn new() -> RequestId {
+        let mut text = [0u8; 36];
+        uuid::Uuid::new_v4().hyphenated().encode_upper(&mut text);
+        RequestId(text)
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Always ASCII: written by the UUID encoder above.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+impl Default for RequestId {
+    fn default() -> Self {
+        RequestId::new()
+    }
+}
+
+impl std::ops::Deref for RequestId {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl std::fmt::Display for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 pub fn new_request_id() -> String {
     uuid::Uuid::new_v4()
         .hyphenated()

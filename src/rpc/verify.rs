@@ -7,7 +7,7 @@ use super::parse::{IncomingRequest, Scheme};
 use super::{signature_v1, signature_v3};
 use crate::directory::{Directory, User};
 use crate::error::{ApiError, ErrorCode, STRING_TO_SIGN_MARK};
-use crate::params::Params;
+use crate::params::{Params, Span};
 use std::sync::Arc;
 
 /// Parameters every V1 call carries, which are not the action's own.
@@ -35,13 +35,32 @@ pub const COMMON_PARAMETERS: &[&str] = &[
 pub struct VerifiedRequest {
     pub user: Arc<User>,
     pub scheme: Scheme,
-    pub action: String,
-    pub version: String,
-    pub timestamp: String,
-    pub nonce: String,
-    /// The action's own parameters (common parameters removed).
+    /// The action's own parameters (common parameters removed); their text
+    /// also holds the action, version, timestamp and nonce (below).
     pub params: Params,
+    action: Span,
+    version: Span,
+    timestamp: Span,
+    nonce: Span,
     _verified: (),
+}
+
+impl VerifiedRequest {
+    pub fn action(&self) -> &str {
+        self.params.text(self.action)
+    }
+
+    pub fn version(&self) -> &str {
+        self.params.text(self.version)
+    }
+
+    pub fn timestamp(&self) -> &str {
+        self.params.text(self.timestamp)
+    }
+
+    pub fn nonce(&self) -> &str {
+        self.params.text(self.nonce)
+    }
 }
 
 fn required<'a>(params: &'a Params, name: &str) -> Result<&'a str, ApiError> {
@@ -94,12 +113,13 @@ fn verify_v1(request: IncomingRequest, directory: &Directory) -> Result<Verified
     }
     let user = lookup_key(directory, access_key_id)?;
 
-    let unsigned = params.iter().filter(|(k, _)| *k != "Signature");
-    let canonical = signature_v1::canonical_query(unsigned);
-    let string_to_sign = signature_v1::string_to_sign(&request.method, &canonical);
-    if !signature_v1::verify(user.access_key_secret.expose(), &string_to_sign, signature) {
+    let unsigned = || params.iter().filter(|(k, _)| *k != "Signature");
+    if !user.v1_key.verify(&request.method, unsigned(), signature) {
         // The old Python SDK compares the text after the colon with its own
-        // string to sign, to tell a wrong secret from a wrong canonical form.
+        // string to sign, to tell a wrong secret from a wrong canonical form:
+        // spelled out here, on the refusal's path only.
+        let canonical = signature_v1::canonical_query(unsigned());
+        let string_to_sign = signature_v1::string_to_sign(&request.method, &canonical);
         return Err(ApiError::new(
             ErrorCode::SignatureDoesNotMatch,
             format!(
@@ -144,7 +164,7 @@ fn verify_v3(request: IncomingRequest, directory: &Directory) -> Result<Verified
         )
     };
     let authorization = request.header("authorization")?.unwrap_or_default();
-    let auth = signature_v3::parse_authorization(authorization)
+    let auth = signature_v3::parse_authorization(&authorization)
         .map_err(|e| incomplete(format!("the Authorization header is malformed: {e}.")))?;
     if auth.algorithm != signature_v3::ALGORITHM {
         return Err(ApiError::new(
@@ -202,7 +222,10 @@ fn verify_v3(request: IncomingRequest, directory: &Directory) -> Result<Verified
     let canonical = signature_v3::canonical_request(
         &request.method,
         request.query_params().iter(),
-        &signed_values,
+        &signed_values
+            .iter()
+            .map(|(name, value)| (*name, value.as_ref()))
+            .collect::<Vec<_>>(),
         &body_sha256,
     );
     let string_to_sign = signature_v3::string_to_sign(&canonical);
@@ -234,6 +257,10 @@ fn verify_v3(request: IncomingRequest, directory: &Directory) -> Result<Verified
     // any sent in the query are not the action's either).
     let mut params = request.params;
     params.remove_all(COMMON_PARAMETERS);
+    let action = params.keep(&action)?;
+    let version = params.keep(&version)?;
+    let timestamp = params.keep(&timestamp)?;
+    let nonce = params.keep(&nonce)?;
     Ok(VerifiedRequest {
         user,
         scheme: Scheme::V3,
@@ -326,10 +353,10 @@ mod tests {
             .insert("Signature".into(), signature_v1::sign(secret, &sts))
             .unwrap();
         IncomingRequest {
-            method: method.into(),
+            method: method.to_string().into(),
             query: None,
             params,
-            headers: Vec::new(),
+            headers: Vec::new().into(),
             body: bytes::Bytes::new(),
         }
     }
@@ -337,7 +364,7 @@ mod tests {
     #[test]
     fn a_good_signature_yields_the_action_and_its_own_parameters() {
         let v = verify(signed("POST", &[], "testsecret"), &directory()).unwrap();
-        assert_eq!(v.action, "QuerySessionByClientId");
+        assert_eq!(v.action(), "QuerySessionByClientId");
         assert_eq!(v.user.access_key_id, "testid");
         let keys: Vec<_> = v.params.iter().map(|(k, _)| k).collect();
         assert_eq!(keys, ["ClientId", "InstanceId"]);
@@ -432,7 +459,8 @@ mod tests {
                 .headers
                 .iter()
                 .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
-                .collect(),
+                .collect::<Vec<_>>()
+                .into(),
             body: bytes::Bytes::new(),
         };
         let v3 = verify(request, &directory()).unwrap();

@@ -98,6 +98,14 @@ pub struct Server {
     config: std::sync::Mutex<Config>,
 }
 
+impl Server {
+    /// The state every call is served from (for tests and benchmarks that
+    /// call the pipeline without a socket).
+    pub fn state(&self) -> Arc<AppState> {
+        self.state.clone()
+    }
+}
+
 /// The HTTP application, without a socket (tests can call it directly),
 /// with `GET /metrics`.
 pub fn app(state: Arc<AppState>) -> Router {
