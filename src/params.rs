@@ -10,30 +10,29 @@
 //! and too many parameters are refused, each with a code and a message.
 
 use crate::error::{ApiError, ErrorCode};
-use arrayvec::ArrayString;
 use smallvec::SmallVec;
 
 /// Most parameters one call may carry (ClientIdList.1..10 plus the common
 /// ones fit many times over).
 pub const MAX_PARAMS: usize = 256;
 
-/// Bytes of names and values a call's parameters hold without a heap
-/// allocation: an SDK's QuerySessionByClientId carries about 350.
-const INLINE_TEXT: usize = 1024;
-/// Parameters held without a heap allocation (an SDK's call has about 13).
-const INLINE_ENTRIES: usize = 24;
+/// Parameters held without a heap allocation of their own (an SDK's call
+/// has about 13).
+const INLINE_ENTRIES: usize = 16;
 
 /// Parameters of one call, sorted by key (byte order).
 ///
-/// Every name and value, decoded, is copied once into one text buffer,
-/// which lives inline (no heap allocation) up to [`INLINE_TEXT`] bytes; the
+/// Every name and value, decoded, is copied once into one text buffer; the
 /// entries are pairs of [`Span`]s into it, in a vector sorted by key that
 /// is inline up to [`INLINE_ENTRIES`]. A call has a dozen parameters, which
 /// a sorted vector searches by bisection, and SDKs mostly send them already
-/// sorted, so that inserting is appending.
-#[derive(Default, Clone)]
+/// sorted, so that inserting is appending. The text buffer comes from a
+/// per-thread pool and goes back to it when the parameters are dropped
+/// ([`text_pool`]): no heap allocation per call once the pool is warm, and
+/// a small value (the pipeline's futures, which hold it, are moved whole).
+#[derive(Default)]
 pub struct Params {
-    text: Text,
+    text: String,
     entries: SmallVec<[Entry; INLINE_ENTRIES]>,
 }
 
@@ -52,50 +51,74 @@ struct Entry {
     value: Span,
 }
 
-/// The text buffer: inline until it outgrows [`INLINE_TEXT`]. (Inline
-/// on purpose: boxing it would be the heap allocation this avoids.)
-#[derive(Clone)]
-#[allow(clippy::large_enum_variant)]
-enum Text {
-    Inline(ArrayString<INLINE_TEXT>),
-    Heap(String),
-}
+/// Text buffers of parameters that were dropped, kept for the next call
+/// on the same thread.
+pub mod text_pool {
+    use std::cell::RefCell;
 
-impl Default for Text {
-    fn default() -> Self {
-        Text::Inline(ArrayString::new())
+    /// Buffers kept per thread: more than the calls a worker has in hand
+    /// at once on an ordinary load.
+    const KEPT: usize = 256;
+    /// A buffer grown past this (a SendMessage's payload) is let go.
+    const KEPT_CAPACITY: usize = 16 << 10;
+    /// What a new buffer starts with: an SDK's call fits.
+    pub const FIRST_CAPACITY: usize = 512;
+
+    thread_local! {
+        static POOL: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// An empty buffer: a kept one, or a new one.
+    pub fn take() -> String {
+        POOL.try_with(|pool| pool.borrow_mut().pop())
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| String::with_capacity(FIRST_CAPACITY))
+    }
+
+    /// Keeps `text` for a later call, if there is room and it is not large.
+    pub fn give_back(mut text: String) {
+        if text.capacity() == 0 || text.capacity() > KEPT_CAPACITY {
+            return;
+        }
+        text.clear();
+        let _ = POOL.try_with(|pool| {
+            let mut pool = pool.borrow_mut();
+            if pool.len() < KEPT {
+                pool.push(text);
+            }
+        });
     }
 }
 
-impl Text {
-    fn as_str(&self) -> &str {
-        match self {
-            Text::Inline(text) => text.as_str(),
-            Text::Heap(text) => text.as_str(),
+impl Drop for Params {
+    fn drop(&mut self) {
+        text_pool::give_back(std::mem::take(&mut self.text));
+    }
+}
+
+impl Clone for Params {
+    fn clone(&self) -> Params {
+        Params {
+            text: self.text.clone(),
+            entries: self.entries.clone(),
         }
     }
+}
 
-    /// Appends `piece`; where it is.
-    fn push(&mut self, piece: &str) -> Result<Span, ApiError> {
-        let start = self.as_str().len();
-        if let Text::Inline(inline) = self
-            && inline.try_push_str(piece).is_err()
-        {
-            let mut heap = String::with_capacity((start + piece.len()) * 2);
-            heap.push_str(inline.as_str());
-            *self = Text::Heap(heap);
-        }
-        if let Text::Heap(heap) = self {
-            heap.push_str(piece);
-        }
-        let end = start + piece.len();
-        match (u32::try_from(start), u32::try_from(end)) {
-            (Ok(start), Ok(end)) => Ok(Span { start, end }),
-            _ => Err(ApiError::new(
-                ErrorCode::MalformedRequest,
-                "The request's parameters are too long.",
-            )),
-        }
+/// Appends `piece` to `text`; where it is.
+fn push_text(text: &mut String, piece: &str) -> Result<Span, ApiError> {
+    if text.capacity() == 0 {
+        *text = text_pool::take();
+    }
+    let start = text.len();
+    text.push_str(piece);
+    match (u32::try_from(start), u32::try_from(text.len())) {
+        (Ok(start), Ok(end)) => Ok(Span { start, end }),
+        _ => Err(ApiError::new(
+            ErrorCode::MalformedRequest,
+            "The request's parameters are too long.",
+        )),
     }
 }
 
@@ -143,8 +166,8 @@ impl Params {
     /// Adds one parameter; a second value for the same key is refused, since
     /// a signer and this server could otherwise disagree on which one counts.
     pub fn insert(&mut self, key: String, value: String) -> Result<(), ApiError> {
-        let key = self.text.push(&key)?;
-        let value = self.text.push(&value)?;
+        let key = push_text(&mut self.text, &key)?;
+        let value = push_text(&mut self.text, &value)?;
         self.insert_entry(Entry { key, value })
     }
 
@@ -152,13 +175,12 @@ impl Params {
     /// the pipeline reads from elsewhere (a V3 header) held like those it
     /// takes out of them.
     pub fn keep(&mut self, text: &str) -> Result<Span, ApiError> {
-        self.text.push(text)
+        push_text(&mut self.text, text)
     }
 
     /// The text at `span`.
     pub fn text(&self, span: Span) -> &str {
         self.text
-            .as_str()
             .get(span.start as usize..span.end as usize)
             .unwrap_or_default()
     }
@@ -198,43 +220,62 @@ impl Params {
         // Most names and values need no decoding: copied as they are.
         if memchr::memchr2(b'%', b'+', raw).is_none() {
             let text = std::str::from_utf8(raw).map_err(|_| not_utf8())?;
-            return self.text.push(text);
+            return push_text(&mut self.text, text);
         }
         // Decoded bytes are never more than the raw ones: a short value is
-        // decoded on the stack.
+        // decoded on the stack. Runs without `%` or `+` are copied whole.
         let mut decoded: SmallVec<[u8; 256]> = SmallVec::with_capacity(raw.len());
-        let mut at = 0;
-        while at < raw.len() {
-            let byte = match raw[at] {
-                b'+' => b' ',
-                b'%' => match (raw.get(at + 1), raw.get(at + 2)) {
-                    (Some(&high), Some(&low)) => match (hex_digit(high), hex_digit(low)) {
-                        (Some(high), Some(low)) => {
-                            at += 2;
-                            high << 4 | low
-                        }
-                        _ => b'%',
-                    },
-                    _ => b'%',
+        let mut rest = raw;
+        while let Some(at) = memchr::memchr2(b'%', b'+', rest) {
+            decoded.extend_from_slice(&rest[..at]);
+            let escaped = match (rest[at], rest.get(at + 1), rest.get(at + 2)) {
+                (b'+', _, _) => None,
+                (_, Some(&high), Some(&low)) => match (hex_digit(high), hex_digit(low)) {
+                    (Some(high), Some(low)) => Some(high << 4 | low),
+                    _ => None,
                 },
-                other => other,
+                _ => None,
             };
-            decoded.push(byte);
-            at += 1;
+            match (rest[at], escaped) {
+                (b'+', _) => {
+                    decoded.push(b' ');
+                    rest = &rest[at + 1..];
+                }
+                (_, Some(byte)) => {
+                    decoded.push(byte);
+                    rest = &rest[at + 3..];
+                }
+                // A `%` not followed by two hex digits stays.
+                (_, None) => {
+                    decoded.push(b'%');
+                    rest = &rest[at + 1..];
+                }
+            }
         }
+        decoded.extend_from_slice(rest);
         let text = std::str::from_utf8(&decoded).map_err(|_| not_utf8())?;
-        self.text.push(text)
+        push_text(&mut self.text, text)
+    }
+
+    /// The bytes at `span` (comparing bytes orders as comparing the text,
+    /// without checking character boundaries again).
+    fn bytes(&self, span: Span) -> &[u8] {
+        self.text
+            .as_bytes()
+            .get(span.start as usize..span.end as usize)
+            .unwrap_or_default()
     }
 
     /// Where `key` is, or where it would go.
     fn position(&self, key: &str) -> Result<usize, usize> {
+        let key = key.as_bytes();
         // Most calls arrive sorted: check the end before bisecting.
         match self.entries.last() {
-            Some(last) if self.text(last.key) < key => Err(self.entries.len()),
+            Some(last) if self.bytes(last.key) < key => Err(self.entries.len()),
             None => Err(0),
             _ => self
                 .entries
-                .binary_search_by(|entry| self.text(entry.key).cmp(key)),
+                .binary_search_by(|entry| self.bytes(entry.key).cmp(key)),
         }
     }
 
@@ -250,16 +291,22 @@ impl Params {
         Some(self.entries.remove(at).value)
     }
 
-    /// Removes every parameter whose key is in `keys`.
-    pub fn remove_all(&mut self, keys: &[&str]) {
+    /// Keeps the parameters whose key `keep` accepts.
+    pub fn retain(&mut self, mut keep: impl FnMut(&str) -> bool) {
         let text = &self.text;
         self.entries.retain(|entry| {
-            let key = text
-                .as_str()
-                .get(entry.key.start as usize..entry.key.end as usize)
-                .unwrap_or_default();
-            !keys.contains(&key)
+            keep(
+                text.get(entry.key.start as usize..entry.key.end as usize)
+                    .unwrap_or_default(),
+            )
         });
+    }
+
+    /// Every parameter's key, with where its value is.
+    pub fn spans(&self) -> impl Iterator<Item = (&str, Span)> {
+        self.entries
+            .iter()
+            .map(|entry| (self.text(entry.key), entry.value))
     }
 
     pub fn contains(&self, key: &str) -> bool {

@@ -206,3 +206,4 @@ async fn a_successful_query_allocates_only_its_answer() {
         "{counts:?}"
     );
 }
+

@@ -63,10 +63,6 @@ impl VerifiedRequest {
     }
 }
 
-fn required<'a>(params: &'a Params, name: &str) -> Result<&'a str, ApiError> {
-    params.get(name).ok_or_else(|| ApiError::missing(name))
-}
-
 /// Checks the request's signature (V1 or V3, whichever it carries) against
 /// the directory's keys.
 pub fn verify(
@@ -79,16 +75,86 @@ pub fn verify(
     }
 }
 
+/// Whether `key` is one of the [`COMMON_PARAMETERS`] (a `match`, which
+/// compiles to a switch on the length and one comparison).
+fn is_common(key: &str) -> bool {
+    matches!(
+        key,
+        "AccessKeyId"
+            | "Action"
+            | "Format"
+            | "RegionId"
+            | "SecurityToken"
+            | "Signature"
+            | "SignatureMethod"
+            | "SignatureNonce"
+            | "SignatureType"
+            | "SignatureVersion"
+            | "Timestamp"
+            | "Version"
+    )
+}
+
+/// The common parameters of a V1 call, found in one pass over its
+/// parameters (each looked up by name would bisect them a dozen times).
+#[derive(Default)]
+struct CommonV1 {
+    signature: Option<Span>,
+    access_key_id: Option<Span>,
+    signature_method: Option<Span>,
+    signature_version: Option<Span>,
+    nonce: Option<Span>,
+    timestamp: Option<Span>,
+    action: Option<Span>,
+    version: Option<Span>,
+    security_token: bool,
+}
+
+impl CommonV1 {
+    fn of(params: &Params) -> CommonV1 {
+        let mut common = CommonV1::default();
+        for (key, value) in params.spans() {
+            let slot = match key {
+                "Signature" => &mut common.signature,
+                "AccessKeyId" => &mut common.access_key_id,
+                "SignatureMethod" => &mut common.signature_method,
+                "SignatureVersion" => &mut common.signature_version,
+                "SignatureNonce" => &mut common.nonce,
+                "Timestamp" => &mut common.timestamp,
+                "Action" => &mut common.action,
+                "Version" => &mut common.version,
+                "SecurityToken" => {
+                    common.security_token = true;
+                    continue;
+                }
+                _ => continue,
+            };
+            *slot = Some(value);
+        }
+        common
+    }
+}
+
+/// A common parameter the call must carry (it may be empty).
+fn present(span: Option<Span>, name: &str) -> Result<Span, ApiError> {
+    span.ok_or_else(|| ApiError::missing(name))
+}
+
 fn verify_v1(request: IncomingRequest, directory: &Directory) -> Result<VerifiedRequest, ApiError> {
     let params = &request.params;
-    let Some(signature) = params.get("Signature").filter(|s| !s.is_empty()) else {
+    let common = CommonV1::of(params);
+    let Some(signature) = common
+        .signature
+        .map(|s| params.text(s))
+        .filter(|s| !s.is_empty())
+    else {
         return Err(ApiError::new(
             ErrorCode::IncompleteSignature,
             "The request signature does not conform to Aliyun standards: it has neither a Signature parameter (V1) nor an Authorization: ACS3-HMAC-SHA256 header (V3).",
         ));
     };
-    let access_key_id = required(params, "AccessKeyId")?;
-    let method = required(params, "SignatureMethod")?;
+    let access_key_id = params.text(present(common.access_key_id, "AccessKeyId")?);
+    let method = params.text(present(common.signature_method, "SignatureMethod")?);
     if method != "HMAC-SHA1" {
         return Err(ApiError::new(
             ErrorCode::InvalidSignatureMethod,
@@ -97,7 +163,7 @@ fn verify_v1(request: IncomingRequest, directory: &Directory) -> Result<Verified
             ),
         ));
     }
-    let version = required(params, "SignatureVersion")?;
+    let version = params.text(present(common.signature_version, "SignatureVersion")?);
     if version != "1.0" {
         return Err(ApiError::new(
             ErrorCode::InvalidSignatureMethod,
@@ -106,9 +172,9 @@ fn verify_v1(request: IncomingRequest, directory: &Directory) -> Result<Verified
             ),
         ));
     }
-    required(params, "SignatureNonce")?;
-    required(params, "Timestamp")?;
-    if params.contains("SecurityToken") {
+    let nonce = present(common.nonce, "SignatureNonce")?;
+    let timestamp = present(common.timestamp, "Timestamp")?;
+    if common.security_token {
         return Err(sts_refused("SecurityToken"));
     }
     let user = lookup_key(directory, access_key_id)?;
@@ -128,13 +194,12 @@ fn verify_v1(request: IncomingRequest, directory: &Directory) -> Result<Verified
         ));
     }
 
+    let action = present(common.action, "Action")?;
+    let version = present(common.version, "Version")?;
+    // The common parameters are not the action's; their values stay
+    // readable through their spans.
     let mut params = request.params;
-    required(&params, "Action")?;
-    required(&params, "Version")?;
-    let mut take = |name: &str| params.remove(name).unwrap_or_default();
-    let (action, version) = (take("Action"), take("Version"));
-    let (timestamp, nonce) = (take("Timestamp"), take("SignatureNonce"));
-    params.remove_all(COMMON_PARAMETERS);
+    params.retain(|key| !is_common(key));
     Ok(VerifiedRequest {
         user,
         scheme: Scheme::V1,
@@ -256,7 +321,7 @@ fn verify_v3(request: IncomingRequest, directory: &Directory) -> Result<Verified
     // scheme signed the call (V3 carries its common parameters in headers;
     // any sent in the query are not the action's either).
     let mut params = request.params;
-    params.remove_all(COMMON_PARAMETERS);
+    params.retain(|key| !is_common(key));
     let action = params.keep(&action)?;
     let version = params.keep(&version)?;
     let timestamp = params.keep(&timestamp)?;
@@ -305,6 +370,16 @@ fn lookup_key(directory: &Directory, access_key_id: &str) -> Result<Arc<User>, A
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_common_parameters_are_the_ones_the_match_knows() {
+        for name in COMMON_PARAMETERS {
+            assert!(is_common(name), "{name}");
+        }
+        for other in ["ClientId", "InstanceId", "signature", "Formats", ""] {
+            assert!(!is_common(other), "{other}");
+        }
+    }
     use crate::config::Config;
 
     fn directory() -> Directory {
