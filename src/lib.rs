@@ -33,7 +33,8 @@
 //!   belongs to) and what a bound connection may publish and subscribe to
 //!   ([`broker::rights`]: its tokens, [`broker::tokens`], or its custom-auth
 //!   rules).
-//! - [`metering`] (the SQLite bill, group commit, reports), [`devices`] (the
+//! - [`metering`] (the bill: a journal block per batch, folded into SQLite;
+//!   reports), [`devices`] (the
 //!   durable device-side state: group ids, device credentials, tokens and
 //!   their compiled topic tries, the connection blacklist, custom-auth
 //!   identities and permission rules compiled per instance,

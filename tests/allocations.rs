@@ -206,4 +206,3 @@ async fn a_successful_query_allocates_only_its_answer() {
         "{counts:?}"
     );
 }
-
