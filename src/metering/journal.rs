@@ -182,13 +182,11 @@ impl Journal {
     /// torn block, then older passes); whatever their numbers, none of them
     /// can then follow a block written from now on.
     pub fn clear(&mut self) -> io::Result<()> {
-        let zeros = vec![0u8; 64 << 10];
-        let mut at = 0;
-        while at < self.capacity {
-            let n = zeros.len().min((self.capacity - at) as usize);
-            self.file.write_all_at(&zeros[..n], at)?;
-            at += n as u64;
-        }
+        // Reading the file at open cached it in large folios (readahead);
+        // rewritten over them, each block's sync would write a whole folio
+        // back. Dropped (they are clean), the pages come back in 4 KiB.
+        rustix::fs::fadvise(&self.file, 0, None, rustix::fs::Advice::DontNeed)?;
+        write_zeros(&self.file, 0, self.capacity)?;
         self.file.sync_all()?;
         self.offset = 0;
         Ok(())
@@ -352,17 +350,30 @@ fn too_long(what: &str) -> io::Error {
 /// (`fallocate` would leave unwritten extents, whose first write is a
 /// metadata change.)
 fn fill_with_zeros(file: &File, size: u64) -> io::Result<()> {
-    let mut length = file.metadata()?.len();
+    let length = file.metadata()?.len();
     if length >= size {
         return Ok(());
     }
-    let zeros = vec![0u8; 64 << 10];
-    while length < size {
-        let n = zeros.len().min((size - length) as usize);
-        file.write_all_at(&zeros[..n], length)?;
-        length += n as u64;
-    }
+    write_zeros(file, length, size)?;
     file.sync_all()
+}
+
+/// Writes zeros over `[from, to)` in 4 KiB writes, so that the page cache
+/// holds the file in 4 KiB pages: a block's write then dirties one page
+/// (or two), and its sync writes 4 KiB back. Written in larger pieces, the
+/// kernel caches the file in large folios, and every sync wrote 64 KiB
+/// back (measured on the benchmark machine: 65,634 bytes per sync against
+/// 4,192, and 96-117 µs against 83-93 µs per sync).
+fn write_zeros(file: &File, from: u64, to: u64) -> io::Result<()> {
+    const PAGE: usize = 4096;
+    let zeros = [0u8; PAGE];
+    let mut at = from;
+    while at < to {
+        let n = PAGE.min((to - at) as usize);
+        file.write_all_at(&zeros[..n], at)?;
+        at += n as u64;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
