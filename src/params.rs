@@ -24,7 +24,7 @@ const INLINE_ENTRIES: usize = 16;
 ///
 /// Every name and value, decoded, is copied once into one text buffer; the
 /// entries are pairs of [`Span`]s into it, in a vector sorted by key that
-/// is inline up to [`INLINE_ENTRIES`]. A call has a dozen parameters, which
+/// is inline up to `INLINE_ENTRIES` (16). A call has a dozen parameters, which
 /// a sorted vector searches by bisection, and SDKs mostly send them already
 /// sorted, so that inserting is appending. The text buffer comes from a
 /// per-thread pool and goes back to it when the parameters are dropped

@@ -113,7 +113,7 @@ fuzz_target!(|data: &[u8]| {
         method,
         params: resigned,
         query: None,
-        headers: Vec::new(),
+        headers: Vec::new().into(),
         body: bytes::Bytes::new(),
     };
     match verify::verify(request, directory()) {

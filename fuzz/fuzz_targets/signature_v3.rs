@@ -34,13 +34,17 @@ fuzz_target!(|data: &[u8]| {
     };
     let method = request.method.clone();
     let query = request.query_params().clone();
-    let all_headers = request.headers.clone();
+    let all_headers: Vec<(String, String)> = request
+        .headers
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.into_owned()))
+        .collect();
     let body = request.body.clone();
     let auth = request
         .header("authorization")
         .ok()
         .flatten()
-        .and_then(|a| parse_authorization(a).ok());
+        .and_then(|a| parse_authorization(&a).ok());
 
     let _ = pipeline::verify(request, directory());
 
@@ -136,7 +140,7 @@ fuzz_target!(|data: &[u8]| {
         method,
         query: (!body.is_empty()).then_some(query),
         params,
-        headers,
+        headers: headers.into(),
         body,
     };
     if let Err(e) = pipeline::verify(request, directory()) {

@@ -63,6 +63,15 @@ impl Headers {
     }
 }
 
+impl<'a> IntoIterator for &'a Headers {
+    type Item = (&'a str, Cow<'a, str>);
+    type IntoIter = HeaderIter<'a>;
+
+    fn into_iter(self) -> HeaderIter<'a> {
+        self.iter()
+    }
+}
+
 /// The iterator of [`Headers::iter`].
 pub enum HeaderIter<'a> {
     Map(axum::http::header::Iter<'a, HeaderValue>),
