@@ -409,21 +409,13 @@ impl Meter {
             return None;
         }
         let instance = &admission.instance;
-        let state = &mut *state;
-        let key = (
+        let written = state.write(&[(
             minute_of(Utc::now()),
-            instance.account_id.as_str(),
-            instance.id.as_str(),
+            &instance.account_id,
+            &instance.id,
             action,
-        );
-        let written = state
-            .journal
-            .append(std::iter::once((key.0, key.1, key.2, key.3, 1)))
-            .map(|_sequence| ())
-            .map_err(|e| WriteError::Journal(Arc::new(e)));
-        if written.is_ok() {
-            state.unfolded.add(key, 1);
-        }
+            1,
+        )]);
         self.last_block_calls.store(1, Ordering::Relaxed);
         // Quotas count what the bill holds, before the call is answered.
         admission.released = true;
@@ -590,7 +582,29 @@ struct JournalState {
     last_fold: std::time::Instant,
 }
 
+/// Calls billed to one (minute, account, instance, action), as a block
+/// carries them.
+type Count<'a> = (i64, &'a str, &'a str, &'a str, u64);
+
 impl JournalState {
+    /// Writes `counts` as one block, durable when this returns, and adds
+    /// them to what is to be folded: for the writer thread's batches and a
+    /// lone call's block alike.
+    fn write(&mut self, counts: &[Count<'_>]) -> Result<(), WriteError> {
+        // A batch of broker counts alone writes no block.
+        if counts.is_empty() {
+            return Ok(());
+        }
+        self.journal
+            .append(counts.iter().copied())
+            .map_err(|e| WriteError::Journal(Arc::new(e)))?;
+        for &(minute, account, instance, action, calls) in counts {
+            self.unfolded
+                .add((minute, account, instance, action), calls);
+        }
+        Ok(())
+    }
+
     /// Whether the journal should be folded into the tables now.
     fn fold_due(&self) -> bool {
         !self.journal.is_empty()
@@ -657,8 +671,6 @@ fn writer(
         last_block_calls,
     } = shared;
     lower_own_priority();
-    // Reused batch after batch: the block's counts, in arrival order.
-    let mut counts: Vec<((i64, &'static str), usize, u64)> = Vec::new();
     while let Some(first) = queue.blocking_recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -669,14 +681,11 @@ fn writer(
         }
         let mut state = lock_journal(&journal);
         let state = &mut *state;
-        let calls_result =
-            write_calls(&mut state.journal, &batch, &mut counts, &mut state.unfolded);
-        let calls = batch
-            .iter()
-            .filter(|op| matches!(op, Op::Call { .. }))
-            .count();
+        let counts = counts_of(&batch);
+        let calls_result = state.write(&counts);
+        let calls: u64 = counts.iter().map(|(.., n)| n).sum();
         if calls > 0 {
-            last_block_calls.store(calls, Ordering::Relaxed);
+            last_block_calls.store(calls as usize, Ordering::Relaxed);
         }
         let has_broker = batch.iter().any(|op| matches!(op, Op::Broker(..)));
         let broker_result = if has_broker || state.fold_due() {
@@ -758,19 +767,12 @@ fn fold_state(
     result
 }
 
-/// Writes the batch's calls as one journal block (nothing when it has
-/// none), and adds them to what is to be folded.
-fn write_calls(
-    journal: &mut Journal,
-    batch: &[Op],
-    counts: &mut Vec<((i64, &'static str), usize, u64)>,
-    unfolded: &mut Unfolded,
-) -> Result<(), WriteError> {
-    // Same key, same batch: one entry. A batch has a few keys; a linear
-    // search beats hashing strings per call. Each count names the first
-    // call of its key (by position), which holds the instance.
-    counts.clear();
-    for (at, op) in batch.iter().enumerate() {
+/// The batch's calls counted by (minute, account, instance, action), in
+/// order of arrival. A batch has a few keys: a linear search beats hashing
+/// strings per call.
+fn counts_of(batch: &[Op]) -> Vec<Count<'_>> {
+    let mut counts: Vec<Count<'_>> = Vec::new();
+    for op in batch {
         let Op::Call {
             minute,
             instance,
@@ -780,38 +782,21 @@ fn write_calls(
         else {
             continue;
         };
-        let same = |(key, first, _): &&mut ((i64, &str), usize, u64)| {
-            *key == (*minute, *action)
-                && matches!(&batch[*first], Op::Call { instance: other, .. }
-                    if Arc::ptr_eq(other, instance) || (other.id == instance.id && other.account_id == instance.account_id))
-        };
-        match counts.iter_mut().find(same) {
-            Some((_, _, n)) => *n += 1,
-            None => counts.push(((*minute, *action), at, 1)),
-        }
-    }
-    if counts.is_empty() {
-        return Ok(());
-    }
-    let key_of = |(minute, action): (i64, &'static str), first: usize| match &batch[first] {
-        Op::Call { instance, .. } => (
-            minute,
+        let key = (
+            *minute,
             instance.account_id.as_str(),
             instance.id.as_str(),
-            action,
-        ),
-        Op::Broker(..) | Op::Fold => unreachable!("counts name calls only"),
-    };
-    journal
-        .append(counts.iter().map(|&(key, first, n)| {
-            let (minute, account, instance, action) = key_of(key, first);
-            (minute, account, instance, action, n)
-        }))
-        .map_err(|e| WriteError::Journal(Arc::new(e)))?;
-    for &(key, first, n) in counts.iter() {
-        unfolded.add(key_of(key, first), n);
+            *action,
+        );
+        match counts
+            .iter_mut()
+            .find(|(m, a, i, x, _)| (*m, *a, *i, *x) == key)
+        {
+            Some((.., n)) => *n += 1,
+            None => counts.push((key.0, key.1, key.2, key.3, 1)),
+        }
     }
-    Ok(())
+    counts
 }
 
 /// Runs the calling thread at nice 10, below the threads that answer calls.
