@@ -45,8 +45,23 @@ struct CallRecord {
     forwarded_for: Option<String>,
 }
 
-/// The axum handler for `/`.
+/// The axum handler for `/`, for the router driven without a socket
+/// (tests): the peer's address from `ConnectInfo`, when there is one.
 pub async fn endpoint(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    let peer = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0);
+    answer(&state, request, peer).await
+}
+
+/// A call at `/` from `peer`, answered: what the HTTP listeners call for
+/// every request at `/` (`crate::server`), and [`endpoint`] for the router.
+pub async fn answer(
+    state: &AppState,
+    request: Request,
+    peer: Option<std::net::SocketAddr>,
+) -> Response {
     let started = std::time::Instant::now();
     // Only an error's answer reads it (as its HostId): copied to the stack.
     // A DNS name and a port fit; a longer Host is no host of this service.
@@ -59,10 +74,7 @@ pub async fn endpoint(State(state): State<Arc<AppState>>, request: Request) -> R
         request_id: respond::RequestId::new(),
         format: parse::fallback_format(request.headers(), request.uri().query()),
         action: None,
-        peer: request
-            .extensions()
-            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-            .map(|c| c.0.ip()),
+        peer: peer.map(|p| p.ip()),
         forwarded_for: request
             .headers()
             .get("x-forwarded-for")
@@ -70,7 +82,7 @@ pub async fn endpoint(State(state): State<Arc<AppState>>, request: Request) -> R
             .map(str::to_string),
     };
     let action_name = |call: &CallRecord| call.action.map_or("-", Action::name);
-    match pipeline(&state, request, &mut call).await {
+    match pipeline(state, request, &mut call).await {
         Ok(response) => {
             // A success has read its action.
             match call.action {
@@ -117,12 +129,15 @@ async fn pipeline(
     let directory = state.directory.current();
     let verified = verify::verify(incoming, &directory)?;
 
-    // Replay: the timestamp within the window, the nonce never seen.
+    // Replay: the timestamp within the window, the nonce never seen. The
+    // call's one reading of the clock: its conditions and its action use
+    // the same instant.
+    let now = chrono::Utc::now();
     let ahead_of_the_clock = state.replay.check(
         &verified.user.access_key_id,
         verified.timestamp(),
         verified.nonce(),
-        chrono::Utc::now(),
+        now,
     )?;
     if let Some(nonce) = ahead_of_the_clock {
         state.replay.persist(nonce).await?;
@@ -146,7 +161,7 @@ async fn pipeline(
     let source_ip = call
         .peer
         .map(|peer| access::source_ip(&directory, peer, call.forwarded_for.as_deref()));
-    let conditions = LazyConditions::new(principal.access_key_id, source_ip, chrono::Utc::now());
+    let conditions = LazyConditions::new(principal.access_key_id, source_ip, now);
     // An account-scoped call (ListInstances, tags) is authorized on the
     // account as a whole and billed to no instance: the bill is per
     // instance, and Alibaba bills these calls to none.

@@ -6,10 +6,12 @@
 //! long for a URI into a header.
 
 use super::long_query::LongQuery;
+use crate::state::AppState;
 use crate::transport::Refused;
 use crate::transport::tls::{self, TlsAcceptor};
 use axum::Router;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
@@ -17,8 +19,11 @@ use tokio_util::sync::CancellationToken;
 
 /// Most headers hyper will parse before answering 431 by itself; below it,
 /// the RPC endpoint's own limit ([`crate::rpc::parse::MAX_HEADERS`]) answers
-/// a 400 with a code and message.
-pub const HTTP_MAX_HEADERS: usize = 128;
+/// a 400 with a code and message. It is hyper's default, left unset: with
+/// a limit set, hyper allocates and fills that many slots on the heap for
+/// every request it parses (two vectors); with its default, they are on the
+/// stack and left uninitialized.
+pub const HTTP_MAX_HEADERS: usize = 100;
 /// hyper's read buffer, and so the largest request head (431 above it):
 /// hyper's default (8 KiB + 400 KiB), set here because [`LongQuery`]
 /// gathers heads up to the same size. It holds SendMessage's largest
@@ -59,16 +64,30 @@ pub struct BodyTimedOut(pub Duration);
 /// How long calls in flight may take to finish at shutdown.
 const HTTP_DRAIN: Duration = Duration::from_secs(10);
 
+/// What a listener answers.
+#[derive(Clone)]
+pub struct App {
+    /// Every route of the listener.
+    pub router: Router,
+    /// On the API's listeners: the state the RPC endpoint at `/` is called
+    /// with directly, without the router. Every signed call comes there,
+    /// and the router's matching, its boxed service and the extension map
+    /// holding the peer's address cost about a tenth of what mqgate spends
+    /// on a call (issue 17's profile).
+    pub rpc: Option<Arc<AppState>>,
+}
+
 /// Serves HTTP/1.1 with hyper directly (rather than `axum::serve`) for the
 /// knobs a gateway needs: a header count limit and the header and body
-/// read timeouts. Each request carries its peer address (`ConnectInfo`).
+/// read timeouts. Each request to the router carries its peer address
+/// (`ConnectInfo`); the RPC endpoint gets it as an argument.
 /// With `tls`, it is HTTPS: each connection's TLS handshake, within the
 /// header timeout, comes first, and the same [`LongQuery`] reads the
 /// decrypted stream.
 pub async fn serve(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
-    app: Router,
+    app: App,
     timeouts: Timeouts,
     shutdown: CancellationToken,
 ) {
@@ -134,12 +153,12 @@ pub async fn serve(
     }
 }
 
-/// One HTTP/1.1 connection of the router, over TCP or TLS, read through
+/// One HTTP/1.1 connection of the app, over TCP or TLS, read through
 /// [`LongQuery`]; each request's body read within `timeouts.body`.
 fn connection<S>(
     stream: S,
     peer: SocketAddr,
-    app: Router,
+    app: App,
     timeouts: Timeouts,
 ) -> impl hyper_util::server::graceful::GracefulConnection<Error = hyper::Error> + Send
 where
@@ -152,27 +171,40 @@ where
     let service =
         hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
             let (mut parts, body) = request.into_parts();
-            parts.extensions.insert(axum::extract::ConnectInfo(peer));
             let body = axum::body::Body::new(Deadline::new(body, timeouts.body));
-            app.clone().oneshot(hyper::Request::from_parts(parts, body))
+            let rpc = app.rpc.clone().filter(|_| parts.uri.path() == "/");
+            let router = app.router.clone();
+            async move {
+                match rpc {
+                    Some(state) => {
+                        let request = hyper::Request::from_parts(parts, body);
+                        Ok(crate::rpc::answer(&state, request, Some(peer)).await)
+                    }
+                    None => {
+                        parts.extensions.insert(axum::extract::ConnectInfo(peer));
+                        router
+                            .oneshot(hyper::Request::from_parts(parts, body))
+                            .await
+                    }
+                }
+            }
         });
     let stream = LongQuery::new(stream, HTTP_MAX_BUF_BYTES);
     http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(timeouts.header)
-        .max_headers(HTTP_MAX_HEADERS)
         .max_buf_size(HTTP_MAX_BUF_BYTES)
         .serve_connection(TokioIo::new(stream), service)
 }
 
-/// A request body that must arrive within a time from when its head did:
-/// past it, its reader gets [`BodyTimedOut`] (and the connection, whose
+/// A request body that must arrive within a time from when its reader
+/// first waited for it (as soon as the head was in: handlers read the body
+/// first): past it, its reader gets [`BodyTimedOut`] (and the connection, whose
 /// body was not read to its end, is closed after the answer). The timer is
 /// armed only when the body has kept its reader waiting, so a request
 /// without a body, or whose body came with its head, sets none.
 struct Deadline<B> {
     body: B,
-    due: tokio::time::Instant,
     limit: Duration,
     timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
 }
@@ -181,7 +213,6 @@ impl<B> Deadline<B> {
     fn new(body: B, limit: Duration) -> Self {
         Deadline {
             body,
-            due: tokio::time::Instant::now() + limit,
             limit,
             timer: None,
         }
@@ -205,10 +236,13 @@ where
         match std::pin::Pin::new(&mut this.body).poll_frame(cx) {
             Poll::Ready(frame) => Poll::Ready(frame.map(|f| f.map_err(Into::into))),
             Poll::Pending => {
-                let due = this.due;
+                // From the first wait: the handler reads the body as soon
+                // as the head is in, so this is when the head arrived, to
+                // within a poll (and a call without a body reads no clock).
+                let limit = this.limit;
                 let timer = this
                     .timer
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
                 match timer.as_mut().poll(cx) {
                     Poll::Ready(()) => Poll::Ready(Some(Err(BodyTimedOut(this.limit).into()))),
                     Poll::Pending => Poll::Pending,

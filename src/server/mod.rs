@@ -430,7 +430,10 @@ impl Server {
         let mut http = vec![tokio::spawn(http::serve(
             http_listener,
             None,
-            api_app(state.clone(), !metrics_apart),
+            http::App {
+                router: api_app(state.clone(), !metrics_apart),
+                rpc: Some(state.clone()),
+            },
             timeouts,
             shutdown.clone(),
         ))];
@@ -438,7 +441,10 @@ impl Server {
             http.push(tokio::spawn(http::serve(
                 listener,
                 Some(tls),
-                api_app(state.clone(), !metrics_apart),
+                http::App {
+                    router: api_app(state.clone(), !metrics_apart),
+                    rpc: Some(state.clone()),
+                },
                 timeouts,
                 shutdown.clone(),
             )));
@@ -447,7 +453,10 @@ impl Server {
             http.push(tokio::spawn(http::serve(
                 listener,
                 None,
-                metrics_app(state.clone()),
+                http::App {
+                    router: metrics_app(state.clone()),
+                    rpc: None,
+                },
                 timeouts,
                 shutdown.clone(),
             )));
