@@ -29,6 +29,10 @@ pub struct Config {
     pub trace: TraceConfig,
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// `[cluster]`: several nodes sharing one Redis. Absent: this node
+    /// stands alone.
+    #[serde(default)]
+    pub cluster: Option<ClusterConfig>,
     /// Calls per second per account, by action name (or `EmqxApi` for the
     /// EMQX API), for every account (defaults: the action table's, and 100
     /// for the EMQX API).
@@ -36,6 +40,36 @@ pub struct Config {
     pub limits: HashMap<String, u32>,
     #[serde(default)]
     pub accounts: Vec<AccountConfig>,
+}
+
+/// `[cluster]`: this node is one of several behind a balancer, sharing one
+/// Redis (or Valkey) for what must hold across them ([`crate::cluster`]).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// `redis://host:port` (or `redis://:password@host:port/db`,
+    /// `rediss://` for TLS). Every node names the same one.
+    pub redis_url: Secret,
+    /// This node's name among its peers: letters, digits, `-` and `_`, up
+    /// to 64; unique in the cluster.
+    pub node_id: String,
+    /// Prefix of every key mqgate writes, so that one Redis can hold
+    /// several clusters (and other users' keys) apart.
+    #[serde(default = "default_cluster_key_prefix")]
+    pub key_prefix: String,
+    /// How long a call waits for Redis before it is answered
+    /// `ServiceUnavailable` (and mqgate waits for it at start before it
+    /// gives up).
+    #[serde(default = "default_cluster_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+fn default_cluster_key_prefix() -> String {
+    "mqgate".to_string()
+}
+
+fn default_cluster_timeout_ms() -> u64 {
+    500
 }
 
 /// `[metrics]`: who may read `GET /metrics` (Prometheus text). By default
@@ -476,6 +510,7 @@ impl Config {
             },
             trace: TraceConfig::default(),
             metrics: MetricsConfig::default(),
+            cluster: None,
             limits: HashMap::new(),
             accounts: vec![AccountConfig {
                 id: demo::ACCOUNT_ID.to_string(),
@@ -575,6 +610,9 @@ impl Config {
     /// Checks what the types alone cannot: ids that must be unique or must
     /// exist, and values that must be in range.
     fn validate(&self) -> Result<(), Problem> {
+        if let Some(cluster) = &self.cluster {
+            cluster.validate()?;
+        }
         if let Some(token) = &self.metrics.bearer_token
             && token.expose().chars().count() < 16
         {
@@ -805,6 +843,47 @@ fn check_id(value: &str, field: &str) -> Result<(), Problem> {
     Ok(())
 }
 
+impl ClusterConfig {
+    fn validate(&self) -> Result<(), Problem> {
+        let url = self.redis_url.expose();
+        if !(url.starts_with("redis://")
+            || url.starts_with("rediss://")
+            || url.starts_with("redis+unix://")
+            || url.starts_with("unix://"))
+        {
+            return Err(invalid(
+                "cluster.redis_url",
+                "use a Redis URL: redis://host:port (rediss:// for TLS, unix:///path for a socket)",
+            ));
+        }
+        let id = &self.node_id;
+        if id.is_empty()
+            || id.len() > 64
+            || !id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(invalid(
+                "cluster.node_id",
+                format!("{id:?}: use 1 to 64 letters, digits, '-' or '_', unique in the cluster"),
+            ));
+        }
+        if self.key_prefix.is_empty() || self.key_prefix.contains(char::is_whitespace) {
+            return Err(invalid(
+                "cluster.key_prefix",
+                "use a non-empty prefix without spaces (e.g. \"mqgate\")",
+            ));
+        }
+        if !(10..=60_000).contains(&self.timeout_ms) {
+            return Err(invalid(
+                "cluster.timeout_ms",
+                format!("{} is out of range; use 10..=60000 ms", self.timeout_ms),
+            ));
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -960,5 +1039,47 @@ mod tests {
     fn debug_output_hides_secrets() {
         let c = Config::parse(GOOD, "x.toml").unwrap();
         assert!(!format!("{c:?}").contains("testsecret"));
+        let clustered = format!(
+            "{GOOD}\n[cluster]\nredis_url = \"redis://:hunter2@127.0.0.1:6379\"\nnode_id = \"n1\"\n"
+        );
+        let c = Config::parse(&clustered, "x.toml").unwrap();
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn a_cluster_section_is_checked() {
+        let with = |body: &str| format!("{GOOD}\n[cluster]\n{body}\n");
+        let c = Config::parse(
+            &with("redis_url = \"redis://127.0.0.1:6379\"\nnode_id = \"n-1_a\""),
+            "x.toml",
+        )
+        .unwrap();
+        let cluster = c.cluster.unwrap();
+        assert_eq!(
+            (cluster.key_prefix.as_str(), cluster.timeout_ms),
+            ("mqgate", 500)
+        );
+        let refused = |body: &str, field: &str| {
+            let e = Config::parse(&with(body), "x.toml").unwrap_err();
+            assert!(e.to_string().contains(field), "{body}: {e}");
+        };
+        refused("node_id = \"n1\"", "redis_url");
+        refused("redis_url = \"redis://127.0.0.1:6379\"", "node_id");
+        refused(
+            "redis_url = \"http://127.0.0.1:6379\"\nnode_id = \"n1\"",
+            "cluster.redis_url",
+        );
+        refused(
+            "redis_url = \"redis://127.0.0.1:6379\"\nnode_id = \"n 1\"",
+            "cluster.node_id",
+        );
+        refused(
+            "redis_url = \"redis://127.0.0.1:6379\"\nnode_id = \"n1\"\ntimeout_ms = 0",
+            "cluster.timeout_ms",
+        );
+        refused(
+            "redis_url = \"redis://127.0.0.1:6379\"\nnode_id = \"n1\"\nkey_prefix = \"\"",
+            "cluster.key_prefix",
+        );
     }
 }

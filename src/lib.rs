@@ -40,7 +40,9 @@
 //!   identities and permission rules compiled per instance,
 //!   [`devices::permissions`]), [`metrics`].
 //! - [`access`] (authorize, resources and their ARNs, RAM condition keys),
-//!   [`principal`], [`replay`], [`throttle`].
+//!   [`principal`], [`replay`], [`throttle`]; [`cluster`] (with
+//!   `[cluster]`: the Redis a node shares replay nonces and QPS buckets
+//!   with).
 //! - [`directory`] (accounts, instances, keys), [`config`], [`params`].
 //! - [`transport`]: TLS, WebSocket and secure WebSocket streams and their
 //!   handshakes, and self-signed certificates; the front layer's and the
@@ -62,6 +64,7 @@ pub mod api;
 pub mod broker;
 pub mod cli;
 pub mod client;
+pub mod cluster;
 pub mod config;
 pub mod devices;
 pub mod directory;

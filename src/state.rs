@@ -1,13 +1,15 @@
 //! What every HTTP handler shares: the directory in force, the brokers, the
 //! replay memory, the limits, the bill and the live counters.
 
+use crate::api::Limit;
 use crate::broker::Brokers;
+use crate::cluster::{Cluster, StoreError};
 use crate::devices::DeviceStore;
 use crate::directory::DirectoryHandle;
 use crate::metering::Meter;
 use crate::metrics::Metrics;
 use crate::replay::ReplayGuard;
-use crate::throttle::Throttle;
+use crate::throttle::{Throttle, Throttled};
 use std::sync::{Arc, RwLock};
 
 pub struct AppState {
@@ -28,6 +30,9 @@ pub struct AppState {
     pub session_expiry_secs: u64,
     /// `metrics.bearer_token`: what `GET /metrics` must carry, if set.
     pub metrics_token: Option<crate::secret::Secret>,
+    /// `[cluster]`: the Redis this node shares replay nonces and QPS
+    /// limits with. `None`: the node stands alone.
+    pub cluster: Option<Arc<Cluster>>,
 }
 
 impl AppState {
@@ -36,5 +41,31 @@ impl AppState {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// Flow control for one call of `account_id` under `limit`: this
+    /// node's bucket, or in a cluster the cluster's one (the same rate
+    /// and burst). `Err`: the cluster's store did not answer.
+    pub async fn admit(
+        &self,
+        account_id: &str,
+        limit: Limit,
+    ) -> Result<Result<(), Throttled>, StoreError> {
+        let throttle = self.throttle();
+        let Some(cluster) = &self.cluster else {
+            return Ok(throttle.check(account_id, limit));
+        };
+        let Some((rate, burst)) = throttle.rate_of(account_id, limit) else {
+            return Ok(Ok(()));
+        };
+        Ok(match cluster.admit(account_id, limit, rate, burst).await? {
+            None => Ok(()),
+            Some(wait) => Err(Throttled {
+                limit,
+                rate,
+                burst,
+                wait: wait.max(std::time::Duration::from_millis(1)),
+            }),
+        })
     }
 }

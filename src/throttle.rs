@@ -98,6 +98,18 @@ impl Throttle {
         }
     }
 
+    /// An account's rate for `limit` and its burst, as [`Throttle::check`]
+    /// applies them (`None`: the account has no limiter). A cluster keeps
+    /// one bucket for all its nodes with these figures
+    /// ([`crate::cluster`]).
+    pub fn rate_of(&self, account_id: &str, limit: Limit) -> Option<(u32, u32)> {
+        let (rate, _) = self
+            .limiters
+            .get(account_id)
+            .and_then(|by_limit| by_limit[limit.index()].as_ref())?;
+        Some((*rate, burst(limit, *rate)))
+    }
+
     /// Admits the call or says how long to wait. An account without a
     /// limiter (not in the configuration) is refused by authentication long
     /// before this.

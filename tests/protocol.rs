@@ -533,6 +533,7 @@ async fn internal_error_reply() -> Reply {
         metrics: mqgate::metrics::Metrics::default(),
         session_expiry_secs: 7200,
         metrics_token: None,
+        cluster: None,
     });
     let query = v1_signed(
         "GET",

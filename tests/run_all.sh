@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the tests need and runs every test of mqgate:
 #   - Debian packages: mosquitto-clients (a real MQTT client for the SDK suite),
-#     wrk (the benchmark's second HTTP load generator, and tests/load_tools.rs)
+#     wrk (the benchmark's second HTTP load generator, and tests/load_tools.rs),
+#     redis-server (tests/cluster.rs: several nodes sharing one Redis)
 #   - a Python venv in .venv with the official Alibaba SDKs and paho-mqtt, pinned
 #   - npm packages (tests/sdk/node: @alicloud/pop-core, pinned by its lock file)
 #   - cargo fmt --check, cargo clippy, cargo doc, cargo test (unit, SDK captures, end to
@@ -20,6 +21,7 @@ as_root() {
 need_apt=()
 command -v mosquitto_sub >/dev/null 2>&1 || need_apt+=(mosquitto-clients)
 command -v wrk >/dev/null 2>&1 || need_apt+=(wrk)
+command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
 command -v npm >/dev/null 2>&1 || need_apt+=(nodejs npm)
 if [ ${#need_apt[@]} -gt 0 ]; then

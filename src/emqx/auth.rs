@@ -73,8 +73,14 @@ impl<P: Permission> FromRequestParts<Arc<AppState>> for Authorized<P> {
         let key = authenticate(&directory, &parts.headers)?;
         let principal = Principal::of(&key);
         state
-            .throttle()
-            .check(principal.account_id, Limit::EmqxApi)
+            .admit(principal.account_id, Limit::EmqxApi)
+            .await
+            .map_err(|cause| {
+                tracing::warn!(error = %cause, "EMQX API call refused: the cluster's store did not answer");
+                EmqxError::unavailable(
+                    "the store this node shares with the cluster's other nodes did not answer in time; try again later",
+                )
+            })?
             .map_err(|refused| {
                 let mut error = EmqxError::new(
                     StatusCode::TOO_MANY_REQUESTS,

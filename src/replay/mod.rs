@@ -158,13 +158,7 @@ impl ReplayGuard {
             let mut set = self.nonces.lock().unwrap_or_else(|e| e.into_inner());
             set.forget_expired(now_secs);
             if set.contains(key) {
-                return Err(ApiError::new(
-                    ErrorCode::SignatureNonceUsed,
-                    format!(
-                        "Specified signature nonce was used already: \"{nonce}\" was seen within the last {} seconds. Send a fresh SignatureNonce with every request.",
-                        self.window_secs
-                    ),
-                ));
+                return Err(self.nonce_used(nonce));
             }
             if set.insert(key, forget_after).is_err() {
                 return Err(ApiError::new(
@@ -185,6 +179,32 @@ impl ReplayGuard {
                 now_secs,
             )
         }))
+    }
+
+    /// How long after `now` a request signed at `timestamp` (which
+    /// [`ReplayGuard::check`] accepted) can still arrive within the window:
+    /// as long as its nonce must be remembered. Zero for a timestamp that
+    /// does not parse (`check` refused it already).
+    pub fn remember_for(&self, timestamp: &str, now: DateTime<Utc>) -> std::time::Duration {
+        let Ok(signed_at) = parse_timestamp(timestamp) else {
+            return std::time::Duration::ZERO;
+        };
+        let forget_at = signed_at.timestamp() + self.window_secs + 1;
+        (DateTime::from_timestamp(forget_at, 0).unwrap_or(now) - now)
+            .to_std()
+            .unwrap_or_default()
+    }
+
+    /// The refusal of a replayed request (a nonce seen within the window,
+    /// by this node or, in a cluster, by another).
+    pub fn nonce_used(&self, nonce: &str) -> ApiError {
+        ApiError::new(
+            ErrorCode::SignatureNonceUsed,
+            format!(
+                "Specified signature nonce was used already: \"{nonce}\" was seen within the last {} seconds. Send a fresh SignatureNonce with every request.",
+                self.window_secs
+            ),
+        )
     }
 
     /// Makes a nonce [`ReplayGuard::check`] asked for durable.

@@ -142,6 +142,17 @@ async fn pipeline(
     if let Some(nonce) = ahead_of_the_clock {
         state.replay.persist(nonce).await?;
     }
+    // In a cluster, the nonce is claimed for every node (`cluster`).
+    if let Some(cluster) = &state.cluster {
+        let remember = state.replay.remember_for(verified.timestamp(), now);
+        let nonce = verified.nonce();
+        if !cluster
+            .claim_nonce(&verified.user.access_key_id, nonce, remember)
+            .await?
+        {
+            return Err(state.replay.nonce_used(nonce));
+        }
+    }
 
     // Principal: who is calling (account, root key or RAM user), and what
     // they ask for.
@@ -149,10 +160,11 @@ async fn pipeline(
     let action = Action::route(verified.version(), verified.action())?;
     call.action = Some(action);
 
-    // Throttle: the account's calls per second for this action.
+    // Throttle: the account's calls per second for this action (the
+    // cluster's, in a cluster).
     state
-        .throttle()
-        .check(principal.account_id, Limit::Action(action))
+        .admit(principal.account_id, Limit::Action(action))
+        .await?
         .map_err(|refused| throttled(&refused, principal.account_id, action))?;
 
     // Authorize: the action's own parameters name the resource; the

@@ -50,6 +50,9 @@ pub enum StartError {
     Broker(#[from] broker::StartError),
     #[error("storage.dir: replay journal: {0}")]
     Replay(String),
+    /// `[cluster]`: Redis cannot be reached (the message says how to fix it).
+    #[error("{0}")]
+    Cluster(String),
     #[error("storage.dir: metering database: {0}")]
     Metering(#[from] crate::metering::OpenError),
     #[error("storage.dir: device database: {0}")]
@@ -197,6 +200,15 @@ impl Server {
     }
 
     pub async fn start(config: Config) -> Result<Server, StartError> {
+        // First: a node that cannot reach its cluster must not serve alone.
+        let cluster = match &config.cluster {
+            Some(cluster) => Some(Arc::new(
+                crate::cluster::Cluster::connect(cluster)
+                    .await
+                    .map_err(StartError::Cluster)?,
+            )),
+            None => None,
+        };
         std::fs::create_dir_all(&config.storage.dir).map_err(|error| StartError::Storage {
             dir: config.storage.dir.display().to_string(),
             error,
@@ -415,6 +427,7 @@ impl Server {
             metrics: Metrics::default(),
             session_expiry_secs: config.mqtt.session_expiry_secs,
             metrics_token: config.metrics.bearer_token.clone(),
+            cluster,
         });
         let flusher_stop = CancellationToken::new();
         let flusher = tokio::spawn(flush_broker_counts(
@@ -528,6 +541,9 @@ impl Server {
         }
         if previous.storage.dir != config.storage.dir {
             needs_restart.push("storage.dir");
+        }
+        if previous.cluster != config.cluster {
+            needs_restart.push("cluster");
         }
         if previous.metrics.listen != config.metrics.listen {
             needs_restart.push("metrics.listen");

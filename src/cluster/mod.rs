@@ -1,0 +1,245 @@
+//! Several mqgate nodes behind one balancer, sharing one Redis (or Valkey):
+//! `[cluster]` in the configuration. Without it a node stands alone and
+//! nothing here runs.
+//!
+//! What the nodes share so far (issue 18 is open; the rest of its list is
+//! not built yet):
+//! - **Replay nonces.** A signed request accepted by one node is refused by
+//!   every other: after the node's own check, the nonce is claimed in Redis
+//!   (`SET key 1 NX PX ttl`, the key a SHA-1 of the AccessKey id and the
+//!   nonce, the ttl until the request's timestamp leaves the window).
+//! - **QPS limits.** One GCRA bucket per account and limit for the whole
+//!   cluster, kept by one Lua script against Redis's own clock (`TIME`), so
+//!   the nodes' clocks do not enter it: over any `t` seconds the cluster
+//!   admits at most `rate * t + burst` calls of an account's limit, the
+//!   same promise a lone node makes.
+//!
+//! Not shared yet: the session directory, instance placement, monthly
+//! quotas, traces, the device-side state, the bill's totals. Each node
+//! keeps its own (README, "Running several nodes").
+//!
+//! **Failures.** Every round trip waits at most `cluster.timeout_ms`; a
+//! call that cannot get its answer from Redis in that time is answered
+//! `ServiceUnavailable` (503), never admitted unchecked. The connection
+//! ([`ConnectionManager`]) reconnects by itself, so calls are served again
+//! as soon as Redis is back, without a restart. At start a node that
+//! cannot reach Redis within the timeout does not start, and says why.
+
+use crate::api::Limit;
+use crate::config::ClusterConfig;
+use crate::error::{ApiError, ErrorCode};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use sha1::{Digest, Sha1};
+use std::time::Duration;
+
+/// The GCRA step, atomic in Redis. KEYS[1]: the bucket (its theoretical
+/// arrival time in µs of Redis's clock); ARGV[1]: the emission interval in
+/// µs (1 s / rate); ARGV[2]: the burst. Returns 0 when the call is
+/// admitted (and moves the bucket on), otherwise how many µs until one
+/// would be. A call is admitted when, after it, the bucket runs at most
+/// `burst` intervals ahead of now.
+const GCRA: &str = r"
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
+local interval = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1]))
+if tat == nil or tat < now then tat = now end
+local next_tat = tat + interval
+local wait = next_tat - now - burst * interval
+if wait > 0 then return math.ceil(wait) end
+redis.call('SET', KEYS[1], string.format('%.0f', next_tat), 'PX', math.ceil((next_tat - now) / 1000) + 1)
+return 0
+";
+
+/// This node's link to the cluster's Redis.
+pub struct Cluster {
+    node_id: String,
+    prefix: String,
+    timeout: Duration,
+    redis: ConnectionManager,
+    gcra: redis::Script,
+}
+
+/// Redis did not give an answer a call needs.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    #[error("Redis did not answer within {} ms", .0.as_millis())]
+    TimedOut(Duration),
+    #[error("Redis failed: {0}")]
+    Failed(String),
+}
+
+impl From<StoreError> for ApiError {
+    fn from(cause: StoreError) -> ApiError {
+        ApiError {
+            internal: Some(format!("cluster store: {cause}")),
+            ..ApiError::new(
+                ErrorCode::ServiceUnavailable,
+                "The request has failed due to a temporary failure of the server: the store this node shares with the cluster's other nodes did not answer in time. Try again later.",
+            )
+        }
+    }
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may hold Redis's password: not shown.
+        f.debug_struct("Cluster")
+            .field("node_id", &self.node_id)
+            .field("prefix", &self.prefix)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Cluster {
+    /// Connects to the cluster's Redis, within `cluster.timeout_ms`, and
+    /// checks that it answers (`PING`).
+    pub async fn connect(config: &ClusterConfig) -> Result<Cluster, String> {
+        let timeout = Duration::from_millis(config.timeout_ms);
+        // redis's own message for a malformed URL does not repeat the URL
+        // (which may hold a password).
+        let client = redis::Client::open(config.redis_url.expose())
+            .map_err(|e| format!("cluster.redis_url is not a usable Redis URL: {e}"))?;
+        let manager = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(500));
+        let unreachable = |why: String| {
+            format!(
+                "cluster: cannot reach Redis at {} within {} ms ({why}); start redis-server (or check cluster.redis_url), or remove [cluster] to run this node alone",
+                redacted(config.redis_url.expose()),
+                config.timeout_ms
+            )
+        };
+        let connecting = ConnectionManager::new_with_config(client, manager);
+        let mut redis = tokio::time::timeout(timeout, connecting)
+            .await
+            .map_err(|_| unreachable("no answer".to_string()))?
+            .map_err(|e| unreachable(e.to_string()))?;
+        let ping = redis::cmd("PING");
+        tokio::time::timeout(timeout, ping.query_async::<String>(&mut redis))
+            .await
+            .map_err(|_| unreachable("no answer to PING".to_string()))?
+            .map_err(|e| unreachable(e.to_string()))?;
+        Ok(Cluster {
+            node_id: config.node_id.clone(),
+            prefix: config.key_prefix.clone(),
+            timeout,
+            redis,
+            gcra: redis::Script::new(GCRA),
+        })
+    }
+
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    /// Claims a nonce for the whole cluster until `ttl` has passed: true if
+    /// no node had claimed it, false if one had (the request is a replay).
+    pub async fn claim_nonce(
+        &self,
+        access_key_id: &str,
+        nonce: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let key = nonce_key(&self.prefix, access_key_id, nonce);
+        let ttl_ms = ttl.as_millis().clamp(1, u128::from(u64::MAX)) as u64;
+        let mut redis = self.redis.clone();
+        let mut set = redis::cmd("SET");
+        set.arg(&key).arg(1).arg("NX").arg("PX").arg(ttl_ms);
+        let claimed = self
+            .within(set.query_async::<Option<String>>(&mut redis))
+            .await?;
+        Ok(claimed.is_some())
+    }
+
+    /// One call of `account` under `limit` (`rate` a second, `burst` at
+    /// once) against the cluster's bucket: `Ok(None)` admitted, `Ok(Some(wait))`
+    /// refused until `wait` has passed.
+    pub async fn admit(
+        &self,
+        account_id: &str,
+        limit: Limit,
+        rate: u32,
+        burst: u32,
+    ) -> Result<Option<Duration>, StoreError> {
+        let key = format!("{}:qps:{account_id}:{}", self.prefix, limit.name());
+        let interval_us = 1_000_000.0 / f64::from(rate.max(1));
+        let mut redis = self.redis.clone();
+        let mut invocation = self.gcra.key(key);
+        invocation.arg(interval_us).arg(burst.max(1));
+        let step = invocation.invoke_async::<u64>(&mut redis);
+        let wait_us = self.within(step).await?;
+        Ok((wait_us > 0).then(|| Duration::from_micros(wait_us)))
+    }
+
+    /// `request`'s answer within the timeout.
+    async fn within<T>(
+        &self,
+        request: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, StoreError> {
+        match tokio::time::timeout(self.timeout, request).await {
+            Err(_) => Err(StoreError::TimedOut(self.timeout)),
+            Ok(Err(e)) if e.is_timeout() => Err(StoreError::TimedOut(self.timeout)),
+            Ok(Err(e)) => Err(StoreError::Failed(e.to_string())),
+            Ok(Ok(value)) => Ok(value),
+        }
+    }
+}
+
+/// A nonce's key: fixed length whatever the nonce's, and the nonce itself
+/// not readable in Redis.
+fn nonce_key(prefix: &str, access_key_id: &str, nonce: &str) -> String {
+    let mut hash = Sha1::new();
+    hash.update(access_key_id.as_bytes());
+    hash.update([0]);
+    hash.update(nonce.as_bytes());
+    let digest = hash.finalize();
+    let mut key = String::with_capacity(prefix.len() + 7 + 40);
+    key.push_str(prefix);
+    key.push_str(":nonce:");
+    for byte in digest {
+        key.push(char::from(b"0123456789abcdef"[usize::from(byte >> 4)]));
+        key.push(char::from(b"0123456789abcdef"[usize::from(byte & 15)]));
+    }
+    key
+}
+
+/// A Redis URL for a message: its password replaced.
+fn redacted(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://***@{}", &url[..scheme], &url[at + 1..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nonce_keys_are_fixed_length_and_differ_by_key_and_nonce() {
+        let a = nonce_key("mqgate", "ak", "n1");
+        assert!(a.starts_with("mqgate:nonce:"), "{a}");
+        assert_eq!(a.len(), "mqgate:nonce:".len() + 40);
+        assert_ne!(a, nonce_key("mqgate", "ak", "n2"));
+        assert_ne!(a, nonce_key("mqgate", "ak2", "n1"));
+        // The separator keeps ("a", "bc") and ("ab", "c") apart.
+        assert_ne!(nonce_key("p", "a", "bc"), nonce_key("p", "ab", "c"));
+        assert!(!nonce_key("p", "ak", &"x".repeat(10_000)).contains('x'));
+    }
+
+    #[test]
+    fn a_url_in_a_message_has_no_password() {
+        assert_eq!(
+            redacted("redis://:hunter2@10.0.0.1:6379/0"),
+            "redis://***@10.0.0.1:6379/0"
+        );
+        assert_eq!(redacted("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+    }
+}

@@ -1,0 +1,425 @@
+//! Several mqgate nodes sharing one Redis (`[cluster]`), with the real
+//! binary and a real `redis-server` on a loopback port: what the nodes
+//! share so far (replay nonces, QPS limits) and how they behave when Redis
+//! is missing at start or goes away under them.
+//!
+//! `redis-server` must be on PATH (the test command installs Debian's
+//! `redis-server`: tests/run_all.sh).
+
+mod common;
+
+use chrono::Utc;
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const INSTANCE: &str = "post-cn-cluster";
+
+/// A node's configuration: the same accounts on every node, its own name,
+/// the cluster's Redis on `port`.
+fn node_config(node: &str, redis_port: u16, limits: &str) -> String {
+    format!(
+        r#"
+{limits}
+[http]
+listen = "127.0.0.1:0"
+[mqtt]
+listen = "127.0.0.1:0"
+[cluster]
+redis_url = "redis://127.0.0.1:{redis_port}"
+node_id = "{node}"
+timeout_ms = 300
+[[accounts]]
+id = "1234567890"
+  [[accounts.instances]]
+  id = "{INSTANCE}"
+  [[accounts.users]]
+  name = "root"
+  access_key_id = "testid"
+  access_key_secret = "testsecret"
+  root = true
+"#
+    )
+}
+
+/// A `redis-server` of this test, on a loopback port, nothing persisted;
+/// killed when dropped.
+struct Redis {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Redis {
+    fn start() -> Redis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        Redis::start_on(port)
+    }
+
+    fn start_on(port: u16) -> Redis {
+        let dir = tempfile::tempdir().unwrap();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot run redis-server ({e}): the test command installs Debian's redis-server (tests/run_all.sh); or apt-get install redis-server"
+                )
+            });
+        let redis = Redis {
+            child,
+            port,
+            _dir: dir,
+        };
+        redis.wait_until_it_answers();
+        redis
+    }
+
+    /// PING until PONG, at most 10 s.
+    fn wait_until_it_answers(&self) {
+        use std::io::{Read, Write};
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", self.port)) {
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+                let mut answer = [0u8; 7];
+                if stream.write_all(b"PING\r\n").is_ok()
+                    && stream.read_exact(&mut answer).is_ok()
+                    && &answer == b"+PONG\r\n"
+                {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not answer on port {} within 10 s",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends `signal` (`STOP`, `CONT`) to the server.
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{signal}");
+    }
+
+    fn stop(mut self) -> u16 {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.port
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A GET request for QuerySessionByClientId, signed once (V1) with
+/// `nonce`, as raw HTTP.
+fn signed_request(nonce: &str) -> String {
+    let params = vec![
+        ("InstanceId".to_string(), INSTANCE.to_string()),
+        ("ClientId".to_string(), "GID_c@@@dev-1".to_string()),
+    ];
+    let all = mqgate::client::sign_v1(
+        "GET",
+        "QuerySessionByClientId",
+        &params,
+        "testid",
+        "testsecret",
+        Utc::now(),
+        nonce,
+    );
+    format!(
+        "GET /?{} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+        mqgate::client::encode_form(&all)
+    )
+}
+
+/// The status and the error code (empty for a success) of one request.
+async fn send(addr: SocketAddr, request: &str) -> (u16, String) {
+    let answer = common::raw_http(addr, &[request.to_string()]).await;
+    let body: serde_json::Value = serde_json::from_str(&answer[0].body).unwrap();
+    let code = body["Code"].as_str().unwrap_or_default().to_string();
+    (answer[0].status, code)
+}
+
+fn fresh_nonce() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+#[tokio::test]
+async fn a_request_accepted_by_one_node_is_refused_by_every_other() {
+    let redis = Redis::start();
+    let nodes: Vec<common::Process> = ["n1", "n2", "n3"]
+        .iter()
+        .map(|node| common::Process::start(&node_config(node, redis.port, "")))
+        .collect();
+
+    for first in 0..nodes.len() {
+        let request = signed_request(&fresh_nonce());
+        assert_eq!(
+            send(nodes[first].http, &request).await,
+            (200, String::new()),
+            "node {} accepts a fresh request",
+            first + 1
+        );
+        for (other, node) in nodes.iter().enumerate() {
+            let (status, code) = send(node.http, &request).await;
+            assert_eq!(
+                code,
+                "SignatureNonceUsed",
+                "the same request sent again to node {} (accepted by node {}): status {status}",
+                other + 1,
+                first + 1
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_limit_holds_for_the_whole_cluster() {
+    const RATE: f64 = 100.0;
+    // The burst that goes with 100 a second (src/throttle.rs): a tenth.
+    const BURST: f64 = 10.0;
+    const PER_NODE_EVERY: Duration = Duration::from_millis(10);
+    const FOR: Duration = Duration::from_secs(3);
+    let redis = Redis::start();
+    let limits = "[limits]\nQuerySessionByClientId = 100\n";
+    let nodes: Vec<common::Process> = ["n1", "n2", "n3"]
+        .iter()
+        .map(|node| common::Process::start(&node_config(node, redis.port, limits)))
+        .collect();
+
+    // 100 a second to each node: 300 a second offered to the cluster.
+    let started = Instant::now();
+    let senders: Vec<_> = nodes
+        .iter()
+        .map(|node| {
+            let addr = node.http;
+            tokio::spawn(async move {
+                let mut answers = Vec::new();
+                let mut tick = tokio::time::interval(PER_NODE_EVERY);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                while started.elapsed() < FOR {
+                    tick.tick().await;
+                    answers.push(send(addr, &signed_request(&fresh_nonce())).await);
+                }
+                answers
+            })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for sender in senders {
+        answers.extend(sender.await.unwrap());
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+
+    let admitted = answers.iter().filter(|(status, _)| *status == 200).count() as f64;
+    let throttled = answers
+        .iter()
+        .filter(|(_, code)| code == "SystemOverFlow")
+        .count() as f64;
+    let others: Vec<_> = answers
+        .iter()
+        .filter(|(status, code)| *status != 200 && code != "SystemOverFlow")
+        .collect();
+    eprintln!(
+        "cluster limit: {} calls offered to 3 nodes in {elapsed:.2} s ({:.0} a second); admitted {admitted}, refused SystemOverFlow {throttled}; at most {:.0} allowed (100 a second + burst 10)",
+        answers.len(),
+        answers.len() as f64 / elapsed,
+        RATE * elapsed + BURST
+    );
+    assert!(
+        others.is_empty(),
+        "answers other than 200 and SystemOverFlow: {others:?}"
+    );
+    assert!(
+        admitted <= (RATE * elapsed + BURST).ceil(),
+        "the cluster admitted {admitted} calls in {elapsed:.2} s, over 100 a second + a burst of 10"
+    );
+    // Three nodes each with its own bucket would admit about three times
+    // as many; one bucket admits about its rate.
+    assert!(
+        admitted >= 0.8 * RATE * elapsed,
+        "the cluster admitted only {admitted} calls in {elapsed:.2} s at a limit of 100 a second"
+    );
+    assert!(
+        answers.len() as f64 >= 2.0 * RATE * elapsed,
+        "the test offered only {} calls in {elapsed:.2} s: it did not offer more than the limit",
+        answers.len()
+    );
+}
+
+#[test]
+fn a_node_that_cannot_reach_redis_does_not_start_and_says_why() {
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("mqgate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "{}\n[storage]\ndir = {:?}\n",
+            node_config("n1", port, ""),
+            dir.path().join("data").display().to_string()
+        ),
+    )
+    .unwrap();
+    let started = Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mqgate"))
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+            panic!("mqgate kept running for 20 s without its cluster's Redis");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success(), "exit status {status}");
+    assert!(
+        stderr.contains("cannot reach Redis") && stderr.contains(&format!("127.0.0.1:{port}")),
+        "{stderr}"
+    );
+    eprintln!(
+        "without Redis: exited ({status}) after {} ms: {}",
+        started.elapsed().as_millis(),
+        stderr.trim()
+    );
+}
+
+#[tokio::test]
+async fn calls_are_refused_while_redis_is_away_and_served_again_when_it_returns() {
+    let redis = Redis::start();
+    let node = common::Process::start(&node_config("n1", redis.port, ""));
+    let request = || signed_request(&fresh_nonce());
+    assert_eq!(send(node.http, &request()).await, (200, String::new()));
+
+    let port = redis.stop();
+    let asked = Instant::now();
+    let (status, code) = send(node.http, &request()).await;
+    let answered_in = asked.elapsed();
+    assert_eq!((status, code.as_str()), (503, "ServiceUnavailable"));
+    // timeout_ms is 300: the answer comes within it (and some slack).
+    assert!(
+        answered_in < Duration::from_secs(2),
+        "answered after {answered_in:?}"
+    );
+    // Still refused, never admitted unchecked, while Redis is away.
+    for _ in 0..5 {
+        assert_eq!(send(node.http, &request()).await.0, 503);
+    }
+
+    let redis = Redis::start_on(port);
+    let back = served_again(node.http).await;
+
+    // Redis that accepts and never answers (stopped with SIGSTOP): each
+    // call waits timeout_ms (300), then 503.
+    redis.signal("STOP");
+    let asked = Instant::now();
+    let (status, code) = send(node.http, &request()).await;
+    let hung_in = asked.elapsed();
+    assert_eq!((status, code.as_str()), (503, "ServiceUnavailable"));
+    assert!(
+        hung_in >= Duration::from_millis(250) && hung_in < Duration::from_secs(2),
+        "answered after {hung_in:?} with timeout_ms = 300"
+    );
+    redis.signal("CONT");
+    let resumed = served_again(node.http).await;
+    eprintln!(
+        "Redis away: refused with 503 in {} ms; served again {} ms after Redis returned, without a restart. Redis hung: 503 after {} ms (timeout_ms 300); served again {} ms after it resumed",
+        answered_in.as_millis(),
+        back.as_millis(),
+        hung_in.as_millis(),
+        resumed.as_millis()
+    );
+}
+
+/// Sends fresh requests until one is answered 200 (each refusal must be
+/// ServiceUnavailable), within 15 s; how long that took.
+async fn served_again(addr: SocketAddr) -> Duration {
+    let since = Instant::now();
+    loop {
+        let (status, code) = send(addr, &signed_request(&fresh_nonce())).await;
+        if status == 200 {
+            return since.elapsed();
+        }
+        assert_eq!(code, "ServiceUnavailable");
+        assert!(
+            since.elapsed() < Duration::from_secs(15),
+            "still refused 15 s after Redis came back"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_emqx_api_limit_holds_for_the_whole_cluster() {
+    // The EMQX API's burst is a whole second's worth (src/throttle.rs).
+    const RATE: f64 = 10.0;
+    let redis = Redis::start();
+    let limits = "[limits]\nEmqxApi = 10\n";
+    let nodes: Vec<common::Process> = ["n1", "n2", "n3"]
+        .iter()
+        .map(|node| common::Process::start(&node_config(node, redis.port, limits)))
+        .collect();
+    let auth = {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode("testid:testsecret")
+    };
+    let request = format!(
+        "GET /instances/{INSTANCE}/api/v5/clients HTTP/1.1\r\nHost: localhost\r\nAuthorization: Basic {auth}\r\nConnection: close\r\n\r\n"
+    );
+    let started = Instant::now();
+    let mut statuses = Vec::new();
+    for round in 0..20 {
+        for node in &nodes {
+            let answer = common::raw_http(node.http, std::slice::from_ref(&request)).await;
+            statuses.push((round, answer[0].status));
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let admitted = statuses.iter().filter(|(_, s)| *s == 200).count() as f64;
+    let refused = statuses.iter().filter(|(_, s)| *s == 429).count();
+    eprintln!(
+        "cluster EMQX limit: 60 calls to 3 nodes in {elapsed:.2} s; admitted {admitted}, refused 429 {refused}; at most {:.1} allowed (10 a second + burst 10)",
+        RATE * elapsed + RATE
+    );
+    assert_eq!(admitted as usize + refused, statuses.len(), "{statuses:?}");
+    assert!(
+        admitted <= (RATE * elapsed + RATE).ceil(),
+        "the cluster admitted {admitted} EMQX calls in {elapsed:.2} s: {statuses:?}"
+    );
+    assert!(admitted >= RATE, "only {admitted} admitted: {statuses:?}");
+}
