@@ -3,7 +3,7 @@
 
 use crate::api::Limit;
 use crate::broker::Brokers;
-use crate::cluster::{Cluster, StoreError};
+use crate::cluster::{Admission, Cluster, Nonce, StoreError};
 use crate::devices::DeviceStore;
 use crate::directory::DirectoryHandle;
 use crate::metering::Meter;
@@ -45,27 +45,50 @@ impl AppState {
 
     /// Flow control for one call of `account_id` under `limit`: this
     /// node's bucket, or in a cluster the cluster's one (the same rate
-    /// and burst). `Err`: the cluster's store did not answer.
+    /// and burst), in the same round trip that claims a signed call's
+    /// `nonce` for every node (a nonce another node claimed:
+    /// [`Admitted::Replayed`]). `Err`: the cluster's store did not answer.
     pub async fn admit(
         &self,
         account_id: &str,
         limit: Limit,
-    ) -> Result<Result<(), Throttled>, StoreError> {
+        nonce: Option<Nonce<'_>>,
+    ) -> Result<Admitted, StoreError> {
         let throttle = self.throttle();
         let Some(cluster) = &self.cluster else {
-            return Ok(throttle.check(account_id, limit));
+            return Ok(match throttle.check(account_id, limit) {
+                Ok(()) => Admitted::Yes,
+                Err(refused) => Admitted::Throttled(refused),
+            });
         };
-        let Some((rate, burst)) = throttle.rate_of(account_id, limit) else {
-            return Ok(Ok(()));
-        };
-        Ok(match cluster.admit(account_id, limit, rate, burst).await? {
-            None => Ok(()),
-            Some(wait) => Err(Throttled {
-                limit,
-                rate,
-                burst,
-                wait: wait.max(std::time::Duration::from_millis(1)),
-            }),
-        })
+        let rate_and_burst = throttle.rate_of(account_id, limit);
+        Ok(
+            match cluster
+                .admit(account_id, limit, rate_and_burst, nonce)
+                .await?
+            {
+                Admission::Admitted => Admitted::Yes,
+                Admission::Replayed => Admitted::Replayed,
+                Admission::Throttled(wait) => {
+                    let (rate, burst) = rate_and_burst.unwrap_or_default();
+                    Admitted::Throttled(Throttled {
+                        limit,
+                        rate,
+                        burst,
+                        wait: wait.max(std::time::Duration::from_millis(1)),
+                    })
+                }
+            },
+        )
     }
+}
+
+/// What flow control (and, in a cluster, the shared nonce claim) says of a
+/// call.
+#[derive(Debug)]
+pub enum Admitted {
+    Yes,
+    Throttled(Throttled),
+    /// In a cluster: another node (or this one) accepted the same nonce.
+    Replayed,
 }

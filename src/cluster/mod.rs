@@ -7,7 +7,8 @@
 //! - **Replay nonces.** A signed request accepted by one node is refused by
 //!   every other: after the node's own check, the nonce is claimed in Redis
 //!   (`SET key 1 NX PX ttl`, the key a SHA-1 of the AccessKey id and the
-//!   nonce, the ttl until the request's timestamp leaves the window).
+//!   nonce, the ttl until the request's timestamp leaves the window), in
+//!   the same script and round trip as the QPS step below.
 //! - **QPS limits.** One GCRA bucket per account and limit for the whole
 //!   cluster, kept by one Lua script against Redis's own clock (`TIME`), so
 //!   the nodes' clocks do not enter it: over any `t` seconds the cluster
@@ -32,16 +33,23 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use sha1::{Digest, Sha1};
 use std::time::Duration;
 
-/// The GCRA step, atomic in Redis. KEYS[1]: the bucket (its theoretical
-/// arrival time in µs of Redis's clock); ARGV[1]: the emission interval in
-/// µs (1 s / rate); ARGV[2]: the burst. Returns 0 when the call is
-/// admitted (and moves the bucket on), otherwise how many µs until one
-/// would be. A call is admitted when, after it, the bucket runs at most
-/// `burst` intervals ahead of now.
-const GCRA: &str = r"
+/// A call's admission, atomic in Redis and one round trip: the nonce
+/// claimed, then the GCRA step. KEYS[1]: the bucket (its theoretical
+/// arrival time in µs of Redis's clock); KEYS[2], if given: the nonce's
+/// key. ARGV[1]: the emission interval in µs (1 s / rate; 0: no limit);
+/// ARGV[2]: the burst; ARGV[3]: the nonce's expiry in ms. Returns -1 when
+/// the nonce was claimed already (a replay: the bucket is not touched), 0
+/// when the call is admitted (and the bucket moves on), otherwise how
+/// many µs until a call would be. A call is admitted when, after it, the
+/// bucket runs at most `burst` intervals ahead of now.
+const ADMIT: &str = r"
+if #KEYS > 1 and not redis.call('SET', KEYS[2], 1, 'NX', 'PX', ARGV[3]) then
+  return -1
+end
+local interval = tonumber(ARGV[1])
+if interval == 0 then return 0 end
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
-local interval = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
 local tat = tonumber(redis.call('GET', KEYS[1]))
 if tat == nil or tat < now then tat = now end
@@ -58,7 +66,27 @@ pub struct Cluster {
     prefix: String,
     timeout: Duration,
     redis: ConnectionManager,
-    gcra: redis::Script,
+    admit: redis::Script,
+}
+
+/// What the cluster says of a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    Admitted,
+    /// Its nonce was claimed already, by this node or another.
+    Replayed,
+    /// Over the cluster's limit: a call could be admitted after this.
+    Throttled(Duration),
+}
+
+/// A signed call's nonce, to be claimed for the cluster.
+#[derive(Debug, Clone, Copy)]
+pub struct Nonce<'a> {
+    pub access_key_id: &'a str,
+    pub nonce: &'a str,
+    /// How long it must be remembered: until the request's timestamp has
+    /// left the window.
+    pub remember: Duration,
 }
 
 /// Redis did not give an answer a call needs.
@@ -129,7 +157,7 @@ impl Cluster {
             prefix: config.key_prefix.clone(),
             timeout,
             redis,
-            gcra: redis::Script::new(GCRA),
+            admit: redis::Script::new(ADMIT),
         })
     }
 
@@ -137,43 +165,39 @@ impl Cluster {
         &self.node_id
     }
 
-    /// Claims a nonce for the whole cluster until `ttl` has passed: true if
-    /// no node had claimed it, false if one had (the request is a replay).
-    pub async fn claim_nonce(
-        &self,
-        access_key_id: &str,
-        nonce: &str,
-        ttl: Duration,
-    ) -> Result<bool, StoreError> {
-        let key = nonce_key(&self.prefix, access_key_id, nonce);
-        let ttl_ms = ttl.as_millis().clamp(1, u128::from(u64::MAX)) as u64;
-        let mut redis = self.redis.clone();
-        let mut set = redis::cmd("SET");
-        set.arg(&key).arg(1).arg("NX").arg("PX").arg(ttl_ms);
-        let claimed = self
-            .within(set.query_async::<Option<String>>(&mut redis))
-            .await?;
-        Ok(claimed.is_some())
-    }
-
-    /// One call of `account` under `limit` (`rate` a second, `burst` at
-    /// once) against the cluster's bucket: `Ok(None)` admitted, `Ok(Some(wait))`
-    /// refused until `wait` has passed.
+    /// One call of `account_id` under `limit` (`rate` a second, `burst` at
+    /// once; `None`: no limit) against the cluster, in one round trip: its
+    /// nonce claimed for every node (a signed RPC call; the EMQX API has
+    /// none), then the cluster's bucket stepped.
     pub async fn admit(
         &self,
         account_id: &str,
         limit: Limit,
-        rate: u32,
-        burst: u32,
-    ) -> Result<Option<Duration>, StoreError> {
-        let key = format!("{}:qps:{account_id}:{}", self.prefix, limit.name());
-        let interval_us = 1_000_000.0 / f64::from(rate.max(1));
+        rate_and_burst: Option<(u32, u32)>,
+        nonce: Option<Nonce<'_>>,
+    ) -> Result<Admission, StoreError> {
+        let bucket = format!("{}:qps:{account_id}:{}", self.prefix, limit.name());
+        let (interval_us, burst) = match rate_and_burst {
+            Some((rate, burst)) => (1_000_000.0 / f64::from(rate.max(1)), burst.max(1)),
+            None => (0.0, 0),
+        };
+        let mut invocation = self.admit.key(bucket);
+        invocation.arg(interval_us).arg(burst);
+        if let Some(nonce) = nonce {
+            let ttl_ms = nonce.remember.as_millis().clamp(1, u128::from(u64::MAX)) as u64;
+            invocation
+                .key(nonce_key(&self.prefix, nonce.access_key_id, nonce.nonce))
+                .arg(ttl_ms);
+        }
         let mut redis = self.redis.clone();
-        let mut invocation = self.gcra.key(key);
-        invocation.arg(interval_us).arg(burst.max(1));
-        let step = invocation.invoke_async::<u64>(&mut redis);
-        let wait_us = self.within(step).await?;
-        Ok((wait_us > 0).then(|| Duration::from_micros(wait_us)))
+        let answer = self
+            .within(invocation.invoke_async::<i64>(&mut redis))
+            .await?;
+        Ok(match answer {
+            -1 => Admission::Replayed,
+            0 => Admission::Admitted,
+            wait_us => Admission::Throttled(Duration::from_micros(wait_us.unsigned_abs())),
+        })
     }
 
     /// `request`'s answer within the timeout.

@@ -18,7 +18,7 @@ use crate::broker::InstanceBroker;
 use crate::directory::{Directory, User};
 use crate::error::ErrorCode;
 use crate::principal::Principal;
-use crate::state::AppState;
+use crate::state::{Admitted, AppState};
 use axum::extract::{FromRequestParts, Path};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
@@ -72,16 +72,21 @@ impl<P: Permission> FromRequestParts<Arc<AppState>> for Authorized<P> {
         let directory = state.directory.current();
         let key = authenticate(&directory, &parts.headers)?;
         let principal = Principal::of(&key);
-        state
-            .admit(principal.account_id, Limit::EmqxApi)
+        // The EMQX API is not signed: no nonce to claim, so never a replay.
+        let admitted = state
+            .admit(principal.account_id, Limit::EmqxApi, None)
             .await
             .map_err(|cause| {
                 tracing::warn!(error = %cause, "EMQX API call refused: the cluster's store did not answer");
                 EmqxError::unavailable(
                     "the store this node shares with the cluster's other nodes did not answer in time; try again later",
                 )
-            })?
-            .map_err(|refused| {
+            })?;
+        match admitted {
+            Admitted::Throttled(refused) => Err(refused),
+            Admitted::Yes | Admitted::Replayed => Ok(()),
+        }
+        .map_err(|refused| {
                 let mut error = EmqxError::new(
                     StatusCode::TOO_MANY_REQUESTS,
                     "TOO_MANY_REQUESTS",

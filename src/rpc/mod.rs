@@ -22,9 +22,10 @@ pub mod verify;
 use crate::access::{self, LazyConditions, Resource};
 use crate::actions::{self, Call};
 use crate::api::{Action, Limit};
+use crate::cluster::Nonce;
 use crate::error::{ApiError, ErrorCode};
 use crate::principal::Principal;
-use crate::state::AppState;
+use crate::state::{Admitted, AppState};
 use crate::throttle::Throttled;
 use axum::extract::{Request, State};
 use axum::http::header;
@@ -142,17 +143,6 @@ async fn pipeline(
     if let Some(nonce) = ahead_of_the_clock {
         state.replay.persist(nonce).await?;
     }
-    // In a cluster, the nonce is claimed for every node (`cluster`).
-    if let Some(cluster) = &state.cluster {
-        let remember = state.replay.remember_for(verified.timestamp(), now);
-        let nonce = verified.nonce();
-        if !cluster
-            .claim_nonce(&verified.user.access_key_id, nonce, remember)
-            .await?
-        {
-            return Err(state.replay.nonce_used(nonce));
-        }
-    }
 
     // Principal: who is calling (account, root key or RAM user), and what
     // they ask for.
@@ -160,12 +150,24 @@ async fn pipeline(
     let action = Action::route(verified.version(), verified.action())?;
     call.action = Some(action);
 
-    // Throttle: the account's calls per second for this action (the
-    // cluster's, in a cluster).
-    state
-        .admit(principal.account_id, Limit::Action(action))
+    // Throttle: the account's calls per second for this action. In a
+    // cluster, the cluster's bucket, and in the same round trip to Redis
+    // the nonce is claimed for every node (`cluster`).
+    let nonce = state.cluster.as_ref().map(|_| Nonce {
+        access_key_id: &verified.user.access_key_id,
+        nonce: verified.nonce(),
+        remember: state.replay.remember_for(verified.timestamp(), now),
+    });
+    match state
+        .admit(principal.account_id, Limit::Action(action), nonce)
         .await?
-        .map_err(|refused| throttled(&refused, principal.account_id, action))?;
+    {
+        Admitted::Yes => {}
+        Admitted::Throttled(refused) => {
+            return Err(throttled(&refused, principal.account_id, action));
+        }
+        Admitted::Replayed => return Err(state.replay.nonce_used(verified.nonce())),
+    }
 
     // Authorize: the action's own parameters name the resource; the
     // instance must be the caller's and RAM must allow the action on it.
