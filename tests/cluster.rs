@@ -1,7 +1,8 @@
 //! Several mqgate nodes sharing one Redis (`[cluster]`), with the real
 //! binary and a real `redis-server` on a loopback port: what the nodes
-//! share so far (replay nonces, QPS limits) and how they behave when Redis
-//! is missing at start or goes away under them.
+//! share so far (replay nonces, QPS limits, where devices are connected)
+//! and how they behave when Redis is missing at start or goes away under
+//! them.
 //!
 //! `redis-server` must be on PATH (the test command installs Debian's
 //! `redis-server`: tests/run_all.sh).
@@ -25,6 +26,7 @@ fn node_config(node: &str, redis_port: u16, limits: &str) -> String {
 listen = "127.0.0.1:0"
 [mqtt]
 listen = "127.0.0.1:0"
+anonymous_instance = "{INSTANCE}"
 [cluster]
 redis_url = "redis://127.0.0.1:{redis_port}"
 node_id = "{node}"
@@ -422,4 +424,174 @@ async fn the_emqx_api_limit_holds_for_the_whole_cluster() {
         "the cluster admitted {admitted} EMQX calls in {elapsed:.2} s: {statuses:?}"
     );
     assert!(admitted >= RATE, "only {admitted} admitted: {statuses:?}");
+}
+
+/// A signed GET for `action` with `params` (V1, a fresh nonce), as raw HTTP.
+fn signed_call(action: &str, params: &[(&str, &str)]) -> String {
+    let params: Vec<(String, String)> = params
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let all = mqgate::client::sign_v1(
+        "GET",
+        action,
+        &params,
+        "testid",
+        "testsecret",
+        Utc::now(),
+        &fresh_nonce(),
+    );
+    format!(
+        "GET /?{} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+        mqgate::client::encode_form(&all)
+    )
+}
+
+/// What `node` answers QuerySessionByClientId for `client_id`.
+async fn online_on(node: &common::Process, client_id: &str) -> bool {
+    let request = signed_call(
+        "QuerySessionByClientId",
+        &[("InstanceId", INSTANCE), ("ClientId", client_id)],
+    );
+    let answer = common::raw_http(node.http, &[request]).await;
+    assert_eq!(answer[0].status, 200, "{}", answer[0].body);
+    let body: serde_json::Value = serde_json::from_str(&answer[0].body).unwrap();
+    body["OnlineStatus"].as_bool().unwrap()
+}
+
+/// What `node` answers BatchQuerySessionByClientIds for `client_ids`.
+async fn batch_on(node: &common::Process, client_ids: &[&str]) -> Vec<(String, bool)> {
+    let keys: Vec<String> = (1..=client_ids.len())
+        .map(|i| format!("ClientIdList.{i}"))
+        .collect();
+    let mut params = vec![("InstanceId", INSTANCE)];
+    params.extend(
+        keys.iter()
+            .map(String::as_str)
+            .zip(client_ids.iter().copied()),
+    );
+    let request = signed_call("BatchQuerySessionByClientIds", &params);
+    let answer = common::raw_http(node.http, &[request]).await;
+    assert_eq!(answer[0].status, 200, "{}", answer[0].body);
+    let body: serde_json::Value = serde_json::from_str(&answer[0].body).unwrap();
+    body["OnlineStatusList"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["ClientId"].as_str().unwrap().to_string(),
+                s["OnlineStatus"].as_bool().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Asks `node` until it answers `expected` for `client_id`, within `limit`;
+/// how long that took.
+async fn until_online_is(
+    node: &common::Process,
+    client_id: &str,
+    expected: bool,
+    limit: Duration,
+) -> Duration {
+    let since = Instant::now();
+    while online_on(node, client_id).await != expected {
+        assert!(
+            since.elapsed() < limit,
+            "{client_id} still not online={expected} after {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    since.elapsed()
+}
+
+#[tokio::test]
+async fn a_device_on_one_node_is_seen_online_through_the_others() {
+    let redis = Redis::start();
+    let n1 = common::Process::start(&node_config("n1", redis.port, ""));
+    let mut n2 = common::Process::start(&node_config("n2", redis.port, ""));
+    let here = "GID_c@@@on-n1";
+    let there = "GID_c@@@on-n2";
+    let nowhere = "GID_c@@@nowhere";
+
+    let on_n1 = common::connect_v4(n1.mqtt, here, None).await.unwrap();
+    let on_n2 = common::connect_v4(n2.mqtt, there, None).await.unwrap();
+    let seen_in = until_online_is(&n1, there, true, Duration::from_secs(5)).await;
+    assert!(online_on(&n2, here).await, "n2 sees the device on n1");
+    assert!(online_on(&n1, here).await);
+    assert!(!online_on(&n1, nowhere).await);
+    assert_eq!(
+        batch_on(&n1, &[here, there, nowhere]).await,
+        vec![
+            (here.to_string(), true),
+            (there.to_string(), true),
+            (nowhere.to_string(), false)
+        ]
+    );
+
+    // It leaves: offline everywhere.
+    on_n2.v4.as_ref().unwrap().disconnect().await.unwrap();
+    let gone_in = until_online_is(&n1, there, false, Duration::from_secs(5)).await;
+    drop(on_n1);
+
+    // Back on n2, then n2 is killed: its devices count as offline once its
+    // key has expired (NODE_TTL, 3 s), with no one to clean up after it.
+    let _again = common::connect_v4(n2.mqtt, there, None).await.unwrap();
+    until_online_is(&n1, there, true, Duration::from_secs(5)).await;
+    let _ = n2.child.kill();
+    let _ = n2.child.wait();
+    let dead_in = until_online_is(&n1, there, false, Duration::from_secs(10)).await;
+    assert!(
+        dead_in >= Duration::from_millis(1500),
+        "offline after {dead_in:?}: before the node's key could have expired"
+    );
+    eprintln!(
+        "session directory: a device on n2 seen online through n1 after {} ms; offline {} ms after it left; offline {} ms after n2 was killed (node key lives 3 s)",
+        seen_in.as_millis(),
+        gone_in.as_millis(),
+        dead_in.as_millis()
+    );
+}
+
+#[tokio::test]
+async fn the_directory_is_written_again_when_redis_comes_back_empty() {
+    let redis = Redis::start();
+    let n1 = common::Process::start(&node_config("n1", redis.port, ""));
+    let n2 = common::Process::start(&node_config("n2", redis.port, ""));
+    let there = "GID_c@@@stays-on-n2";
+    let _device = common::connect_v4(n2.mqtt, there, None).await.unwrap();
+    until_online_is(&n1, there, true, Duration::from_secs(5)).await;
+
+    // Redis restarts with nothing in it (no persistence): n2's entry and
+    // key are gone; n2's next heartbeat finds its key missing and writes
+    // its sessions again.
+    let port = redis.stop();
+    let _redis = Redis::start_on(port);
+    let back = Instant::now();
+    let since = Instant::now();
+    loop {
+        let request = signed_call(
+            "QuerySessionByClientId",
+            &[("InstanceId", INSTANCE), ("ClientId", there)],
+        );
+        let answer = common::raw_http(n1.http, &[request]).await;
+        if answer[0].status == 200 {
+            let body: serde_json::Value = serde_json::from_str(&answer[0].body).unwrap();
+            if body["OnlineStatus"].as_bool() == Some(true) {
+                break;
+            }
+        } else {
+            assert_eq!(answer[0].status, 503, "{}", answer[0].body);
+        }
+        assert!(
+            since.elapsed() < Duration::from_secs(10),
+            "the device on n2 not seen again 10 s after Redis came back"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!(
+        "session directory: written again and seen through n1 {} ms after Redis came back empty",
+        back.elapsed().as_millis()
+    );
 }

@@ -507,6 +507,7 @@ async fn internal_error_reply() -> Reply {
         &Directory::from_config(&without),
         &without.mqtt,
         std::time::Duration::from_secs(1),
+        None,
     )
     .await
     .unwrap();

@@ -67,7 +67,7 @@ impl<'a> Handler<'a> for BatchQuerySessionByClientIds {
 
     async fn handle(ctx: &Context<'_>, request: Request) -> Result<Answer, ApiError> {
         let broker = ctx.broker()?;
-        let online_status_list = request
+        let mut online_status_list: Vec<ClientStatus> = request
             .client_ids
             .into_iter()
             .map(|client_id| ClientStatus {
@@ -75,6 +75,22 @@ impl<'a> Handler<'a> for BatchQuerySessionByClientIds {
                 client_id,
             })
             .collect();
+        // In a cluster, the devices not here are looked for on the other
+        // nodes, all in one round trip (not cached: the cache is of this
+        // node's registry).
+        if let Some(cluster) = ctx.cluster {
+            let elsewhere: Vec<usize> = (0..online_status_list.len())
+                .filter(|&i| !online_status_list[i].online_status)
+                .collect();
+            let ids: Vec<&str> = elsewhere
+                .iter()
+                .map(|&i| online_status_list[i].client_id.as_str())
+                .collect();
+            let found = cluster.online_elsewhere(&request.instance_id, &ids).await?;
+            for (i, online) in elsewhere.into_iter().zip(found) {
+                online_status_list[i].online_status = online;
+            }
+        }
         Ok(Answer { online_status_list })
     }
 }

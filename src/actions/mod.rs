@@ -40,6 +40,8 @@ pub struct Context<'a> {
     pub tracer: &'a crate::trace::Tracer,
     pub principal: &'a Principal<'a>,
     pub now: chrono::DateTime<chrono::Utc>,
+    /// In a cluster: where to ask about devices on other nodes.
+    pub cluster: Option<&'a crate::cluster::Cluster>,
 }
 
 /// What a call was authorized on, as its action's resource named it.

@@ -46,8 +46,16 @@ impl<'a> Handler<'a> for QuerySessionByClientId {
     }
 
     async fn handle(ctx: &Context<'_>, request: Request<'a>) -> Result<Answer, ApiError> {
-        Ok(Answer {
-            online_status: ctx.broker()?.is_online(request.client_id),
-        })
+        let mut online_status = ctx.broker()?.is_online(request.client_id);
+        // In a cluster, a device not here may be on another node.
+        if let (false, Some(cluster)) = (online_status, ctx.cluster) {
+            online_status = cluster
+                .online_elsewhere(request.instance_id, &[request.client_id])
+                .await?
+                .first()
+                .copied()
+                .unwrap_or(false);
+        }
+        Ok(Answer { online_status })
     }
 }

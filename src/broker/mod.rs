@@ -314,6 +314,8 @@ pub struct Brokers {
     mqtt: MqttConfig,
     status_cache: Arc<StatusCache>,
     runtime: BrokerRuntime,
+    /// In a cluster: where each instance's registry tells of sessions.
+    presence: Option<registry::PresenceSink>,
 }
 
 /// Most entries the status cache holds, across instances.
@@ -324,12 +326,15 @@ impl Brokers {
     /// the directory.
     /// `status_ttl` is how long the batch view may keep a status (zero:
     /// never).
+    /// `presence`: in a cluster, where sessions that begin and end are told.
     pub async fn start(
         directory: &Directory,
         mqtt: &MqttConfig,
         status_ttl: std::time::Duration,
+        presence: Option<registry::PresenceSink>,
     ) -> Result<Brokers, StartError> {
         let brokers = Brokers {
+            presence,
             instances: RwLock::new(HashMap::new()),
             next_router_id: AtomicUsize::new(0),
             mqtt: mqtt.clone(),
@@ -368,9 +373,11 @@ impl Brokers {
                 instance_id: instance_id.clone(),
                 account_id: account_id.clone(),
                 meter: crate::metering::BrokerMeter::default(),
-                sessions: SessionRegistry::with_default_expiry(std::time::Duration::from_secs(
-                    self.mqtt.session_expiry_secs,
-                )),
+                sessions: SessionRegistry::for_instance(
+                    instance_id,
+                    std::time::Duration::from_secs(self.mqtt.session_expiry_secs),
+                    self.presence.clone(),
+                ),
                 status_cache: self.status_cache.clone(),
                 publisher: Arc::new(Mutex::new(started.publisher)),
                 _publisher_rx: started.publisher_rx,

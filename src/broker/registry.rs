@@ -418,9 +418,27 @@ pub struct ClientView {
     pub subscriptions: BTreeMap<String, SubscriptionOptions>,
 }
 
+/// A device's session began or ended on this node: what a cluster's
+/// session directory is kept from ([`crate::cluster`]), in the order the
+/// registry saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresenceEvent {
+    pub instance_id: Arc<str>,
+    pub client_id: String,
+    /// Which of the client's connections: a late end of an older one must
+    /// not remove a newer one.
+    pub connection_id: u64,
+    pub online: bool,
+}
+
+/// Where a registry tells its sessions' beginnings and ends.
+pub type PresenceSink = mpsc::UnboundedSender<PresenceEvent>;
+
 /// The sessions of one instance, by client id.
 #[derive(Debug)]
 pub struct SessionRegistry {
+    /// In a cluster: this instance's id and where presence is told.
+    presence: Option<(Arc<str>, PresenceSink)>,
     sessions: RwLock<HashMap<String, Arc<Session>>>,
     disconnected: Mutex<HashMap<String, Disconnected>>,
     /// From 1: a trace's ChannelId 0 is a connection that was refused.
@@ -464,6 +482,7 @@ impl Drop for AdmissionTurn {
 impl Default for SessionRegistry {
     fn default() -> Self {
         SessionRegistry {
+            presence: None,
             admitting: Mutex::default(),
             sessions: RwLock::default(),
             disconnected: Mutex::default(),
@@ -483,6 +502,32 @@ impl SessionRegistry {
             default_expiry,
             ..SessionRegistry::default()
         })
+    }
+
+    /// An instance's registry that tells `presence`, if given, of every
+    /// session that begins or ends (a cluster's session directory).
+    pub fn for_instance(
+        instance_id: &str,
+        default_expiry: Duration,
+        presence: Option<PresenceSink>,
+    ) -> Arc<SessionRegistry> {
+        Arc::new(SessionRegistry {
+            default_expiry,
+            presence: presence.map(|sink| (Arc::from(instance_id), sink)),
+            ..SessionRegistry::default()
+        })
+    }
+
+    fn tell_presence(&self, client_id: &str, connection_id: u64, online: bool) {
+        if let Some((instance_id, sink)) = &self.presence {
+            // Ends only with the cluster's task, at shutdown.
+            let _ = sink.send(PresenceEvent {
+                instance_id: instance_id.clone(),
+                client_id: client_id.to_string(),
+                connection_id,
+                online,
+            });
+        }
     }
 
     /// Waits for this CONNECT's turn under `client_id`: two CONNECTs with
@@ -537,7 +582,8 @@ impl SessionRegistry {
             hard_stop: hard_stop.clone(),
             ended: ended_rx,
         });
-        self.write().insert(client_id, session.clone());
+        self.write().insert(client_id.clone(), session.clone());
+        self.tell_presence(&client_id, connection_id, true);
         let handle = SessionHandle {
             control: control_rx,
             upstream: upstream_rx,
@@ -635,6 +681,7 @@ impl SessionRegistry {
         {
             sessions.remove(&session.info.client_id);
             drop(sessions);
+            self.tell_presence(&session.info.client_id, session.connection_id, false);
             if session.discard.load(Ordering::Relaxed) {
                 return;
             }

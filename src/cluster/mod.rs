@@ -15,9 +15,15 @@
 //!   admits at most `rate * t + burst` calls of an account's limit, the
 //!   same promise a lone node makes.
 //!
-//! Not shared yet: the session directory, instance placement, monthly
-//! quotas, traces, the device-side state, the bill's totals. Each node
-//! keeps its own (README, "Running several nodes").
+//! - **Where devices are** (the session directory, [`presence`]): each
+//!   node writes which devices are connected to it, and
+//!   QuerySessionByClientId and the batch view answer for a device
+//!   connected to any live node.
+//!
+//! Not shared yet: kicking or sending to a device on another node,
+//! instance placement, monthly quotas, traces, the device-side state, the
+//! bill's totals. Each node keeps its own (README, "Running several
+//! nodes").
 //!
 //! **Failures.** Every round trip waits at most `cluster.timeout_ms`; a
 //! call that cannot get its answer from Redis in that time is answered
@@ -25,6 +31,8 @@
 //! ([`ConnectionManager`]) reconnects by itself, so calls are served again
 //! as soon as Redis is back, without a restart. At start a node that
 //! cannot reach Redis within the timeout does not start, and says why.
+
+pub mod presence;
 
 use crate::api::Limit;
 use crate::config::ClusterConfig;
@@ -67,6 +75,14 @@ pub struct Cluster {
     timeout: Duration,
     redis: ConnectionManager,
     admit: redis::Script,
+    /// This run's generation of the node's directory entries: entries
+    /// written under another are stale ([`presence`]).
+    epoch: std::sync::atomic::AtomicU64,
+    /// Set when the node's entries in Redis may be missing or stale (Redis
+    /// lost them, or a write failed): the presence task writes them all
+    /// again under a new epoch.
+    resync: tokio::sync::Notify,
+    scripts: presence::Scripts,
 }
 
 /// What the cluster says of a call.
@@ -158,6 +174,15 @@ impl Cluster {
             timeout,
             redis,
             admit: redis::Script::new(ADMIT),
+            // Unique per run: the entries of an earlier run of this node
+            // are stale from its first heartbeat.
+            epoch: std::sync::atomic::AtomicU64::new(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(1, |d| d.as_millis() as u64),
+            ),
+            resync: tokio::sync::Notify::new(),
+            scripts: presence::Scripts::new(),
         })
     }
 

@@ -226,6 +226,7 @@ async fn pipeline(
         tracer: &state.tracer,
         principal: &principal,
         now: conditions.now(),
+        cluster: state.cluster.as_deref(),
     };
     let reply = request.handle(&context).await?;
 

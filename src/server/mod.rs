@@ -247,11 +247,18 @@ impl Server {
             _ => None,
         };
         let directory = DirectoryHandle::new(Directory::from_config(&config));
+        let shutdown = CancellationToken::new();
+        // In a cluster, every session that begins or ends here goes into
+        // the cluster's directory (`cluster::presence`).
+        let presence = cluster
+            .as_ref()
+            .map(|cluster| cluster.start_presence(shutdown.clone()));
         let brokers = Arc::new(
             Brokers::start(
                 &directory.current(),
                 &config.mqtt,
                 Duration::from_millis(config.http.batch_status_ttl_ms),
+                presence,
             )
             .await?,
         );
@@ -268,7 +275,6 @@ impl Server {
                 error,
             })?;
         let http_addr = local_addr("http.listen", &http_listener, config.http.listen)?;
-        let shutdown = CancellationToken::new();
 
         let front = FrontLayer::new(
             brokers.clone(),
