@@ -595,3 +595,56 @@ async fn the_directory_is_written_again_when_redis_comes_back_empty() {
         back.elapsed().as_millis()
     );
 }
+
+#[tokio::test]
+async fn a_device_on_one_node_is_closed_through_another() {
+    let redis = Redis::start();
+    let n1 = common::Process::start(&node_config("n1", redis.port, ""));
+    let n2 = common::Process::start(&node_config("n2", redis.port, ""));
+    let there = "GID_c@@@kicked-from-n1";
+    let mut device = common::connect_v4(n2.mqtt, there, None).await.unwrap();
+    until_online_is(&n1, there, true, Duration::from_secs(5)).await;
+
+    let asked = Instant::now();
+    let request = signed_call(
+        "CloseConnection",
+        &[("InstanceId", INSTANCE), ("ClientId", there)],
+    );
+    let answer = common::raw_http(n1.http, &[request]).await;
+    assert_eq!(answer[0].status, 200, "{}", answer[0].body);
+    let ended = device.ended().await;
+    let closed_in = asked.elapsed();
+    until_online_is(&n2, there, false, Duration::from_secs(5)).await;
+    until_online_is(&n1, there, false, Duration::from_secs(5)).await;
+
+    // A device on no node: closing it is a success that does nothing, as on
+    // one node.
+    let request = signed_call(
+        "CloseConnection",
+        &[("InstanceId", INSTANCE), ("ClientId", "GID_c@@@nowhere")],
+    );
+    assert_eq!(common::raw_http(n1.http, &[request]).await[0].status, 200);
+
+    // The EMQX API's kick, the same way: 204 for a device on n2, 404 for
+    // one on no node.
+    let other = "GID_c@@@emqx-kicked-from-n1";
+    let mut device = common::connect_v4(n2.mqtt, other, None).await.unwrap();
+    until_online_is(&n1, other, true, Duration::from_secs(5)).await;
+    let delete = |client: &str| {
+        use base64::Engine;
+        let auth = base64::engine::general_purpose::STANDARD.encode("testid:testsecret");
+        format!(
+            "DELETE /instances/{INSTANCE}/api/v5/clients/{client} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Basic {auth}\r\nConnection: close\r\n\r\n"
+        )
+    };
+    let answer = common::raw_http(n1.http, &[delete(other)]).await;
+    assert_eq!(answer[0].status, 204, "{}", answer[0].body);
+    device.ended().await;
+    until_online_is(&n1, other, false, Duration::from_secs(5)).await;
+    let answer = common::raw_http(n1.http, &[delete("GID_c@@@nowhere")]).await;
+    assert_eq!(answer[0].status, 404, "{}", answer[0].body);
+    eprintln!(
+        "cluster kick: a device on n2 closed through n1 in {} ms ({ended})",
+        closed_in.as_millis()
+    );
+}

@@ -40,12 +40,17 @@ impl<'a> Handler<'a> for CloseConnection {
     }
 
     async fn handle(ctx: &Context<'_>, request: Request) -> Result<OperationSuccess, ApiError> {
-        ctx.broker()?
-            .kick(
-                &request.client_id,
-                "connection closed by a CloseConnection call",
-            )
-            .await;
+        const WHY: &str = "connection closed by a CloseConnection call";
+        let broker = ctx.broker()?;
+        let connected_here = broker.is_online(&request.client_id);
+        broker.kick(&request.client_id, WHY).await;
+        // In a cluster, a device not connected here may be on another node
+        // (a session kept here does not mean it is not connected there).
+        if let (false, Some(cluster)) = (connected_here, ctx.cluster) {
+            cluster
+                .kick_elsewhere(&request.instance_id, &request.client_id, WHY)
+                .await?;
+        }
         Ok(OperationSuccess::new())
     }
 }

@@ -20,8 +20,11 @@
 //!   QuerySessionByClientId and the batch view answer for a device
 //!   connected to any live node.
 //!
-//! Not shared yet: kicking or sending to a device on another node,
-//! instance placement, monthly quotas, traces, the device-side state, the
+//! - **Kicks** ([`reach`]): `CloseConnection` and the EMQX API's kicks on
+//!   any node close the device's connection on the node that holds it.
+//!
+//! Not shared yet: sending to a device on another node, instance
+//! placement, monthly quotas, traces, the device-side state, the
 //! bill's totals. Each node keeps its own (README, "Running several
 //! nodes").
 //!
@@ -33,6 +36,7 @@
 //! cannot reach Redis within the timeout does not start, and says why.
 
 pub mod presence;
+pub mod reach;
 
 use crate::api::Limit;
 use crate::config::ClusterConfig;
@@ -73,6 +77,8 @@ pub struct Cluster {
     node_id: String,
     prefix: String,
     timeout: Duration,
+    /// For connections of their own (the command channel's subscription).
+    client: redis::Client,
     redis: ConnectionManager,
     admit: redis::Script,
     /// This run's generation of the node's directory entries: entries
@@ -83,6 +89,7 @@ pub struct Cluster {
     /// again under a new epoch.
     resync: tokio::sync::Notify,
     scripts: presence::Scripts,
+    reach: reach::Scripts,
 }
 
 /// What the cluster says of a call.
@@ -120,7 +127,7 @@ impl From<StoreError> for ApiError {
             internal: Some(format!("cluster store: {cause}")),
             ..ApiError::new(
                 ErrorCode::ServiceUnavailable,
-                "The request has failed due to a temporary failure of the server: the store this node shares with the cluster's other nodes did not answer in time. Try again later.",
+                "The request has failed due to a temporary failure of the server: the cluster's other nodes, or the store this node shares with them, did not answer in time. Try again later.",
             )
         }
     }
@@ -158,7 +165,7 @@ impl Cluster {
                 config.timeout_ms
             )
         };
-        let connecting = ConnectionManager::new_with_config(client, manager);
+        let connecting = ConnectionManager::new_with_config(client.clone(), manager);
         let mut redis = tokio::time::timeout(timeout, connecting)
             .await
             .map_err(|_| unreachable("no answer".to_string()))?
@@ -169,6 +176,7 @@ impl Cluster {
             .map_err(|_| unreachable("no answer to PING".to_string()))?
             .map_err(|e| unreachable(e.to_string()))?;
         Ok(Cluster {
+            client,
             node_id: config.node_id.clone(),
             prefix: config.key_prefix.clone(),
             timeout,
@@ -183,6 +191,7 @@ impl Cluster {
             ),
             resync: tokio::sync::Notify::new(),
             scripts: presence::Scripts::new(),
+            reach: reach::Scripts::new(),
         })
     }
 

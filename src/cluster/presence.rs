@@ -113,7 +113,7 @@ impl Cluster {
         Ok(found.into_iter().map(|online| online == 1).collect())
     }
 
-    fn where_key(&self, instance_id: &str) -> String {
+    pub(super) fn where_key(&self, instance_id: &str) -> String {
         format!("{}:where:{instance_id}", self.prefix)
     }
 

@@ -118,20 +118,47 @@ pub async fn get(
     Ok(Json(q.select(client_object(&view, state.session_expiry_secs))).into_response())
 }
 
-/// `DELETE /clients/{clientid}`: 204 once the connection is gone.
+/// `DELETE /clients/{clientid}`: 204 once the connection is gone (in a
+/// cluster, once the node that holds it took the request).
 pub async fn kick(
     ok: Authorized<KickClients>,
+    State(state): State<Arc<AppState>>,
     Path((_, clientid)): Path<(String, String)>,
 ) -> Result<Response, EmqxError> {
-    if !ok.broker.kick(&clientid, KICKED).await {
+    let connected_here = ok.broker.is_online(&clientid);
+    let kicked_here = ok.broker.kick(&clientid, KICKED).await;
+    let kicked_elsewhere = !connected_here && kick_elsewhere(&state, &ok, &clientid).await?;
+    if !kicked_here && !kicked_elsewhere {
         return Err(EmqxError::client_not_found());
     }
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+/// In a cluster: closes `clientid`'s connection on the other node that
+/// holds it; false if none does (or there is no cluster).
+async fn kick_elsewhere(
+    state: &AppState,
+    ok: &Authorized<KickClients>,
+    clientid: &str,
+) -> Result<bool, EmqxError> {
+    let Some(cluster) = &state.cluster else {
+        return Ok(false);
+    };
+    cluster
+        .kick_elsewhere(&ok.broker.instance_id, clientid, KICKED)
+        .await
+        .map_err(|cause| {
+            tracing::warn!(error = %cause, "EMQX kick: the cluster did not answer");
+            EmqxError::unavailable(
+                "the cluster's other nodes, or the store this node shares with them, did not answer in time; try again later",
+            )
+        })
+}
+
 /// `POST /clients/kickout/bulk` with a JSON array of client ids: 204.
 pub async fn kick_bulk(
     ok: Authorized<KickClients>,
+    State(state): State<Arc<AppState>>,
     body: axum::body::Bytes,
 ) -> Result<Response, EmqxError> {
     let clientids: Vec<String> = serde_json::from_slice(&body).map_err(|e| {
@@ -140,7 +167,11 @@ pub async fn kick_bulk(
     // Each kick is bounded by the kick grace period; unknown ids are
     // skipped, as EMQX does.
     for id in &clientids {
+        let connected_here = ok.broker.is_online(id);
         ok.broker.kick(id, KICKED).await;
+        if !connected_here {
+            kick_elsewhere(&state, &ok, id).await?;
+        }
     }
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -262,6 +262,9 @@ impl Server {
             )
             .await?,
         );
+        if let Some(cluster) = &cluster {
+            cluster.start_commands(brokers.clone(), shutdown.clone());
+        }
 
         // The MQTT listener is handed to the brokers' runtime: the front
         // layer runs there, beside rumqttd, away from the HTTP API.
