@@ -52,14 +52,33 @@ struct Redis {
     _dir: tempfile::TempDir,
 }
 
+/// A loopback port nothing listens on (just now).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Three nodes n1, n2, n3 sharing the Redis on `redis_port`.
+fn three_nodes(redis_port: u16, limits: &str) -> Vec<common::Process> {
+    ["n1", "n2", "n3"]
+        .iter()
+        .map(|node| common::Process::start(&node_config(node, redis_port, limits)))
+        .collect()
+}
+
+/// The test key's EMQX API credentials, as an `Authorization` value.
+fn basic_auth() -> String {
+    use base64::Engine;
+    let credentials = base64::engine::general_purpose::STANDARD.encode("testid:testsecret");
+    format!("Basic {credentials}")
+}
+
 impl Redis {
     fn start() -> Redis {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        Redis::start_on(port)
+        Redis::start_on(free_port())
     }
 
     fn start_on(port: u16) -> Redis {
@@ -137,13 +156,22 @@ impl Drop for Redis {
 /// A GET request for QuerySessionByClientId, signed once (V1) with
 /// `nonce`, as raw HTTP.
 fn signed_request(nonce: &str) -> String {
-    let params = vec![
-        ("InstanceId".to_string(), INSTANCE.to_string()),
-        ("ClientId".to_string(), "GID_c@@@dev-1".to_string()),
-    ];
+    signed_with(
+        "QuerySessionByClientId",
+        &[("InstanceId", INSTANCE), ("ClientId", "GID_c@@@dev-1")],
+        nonce,
+    )
+}
+
+/// A GET for `action` with `params`, signed (V1) with `nonce`, as raw HTTP.
+fn signed_with(action: &str, params: &[(&str, &str)], nonce: &str) -> String {
+    let params: Vec<(String, String)> = params
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     let all = mqgate::client::sign_v1(
         "GET",
-        "QuerySessionByClientId",
+        action,
         &params,
         "testid",
         "testsecret",
@@ -171,10 +199,7 @@ fn fresh_nonce() -> String {
 #[tokio::test]
 async fn a_request_accepted_by_one_node_is_refused_by_every_other() {
     let redis = Redis::start();
-    let nodes: Vec<common::Process> = ["n1", "n2", "n3"]
-        .iter()
-        .map(|node| common::Process::start(&node_config(node, redis.port, "")))
-        .collect();
+    let nodes = three_nodes(redis.port, "");
 
     for first in 0..nodes.len() {
         let request = signed_request(&fresh_nonce());
@@ -206,10 +231,7 @@ async fn a_limit_holds_for_the_whole_cluster() {
     const FOR: Duration = Duration::from_secs(3);
     let redis = Redis::start();
     let limits = "[limits]\nQuerySessionByClientId = 100\n";
-    let nodes: Vec<common::Process> = ["n1", "n2", "n3"]
-        .iter()
-        .map(|node| common::Process::start(&node_config(node, redis.port, limits)))
-        .collect();
+    let nodes = three_nodes(redis.port, limits);
 
     // 100 a second to each node: 300 a second offered to the cluster.
     let started = Instant::now();
@@ -273,12 +295,7 @@ async fn a_limit_holds_for_the_whole_cluster() {
 
 #[test]
 fn a_node_that_cannot_reach_redis_does_not_start_and_says_why() {
-    // A port nothing listens on.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("mqgate.toml");
     std::fs::write(
@@ -392,16 +409,10 @@ async fn the_emqx_api_limit_holds_for_the_whole_cluster() {
     const RATE: f64 = 10.0;
     let redis = Redis::start();
     let limits = "[limits]\nEmqxApi = 10\n";
-    let nodes: Vec<common::Process> = ["n1", "n2", "n3"]
-        .iter()
-        .map(|node| common::Process::start(&node_config(node, redis.port, limits)))
-        .collect();
-    let auth = {
-        use base64::Engine;
-        base64::engine::general_purpose::STANDARD.encode("testid:testsecret")
-    };
+    let nodes = three_nodes(redis.port, limits);
     let request = format!(
-        "GET /instances/{INSTANCE}/api/v5/clients HTTP/1.1\r\nHost: localhost\r\nAuthorization: Basic {auth}\r\nConnection: close\r\n\r\n"
+        "GET /instances/{INSTANCE}/api/v5/clients HTTP/1.1\r\nHost: localhost\r\nAuthorization: {}\r\nConnection: close\r\n\r\n",
+        basic_auth()
     );
     let started = Instant::now();
     let mut statuses = Vec::new();
@@ -428,23 +439,7 @@ async fn the_emqx_api_limit_holds_for_the_whole_cluster() {
 
 /// A signed GET for `action` with `params` (V1, a fresh nonce), as raw HTTP.
 fn signed_call(action: &str, params: &[(&str, &str)]) -> String {
-    let params: Vec<(String, String)> = params
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    let all = mqgate::client::sign_v1(
-        "GET",
-        action,
-        &params,
-        "testid",
-        "testsecret",
-        Utc::now(),
-        &fresh_nonce(),
-    );
-    format!(
-        "GET /?{} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
-        mqgate::client::encode_form(&all)
-    )
+    signed_with(action, params, &fresh_nonce())
 }
 
 /// What `node` answers QuerySessionByClientId for `client_id`.
@@ -631,10 +626,9 @@ async fn a_device_on_one_node_is_closed_through_another() {
     let mut device = common::connect_v4(n2.mqtt, other, None).await.unwrap();
     until_online_is(&n1, other, true, Duration::from_secs(5)).await;
     let delete = |client: &str| {
-        use base64::Engine;
-        let auth = base64::engine::general_purpose::STANDARD.encode("testid:testsecret");
         format!(
-            "DELETE /instances/{INSTANCE}/api/v5/clients/{client} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Basic {auth}\r\nConnection: close\r\n\r\n"
+            "DELETE /instances/{INSTANCE}/api/v5/clients/{client} HTTP/1.1\r\nHost: localhost\r\nAuthorization: {}\r\nConnection: close\r\n\r\n",
+            basic_auth()
         )
     };
     let answer = common::raw_http(n1.http, &[delete(other)]).await;

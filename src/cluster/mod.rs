@@ -89,7 +89,6 @@ pub struct Cluster {
     /// again under a new epoch.
     resync: tokio::sync::Notify,
     scripts: presence::Scripts,
-    reach: reach::Scripts,
 }
 
 /// What the cluster says of a call.
@@ -191,7 +190,6 @@ impl Cluster {
             ),
             resync: tokio::sync::Notify::new(),
             scripts: presence::Scripts::new(),
-            reach: reach::Scripts::new(),
         })
     }
 

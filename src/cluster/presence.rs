@@ -44,22 +44,22 @@ return 0
 ";
 
 /// KEYS[1]: an instance's directory; ARGV[1]: the prefix of node keys;
-/// ARGV[2]: this node; ARGV[3..]: client ids. For each, 1 if its entry
-/// names another node whose key holds the entry's epoch, else 0. (It reads
-/// node keys it was not given in KEYS: fine on one Redis, not on a Redis
-/// Cluster, which mqgate does not support.)
+/// ARGV[2]: this node; ARGV[3..]: client ids. For each, the node its entry
+/// names if that is another node whose key holds the entry's epoch, else
+/// false. (It reads node keys it was not given in KEYS: fine on one Redis,
+/// not on a Redis Cluster, which mqgate does not support.)
 const LOOKUP: &str = r"
 local out = {}
 for i = 3, #ARGV do
-  local online = 0
+  local holder = false
   local entry = redis.call('HGET', KEYS[1], ARGV[i])
   if entry then
     local node, epoch = string.match(entry, '^([^|]+)|([^|]+)|')
     if node and node ~= ARGV[2] and redis.call('GET', ARGV[1] .. node) == epoch then
-      online = 1
+      holder = node
     end
   end
-  out[#out + 1] = online
+  out[i - 2] = holder
 end
 return out
 ";
@@ -96,6 +96,16 @@ impl Cluster {
         instance_id: &str,
         client_ids: &[&str],
     ) -> Result<Vec<bool>, StoreError> {
+        let holders = self.holders(instance_id, client_ids).await?;
+        Ok(holders.iter().map(Option::is_some).collect())
+    }
+
+    /// For each of `client_ids`, the other live node that holds it, if any.
+    pub(super) async fn holders(
+        &self,
+        instance_id: &str,
+        client_ids: &[&str],
+    ) -> Result<Vec<Option<String>>, StoreError> {
         if client_ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -107,13 +117,11 @@ impl Cluster {
             invocation.arg(*client_id);
         }
         let mut redis = self.redis.clone();
-        let found = self
-            .within(invocation.invoke_async::<Vec<i64>>(&mut redis))
-            .await?;
-        Ok(found.into_iter().map(|online| online == 1).collect())
+        self.within(invocation.invoke_async::<Vec<Option<String>>>(&mut redis))
+            .await
     }
 
-    pub(super) fn where_key(&self, instance_id: &str) -> String {
+    fn where_key(&self, instance_id: &str) -> String {
         format!("{}:where:{instance_id}", self.prefix)
     }
 

@@ -22,19 +22,6 @@ use tokio_util::sync::CancellationToken;
 /// How long a node waits before subscribing again after losing Redis.
 const RESUBSCRIBE_AFTER: Duration = Duration::from_millis(500);
 
-/// KEYS[1]: an instance's directory; ARGV[1]: the prefix of node keys;
-/// ARGV[2]: this node; ARGV[3]: a client id. The live node other than this
-/// one that holds the client, or false.
-const NODE_OF: &str = r"
-local entry = redis.call('HGET', KEYS[1], ARGV[3])
-if not entry then return false end
-local node, epoch = string.match(entry, '^([^|]+)|([^|]+)|')
-if node and node ~= ARGV[2] and redis.call('GET', ARGV[1] .. node) == epoch then
-  return node
-end
-return false
-";
-
 /// A command to another node.
 #[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(tag = "command", rename_all = "snake_case")]
@@ -44,18 +31,6 @@ enum Command {
         client_id: String,
         why: String,
     },
-}
-
-pub(super) struct Scripts {
-    node_of: redis::Script,
-}
-
-impl Scripts {
-    pub(super) fn new() -> Scripts {
-        Scripts {
-            node_of: redis::Script::new(NODE_OF),
-        }
-    }
 }
 
 impl Cluster {
@@ -73,15 +48,12 @@ impl Cluster {
         client_id: &str,
         why: &str,
     ) -> Result<bool, StoreError> {
-        let mut find = self.reach.node_of.key(self.where_key(instance_id));
-        find.arg(format!("{}:node:", self.prefix))
-            .arg(&self.node_id)
-            .arg(client_id);
-        let mut redis = self.redis.clone();
-        let node = self
-            .within(find.invoke_async::<Option<String>>(&mut redis))
-            .await?;
-        let Some(node) = node else {
+        let holder = self
+            .holders(instance_id, &[client_id])
+            .await?
+            .pop()
+            .flatten();
+        let Some(node) = holder else {
             return Ok(false);
         };
         let command = Command::Kick {
@@ -93,6 +65,7 @@ impl Cluster {
             .map_err(|e| StoreError::Failed(format!("a command could not be encoded: {e}")))?;
         let mut publish = redis::cmd("PUBLISH");
         publish.arg(self.command_channel(&node)).arg(payload);
+        let mut redis = self.redis.clone();
         let received = self.within(publish.query_async::<i64>(&mut redis)).await?;
         if received == 0 {
             return Err(StoreError::Failed(format!(
