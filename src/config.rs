@@ -62,6 +62,19 @@ pub struct ClusterConfig {
     /// gives up).
     #[serde(default = "default_cluster_timeout_ms")]
     pub timeout_ms: u64,
+    /// Where this node takes the device connections other nodes relay to
+    /// it, for the instances it holds ([`crate::cluster::placement`]).
+    /// Port 0 picks a free one: peers learn the address through Redis.
+    #[serde(default = "default_cluster_relay_listen")]
+    pub relay_listen: SocketAddr,
+    /// The host (name or address) peers reach `relay_listen` at; needed
+    /// when `relay_listen` binds every interface (`0.0.0.0`, `::`).
+    #[serde(default)]
+    pub advertise_host: Option<String>,
+}
+
+fn default_cluster_relay_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
 }
 
 fn default_cluster_key_prefix() -> String {
@@ -880,6 +893,24 @@ impl ClusterConfig {
                 format!("{} is out of range; use 10..=60000 ms", self.timeout_ms),
             ));
         }
+        match &self.advertise_host {
+            Some(host) if host.is_empty() || host.contains(char::is_whitespace) => {
+                return Err(invalid(
+                    "cluster.advertise_host",
+                    "use the host name or address peers reach this node at, without spaces",
+                ));
+            }
+            None if self.relay_listen.ip().is_unspecified() => {
+                return Err(invalid(
+                    "cluster.advertise_host",
+                    format!(
+                        "relay_listen {} binds every interface: set advertise_host to the address the other nodes reach this node at",
+                        self.relay_listen
+                    ),
+                ));
+            }
+            _ => {}
+        }
         Ok(())
     }
 }
@@ -1080,6 +1111,19 @@ mod tests {
         refused(
             "redis_url = \"redis://127.0.0.1:6379\"\nnode_id = \"n1\"\nkey_prefix = \"\"",
             "cluster.key_prefix",
+        );
+        refused(
+            "redis_url = \"redis://127.0.0.1:6379\"\nnode_id = \"n1\"\nrelay_listen = \"0.0.0.0:1885\"",
+            "cluster.advertise_host",
+        );
+        let c = Config::parse(
+            &with("redis_url = \"redis://r:6379\"\nnode_id = \"n1\"\nrelay_listen = \"0.0.0.0:1885\"\nadvertise_host = \"10.0.0.7\""),
+            "x.toml",
+        )
+        .unwrap();
+        assert_eq!(
+            c.cluster.unwrap().advertise_host.as_deref(),
+            Some("10.0.0.7")
         );
     }
 }

@@ -41,8 +41,9 @@
 //!   [`devices::permissions`]), [`metrics`].
 //! - [`access`] (authorize, resources and their ARNs, RAM condition keys),
 //!   [`principal`], [`replay`], [`throttle`]; [`cluster`] (with
-//!   `[cluster]`: the Redis a node shares replay nonces and QPS buckets
-//!   with).
+//!   `[cluster]`: the Redis a node shares replay nonces, QPS buckets, the
+//!   session directory and instance leases with; devices of an instance
+//!   another node serves are relayed there by the front layer).
 //! - [`directory`] (accounts, instances, keys), [`config`], [`params`].
 //! - [`transport`]: TLS, WebSocket and secure WebSocket streams and their
 //!   handshakes, and self-signed certificates; the front layer's and the

@@ -501,48 +501,86 @@ async fn until_online_is(
     since.elapsed()
 }
 
+/// Which node holds `INSTANCE`'s lease, read from Redis (`GET`, in RESP).
+fn lease_holder(redis_port: u16) -> Option<String> {
+    use std::io::{Read, Write};
+    let key = format!("mqgate:lease:{INSTANCE}");
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", redis_port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    write!(stream, "*2\r\n$3\r\nGET\r\n${}\r\n{key}\r\n", key.len()).unwrap();
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 256];
+    loop {
+        let n = stream.read(&mut chunk).unwrap();
+        assert!(n > 0, "Redis closed before answering GET");
+        answer.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&answer);
+        if text.starts_with("$-1\r\n") {
+            return None;
+        }
+        // "$len\r\nnode|relay\r\n"
+        let mut lines = text.split("\r\n");
+        if let (Some(_), Some(value), Some(_)) = (lines.next(), lines.next(), lines.next()) {
+            return Some(value.split('|').next().unwrap().to_string());
+        }
+    }
+}
+
+/// A node of the cluster whose configuration is `node_config`'s.
+fn node(name: &str, redis_port: u16) -> common::Process {
+    common::Process::start(&node_config(name, redis_port, ""))
+}
+
 #[tokio::test]
 async fn a_device_on_one_node_is_seen_online_through_the_others() {
     let redis = Redis::start();
-    let n1 = common::Process::start(&node_config("n1", redis.port, ""));
-    let mut n2 = common::Process::start(&node_config("n2", redis.port, ""));
-    let here = "GID_c@@@on-n1";
-    let there = "GID_c@@@on-n2";
+    // n1 starts first and alone: it takes the instance's lease.
+    let n1 = node("n1", redis.port);
+    let n2 = node("n2", redis.port);
+    assert_eq!(lease_holder(redis.port).as_deref(), Some("n1"));
+    let direct = "GID_c@@@on-n1";
+    let relayed = "GID_c@@@via-n2";
     let nowhere = "GID_c@@@nowhere";
 
-    let on_n1 = common::connect_v4(n1.mqtt, here, None).await.unwrap();
-    let on_n2 = common::connect_v4(n2.mqtt, there, None).await.unwrap();
-    let seen_in = until_online_is(&n1, there, true, Duration::from_secs(5)).await;
-    assert!(online_on(&n2, here).await, "n2 sees the device on n1");
-    assert!(online_on(&n1, here).await);
-    assert!(!online_on(&n1, nowhere).await);
+    // Both are served by n1, the instance's node; n2 relays the second.
+    let on_n1 = common::connect_v4(n1.mqtt, direct, None).await.unwrap();
+    let via_n2 = common::connect_v4(n2.mqtt, relayed, None).await.unwrap();
+    assert!(
+        online_on(&n1, relayed).await,
+        "n1 serves the relayed device"
+    );
+    let seen_in = until_online_is(&n2, relayed, true, Duration::from_secs(5)).await;
+    assert!(online_on(&n2, direct).await, "n2 sees the device on n1");
+    assert!(!online_on(&n2, nowhere).await);
     assert_eq!(
-        batch_on(&n1, &[here, there, nowhere]).await,
+        batch_on(&n2, &[direct, relayed, nowhere]).await,
         vec![
-            (here.to_string(), true),
-            (there.to_string(), true),
+            (direct.to_string(), true),
+            (relayed.to_string(), true),
             (nowhere.to_string(), false)
         ]
     );
 
     // It leaves: offline everywhere.
-    on_n2.v4.as_ref().unwrap().disconnect().await.unwrap();
-    let gone_in = until_online_is(&n1, there, false, Duration::from_secs(5)).await;
-    drop(on_n1);
+    via_n2.v4.as_ref().unwrap().disconnect().await.unwrap();
+    let gone_in = until_online_is(&n2, relayed, false, Duration::from_secs(5)).await;
+    assert!(!online_on(&n1, relayed).await);
 
-    // Back on n2, then n2 is killed: its devices count as offline once its
-    // key has expired (NODE_TTL, 3 s), with no one to clean up after it.
-    let _again = common::connect_v4(n2.mqtt, there, None).await.unwrap();
-    until_online_is(&n1, there, true, Duration::from_secs(5)).await;
-    let _ = n2.child.kill();
-    let _ = n2.child.wait();
-    let dead_in = until_online_is(&n1, there, false, Duration::from_secs(10)).await;
+    // n1 is killed: its devices count as offline once its key has expired
+    // (NODE_TTL, 3 s), with no one to clean up after it.
+    let mut n1 = n1;
+    let _ = n1.child.kill();
+    let _ = n1.child.wait();
+    drop(on_n1);
+    let dead_in = until_online_is(&n2, direct, false, Duration::from_secs(10)).await;
     assert!(
         dead_in >= Duration::from_millis(1500),
         "offline after {dead_in:?}: before the node's key could have expired"
     );
     eprintln!(
-        "session directory: a device on n2 seen online through n1 after {} ms; offline {} ms after it left; offline {} ms after n2 was killed (node key lives 3 s)",
+        "session directory: a device served by n1 seen online through n2 after {} ms; offline {} ms after it left; offline {} ms after n1 was killed (node key lives 3 s)",
         seen_in.as_millis(),
         gone_in.as_millis(),
         dead_in.as_millis()
@@ -552,17 +590,18 @@ async fn a_device_on_one_node_is_seen_online_through_the_others() {
 #[tokio::test]
 async fn the_directory_is_written_again_when_redis_comes_back_empty() {
     let redis = Redis::start();
-    let n1 = common::Process::start(&node_config("n1", redis.port, ""));
-    let n2 = common::Process::start(&node_config("n2", redis.port, ""));
-    let there = "GID_c@@@stays-on-n2";
-    let _device = common::connect_v4(n2.mqtt, there, None).await.unwrap();
-    until_online_is(&n1, there, true, Duration::from_secs(5)).await;
+    let n1 = node("n1", redis.port);
+    let n2 = node("n2", redis.port);
+    let there = "GID_c@@@stays-on-n1";
+    let _device = common::connect_v4(n1.mqtt, there, None).await.unwrap();
+    until_online_is(&n2, there, true, Duration::from_secs(5)).await;
 
-    // Redis restarts with nothing in it (no persistence): n2's entry and
-    // key are gone; n2's next heartbeat finds its key missing and writes
-    // its sessions again.
+    // Redis restarts with nothing in it (no persistence): n1's entry, key
+    // and lease are gone; n1 takes its lease back at its next round, and
+    // its next heartbeat finds its key missing and writes its sessions
+    // again.
     let port = redis.stop();
-    let _redis = Redis::start_on(port);
+    let redis = Redis::start_on(port);
     let back = Instant::now();
     let since = Instant::now();
     loop {
@@ -570,7 +609,7 @@ async fn the_directory_is_written_again_when_redis_comes_back_empty() {
             "QuerySessionByClientId",
             &[("InstanceId", INSTANCE), ("ClientId", there)],
         );
-        let answer = common::raw_http(n1.http, &[request]).await;
+        let answer = common::raw_http(n2.http, &[request]).await;
         if answer[0].status == 200 {
             let body: serde_json::Value = serde_json::from_str(&answer[0].body).unwrap();
             if body["OnlineStatus"].as_bool() == Some(true) {
@@ -581,12 +620,13 @@ async fn the_directory_is_written_again_when_redis_comes_back_empty() {
         }
         assert!(
             since.elapsed() < Duration::from_secs(10),
-            "the device on n2 not seen again 10 s after Redis came back"
+            "the device on n1 not seen through n2 10 s after Redis came back"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    assert_eq!(lease_holder(redis.port).as_deref(), Some("n1"));
     eprintln!(
-        "session directory: written again and seen through n1 {} ms after Redis came back empty",
+        "session directory: written again and seen through n2 {} ms after Redis came back empty",
         back.elapsed().as_millis()
     );
 }
@@ -594,10 +634,14 @@ async fn the_directory_is_written_again_when_redis_comes_back_empty() {
 #[tokio::test]
 async fn a_device_on_one_node_is_closed_through_another() {
     let redis = Redis::start();
-    let n1 = common::Process::start(&node_config("n1", redis.port, ""));
-    let n2 = common::Process::start(&node_config("n2", redis.port, ""));
+    // n2 starts first: it serves the instance. The device connects to n3
+    // and is closed through n1, neither of which holds it.
+    let n2 = node("n2", redis.port);
+    let n1 = node("n1", redis.port);
+    let n3 = node("n3", redis.port);
+    assert_eq!(lease_holder(redis.port).as_deref(), Some("n2"));
     let there = "GID_c@@@kicked-from-n1";
-    let mut device = common::connect_v4(n2.mqtt, there, None).await.unwrap();
+    let mut device = common::connect_v4(n3.mqtt, there, None).await.unwrap();
     until_online_is(&n1, there, true, Duration::from_secs(5)).await;
 
     let asked = Instant::now();
@@ -620,10 +664,10 @@ async fn a_device_on_one_node_is_closed_through_another() {
     );
     assert_eq!(common::raw_http(n1.http, &[request]).await[0].status, 200);
 
-    // The EMQX API's kick, the same way: 204 for a device on n2, 404 for
-    // one on no node.
+    // The EMQX API's kick, the same way: 204 for a device served by n2,
+    // 404 for one on no node.
     let other = "GID_c@@@emqx-kicked-from-n1";
-    let mut device = common::connect_v4(n2.mqtt, other, None).await.unwrap();
+    let mut device = common::connect_v4(n3.mqtt, other, None).await.unwrap();
     until_online_is(&n1, other, true, Duration::from_secs(5)).await;
     let delete = |client: &str| {
         format!(
@@ -638,7 +682,293 @@ async fn a_device_on_one_node_is_closed_through_another() {
     let answer = common::raw_http(n1.http, &[delete("GID_c@@@nowhere")]).await;
     assert_eq!(answer[0].status, 404, "{}", answer[0].body);
     eprintln!(
-        "cluster kick: a device on n2 closed through n1 in {} ms ({ended})",
+        "cluster kick: a device connected to n3, served by n2, closed through n1 in {} ms ({ended})",
         closed_in.as_millis()
+    );
+}
+
+/// SendMessage through `node`: its status and body.
+async fn send_message(node: &common::Process, topic: &str, payload: &str) -> (u16, String) {
+    let request = signed_call(
+        "SendMessage",
+        &[
+            ("InstanceId", INSTANCE),
+            ("MqttTopic", topic),
+            ("Payload", payload),
+        ],
+    );
+    let answer = common::raw_http(node.http, &[request]).await;
+    (answer[0].status, answer[0].body.clone())
+}
+
+/// The next message `device` receives: its payload, as text.
+async fn next_payload(device: &mut common::Device) -> String {
+    String::from_utf8(device.next_message().await.1).unwrap()
+}
+
+#[tokio::test]
+async fn devices_on_different_nodes_exchange_messages_and_send_message_reaches_them_from_any_node()
+{
+    let redis = Redis::start();
+    let nodes = three_nodes(redis.port, "");
+    assert_eq!(lease_holder(redis.port).as_deref(), Some("n1"));
+    let mut listener = common::connect_v4(nodes[1].mqtt, "GID_c@@@listens-via-n2", None)
+        .await
+        .unwrap();
+    listener.subscribe("cluster/+").await;
+    let from_n3 = common::connect_v4(nodes[2].mqtt, "GID_c@@@talks-via-n3", None)
+        .await
+        .unwrap();
+    let from_n1 = common::connect_v4(nodes[0].mqtt, "GID_c@@@talks-on-n1", None)
+        .await
+        .unwrap();
+
+    // Device to device: connected to n3 and n1, heard by a device on n2.
+    from_n3.publish("cluster/a", b"from a device on n3").await;
+    assert_eq!(next_payload(&mut listener).await, "from a device on n3");
+    from_n1.publish("cluster/b", b"from a device on n1").await;
+    assert_eq!(next_payload(&mut listener).await, "from a device on n1");
+
+    // SendMessage through each node reaches the device, wherever it is.
+    for (i, node) in nodes.iter().enumerate() {
+        let payload = format!("SendMessage through n{}", i + 1);
+        let (status, body) = send_message(node, "cluster/api", &payload).await;
+        assert_eq!(status, 200, "{body}");
+        assert!(body.contains("MsgId"), "{body}");
+        assert_eq!(next_payload(&mut listener).await, payload);
+    }
+}
+
+#[tokio::test]
+async fn when_the_instance_node_is_killed_another_takes_it_over_and_its_bill_survives() {
+    let redis = Redis::start();
+    let mut nodes = three_nodes(redis.port, "");
+    assert_eq!(lease_holder(redis.port).as_deref(), Some("n1"));
+    let mut listener = common::connect_v4(nodes[1].mqtt, "GID_c@@@before", None)
+        .await
+        .unwrap();
+    listener.subscribe("takeover/t").await;
+    // Calls answered by n1 before it dies: billed there.
+    let answered_by_n1 = 5;
+    for i in 0..answered_by_n1 {
+        let (status, body) = send_message(&nodes[0], "takeover/t", &format!("before {i}")).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(next_payload(&mut listener).await, format!("before {i}"));
+    }
+
+    // SIGKILL n1 and start it again on its storage, as a supervisor would.
+    let n1 = nodes.remove(0);
+    let killed = Instant::now();
+    let (n1, status) = n1.restart("KILL");
+    assert!(!status.success(), "n1 was killed: {status:?}");
+    // The device lost its connection with n1 (n2 relayed it there).
+    listener.ended().await;
+
+    // A device connects through n3 again and again, as a reconnecting
+    // client does, until it is served; then it must hear SendMessage
+    // through n2.
+    let mut refusals = 0;
+    let mut device = loop {
+        match common::connect_v4(nodes[1].mqtt, "GID_c@@@after", None).await {
+            Ok(device) => break device,
+            Err(_) => refusals += 1,
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(30),
+            "no node took the instance over within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let connected_in = killed.elapsed();
+    device.subscribe("takeover/t").await;
+    let (status, body) = send_message(&nodes[0], "takeover/t", "after").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(next_payload(&mut device).await, "after");
+    let working_in = killed.elapsed();
+    let holder = lease_holder(redis.port);
+    assert!(matches!(holder.as_deref(), Some("n2" | "n3")), "{holder:?}");
+
+    // n1 billed every call it answered before it was killed.
+    let request = signed_call(
+        "DescribeMeteringReport",
+        &[
+            ("InstanceId", INSTANCE),
+            ("StartTime", "today"),
+            ("EndTime", "tomorrow"),
+            ("GroupBy", "action"),
+        ],
+    );
+    let answer = common::raw_http(n1.http, &[request]).await;
+    assert_eq!(answer[0].status, 200, "{}", answer[0].body);
+    let report: serde_json::Value = serde_json::from_str(&answer[0].body).unwrap();
+    let sent = report["Rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|row| row["Action"] == "SendMessage")
+        .map(|row| row["Transactions"].as_u64().unwrap());
+    assert_eq!(sent, Some(answered_by_n1), "{report}");
+    eprintln!(
+        "take-over: the instance's node (n1) SIGKILLed; a device reconnecting every 100 ms through n3 served after {} ms ({refusals} refusals), SendMessage delivered to it after {} ms; new holder {}",
+        connected_in.as_millis(),
+        working_in.as_millis(),
+        holder.unwrap()
+    );
+}
+
+/// What `node` answers DescribeMeteringReport for today, by action:
+/// `action`'s transactions (0 if it has no row).
+async fn billed_on(node: &common::Process, action: &str) -> u64 {
+    let request = signed_call(
+        "DescribeMeteringReport",
+        &[
+            ("InstanceId", INSTANCE),
+            ("StartTime", "today"),
+            ("EndTime", "tomorrow"),
+            ("GroupBy", "action"),
+        ],
+    );
+    let answer = common::raw_http(node.http, &[request]).await;
+    assert_eq!(answer[0].status, 200, "{}", answer[0].body);
+    let report: serde_json::Value = serde_json::from_str(&answer[0].body).unwrap();
+    report["Rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|row| row["Action"] == action)
+        .map_or(0, |row| row["Transactions"].as_u64().unwrap())
+}
+
+/// The group ids `node` lists for the instance.
+async fn groups_on(node: &common::Process) -> std::collections::BTreeSet<String> {
+    let request = signed_call("ListGroupId", &[("InstanceId", INSTANCE)]);
+    let answer = common::raw_http(node.http, &[request]).await;
+    assert_eq!(answer[0].status, 200, "{}", answer[0].body);
+    let body: serde_json::Value = serde_json::from_str(&answer[0].body).unwrap();
+    body["Data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["GroupId"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn redis_stopped_and_restarted_under_load_loses_nothing_answered() {
+    const EVERY: Duration = Duration::from_millis(20);
+    const FOR: Duration = Duration::from_secs(4);
+    let redis = Redis::start();
+    let limits = "[limits]\nCreateGroupId = 1000\nListGroupId = 1000\n";
+    let nodes = three_nodes(redis.port, limits);
+    // Two devices connected through n2 and n3, served by n1.
+    let sender = common::connect_v4(nodes[1].mqtt, "GID_c@@@sends-via-n2", None)
+        .await
+        .unwrap();
+    let mut receiver = common::connect_v4(nodes[2].mqtt, "GID_c@@@hears-via-n3", None)
+        .await
+        .unwrap();
+    receiver.subscribe("outage/+").await;
+
+    // Each node gets CreateGroupId and QuerySessionByClientId in turn,
+    // every 20 ms, for 4 s; Redis stops after 1 s and returns, empty,
+    // 1.2 s later.
+    let started = Instant::now();
+    let loaders: Vec<_> = nodes
+        .iter()
+        .enumerate()
+        .map(|(n, node)| {
+            let addr = node.http;
+            tokio::spawn(async move {
+                let mut answers = Vec::new();
+                let mut tick = tokio::time::interval(EVERY);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                let mut i = 0;
+                while started.elapsed() < FOR {
+                    tick.tick().await;
+                    i += 1;
+                    let group = format!("GID_load_n{}_{i}", n + 1);
+                    let request = if i % 2 == 0 {
+                        signed_call(
+                            "CreateGroupId",
+                            &[("InstanceId", INSTANCE), ("GroupId", &group)],
+                        )
+                    } else {
+                        signed_request(&fresh_nonce())
+                    };
+                    let (status, code) = send(addr, &request).await;
+                    answers.push((i % 2 == 0, group, status, code, started.elapsed()));
+                }
+                answers
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let port = redis.stop();
+    let stopped_at = started.elapsed();
+    // Devices already connected keep working while Redis is away.
+    common::delivered(&sender, &mut receiver, "outage/while-away").await;
+    tokio::time::sleep(Duration::from_millis(1200).saturating_sub(started.elapsed() - stopped_at))
+        .await;
+    let _redis = Redis::start_on(port);
+    let back_at = started.elapsed();
+    let mut answers = Vec::new();
+    for loader in loaders {
+        answers.push(loader.await.unwrap());
+    }
+    common::delivered(&sender, &mut receiver, "outage/after").await;
+
+    let mut refused_total = 0;
+    let mut served_after_return = 0;
+    for (n, (node, answers)) in nodes.iter().zip(&answers).enumerate() {
+        let others: Vec<_> = answers
+            .iter()
+            .filter(|(_, _, status, code, _)| {
+                !(*status == 200 || (*status == 503 && code == "ServiceUnavailable"))
+            })
+            .collect();
+        assert!(others.is_empty(), "n{}: {others:?}", n + 1);
+        refused_total += answers.iter().filter(|a| a.2 == 503).count();
+        served_after_return += answers
+            .iter()
+            .filter(|a| a.2 == 200 && a.4 > back_at)
+            .count();
+        // Every call answered 200 is billed on the node that answered it,
+        // once; a call refused 503 is neither billed nor applied.
+        let answered = |create: bool| {
+            answers
+                .iter()
+                .filter(|a| a.0 == create && a.2 == 200)
+                .count() as u64
+        };
+        assert_eq!(billed_on(node, "CreateGroupId").await, answered(true));
+        assert_eq!(
+            billed_on(node, "QuerySessionByClientId").await,
+            answered(false)
+        );
+        let created: std::collections::BTreeSet<String> = answers
+            .iter()
+            .filter(|a| a.0 && a.2 == 200)
+            .map(|a| a.1.clone())
+            .collect();
+        let listed: std::collections::BTreeSet<String> = groups_on(node)
+            .await
+            .into_iter()
+            .filter(|g| g.starts_with("GID_load_"))
+            .collect();
+        assert_eq!(listed, created, "n{}", n + 1);
+    }
+    assert!(
+        refused_total > 0,
+        "no call was refused while Redis was away"
+    );
+    assert!(
+        served_after_return > 0,
+        "no call was served after Redis came back"
+    );
+    let total: usize = answers.iter().map(Vec::len).sum();
+    eprintln!(
+        "Redis stopped under load at {} ms and back (empty) at {} ms: {total} calls to 3 nodes, {refused_total} refused 503, {served_after_return} served after it returned; every 200 billed once and every group answered 200 listed, none refused; connected devices exchanged messages throughout",
+        stopped_at.as_millis(),
+        back_at.as_millis()
     );
 }

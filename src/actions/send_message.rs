@@ -27,9 +27,15 @@
 //! `MqttTopic` a topic name of at most
 //! 1,024 bytes without wildcards (`+`, `#`) and not a `$` system topic.
 //! QPS 1,000 (Alibaba's); each successful call is billed.
+//!
+//! In a cluster, the message goes to the node that serves the instance
+//! (`cluster::placement`), over that node's command channel; the answer
+//! comes once that node has it. While no node serves the instance (its
+//! node died, another is taking it over), `ServiceUnavailable`.
 
 use super::{Context, Handler};
 use crate::access::Resource;
+use crate::broker::{Place, Placement};
 use crate::error::ApiError;
 use crate::params::Params;
 use serde::Serialize;
@@ -117,15 +123,27 @@ impl<'a> Handler<'a> for SendMessage {
             request.payload.as_bytes(),
         );
         let size = request.payload.len();
-        ctx.broker()?
-            .publish(&request.topic, bytes::Bytes::from(request.payload.into_bytes()))
-            .await
-            .map_err(|e| match e {
-                crate::broker::BrokerError::InvalidTopic(_) => {
-                    ApiError::invalid("MqttTopic", e.to_string())
-                }
-                other => ApiError::internal(other.to_string()),
-            })?;
+        // In a cluster, the node that serves the instance has its devices.
+        let served_by = ctx
+            .cluster
+            .map(|cluster| (cluster, cluster.place(&request.instance_id)));
+        match served_by {
+            None | Some((_, Place::Here)) => ctx
+                .broker()?
+                .publish(&request.topic, bytes::Bytes::from(request.payload.into_bytes()))
+                .await
+                .map_err(|e| match e {
+                    crate::broker::BrokerError::InvalidTopic(_) => {
+                        ApiError::invalid("MqttTopic", e.to_string())
+                    }
+                    other => ApiError::internal(other.to_string()),
+                })?,
+            Some((cluster, Place::There { node, .. })) => cluster
+                .publish_on(&node, &request.instance_id, &request.topic, request.payload)
+                .await
+                .map_err(ApiError::from)?,
+            Some((_, Place::Unplaced)) => return Err(unplaced(&request.instance_id)),
+        }
         let names =
             crate::trace::EventNames::new(&request.instance_id, ctx.principal.access_key_id, "");
         ctx.tracer.record_publish(
@@ -139,4 +157,15 @@ impl<'a> Handler<'a> for SendMessage {
         tracing::debug!(instance = %request.instance_id, topic = %request.topic, %msg_id, "message sent");
         Ok(Answer { msg_id })
     }
+}
+
+/// No node serves the instance just now (its node died; another takes it
+/// over within seconds).
+fn unplaced(instance_id: &str) -> ApiError {
+    ApiError::new(
+        crate::error::ErrorCode::ServiceUnavailable,
+        format!(
+            "The request has failed due to a temporary failure of the server: instance {instance_id} is being taken over by another node of the cluster. Try again in a few seconds."
+        ),
+    )
 }

@@ -38,6 +38,29 @@ pub mod reason {
     pub const SERVER_SHUTTING_DOWN: u8 = 0x8B;
     pub const SESSION_TAKEN_OVER: u8 = 0x8E;
     pub const ADMINISTRATIVE_ACTION: u8 = 0x98;
+    /// The instance moved to another node: connect again.
+    pub const USE_ANOTHER_SERVER: u8 = 0x9C;
+}
+
+/// Where an instance's broker runs, in a cluster: each instance is served
+/// by one node at a time, and the others relay its devices there
+/// (`crate::cluster::placement` decides; the front layer asks).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Place {
+    /// This node serves the instance.
+    Here,
+    /// Node `node` does; it takes relayed connections at `relay`
+    /// (`host:port`).
+    There { node: String, relay: String },
+    /// No node holds the instance just now (its node died and no other has
+    /// taken it over yet): a device should connect again shortly.
+    Unplaced,
+}
+
+/// What the front layer asks of a cluster: where an instance is served.
+/// Answered from memory, without a round trip.
+pub trait Placement: Send + Sync + 'static {
+    fn place(&self, instance_id: &str) -> Place;
 }
 
 /// Why a broker could not start.

@@ -20,13 +20,19 @@
 //!   QuerySessionByClientId and the batch view answer for a device
 //!   connected to any live node.
 //!
-//! - **Kicks** ([`reach`]): `CloseConnection` and the EMQX API's kicks on
-//!   any node close the device's connection on the node that holds it.
+//! - **Kicks and messages** ([`reach`]): `CloseConnection` and the EMQX
+//!   API's kicks on any node close the device's connection on the node
+//!   that holds it; `SendMessage` on any node goes to the node that serves
+//!   the instance.
 //!
-//! Not shared yet: sending to a device on another node, instance
-//! placement, monthly quotas, traces, the device-side state, the
-//! bill's totals. Each node keeps its own (README, "Running several
-//! nodes").
+//! - **Instance placement** ([`placement`]): each instance is served by
+//!   the one node that holds its lease; the other nodes' front layers relay
+//!   its devices there (`broker::front`'s relay), and another node takes it
+//!   over when that node dies.
+//!
+//! Not shared yet: monthly quotas, traces, the device-side state, the
+//! bill's totals, the EMQX API's client views. Each node keeps its own
+//! (README, "Running several nodes").
 //!
 //! **Failures.** Every round trip waits at most `cluster.timeout_ms`; a
 //! call that cannot get its answer from Redis in that time is answered
@@ -35,6 +41,7 @@
 //! as soon as Redis is back, without a restart. At start a node that
 //! cannot reach Redis within the timeout does not start, and says why.
 
+pub mod placement;
 pub mod presence;
 pub mod reach;
 
@@ -89,6 +96,7 @@ pub struct Cluster {
     /// again under a new epoch.
     resync: tokio::sync::Notify,
     scripts: presence::Scripts,
+    leases: placement::Leases,
 }
 
 /// What the cluster says of a call.
@@ -190,6 +198,7 @@ impl Cluster {
             ),
             resync: tokio::sync::Notify::new(),
             scripts: presence::Scripts::new(),
+            leases: placement::Leases::new(),
         })
     }
 

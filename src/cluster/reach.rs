@@ -2,11 +2,14 @@
 //! of the node that holds it (`{prefix}:commands:{node_id}`), which every
 //! node subscribes to for itself.
 //!
-//! So far the one command is a kick (`CloseConnection` for a device on
-//! another node). `PUBLISH` says how many subscribers received it: none
-//! means the node that holds the device (by the directory) is not
+//! Two commands: a kick (`CloseConnection` for a device on another node)
+//! and a message (`SendMessage` for an instance another node serves,
+//! [`super::placement`]). `PUBLISH` says how many subscribers received it:
+//! none means the node that holds the device or instance is not
 //! listening, and the call is answered `ServiceUnavailable` rather than
-//! pretending the device was closed. The kick itself runs on the holding
+//! pretending the device was closed or the message sent. A message is
+//! handed to the serving node's broker as a local `SendMessage` would;
+//! the caller's answer comes once that node has received the command. The kick itself runs on the holding
 //! node as a local `CloseConnection` would; the caller does not wait for
 //! the connection to end (a local kick does), so the device may still show
 //! online for the few milliseconds that takes.
@@ -30,6 +33,11 @@ enum Command {
         instance_id: String,
         client_id: String,
         why: String,
+    },
+    Publish {
+        instance_id: String,
+        topic: String,
+        payload: String,
     },
 }
 
@@ -61,18 +69,42 @@ impl Cluster {
             client_id: client_id.to_string(),
             why: why.to_string(),
         };
-        let payload = serde_json::to_string(&command)
+        self.command(&node, &command).await?;
+        Ok(true)
+    }
+
+    /// Hands a message for `instance_id`'s subscribers to node `node`,
+    /// which serves the instance; returns once that node has it.
+    pub async fn publish_on(
+        &self,
+        node: &str,
+        instance_id: &str,
+        topic: &str,
+        payload: String,
+    ) -> Result<(), StoreError> {
+        let command = Command::Publish {
+            instance_id: instance_id.to_string(),
+            topic: topic.to_string(),
+            payload,
+        };
+        self.command(node, &command).await
+    }
+
+    /// Publishes `command` to `node`'s channel; an error unless the node
+    /// received it.
+    async fn command(&self, node: &str, command: &Command) -> Result<(), StoreError> {
+        let payload = serde_json::to_string(command)
             .map_err(|e| StoreError::Failed(format!("a command could not be encoded: {e}")))?;
         let mut publish = redis::cmd("PUBLISH");
-        publish.arg(self.command_channel(&node)).arg(payload);
+        publish.arg(self.command_channel(node)).arg(payload);
         let mut redis = self.redis.clone();
         let received = self.within(publish.query_async::<i64>(&mut redis)).await?;
         if received == 0 {
             return Err(StoreError::Failed(format!(
-                "node {node} holds the device but is not taking commands"
+                "node {node} is not taking commands"
             )));
         }
-        Ok(true)
+        Ok(())
     }
 
     fn command_channel(&self, node_id: &str) -> String {
@@ -128,6 +160,21 @@ fn run(brokers: &Arc<Brokers>, payload: &[u8]) {
                 broker.kick(&client_id, &why).await;
             });
         }
+        Ok(Command::Publish {
+            instance_id,
+            topic,
+            payload,
+        }) => {
+            let Some(broker) = brokers.instance(&instance_id) else {
+                return tracing::warn!(%instance_id, "cluster: a message for an instance this node does not serve");
+            };
+            tokio::spawn(async move {
+                let payload = bytes::Bytes::from(payload.into_bytes());
+                if let Err(e) = broker.publish(&topic, payload).await {
+                    tracing::warn!(%instance_id, %topic, error = %e, "cluster: a message from another node could not be published");
+                }
+            });
+        }
         Err(e) => tracing::warn!(error = %e, "cluster: a command this node does not understand"),
     }
 }
@@ -146,5 +193,13 @@ mod tests {
         let text = serde_json::to_string(&kick).unwrap();
         assert!(text.contains(r#""command":"kick""#), "{text}");
         assert_eq!(serde_json::from_str::<Command>(&text).unwrap(), kick);
+        let message = Command::Publish {
+            instance_id: "post-cn-1".into(),
+            topic: "a/b".into(),
+            payload: "\u{0}\"{}\n".into(),
+        };
+        let text = serde_json::to_string(&message).unwrap();
+        assert!(text.contains(r#""command":"publish""#), "{text}");
+        assert_eq!(serde_json::from_str::<Command>(&text).unwrap(), message);
     }
 }

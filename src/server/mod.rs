@@ -297,8 +297,40 @@ impl Server {
                 error,
             })?
         };
-        let mut mqtt =
-            vec![brokers.spawn(front.clone().serve(mqtt_listener, None, shutdown.clone()))];
+        // In a cluster: the relay listener is bound and the instances
+        // placed before any device is served, so that the first CONNECT
+        // already goes to its instance's node.
+        let mut mqtt = Vec::new();
+        if let (Some(cluster), Some(cluster_config)) = (&cluster, &config.cluster) {
+            let field = "cluster.relay_listen";
+            let addr = cluster_config.relay_listen;
+            let listener = bind_std(field, addr)?;
+            let bound =
+                listener
+                    .local_addr()
+                    .map_err(|error| StartError::Bind { field, addr, error })?;
+            let listener = {
+                let _mqtt_side = brokers.enter();
+                TcpListener::from_std(listener).map_err(|error| StartError::Bind {
+                    field,
+                    addr,
+                    error,
+                })?
+            };
+            let advertised = advertised_relay(cluster_config.advertise_host.as_deref(), bound);
+            tracing::info!(addr = %bound, %advertised, "cluster relay listener");
+            cluster
+                .start_placement(
+                    advertised,
+                    directory.clone(),
+                    brokers.clone(),
+                    shutdown.clone(),
+                )
+                .await;
+            front.place_with(cluster.clone());
+            mqtt.push(brokers.spawn(front.clone().serve_relayed(listener, shutdown.clone())));
+        }
+        mqtt.push(brokers.spawn(front.clone().serve(mqtt_listener, None, shutdown.clone())));
         // Instances with a listener of their own: a custom-auth login there
         // belongs to that instance.
         let mut instance_mqtt_addrs = std::collections::BTreeMap::new();
@@ -714,4 +746,17 @@ fn local_addr(
     listener
         .local_addr()
         .map_err(|error| StartError::Bind { field, addr, error })
+}
+
+/// The relay address peers are told: `advertise_host` with the bound port,
+/// or the bound address itself.
+fn advertised_relay(advertise_host: Option<&str>, bound: SocketAddr) -> String {
+    match advertise_host {
+        // A bare IPv6 address needs its brackets before the port.
+        Some(host) if host.contains(':') && !host.starts_with('[') => {
+            format!("[{host}]:{}", bound.port())
+        }
+        Some(host) => format!("{host}:{}", bound.port()),
+        None => bound.to_string(),
+    }
 }

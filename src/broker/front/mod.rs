@@ -25,11 +25,15 @@
 //! rights no longer allow. `client_io.rs` reads and writes the client's
 //! transport (TCP, or a TLS or WebSocket stream).
 //!
+//! In a cluster, a CONNECT that names an instance another node serves is
+//! not admitted here: the connection is relayed to that node (`relay.rs`).
+//!
 //! An idle connection holds no read or write buffer: they are taken when
 //! bytes arrive and given back once the frames in them are handled.
 
 mod client_io;
 mod link;
+mod relay;
 mod rights_watch;
 mod to_broker;
 mod to_client;
@@ -49,7 +53,7 @@ use super::device_auth::{self, Refusal};
 use super::registry::{ProtocolVersion, SessionInfo};
 use super::rights::{CustomRights, TopicRights};
 use super::tokens::TokenRights;
-use super::{Brokers, reason};
+use super::{Brokers, Place, Placement, reason};
 use crate::devices::DeviceStore;
 use crate::directory::DirectoryHandle;
 use crate::trace::Tracer;
@@ -84,6 +88,9 @@ pub struct FrontLayer {
     /// How long a client may leave what mqgate sends it unread before it
     /// is disconnected (a subscriber that stopped reading).
     send_timeout: Duration,
+    /// In a cluster: which node serves each instance (devices of an
+    /// instance served elsewhere are relayed there, `relay.rs`).
+    placement: std::sync::OnceLock<Arc<dyn Placement>>,
 }
 
 /// How a relayed connection ended, for the log (read through `Debug`).
@@ -129,7 +136,14 @@ impl FrontLayer {
             max_packet_size,
             connect_timeout,
             send_timeout,
+            placement: std::sync::OnceLock::new(),
         })
+    }
+
+    /// In a cluster: from now on, a device whose instance another node
+    /// serves is relayed there. Set once, before the listeners serve.
+    pub fn place_with(&self, placement: Arc<dyn Placement>) {
+        let _ = self.placement.set(placement);
     }
 
     /// Accepts connections until `shutdown` is cancelled. `endpoint`: the
@@ -172,7 +186,20 @@ impl FrontLayer {
         peer: SocketAddr,
         endpoint: Option<&str>,
     ) {
-        let (mut client_rd, client) = connection.split();
+        self.serve_connection(connection, peer, endpoint, false)
+            .await
+    }
+
+    /// Serves one connection to its end; `relayed`: another node relayed it
+    /// here (`relay.rs`), so it is not relayed again.
+    async fn serve_connection(
+        &self,
+        connection: ClientConnection,
+        peer: SocketAddr,
+        endpoint: Option<&str>,
+        relayed: bool,
+    ) {
+        let (mut client_rd, mut client) = connection.split();
         let mut client_buf = BytesMut::new();
         let frame = match tokio::time::timeout(
             self.connect_timeout,
@@ -185,6 +212,41 @@ impl FrontLayer {
             Ok(Err(e)) => return info!(%peer, error = %e, "unreadable first packet; closing"),
             Err(_) => return info!(%peer, "no CONNECT in time; closing"),
         };
+        if let Some(placement) = self.placement.get() {
+            match self.route(placement.as_ref(), &frame, endpoint, relayed) {
+                Route::Serve => {}
+                Route::Forward { node, relay } => {
+                    let protocol = protocol_of(&frame);
+                    let mut first = frame;
+                    first.unsplit(client_buf);
+                    let refused = self
+                        .forward(&relay, peer, endpoint, first, client_rd, client)
+                        .await;
+                    if let Err((mut client, why)) = refused {
+                        warn!(%peer, %node, %relay, %why, "the node serving the device's instance did not take the relayed connection");
+                        let refusal = Refusal {
+                            v4_code: 0x03,
+                            v5_code: 0x88,
+                            reason: format!(
+                                "node {node}, which serves this instance, cannot be reached just now; connect again"
+                            ),
+                        };
+                        refuse(&mut client, protocol, &refusal).await;
+                    }
+                    return;
+                }
+                Route::Refuse(reason) => {
+                    info!(%peer, %reason, "CONNECT refused: instance not served here");
+                    let refusal = Refusal {
+                        v4_code: 0x03,
+                        v5_code: 0x88,
+                        reason,
+                    };
+                    refuse(&mut client, protocol_of(&frame), &refusal).await;
+                    return;
+                }
+            }
+        }
         // Boxed: a connection waiting for its CONNECT holds only the small
         // future above, not the state of everything that follows.
         let admitted = Box::pin(self.admit(frame, client_rd, client, client_buf, peer, endpoint));
@@ -611,6 +673,49 @@ impl FrontLayer {
 
     /// The instance a refused CONNECT was meant for, where its listener or
     /// username says so: its trace belongs there.
+    /// In a cluster: whether this node serves the device whose CONNECT is
+    /// `frame`, relays it, or refuses it for now. A CONNECT that names no
+    /// instance (or cannot be read) is served here, where authentication
+    /// refuses it with the reason.
+    fn route(
+        &self,
+        placement: &dyn Placement,
+        frame: &BytesMut,
+        endpoint: Option<&str>,
+        relayed: bool,
+    ) -> Route {
+        let login = match codec::connect_protocol_level(frame) {
+            Some(4) => decode_connect(ProtocolVersion::V311, frame.clone(), self.max_packet_size),
+            Some(5) => decode_connect(ProtocolVersion::V5, frame.clone(), self.max_packet_size),
+            _ => return Route::Serve,
+        };
+        let username = match &login {
+            Ok(Packet::Connect(_, _, _, _, login)) => login.as_ref().map(|l| l.username.as_str()),
+            _ => return Route::Serve,
+        };
+        let directory = self.directory.current();
+        let named = match username.filter(|u| !u.is_empty()) {
+            Some(_) => self.instance_named(&directory, endpoint, username),
+            // No login: the listener's instance, or the anonymous one.
+            None => endpoint
+                .map(str::to_string)
+                .or_else(|| directory.anonymous_instance().map(|i| i.id.clone())),
+        };
+        let Some(instance) = named else {
+            return Route::Serve;
+        };
+        match placement.place(&instance) {
+            Place::Here => Route::Serve,
+            Place::There { node, relay } if !relayed => Route::Forward { node, relay },
+            Place::There { node, .. } => Route::Refuse(format!(
+                "instance {instance} moved to node {node} while this connection was relayed; connect again"
+            )),
+            Place::Unplaced => Route::Refuse(format!(
+                "instance {instance} is being taken over by another node; connect again in a few seconds"
+            )),
+        }
+    }
+
     fn instance_named(
         &self,
         directory: &crate::directory::Directory,
@@ -629,6 +734,21 @@ impl FrontLayer {
             },
         };
         named.filter(|instance| directory.instance(instance).is_some())
+    }
+}
+
+/// What the front layer does with a device, in a cluster.
+enum Route {
+    Serve,
+    Forward { node: String, relay: String },
+    Refuse(String),
+}
+
+/// The protocol a CONNECT speaks, for a refusal (3.1.1 unless it says 5).
+fn protocol_of(frame: &[u8]) -> ProtocolVersion {
+    match codec::connect_protocol_level(frame) {
+        Some(5) => ProtocolVersion::V5,
+        _ => ProtocolVersion::V311,
     }
 }
 

@@ -1,0 +1,173 @@
+"""Three mqgate nodes sharing one redis-server on loopback ([cluster]),
+driven by the official Tea SDK and real paho-mqtt devices: SDK calls
+spread over the nodes, devices connected to different nodes of one
+instance exchange messages (the instance is served by one node; the
+others relay its devices there), and a device connected to node 3 is seen
+online and kicked through node 1.
+
+redis-server must be on PATH (tests/run_all.sh installs Debian's)."""
+
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+
+import paho.mqtt.client as mqtt
+import pytest
+from alibabacloud_onsmqtt20200420 import models
+
+from conftest import INSTANCE, Device, run_mqgate, wait_until
+from test_tea_sdk import tea
+
+PROTOCOLS = [mqtt.MQTTv311, mqtt.MQTTv5]
+PROTOCOL_IDS = ["mqtt-3.1.1", "mqtt-5"]
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def redis_answers(port):
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(16) == b"+PONG\r\n"
+    except OSError:
+        return False
+
+
+def redis_get(port, key):
+    """GET `key` in RESP: the value, or None."""
+    with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+        s.sendall(f"*2\r\n$3\r\nGET\r\n${len(key)}\r\n{key}\r\n".encode())
+        answer = b""
+        while True:
+            chunk = s.recv(256)
+            assert chunk, "Redis closed before answering GET"
+            answer += chunk
+            header, _, rest = answer.partition(b"\r\n")
+            if header == b"$-1":
+                return None
+            if header.startswith(b"$") and len(rest) >= int(header[1:]) + 2:
+                return rest[: int(header[1:])].decode()
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """redis-server, then nodes n2, n1, n3 in that order: n2 starts alone
+    and takes the instance's lease, so n1 and n3 relay its devices to n2."""
+    assert shutil.which("redis-server"), (
+        "redis-server is missing: tests/run_all.sh installs Debian's redis-server"
+    )
+    with tempfile.TemporaryDirectory() as data:
+        port = free_port()
+        redis = subprocess.Popen(
+            ["redis-server", "--port", str(port), "--bind", "127.0.0.1",
+             "--save", "", "--appendonly", "no", "--dir", data],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        try:
+            assert wait_until(lambda: redis_answers(port), 10), "redis-server did not answer"
+            runs, nodes = [], {}
+            for name in ["n2", "n1", "n3"]:
+                config = f'[cluster]\nredis_url = "redis://127.0.0.1:{port}"\nnode_id = "{name}"\n'
+                run = run_mqgate(config)
+                nodes[name] = next(run)
+                runs.append(run)
+            holder = redis_get(port, f"mqgate:lease:{INSTANCE}")
+            assert holder and holder.startswith("n2|"), holder
+            yield nodes
+            # Each node stops cleanly (SIGTERM, exit 0) with no secret in
+            # its log (run_mqgate's own checks).
+            for run in runs:
+                next(run, None)
+        finally:
+            redis.kill()
+            redis.wait()
+
+
+@pytest.fixture
+def devices():
+    made = []
+
+    def make(gate, client_id, protocol=mqtt.MQTTv311):
+        device = Device(gate, client_id, protocol)
+        made.append(device)
+        assert device.wait_connected() == 0, f"{client_id} was refused"
+        return device
+
+    yield make
+    for device in made:
+        device.stop()
+
+
+def subscribe(device, topic):
+    device.subscribed.clear()
+    device.client.subscribe(topic, qos=1)
+    assert device.subscribed.wait(5), "no SUBACK within 5 s"
+
+
+def received(device, topic, payload, timeout=5.0):
+    return wait_until(lambda: (topic, payload) in device.messages, timeout)
+
+
+def online(client, client_id):
+    body = client.query_session_by_client_id(
+        models.QuerySessionByClientIdRequest(instance_id=INSTANCE, client_id=client_id)
+    ).body
+    return body.online_status
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS, ids=PROTOCOL_IDS)
+def test_devices_on_different_nodes_exchange_messages(cluster, devices, protocol):
+    tag = "v5" if protocol == mqtt.MQTTv5 else "v4"
+    on_n1 = devices(cluster["n1"], f"GID_c@@@{tag}-on-n1", protocol)
+    on_n3 = devices(cluster["n3"], f"GID_c@@@{tag}-on-n3", protocol)
+    subscribe(on_n1, f"chat/{tag}/to-n1")
+    subscribe(on_n3, f"chat/{tag}/to-n3")
+    on_n3.client.publish(f"chat/{tag}/to-n1", b"hello from n3", qos=1)
+    on_n1.client.publish(f"chat/{tag}/to-n3", b"hello from n1", qos=1)
+    assert received(on_n1, f"chat/{tag}/to-n1", b"hello from n3")
+    assert received(on_n3, f"chat/{tag}/to-n3", b"hello from n1")
+
+
+def test_send_message_through_every_node_reaches_a_device_on_another(cluster, devices):
+    listener = devices(cluster["n3"], "GID_c@@@listens-on-n3")
+    subscribe(listener, "api/+")
+    for name, gate in cluster.items():
+        body = tea(gate, None).send_message(
+            models.SendMessageRequest(
+                instance_id=INSTANCE, mqtt_topic=f"api/{name}", payload=f"through {name}"
+            )
+        ).body
+        assert len(body.msg_id) == 32, body
+        assert received(listener, f"api/{name}", f"through {name}".encode()), name
+
+
+def test_a_device_on_node_3_is_seen_online_and_kicked_through_node_1(cluster, devices):
+    client_id = "GID_c@@@kicked-through-n1"
+    device = devices(cluster["n3"], client_id, mqtt.MQTTv5)
+    n1 = tea(cluster["n1"], None)
+    assert wait_until(lambda: online(n1, client_id)), "not seen online through n1"
+    for gate in cluster.values():
+        assert online(tea(gate, "v2"), client_id)
+    batch = n1.batch_query_session_by_client_ids(
+        models.BatchQuerySessionByClientIdsRequest(
+            instance_id=INSTANCE, client_id_list=[client_id, "GID_c@@@nowhere"]
+        )
+    ).body
+    assert [(s.client_id, s.online_status) for s in batch.online_status_list] == [
+        (client_id, True),
+        ("GID_c@@@nowhere", False),
+    ]
+
+    asked = time.time()
+    n1.close_connection(models.CloseConnectionRequest(instance_id=INSTANCE, client_id=client_id))
+    # MQTT 5: the device hears why (0x98, administrative action), through
+    # the node it connected to.
+    assert device.wait_disconnected() == 152
+    assert time.time() - asked < 5
+    assert wait_until(lambda: not online(n1, client_id)), "still online through n1"
