@@ -4,7 +4,7 @@
 # One section alone, printed, bench/ untouched:
 #   MQGATE_BENCH_ONLY=tracing cargo bench --bench system -- --full
 # (sections: rpc, registry, mqtt, logins, tracing, trace_query, idle,
-# capacity, connect_rate, flood, slow_subscriber, hostile)
+# capacity, connect_rate, flood, slow_subscriber, hostile, cluster)
 # The device-edge sections (idle to slow_subscriber) start the mqgate binary
 # named by MQGATE_BENCH_MQGATE instead of the one just built, if set: another
 # build measured by the same client side.
@@ -18,9 +18,13 @@ ulimit -Sn "$(ulimit -Hn)" 2>/dev/null || true
 as_root() {
     if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
 }
-if ! command -v wrk >/dev/null 2>&1; then
+# The cluster section starts Debian's redis-server.
+need_apt=()
+command -v wrk >/dev/null 2>&1 || need_apt+=(wrk)
+command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
+if [ ${#need_apt[@]} -gt 0 ]; then
     as_root apt-get update -qq
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check matplotlib==3.10.7

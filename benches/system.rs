@@ -21,12 +21,17 @@
 //!   rate of authenticated CONNECTs against a plain rumqttd, the HTTP API
 //!   during a CONNECT flood, a subscriber that never reads, and hostile
 //!   MQTT and HTTP clients beside well-behaved ones.
+//! - Several nodes (`system/cluster.rs`): 1, 2 and 3 nodes sharing one
+//!   redis-server against one node alone, the Redis round trips' CPU per
+//!   call, and the take-over time after the instance's node is killed.
 //!
 //! `cargo bench --bench system -- --full` writes `bench/results.md` and
 //! `bench/*.csv` (`bash bench/run.sh` does that and draws the plots).
 //! Without `--bench` (as `cargo test` runs it) it runs a tiny setting and
 //! writes nothing into the repository.
 
+#[path = "system/cluster.rs"]
+mod cluster;
 #[path = "system/edge.rs"]
 mod edge;
 #[path = "system/rpc.rs"]
@@ -102,6 +107,11 @@ struct Setting {
     hostile_rounds: usize,
     hostile_seconds: f64,
     hostile_half_requests: usize,
+    /// The cluster section: rounds of the throughput rows, connections in
+    /// all, take-over rounds.
+    cluster_rounds: usize,
+    cluster_connections: usize,
+    takeover_rounds: usize,
 }
 
 const FULL: Setting = Setting {
@@ -139,6 +149,9 @@ const FULL: Setting = Setting {
     hostile_rounds: 3,
     hostile_seconds: 5.0,
     hostile_half_requests: 10_000,
+    cluster_rounds: 3,
+    cluster_connections: 100,
+    takeover_rounds: 3,
 };
 
 const TINY: Setting = Setting {
@@ -173,6 +186,9 @@ const TINY: Setting = Setting {
     hostile_rounds: 1,
     hostile_seconds: 0.5,
     hostile_half_requests: 100,
+    cluster_rounds: 1,
+    cluster_connections: 4,
+    takeover_rounds: 1,
 };
 
 fn main() {
@@ -212,8 +228,9 @@ fn main() {
             "flood" => runtime.block_on(edge::flood(&setting, &mut results)),
             "slow_subscriber" => runtime.block_on(edge::slow_subscriber(&setting, &mut results)),
             "hostile" => runtime.block_on(edge::hostile(&setting, &out_dir, &mut results)),
+            "cluster" => cluster::cluster(&setting, &mut results),
             other => panic!(
-                "MQGATE_BENCH_ONLY={other}: rpc, registry, mqtt, logins, tracing, trace_query, idle, capacity, connect_rate, flood, slow_subscriber or hostile"
+                "MQGATE_BENCH_ONLY={other}: rpc, registry, mqtt, logins, tracing, trace_query, idle, capacity, connect_rate, flood, slow_subscriber, hostile or cluster"
             ),
         }
         drop(runtime);
@@ -236,6 +253,7 @@ fn main() {
     runtime.block_on(edge::flood(&setting, &mut results));
     runtime.block_on(edge::slow_subscriber(&setting, &mut results));
     runtime.block_on(edge::hostile(&setting, &out_dir, &mut results));
+    cluster::cluster(&setting, &mut results);
     // What the profile showed and what changed, kept by hand beside the
     // generated tables.
     if let Ok(notes) =
@@ -351,6 +369,21 @@ fn spawn_server(program: &str, args: &[&str], key: &str) -> (Child, String) {
         .unwrap_or_else(|| panic!("{program} did not start: {first:?}"))
         .to_string();
     (child, addr)
+}
+
+/// A process's CPU seconds so far (user and system, all threads), from
+/// `/proc/PID/stat` (in Linux's USER_HZ, 100 a second); 0 once it is gone.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit(')').next().unwrap_or("");
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 /// What one `mqgate-load run` reported.
@@ -1144,17 +1177,7 @@ impl TracedProcess {
 
     /// The process's CPU seconds so far (user and system, all threads).
     fn cpu_seconds(&self) -> f64 {
-        let stat =
-            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
-        let after = stat.rsplit(')').next().unwrap_or("");
-        let fields: Vec<&str> = after.split_whitespace().collect();
-        let ticks = |i: usize| {
-            fields
-                .get(i)
-                .and_then(|f| f.parse::<f64>().ok())
-                .unwrap_or(0.0)
-        };
-        (ticks(11) + ticks(12)) / 100.0
+        cpu_seconds(self.child.id())
     }
 
     /// (events recorded, events dropped) so far, from `/metrics`.

@@ -16,10 +16,13 @@
 //!   without a scan.
 //! - A lookup ([`Cluster::online_elsewhere`]) is one script: the entries,
 //!   then their nodes' keys. This node's own entries are skipped: its
-//!   registry is the truth for its devices.
+//!   registry is the truth for its devices. On the node that serves the
+//!   instance ([`super::placement`]) there is no lookup at all: every
+//!   device of the instance is connected there.
 
 use super::{Cluster, StoreError};
 use crate::broker::registry::{PresenceEvent, PresenceSink};
+use crate::broker::{Place, Placement};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -106,8 +109,10 @@ impl Cluster {
         instance_id: &str,
         client_ids: &[&str],
     ) -> Result<Vec<Option<String>>, StoreError> {
-        if client_ids.is_empty() {
-            return Ok(Vec::new());
+        // The node that serves the instance has all its devices (the others
+        // relay them here): no other node holds one.
+        if client_ids.is_empty() || self.place(instance_id) == Place::Here {
+            return Ok(vec![None; client_ids.len()]);
         }
         let mut invocation = self.scripts.lookup.key(self.where_key(instance_id));
         invocation
