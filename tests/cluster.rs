@@ -19,6 +19,11 @@ const INSTANCE: &str = "post-cn-cluster";
 /// A node's configuration: the same accounts on every node, its own name,
 /// the cluster's Redis on `port`.
 fn node_config(node: &str, redis_port: u16, limits: &str) -> String {
+    node_config_with(node, redis_port, limits, "")
+}
+
+/// [`node_config`] with `instance_extra` (lines of the instance's table).
+fn node_config_with(node: &str, redis_port: u16, limits: &str, instance_extra: &str) -> String {
     format!(
         r#"
 {limits}
@@ -35,6 +40,7 @@ timeout_ms = 300
 id = "1234567890"
   [[accounts.instances]]
   id = "{INSTANCE}"
+  {instance_extra}
   [[accounts.users]]
   name = "root"
   access_key_id = "testid"
@@ -788,26 +794,21 @@ async fn when_the_instance_node_is_killed_another_takes_it_over_and_its_bill_sur
     let holder = lease_holder(redis.port);
     assert!(matches!(holder.as_deref(), Some("n2" | "n3")), "{holder:?}");
 
-    // n1 billed every call it answered before it was killed.
-    let request = signed_call(
-        "DescribeMeteringReport",
-        &[
-            ("InstanceId", INSTANCE),
-            ("StartTime", "today"),
-            ("EndTime", "tomorrow"),
-            ("GroupBy", "action"),
-        ],
+    // n1 billed every call it answered before it was killed, and the
+    // cluster's totals hold them with the one n2 answered since.
+    assert_eq!(
+        reported(&n1, "SendMessage", &["--this-node"]),
+        answered_by_n1
     );
-    let answer = common::raw_http(n1.http, &[request]).await;
-    assert_eq!(answer[0].status, 200, "{}", answer[0].body);
-    let report: serde_json::Value = serde_json::from_str(&answer[0].body).unwrap();
-    let sent = report["Rows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|row| row["Action"] == "SendMessage")
-        .map(|row| row["Transactions"].as_u64().unwrap());
-    assert_eq!(sent, Some(answered_by_n1), "{report}");
+    let since = Instant::now();
+    while billed_on(&n1, "SendMessage").await != answered_by_n1 + 1 {
+        assert!(
+            since.elapsed() < Duration::from_secs(10),
+            "the cluster's bill does not hold the {} SendMessage calls answered",
+            answered_by_n1 + 1
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     eprintln!(
         "take-over: the instance's node (n1) SIGKILLed; a device reconnecting every 100 ms through n3 served after {} ms ({refusals} refusals), SendMessage delivered to it after {} ms; new holder {}",
         connected_in.as_millis(),
@@ -919,6 +920,7 @@ async fn redis_stopped_and_restarted_under_load_loses_nothing_answered() {
 
     let mut refused_total = 0;
     let mut served_after_return = 0;
+    let mut answered_in_all = 0;
     for (n, (node, answers)) in nodes.iter().zip(&answers).enumerate() {
         let others: Vec<_> = answers
             .iter()
@@ -940,11 +942,15 @@ async fn redis_stopped_and_restarted_under_load_loses_nothing_answered() {
                 .filter(|a| a.0 == create && a.2 == 200)
                 .count() as u64
         };
-        assert_eq!(billed_on(node, "CreateGroupId").await, answered(true));
         assert_eq!(
-            billed_on(node, "QuerySessionByClientId").await,
+            reported(node, "CreateGroupId", &["--this-node"]),
+            answered(true)
+        );
+        assert_eq!(
+            reported(node, "QuerySessionByClientId", &["--this-node"]),
             answered(false)
         );
+        answered_in_all += answered(true) + answered(false);
         let created: std::collections::BTreeSet<String> = answers
             .iter()
             .filter(|a| a.0 && a.2 == 200)
@@ -957,6 +963,21 @@ async fn redis_stopped_and_restarted_under_load_loses_nothing_answered() {
             .collect();
         assert_eq!(listed, created, "n{}", n + 1);
     }
+    // The cluster's totals: every node's bill, once (copied within about
+    // half a second).
+    let since = Instant::now();
+    loop {
+        let billed = billed_on(&nodes[0], "CreateGroupId").await
+            + billed_on(&nodes[0], "QuerySessionByClientId").await;
+        if billed == answered_in_all {
+            break;
+        }
+        assert!(
+            since.elapsed() < Duration::from_secs(10),
+            "the cluster's bill holds {billed} calls, not the {answered_in_all} answered"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert!(
         refused_total > 0,
         "no call was refused while Redis was away"
@@ -967,8 +988,138 @@ async fn redis_stopped_and_restarted_under_load_loses_nothing_answered() {
     );
     let total: usize = answers.iter().map(Vec::len).sum();
     eprintln!(
-        "Redis stopped under load at {} ms and back (empty) at {} ms: {total} calls to 3 nodes, {refused_total} refused 503, {served_after_return} served after it returned; every 200 billed once and every group answered 200 listed, none refused; connected devices exchanged messages throughout",
+        "Redis stopped under load at {} ms and back (empty) at {} ms: {total} calls to 3 nodes, {refused_total} refused 503, {served_after_return} served after it returned; every 200 billed once, by the node that answered it, and in the cluster's totals; every group answered 200 listed, none refused; connected devices exchanged messages throughout",
         stopped_at.as_millis(),
         back_at.as_millis()
+    );
+}
+
+/// `mqgate report` on `node`'s configuration (the cluster's totals, or
+/// with `--this-node` its own): QuerySessionByClientId's calls today.
+fn reported_queries(node: &common::Process, extra: &[&str]) -> u64 {
+    reported(node, "QuerySessionByClientId", extra)
+}
+
+/// `mqgate report` on `node`'s configuration: `action`'s calls today.
+fn reported(node: &common::Process, action: &str, extra: &[&str]) -> u64 {
+    let output = Command::new(env!("CARGO_BIN_EXE_mqgate"))
+        .args(["report", "--config", node.config.to_str().unwrap()])
+        .args(["--group-by", "action", "--format", "json"])
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let rows: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    rows.as_array()
+        .unwrap()
+        .iter()
+        .find(|row| row["action"] == action)
+        .map_or(0, |row| row["transactions"].as_u64().unwrap())
+}
+
+#[tokio::test]
+async fn reports_give_the_cluster_totals_and_keep_a_killed_node_s_calls() {
+    let redis = Redis::start();
+    let mut nodes = three_nodes(redis.port, "");
+    for (node, calls) in nodes.iter().zip([3, 4, 5]) {
+        for _ in 0..calls {
+            assert_eq!(
+                send(node.http, &signed_request(&fresh_nonce())).await.0,
+                200
+            );
+        }
+    }
+    // Each node copies its bill within about half a second.
+    let since = Instant::now();
+    while billed_on(&nodes[0], "QuerySessionByClientId").await != 12 {
+        assert!(
+            since.elapsed() < Duration::from_secs(10),
+            "n1's report does not add up to 12 calls"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let added_in = since.elapsed();
+    assert_eq!(reported_queries(&nodes[2], &[]), 12);
+    assert_eq!(reported_queries(&nodes[2], &["--this-node"]), 5);
+
+    // n2 is killed: what it billed stays in the cluster's totals.
+    let mut n2 = nodes.remove(1);
+    let _ = n2.child.kill();
+    let _ = n2.child.wait();
+    assert_eq!(billed_on(&nodes[1], "QuerySessionByClientId").await, 12);
+    assert_eq!(reported_queries(&nodes[0], &[]), 12);
+    eprintln!(
+        "cluster bill: 3 + 4 + 5 calls on three nodes added up in n1's report after {} ms; 12 still after n2 was killed",
+        added_in.as_millis()
+    );
+}
+
+#[tokio::test]
+async fn a_monthly_quota_holds_for_the_cluster() {
+    const QUOTA: u64 = 10;
+    let redis = Redis::start();
+    let nodes: Vec<common::Process> = ["n1", "n2", "n3"]
+        .iter()
+        .map(|node| {
+            common::Process::start(&node_config_with(
+                node,
+                redis.port,
+                "",
+                &format!("monthly_transaction_quota = {QUOTA}"),
+            ))
+        })
+        .collect();
+    let call = |node: &common::Process| {
+        let addr = node.http;
+        async move { send(addr, &signed_request(&fresh_nonce())).await }
+    };
+    let mut answered = 0;
+    for _ in 0..QUOTA {
+        assert_eq!(call(&nodes[0]).await, (200, String::new()));
+        answered += 1;
+    }
+    assert_eq!(
+        call(&nodes[0]).await,
+        (403, "InstanceQuotaExceeded".to_string())
+    );
+
+    // The other nodes learn of n1's calls within their next copy: until
+    // then they may admit a few more (counted, billed, printed).
+    let since = Instant::now();
+    for node in &nodes[1..] {
+        loop {
+            match call(node).await {
+                (200, _) => answered += 1,
+                (403, code) if code == "InstanceQuotaExceeded" => break,
+                other => panic!("{other:?}"),
+            }
+            assert!(
+                since.elapsed() < Duration::from_secs(10),
+                "the quota not enforced on every node 10 s after it was used up"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let refused_everywhere_in = since.elapsed();
+    for node in &nodes {
+        assert_eq!(call(node).await.1, "InstanceQuotaExceeded");
+    }
+    // Every call answered 200 is in the cluster's bill, once.
+    let since = Instant::now();
+    while reported_queries(&nodes[0], &[]) != answered {
+        assert!(
+            since.elapsed() < Duration::from_secs(10),
+            "the cluster's bill is not {answered} calls"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!(
+        "cluster quota {QUOTA}: used up on n1; refused on every node {} ms later, {} calls admitted past the quota meanwhile; the cluster's bill holds all {answered}",
+        refused_everywhere_in.as_millis(),
+        answered - QUOTA
     );
 }

@@ -11,6 +11,10 @@
 //! `StartTime` is inclusive, `EndTime` exclusive (UTC, RFC 3339 or a date).
 //! `GroupBy`: any of `action`, and one of `hour`, `day` (default
 //! `action,day`); without a time unit, one window spans the whole range.
+//!
+//! In a cluster, the cluster's totals: this node's bill and every other
+//! node's as it last copied it into Redis (`cluster::bill`, within about
+//! half a second); `ServiceUnavailable` if Redis does not answer.
 
 use super::{Context, Handler};
 use crate::access::Resource;
@@ -90,9 +94,21 @@ impl<'a> Handler<'a> for DescribeMeteringReport {
                 ..request.group_by
             },
         };
+        // In a cluster: the other nodes' bills, as they last copied them.
+        let elsewhere = match ctx.cluster {
+            Some(cluster) => {
+                let from = request.start.timestamp().div_euclid(60) * 60;
+                cluster
+                    .billed_elsewhere(&request.instance_id, from, request.end.timestamp())
+                    .await?
+            }
+            None => Vec::new(),
+        };
         let path = ctx.meter.path().to_path_buf();
         let rows = tokio::task::spawn_blocking(move || {
-            report::open_read_only(&path).and_then(|c| report::run(&c, &query))
+            let connection = report::open_read_only(&path)?;
+            report::include_calls(&connection, &elsewhere)?;
+            report::run(&connection, &query)
         })
         .await
         .map_err(|e| ApiError::internal(format!("the report task failed: {e}")))?

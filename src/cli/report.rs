@@ -1,5 +1,7 @@
 //! `mqgate report`: the bill from the metering database, as a table, CSV
-//! or JSON (works while mqgate runs).
+//! or JSON (works while mqgate runs). With a `[cluster]` configuration, the
+//! cluster's totals: this node's database and the other nodes' bills from
+//! Redis (`cluster::bill`), unless `--this-node`.
 
 use crate::config::Config;
 use crate::metering::report::{self, GroupBy, Kind, Query};
@@ -33,6 +35,10 @@ pub struct Args {
     /// or peak concurrent connections.
     #[arg(long, default_value = "transactions", value_parser = ["transactions", "messages", "connections"])]
     kind: String,
+    /// With a [cluster] configuration: this node's bill alone, not the
+    /// cluster's totals (which add the other nodes' bills from Redis).
+    #[arg(long)]
+    this_node: bool,
 }
 
 /// Prints the report; exit 2 for bad input or an unreadable database.
@@ -74,8 +80,35 @@ pub fn run(args: Args) -> ExitCode {
         instance_id: args.instance,
         group_by,
     };
+    // The other nodes' bills (calls only: messages and connections are
+    // each node's own).
+    let elsewhere = match (&config.cluster, args.this_node, kind) {
+        (Some(cluster), false, Kind::Transactions) => {
+            let instances: Vec<String> = match &query.instance_id {
+                Some(instance) => vec![instance.clone()],
+                None => config
+                    .accounts
+                    .iter()
+                    .flat_map(|a| &a.instances)
+                    .map(|i| i.id.clone())
+                    .collect(),
+            };
+            match billed_elsewhere(cluster, &instances, from, to) {
+                Ok(calls) => calls,
+                Err(e) => {
+                    return fail(format!(
+                        "the other nodes' bills could not be read from the cluster's Redis ({e}); --this-node reports this node's bill alone"
+                    ));
+                }
+            }
+        }
+        _ => Vec::new(),
+    };
     let path = config.storage.dir.join(crate::metering::DATABASE);
-    let rows = match report::open_read_only(&path).and_then(|c| report::run(&c, &query)) {
+    let rows = match report::open_read_only(&path).and_then(|c| {
+        report::include_calls(&c, &elsewhere)?;
+        report::run(&c, &query)
+    }) {
         Ok(rows) => rows,
         Err(e) => return fail(e.to_string()),
     };
@@ -86,4 +119,35 @@ pub fn run(args: Args) -> ExitCode {
     };
     print!("{text}");
     ExitCode::SUCCESS
+}
+
+/// The calls the cluster's other nodes billed on `instances` between
+/// `from` and `to`, from Redis.
+fn billed_elsewhere(
+    cluster: &crate::config::ClusterConfig,
+    instances: &[String],
+    from: chrono::DateTime<chrono::Utc>,
+    to: chrono::DateTime<chrono::Utc>,
+) -> Result<Vec<report::MinuteCalls>, String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    runtime.block_on(async {
+        let cluster = crate::cluster::Cluster::connect(cluster).await?;
+        let mut calls = Vec::new();
+        for instance in instances {
+            calls.extend(
+                cluster
+                    .billed_elsewhere(
+                        instance,
+                        from.timestamp().div_euclid(60) * 60,
+                        to.timestamp(),
+                    )
+                    .await
+                    .map_err(|e| e.to_string())?,
+            );
+        }
+        Ok(calls)
+    })
 }

@@ -30,8 +30,12 @@
 //!   its devices there (`broker::front`'s relay), and another node takes it
 //!   over when that node dies.
 //!
-//! Not shared yet: monthly quotas, traces, the device-side state, the
-//! bill's totals, the EMQX API's client views. Each node keeps its own
+//! - **The bill's totals and monthly quotas** ([`bill`]): each node bills
+//!   what it answers in its own database and copies it into Redis; reports
+//!   add the nodes' bills, quota checks count the other nodes' calls.
+//!
+//! Not shared yet: traces, the device-side state, the EMQX API's client
+//! views. Each node keeps its own
 //! (README, "Running several nodes").
 //!
 //! **Failures.** Every round trip waits at most `cluster.timeout_ms`; a
@@ -41,6 +45,7 @@
 //! as soon as Redis is back, without a restart. At start a node that
 //! cannot reach Redis within the timeout does not start, and says why.
 
+pub mod bill;
 pub mod placement;
 pub mod presence;
 pub mod reach;

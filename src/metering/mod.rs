@@ -185,6 +185,9 @@ struct MonthCounts {
     next_month: i64,
     committed: HashMap<String, u64>,
     in_flight: HashMap<String, u64>,
+    /// In a cluster: what the other nodes billed this month, per instance,
+    /// as they last told Redis (`cluster::bill`).
+    elsewhere: HashMap<String, u64>,
 }
 
 /// The metering store: a queue to the writer thread, and this month's
@@ -272,6 +275,7 @@ impl Meter {
             next_month: next_month_start(now).timestamp(),
             committed,
             in_flight: HashMap::new(),
+            elsewhere: HashMap::new(),
         }));
         let shared = Shared {
             month: month.clone(),
@@ -312,12 +316,30 @@ impl Meter {
         &self.path
     }
 
+    /// This month's first second (unix time) and the calls this node
+    /// billed this month, per instance.
+    pub fn month_billed(&self) -> (i64, HashMap<String, u64>) {
+        let month = lock_month(&self.month);
+        (month.month, month.committed.clone())
+    }
+
+    /// In a cluster: what the other nodes billed in the month starting at
+    /// `month_start`, per instance; counted by the quota check beside this
+    /// node's own (ignored if the month has turned meanwhile).
+    pub fn set_billed_elsewhere(&self, month_start: i64, elsewhere: HashMap<String, u64>) {
+        let mut month = lock_month(&self.month);
+        if month.month == month_start {
+            month.elsewhere = elsewhere;
+        }
+    }
+
     /// Admits a call on `instance` if its monthly quota (if any) has room,
     /// counting calls still in flight.
     pub fn admit(&self, instance: &Arc<Instance>) -> Result<Admission<'_>, ApiError> {
         let (instance_id, quota) = (instance.id.as_str(), instance.monthly_transaction_quota);
         let mut month = lock_month(&self.month);
-        let committed = month.committed.get(instance_id).copied().unwrap_or(0);
+        let committed = month.committed.get(instance_id).copied().unwrap_or(0)
+            + month.elsewhere.get(instance_id).copied().unwrap_or(0);
         let in_flight = month.in_flight.get(instance_id).copied().unwrap_or(0);
         if let Some(quota) = quota
             && committed + in_flight >= quota

@@ -289,6 +289,58 @@ fn folded_sequence(connection: &Connection) -> rusqlite::Result<u64> {
         .map(|n| n.max(0) as u64)
 }
 
+/// One minute's billed calls of one account, instance and action: what a
+/// node tells its cluster (`cluster::bill`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MinuteCalls {
+    /// The minute's first second, unix time.
+    pub minute: i64,
+    pub account_id: String,
+    pub instance_id: String,
+    pub action: String,
+    pub calls: u64,
+}
+
+/// The billed calls of every minute from `since` (unix time, inclusive)
+/// on, from a connection of [`open_read_only`] (the journal's calls not
+/// folded yet included).
+pub fn minute_calls(connection: &Connection, since: i64) -> Result<Vec<MinuteCalls>, ReportError> {
+    let mut statement = connection.prepare(
+        "SELECT minute, account_id, instance_id, action, SUM(transactions) FROM
+           (SELECT minute, account_id, instance_id, action, transactions FROM main.api_transactions
+            UNION ALL
+            SELECT minute, account_id, instance_id, action, transactions FROM temp.unfolded_transactions)
+         WHERE minute >= ?1 GROUP BY minute, account_id, instance_id, action",
+    )?;
+    let rows = statement.query_map([since], |row| {
+        Ok(MinuteCalls {
+            minute: row.get(0)?,
+            account_id: row.get(1)?,
+            instance_id: row.get(2)?,
+            action: row.get(3)?,
+            calls: row.get::<_, i64>(4)?.max(0) as u64,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Adds calls billed elsewhere (the other nodes of a cluster) to what
+/// [`run`] counts on this connection.
+pub fn include_calls(connection: &Connection, calls: &[MinuteCalls]) -> Result<(), ReportError> {
+    let mut insert =
+        connection.prepare("INSERT INTO temp.unfolded_transactions VALUES (?1, ?2, ?3, ?4, ?5)")?;
+    for c in calls {
+        insert.execute(rusqlite::params![
+            c.minute,
+            c.account_id,
+            c.instance_id,
+            c.action,
+            c.calls as i64
+        ])?;
+    }
+    Ok(())
+}
+
 /// Runs a report query.
 pub fn run(connection: &Connection, query: &Query) -> Result<Vec<Row>, ReportError> {
     if query.to <= query.from {

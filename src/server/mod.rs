@@ -470,6 +470,9 @@ impl Server {
             metrics_token: config.metrics.bearer_token.clone(),
             cluster,
         });
+        if let Some(cluster) = &state.cluster {
+            cluster.start_bill(meter.clone(), directory.clone(), shutdown.clone());
+        }
         let flusher_stop = CancellationToken::new();
         let flusher = tokio::spawn(flush_broker_counts(
             brokers.clone(),

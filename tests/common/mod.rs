@@ -683,7 +683,7 @@ pub struct Process {
     pub child: std::process::Child,
     pub http: SocketAddr,
     pub mqtt: SocketAddr,
-    config: PathBuf,
+    pub config: PathBuf,
     /// Taken by [`Process::restart`] for the next process.
     dir: Option<tempfile::TempDir>,
 }
