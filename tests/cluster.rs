@@ -534,6 +534,19 @@ fn lease_holder(redis_port: u16) -> Option<String> {
     }
 }
 
+/// Waits until `node` holds the instance's lease, within 10 s.
+async fn until_holder_is(redis_port: u16, node: &str) {
+    let since = Instant::now();
+    while lease_holder(redis_port).as_deref() != Some(node) {
+        assert!(
+            since.elapsed() < Duration::from_secs(10),
+            "{node} does not hold the instance 10 s on: {:?}",
+            lease_holder(redis_port)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// A node of the cluster whose configuration is `node_config`'s.
 fn node(name: &str, redis_port: u16) -> common::Process {
     common::Process::start(&node_config(name, redis_port, ""))
@@ -1121,5 +1134,143 @@ async fn a_monthly_quota_holds_for_the_cluster() {
         "cluster quota {QUOTA}: used up on n1; refused on every node {} ms later, {} calls admitted past the quota meanwhile; the cluster's bill holds all {answered}",
         refused_everywhere_in.as_millis(),
         answered - QUOTA
+    );
+}
+
+/// `action` (a trace query) through `node` with `params` besides the
+/// instance, the region and a range from a minute ago to a minute ahead:
+/// the answer's body.
+async fn trace_on(
+    node: &common::Process,
+    action: &str,
+    params: &[(&str, &str)],
+) -> serde_json::Value {
+    let now = Utc::now().timestamp_millis();
+    let (begin, end) = ((now - 60_000).to_string(), (now + 60_000).to_string());
+    let mut all = vec![
+        ("InstanceId", INSTANCE),
+        ("MqttRegionId", "cn-hangzhou"),
+        ("BeginTime", begin.as_str()),
+        ("EndTime", end.as_str()),
+    ];
+    all.extend_from_slice(params);
+    let answer = common::raw_http(node.http, &[signed_call(action, &all)]).await;
+    assert_eq!(answer[0].status, 200, "{}", answer[0].body);
+    serde_json::from_str(&answer[0].body).unwrap()
+}
+
+/// Asks until `done` holds for the answer, within 10 s (events reach the
+/// trace store in batches).
+async fn trace_until(
+    node: &common::Process,
+    action: &str,
+    params: &[(&str, &str)],
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let since = Instant::now();
+    loop {
+        let body = trace_on(node, action, params).await;
+        if done(&body) {
+            return body;
+        }
+        assert!(
+            since.elapsed() < Duration::from_secs(10),
+            "{action} {params:?}: still {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_trace_query_on_any_node_sees_the_events_of_every_node() {
+    let redis = Redis::start();
+    let mut nodes = three_nodes(redis.port, "");
+    assert_eq!(lease_holder(redis.port).as_deref(), Some("n1"));
+    let device = "GID_c@@@traced";
+
+    // Served by n1 (connected through n2); a message sent through n3: its
+    // publish is recorded on n3, its delivery on n1.
+    let mut first = common::connect_v4(nodes[1].mqtt, device, None)
+        .await
+        .unwrap();
+    first.subscribe("traced/+").await;
+    let (status, body) = send_message(&nodes[2], "traced/a", "hello").await;
+    assert_eq!(status, 200, "{body}");
+    let msg_id = serde_json::from_str::<serde_json::Value>(&body).unwrap()["MsgId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(next_payload(&mut first).await, "hello");
+    let published = trace_until(
+        &nodes[1],
+        "QueryMqttTraceMessagePublish",
+        &[("MsgId", &msg_id)],
+        |b| {
+            b["MessageTraceLists"]
+                .as_array()
+                .is_some_and(|l| !l.is_empty())
+        },
+    )
+    .await;
+    assert_eq!(
+        published["MessageTraceLists"][0]["Action"], "pub_api",
+        "{published}"
+    );
+    let delivered = trace_until(
+        &nodes[1],
+        "QueryMqttTraceMessageSubscribe",
+        &[("MsgId", &msg_id), ("CurrentPage", "1"), ("PageSize", "10")],
+        |b| b["Total"].as_u64() >= Some(1),
+    )
+    .await;
+    assert_eq!(
+        delivered["MessageTraceLists"][0]["ClientId"], device,
+        "{delivered}"
+    );
+    first.v4.as_ref().unwrap().disconnect().await.unwrap();
+    let device_page = |page: &'static str| {
+        [
+            ("ClientId", device),
+            ("CurrentPage", page),
+            ("PageSize", "1"),
+        ]
+    };
+    // connect, then disconnect: both on n1, seen through n3.
+    trace_until(&nodes[2], "QueryMqttTraceDevice", &device_page("1"), |b| {
+        b["Total"] == 2
+    })
+    .await;
+
+    // n1 stops cleanly: n2 takes the instance over; the device's next
+    // connection is served by n2. Its events are now on two nodes.
+    let n1 = nodes.remove(0);
+    let (n1, status) = n1.restart("TERM");
+    assert!(status.success(), "n1 stopped cleanly: {status:?}");
+    until_holder_is(redis.port, "n2").await;
+    let _second = common::connect_v4(nodes[1].mqtt, device, None)
+        .await
+        .unwrap();
+    let all = trace_until(&n1, "QueryMqttTraceDevice", &device_page("3"), |b| {
+        b["Total"] == 3
+    })
+    .await;
+    let times: Vec<String> = futures_util::future::join_all(["1", "2", "3"].map(|page| {
+        let node = &nodes[0];
+        async move {
+            let body = trace_on(node, "QueryMqttTraceDevice", &device_page(page)).await;
+            assert_eq!(body["Total"], 3, "{body}");
+            body["DeviceInfoList"][0]["Time"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        }
+    }))
+    .await;
+    let mut sorted = times.clone();
+    sorted.sort();
+    assert_eq!(times, sorted, "pages merged out of time order");
+    assert_eq!(all["DeviceInfoList"][0]["Action"], "connect", "{all}");
+    eprintln!(
+        "cluster traces: a message's publish (n3) and delivery (n1) seen through n2; a device's events on n1 and n2 merged in time order through n2 and the restarted n1: {times:?}"
     );
 }

@@ -19,8 +19,11 @@
 //! further back than the trace store keeps (`[trace] retention_hours`,
 //! default 72). RAM: `mq:QueryMqttTraceDevice` on the instance; 500/s;
 //! billed (Alibaba's page).
+//!
+//! In a cluster, every node's events, merged by time (`trace_params::gather`).
 
-use super::trace_params::{PageHeader, PageRequest, Window};
+use super::trace_params::{PageHeader, PageRequest, Window, gather};
+use crate::trace::query::{TraceFound, TraceQuery};
 use super::{Context, Handler};
 use crate::access::Resource;
 use crate::error::ApiError;
@@ -71,16 +74,17 @@ impl<'a> Handler<'a> for QueryMqttTraceDevice {
 
     async fn handle(ctx: &Context<'_>, request: Request) -> Result<Answer, ApiError> {
         request.window.check(ctx)?;
-        let (total, events) = ctx
-            .traces
-            .device_events(
-                &request.window.instance_id,
-                &request.client_id,
-                request.window.range(),
-                request.page.bounds(),
-                request.page.reverse,
-            )
-            .map_err(|e| ApiError::internal(e.to_string()))?;
+        let query = TraceQuery::Device {
+            instance_id: request.window.instance_id.clone(),
+            client_id: request.client_id.clone(),
+            range: request.window.range(),
+            page: request.page.page,
+            size: request.page.size,
+            reverse: request.page.reverse,
+        };
+        let TraceFound::Device { total, events } = gather(ctx, query).await? else {
+            return Err(ApiError::internal("a device trace query found message events"));
+        };
         Ok(Answer {
             page: request.page.header(total),
             device_info_list: events

@@ -13,8 +13,11 @@
 //! The actions are those of the two other message traces (`pub_mqtt`,
 //! `sub`, and mqgate's `ack` and `drop`). RAM:
 //! `mq:QueryMqttTraceMessageOfClient` on the instance; 500/s; billed.
+//!
+//! In a cluster, every node's events, merged by time (`trace_params::gather`).
 
-use super::trace_params::{MessageEntry, PageHeader, PageRequest, Window};
+use super::trace_params::{MessageEntry, PageHeader, PageRequest, Window, gather};
+use crate::trace::query::{TraceFound, TraceQuery};
 use super::{Context, Handler};
 use crate::access::Resource;
 use crate::error::ApiError;
@@ -55,16 +58,17 @@ impl<'a> Handler<'a> for QueryMqttTraceMessageOfClient {
 
     async fn handle(ctx: &Context<'_>, request: Request) -> Result<Answer, ApiError> {
         request.window.check(ctx)?;
-        let (total, events) = ctx
-            .traces
-            .client_messages(
-                &request.window.instance_id,
-                &request.client_id,
-                request.window.range(),
-                request.page.bounds(),
-                request.page.reverse,
-            )
-            .map_err(|e| ApiError::internal(e.to_string()))?;
+        let query = TraceQuery::ClientMessages {
+            instance_id: request.window.instance_id.clone(),
+            client_id: request.client_id.clone(),
+            range: request.window.range(),
+            page: request.page.page,
+            size: request.page.size,
+            reverse: request.page.reverse,
+        };
+        let TraceFound::Messages { total, events } = gather(ctx, query).await? else {
+            return Err(ApiError::internal("a message trace query found device events"));
+        };
         Ok(Answer {
             page: request.page.header(total),
             message_of_client_list: events.into_iter().map(MessageEntry::from).collect(),

@@ -17,8 +17,11 @@
 //! (never seen, swept, or outside it) answers an empty list, as a search
 //! does. RAM: `mq:QueryMqttTraceMessagePublish` on the instance; 500/s;
 //! billed (Alibaba's page).
+//!
+//! In a cluster, every node's events, merged by time (`trace_params::gather`).
 
-use super::trace_params::{MessageEntry, Window, msg_id};
+use super::trace_params::{MessageEntry, Window, gather, msg_id};
+use crate::trace::query::{TraceFound, TraceQuery};
 use super::{Context, Handler};
 use crate::access::Resource;
 use crate::error::ApiError;
@@ -55,10 +58,14 @@ impl<'a> Handler<'a> for QueryMqttTraceMessagePublish {
 
     async fn handle(ctx: &Context<'_>, request: Request) -> Result<Answer, ApiError> {
         request.window.check(ctx)?;
-        let events = ctx
-            .traces
-            .message_publishes(&request.window.instance_id, &request.msg_id, request.window.range())
-            .map_err(|e| ApiError::internal(e.to_string()))?;
+        let query = TraceQuery::Publishes {
+            instance_id: request.window.instance_id.clone(),
+            msg_id: request.msg_id.clone(),
+            range: request.window.range(),
+        };
+        let TraceFound::Messages { events, .. } = gather(ctx, query).await? else {
+            return Err(ApiError::internal("a message trace query found device events"));
+        };
         Ok(Answer {
             message_trace_lists: events.into_iter().map(MessageEntry::from).collect(),
         })

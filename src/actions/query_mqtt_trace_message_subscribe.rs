@@ -16,8 +16,11 @@
 //! narrows to one subscriber. How deliveries are matched to their MsgId:
 //! see [`crate::trace`]. RAM: `mq:QueryMqttTraceMessageSubscribe` on the
 //! instance; 500/s; billed.
+//!
+//! In a cluster, every node's events, merged by time (`trace_params::gather`).
 
-use super::trace_params::{MessageEntry, PageHeader, PageRequest, Window, msg_id};
+use super::trace_params::{MessageEntry, PageHeader, PageRequest, Window, gather, msg_id};
+use crate::trace::query::{TraceFound, TraceQuery};
 use super::{Context, Handler};
 use crate::access::Resource;
 use crate::error::ApiError;
@@ -64,17 +67,18 @@ impl<'a> Handler<'a> for QueryMqttTraceMessageSubscribe {
 
     async fn handle(ctx: &Context<'_>, request: Request) -> Result<Answer, ApiError> {
         request.window.check(ctx)?;
-        let (total, events) = ctx
-            .traces
-            .message_deliveries(
-                &request.window.instance_id,
-                &request.msg_id,
-                request.client_id.as_deref(),
-                request.window.range(),
-                request.page.bounds(),
-                request.page.reverse,
-            )
-            .map_err(|e| ApiError::internal(e.to_string()))?;
+        let query = TraceQuery::Deliveries {
+            instance_id: request.window.instance_id.clone(),
+            msg_id: request.msg_id.clone(),
+            client_id: request.client_id.clone(),
+            range: request.window.range(),
+            page: request.page.page,
+            size: request.page.size,
+            reverse: request.page.reverse,
+        };
+        let TraceFound::Messages { total, events } = gather(ctx, query).await? else {
+            return Err(ApiError::internal("a message trace query found device events"));
+        };
         Ok(Answer {
             page: request.page.header(total),
             message_trace_lists: events.into_iter().map(MessageEntry::from).collect(),

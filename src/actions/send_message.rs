@@ -139,7 +139,13 @@ impl<'a> Handler<'a> for SendMessage {
                     other => ApiError::internal(other.to_string()),
                 })?,
             Some((cluster, Place::There { node, .. })) => cluster
-                .publish_on(&node, &request.instance_id, &request.topic, request.payload)
+                .publish_on(
+                    &node,
+                    &request.instance_id,
+                    &request.topic,
+                    request.payload,
+                    crate::trace::events::msg_id_text(entering.msg_id),
+                )
                 .await
                 .map_err(ApiError::from)?,
             Some((_, Place::Unplaced)) => return Err(unplaced(&request.instance_id)),

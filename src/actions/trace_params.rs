@@ -64,6 +64,41 @@ pub(crate) fn within_retention(ctx: &Context<'_>, begin_ms: i64) -> Result<(), A
 
 /// `MsgId`: required, 32 hex digits (what SendMessage answers and the
 /// traces list).
+/// Runs `query` on this node's traces and, in a cluster, on every other
+/// node's, merging their answers by time ([`crate::trace::query`]). In a
+/// cluster a page may reach at most
+/// [`MAX_MERGED_EVENTS`](crate::trace::query::MAX_MERGED_EVENTS) events
+/// deep; a node that does not answer in time makes the call
+/// `ServiceUnavailable`.
+pub(crate) async fn gather(
+    ctx: &Context<'_>,
+    query: crate::trace::query::TraceQuery,
+) -> Result<crate::trace::query::TraceFound, ApiError> {
+    use crate::trace::query::{MAX_MERGED_EVENTS, merge};
+    let read = |query: &crate::trace::query::TraceQuery| {
+        query
+            .run(ctx.traces)
+            .map_err(|e| ApiError::internal(e.to_string()))
+    };
+    let Some(cluster) = ctx.cluster else {
+        return read(&query);
+    };
+    let (page, size) = query.page();
+    let depth = u64::from(page) * u64::from(size);
+    if depth > u64::from(MAX_MERGED_EVENTS) {
+        return Err(ApiError::invalid(
+            "CurrentPage",
+            format!(
+                "page {page} of {size} reaches {depth} events deep; in a cluster a page may reach at most {MAX_MERGED_EVENTS} (narrow BeginTime and EndTime instead)"
+            ),
+        ));
+    }
+    let whole = query.from_the_first(depth as u32);
+    let mut found = vec![read(&whole)?];
+    found.extend(cluster.traces_elsewhere(&whole).await?);
+    Ok(merge(&query, found))
+}
+
 pub(crate) fn msg_id(params: &Params) -> Result<String, ApiError> {
     let value = params.required("MsgId")?;
     crate::trace::events::parse_msg_id(value)

@@ -34,8 +34,10 @@
 //!   what it answers in its own database and copies it into Redis; reports
 //!   add the nodes' bills, quota checks count the other nodes' calls.
 //!
-//! Not shared yet: traces, the device-side state, the EMQX API's client
-//! views. Each node keeps its own
+//! - **Traces** ([`reach`]): a trace query runs on every node and the
+//!   answers are merged by time ([`crate::trace::query`]).
+//!
+//! Not shared yet: the device-side state, the EMQX API's client views. Each node keeps its own
 //! (README, "Running several nodes").
 //!
 //! **Failures.** Every round trip waits at most `cluster.timeout_ms`; a

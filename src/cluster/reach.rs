@@ -2,9 +2,13 @@
 //! of the node that holds it (`{prefix}:commands:{node_id}`), which every
 //! node subscribes to for itself.
 //!
-//! Two commands: a kick (`CloseConnection` for a device on another node)
-//! and a message (`SendMessage` for an instance another node serves,
-//! [`super::placement`]). `PUBLISH` says how many subscribers received it:
+//! Three commands: a kick (`CloseConnection` for a device on another
+//! node), a message (`SendMessage` for an instance another node serves,
+//! [`super::placement`]), and a trace query, published to every node at
+//! once (`{prefix}:commands`, which every node also subscribes to): each
+//! other node runs it on its own trace store and pushes what it found to a
+//! list named in the command, which the asking node pops until every node
+//! that received the query has answered ([`crate::trace::query`]). `PUBLISH` says how many subscribers received it:
 //! none means the node that holds the device or instance is not
 //! listening, and the call is answered `ServiceUnavailable` rather than
 //! pretending the device was closed or the message sent. A message is
@@ -16,6 +20,8 @@
 
 use super::{Cluster, StoreError};
 use crate::broker::Brokers;
+use crate::trace::query::{TraceFound, TraceQuery};
+use crate::trace::{TraceStore, Tracer};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -24,6 +30,11 @@ use tokio_util::sync::CancellationToken;
 
 /// How long a node waits before subscribing again after losing Redis.
 const RESUBSCRIBE_AFTER: Duration = Duration::from_millis(500);
+/// The least time the other nodes get to answer a trace query (each reads
+/// its own store); `cluster.timeout_ms` if longer.
+const TRACE_ANSWER_TIME: Duration = Duration::from_secs(2);
+/// How long an answer list lives if its asker has gone.
+const REPLY_TTL_SECS: u64 = 30;
 
 /// A command to another node.
 #[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -38,14 +49,106 @@ enum Command {
         instance_id: String,
         topic: String,
         payload: String,
+        /// The MsgId the asking node gave the message (its trace's).
+        msg_id: String,
+    },
+    /// Run `query` on this node's traces and push the result to the list
+    /// `reply_to` (unless this node is `from`, the asker).
+    Trace {
+        from: String,
+        reply_to: String,
+        query: TraceQuery,
     },
 }
 
 impl Cluster {
     /// Starts taking commands from the other nodes (until `stop`), run
-    /// against `brokers`.
-    pub fn start_commands(self: &Arc<Self>, brokers: Arc<Brokers>, stop: CancellationToken) {
-        tokio::spawn(command_task(self.clone(), brokers, stop));
+    /// against `brokers`, `traces` and `tracer`.
+    pub fn start_commands(
+        self: &Arc<Self>,
+        brokers: Arc<Brokers>,
+        traces: Arc<TraceStore>,
+        tracer: Arc<Tracer>,
+        stop: CancellationToken,
+    ) {
+        let local = Local {
+            brokers,
+            traces,
+            tracer,
+        };
+        tokio::spawn(command_task(self.clone(), local, stop));
+    }
+
+    /// Runs `query` on every other live node: what each found.
+    /// `ServiceUnavailable` material if a node that received the query did
+    /// not answer in time.
+    pub async fn traces_elsewhere(
+        &self,
+        query: &TraceQuery,
+    ) -> Result<Vec<TraceFound>, StoreError> {
+        let reply_to = format!("{}:reply:{}", self.prefix, uuid::Uuid::new_v4().simple());
+        let command = Command::Trace {
+            from: self.node_id.clone(),
+            reply_to: reply_to.clone(),
+            query: query.clone(),
+        };
+        let payload = serde_json::to_string(&command)
+            .map_err(|e| StoreError::Failed(format!("a command could not be encoded: {e}")))?;
+        // A connection of its own: BLPOP holds it while it waits.
+        let mut waiting = self
+            .within(self.client.get_multiplexed_async_connection())
+            .await?;
+        let mut publish = redis::cmd("PUBLISH");
+        publish.arg(self.broadcast_channel()).arg(payload);
+        let received = self
+            .within(publish.query_async::<u64>(&mut waiting))
+            .await?;
+        // Every node received it, this one too.
+        let expected = received.saturating_sub(1);
+        let deadline = tokio::time::Instant::now() + self.timeout.max(TRACE_ANSWER_TIME);
+        let mut found = Vec::new();
+        while (found.len() as u64) < expected {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return Err(StoreError::Failed(format!(
+                    "{} of the {expected} other nodes did not answer a trace query within {} ms",
+                    expected - found.len() as u64,
+                    self.timeout.max(TRACE_ANSWER_TIME).as_millis()
+                )));
+            }
+            let mut pop = redis::cmd("BLPOP");
+            pop.arg(&reply_to).arg(left.as_secs_f64().max(0.01));
+            let answer = tokio::time::timeout(
+                left + Duration::from_millis(200),
+                pop.query_async::<Option<(String, String)>>(&mut waiting),
+            )
+            .await
+            .map_err(|_| StoreError::TimedOut(left))?
+            .map_err(|e| StoreError::Failed(e.to_string()))?;
+            let Some((_, answer)) = answer else { continue };
+            match serde_json::from_str::<Result<TraceFound, String>>(&answer) {
+                Ok(Ok(one)) => found.push(one),
+                Ok(Err(why)) => {
+                    return Err(StoreError::Failed(format!(
+                        "a node could not read its traces: {why}"
+                    )));
+                }
+                Err(e) => {
+                    return Err(StoreError::Failed(format!(
+                        "a node's trace answer could not be read: {e}"
+                    )));
+                }
+            }
+        }
+        let mut del = redis::cmd("DEL");
+        del.arg(&reply_to);
+        let _ = self.within(del.query_async::<i64>(&mut waiting)).await;
+        Ok(found)
+    }
+
+    /// The channel every node subscribes to.
+    fn broadcast_channel(&self) -> String {
+        format!("{}:commands", self.prefix)
     }
 
     /// Closes `client_id`'s connection on the other live node that holds
@@ -81,11 +184,13 @@ impl Cluster {
         instance_id: &str,
         topic: &str,
         payload: String,
+        msg_id: String,
     ) -> Result<(), StoreError> {
         let command = Command::Publish {
             instance_id: instance_id.to_string(),
             topic: topic.to_string(),
             payload,
+            msg_id,
         };
         self.command(node, &command).await
     }
@@ -112,13 +217,23 @@ impl Cluster {
     }
 }
 
-/// Subscribes to this node's channel and runs what comes; subscribes again
-/// whenever the connection is lost.
-async fn command_task(cluster: Arc<Cluster>, brokers: Arc<Brokers>, stop: CancellationToken) {
-    let channel = cluster.command_channel(&cluster.node_id);
+/// What the commands act on, on this node.
+struct Local {
+    brokers: Arc<Brokers>,
+    traces: Arc<TraceStore>,
+    tracer: Arc<Tracer>,
+}
+
+/// Subscribes to this node's channel and the broadcast one, and runs what
+/// comes; subscribes again whenever the connection is lost.
+async fn command_task(cluster: Arc<Cluster>, local: Local, stop: CancellationToken) {
+    let channels = [
+        cluster.command_channel(&cluster.node_id),
+        cluster.broadcast_channel(),
+    ];
     loop {
         match cluster.client.get_async_pubsub().await {
-            Ok(mut pubsub) => match pubsub.subscribe(&channel).await {
+            Ok(mut pubsub) => match pubsub.subscribe(&channels).await {
                 Ok(()) => {
                     let mut messages = pubsub.on_message();
                     loop {
@@ -127,7 +242,7 @@ async fn command_task(cluster: Arc<Cluster>, brokers: Arc<Brokers>, stop: Cancel
                             () = stop.cancelled() => return,
                         };
                         let Some(message) = message else { break };
-                        run(&brokers, message.get_payload_bytes());
+                        run(&cluster, &local, message.get_payload_bytes());
                     }
                     tracing::warn!("cluster: lost the command channel; subscribing again");
                 }
@@ -145,15 +260,15 @@ async fn command_task(cluster: Arc<Cluster>, brokers: Arc<Brokers>, stop: Cancel
 }
 
 /// Runs one command, in a task of its own (a kick waits for the
-/// connection to end).
-fn run(brokers: &Arc<Brokers>, payload: &[u8]) {
+/// connection to end; a trace query reads the store).
+fn run(cluster: &Arc<Cluster>, local: &Local, payload: &[u8]) {
     match serde_json::from_slice::<Command>(payload) {
         Ok(Command::Kick {
             instance_id,
             client_id,
             why,
         }) => {
-            let Some(broker) = brokers.instance(&instance_id) else {
+            let Some(broker) = local.brokers.instance(&instance_id) else {
                 return tracing::warn!(%instance_id, "cluster: a kick for an instance this node does not serve");
             };
             tokio::spawn(async move {
@@ -164,14 +279,56 @@ fn run(brokers: &Arc<Brokers>, payload: &[u8]) {
             instance_id,
             topic,
             payload,
+            msg_id,
         }) => {
-            let Some(broker) = brokers.instance(&instance_id) else {
+            let Some(broker) = local.brokers.instance(&instance_id) else {
                 return tracing::warn!(%instance_id, "cluster: a message for an instance this node does not serve");
             };
+            // Its deliveries here are traced under the asking node's MsgId.
+            if let Some(msg_id) = crate::trace::events::parse_msg_id(&msg_id) {
+                local.tracer.entering_named(
+                    &instance_id,
+                    topic.as_bytes(),
+                    payload.as_bytes(),
+                    msg_id,
+                );
+            }
             tokio::spawn(async move {
                 let payload = bytes::Bytes::from(payload.into_bytes());
                 if let Err(e) = broker.publish(&topic, payload).await {
                     tracing::warn!(%instance_id, %topic, error = %e, "cluster: a message from another node could not be published");
+                }
+            });
+        }
+        Ok(Command::Trace {
+            from,
+            reply_to,
+            query,
+        }) => {
+            if from == cluster.node_id {
+                return;
+            }
+            let (cluster, traces) = (cluster.clone(), local.traces.clone());
+            tokio::spawn(async move {
+                let found = tokio::task::spawn_blocking(move || query.run(&traces))
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|found| found.map_err(|e| e.to_string()));
+                let answer = match serde_json::to_string(&found) {
+                    Ok(answer) => answer,
+                    Err(e) => {
+                        return tracing::warn!(error = %e, "cluster: a trace answer could not be encoded");
+                    }
+                };
+                let mut pipe = redis::pipe();
+                pipe.cmd("RPUSH").arg(&reply_to).arg(answer).ignore();
+                pipe.cmd("EXPIRE")
+                    .arg(&reply_to)
+                    .arg(REPLY_TTL_SECS)
+                    .ignore();
+                let mut redis = cluster.redis.clone();
+                if let Err(e) = cluster.within(pipe.query_async::<()>(&mut redis)).await {
+                    tracing::warn!(error = %e, "cluster: a trace answer could not be sent");
                 }
             });
         }
@@ -197,6 +354,7 @@ mod tests {
             instance_id: "post-cn-1".into(),
             topic: "a/b".into(),
             payload: "\u{0}\"{}\n".into(),
+            msg_id: "01a24f332a968339afa6fd0000000001".into(),
         };
         let text = serde_json::to_string(&message).unwrap();
         assert!(text.contains(r#""command":"publish""#), "{text}");

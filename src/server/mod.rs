@@ -263,7 +263,12 @@ impl Server {
             .await?,
         );
         if let Some(cluster) = &cluster {
-            cluster.start_commands(brokers.clone(), shutdown.clone());
+            cluster.start_commands(
+                brokers.clone(),
+                traces.clone(),
+                tracer.clone(),
+                shutdown.clone(),
+            );
         }
 
         // The MQTT listener is handed to the brokers' runtime: the front

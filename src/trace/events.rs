@@ -67,7 +67,7 @@ impl EventNames {
 }
 
 /// The `Action` of a device event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum DeviceAction {
     Connect,
     Close,
@@ -131,7 +131,7 @@ pub struct DeviceEvent {
 /// published it; `ClientId` is the caller's AccessKeyId), `ack` (the
 /// subscriber acknowledged a QoS 1 or 2 delivery) and `drop` (a delivery
 /// the subscriber never acknowledged: it left first).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum MessageAction {
     PubMqtt,
     PubApi,

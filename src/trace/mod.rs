@@ -39,6 +39,7 @@
 //! are answered as `YYYY-MM-DD HH:MM:SS.mmm` in UTC.
 
 pub mod events;
+pub mod query;
 pub mod rows;
 pub mod store;
 
@@ -204,6 +205,16 @@ impl Tracer {
             topic,
             msg_id,
             time_ms,
+        }
+    }
+
+    /// A message another node named (`SendMessage` taken there, for an
+    /// instance this node serves) is about to enter: its MsgId remembered
+    /// for its deliveries here; its publish is that node's to record.
+    pub fn entering_named(&self, instance_id: &str, topic: &[u8], payload: &[u8], msg_id: u128) {
+        if self.queue.is_some() {
+            self.recent
+                .remember(Recent::key(instance_id, topic, payload), msg_id);
         }
     }
 

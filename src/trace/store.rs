@@ -47,7 +47,7 @@ PRAGMA user_version = 2;
 ";
 
 /// One message event as the trace answers list it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct MessageTrace {
     pub msg_id: String,
     pub action: MessageAction,
@@ -68,7 +68,7 @@ pub struct Retention {
 }
 
 /// One device event as the trace answers list it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DeviceTrace {
     pub time_ms: i64,
     pub channel_id: u64,
