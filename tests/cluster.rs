@@ -687,7 +687,43 @@ async fn a_device_on_one_node_is_closed_through_another() {
     // 404 for one on no node.
     let other = "GID_c@@@emqx-kicked-from-n1";
     let mut device = common::connect_v4(n3.mqtt, other, None).await.unwrap();
+    device.subscribe("views/+").await;
     until_online_is(&n1, other, true, Duration::from_secs(5)).await;
+
+    // The EMQX API's reads through n1: answered by n2, which serves the
+    // instance and has the device.
+    let emqx_get = |path: &str| {
+        format!(
+            "GET /instances/{INSTANCE}/api/v5{path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: {}\r\nConnection: close\r\n\r\n",
+            basic_auth()
+        )
+    };
+    let read = |path: &str| {
+        let request = emqx_get(path);
+        let addr = n1.http;
+        async move {
+            let answer = common::raw_http(addr, &[request]).await;
+            let body: serde_json::Value = serde_json::from_str(&answer[0].body).unwrap();
+            (answer[0].status, body)
+        }
+    };
+    let (status, list) = read("/clients").await;
+    assert_eq!(status, 200, "{list}");
+    assert_eq!(list["meta"]["count"], 1, "{list}");
+    assert_eq!(list["data"][0]["clientid"], other, "{list}");
+    let (status, client) = read(&format!("/clients/{other}")).await;
+    assert_eq!(
+        (status, &client["clientid"]),
+        (200, &serde_json::json!(other))
+    );
+    let (status, subscriptions) = read(&format!("/clients/{other}/subscriptions")).await;
+    assert_eq!(status, 200, "{subscriptions}");
+    assert_eq!(subscriptions[0]["topic"], "views/+", "{subscriptions}");
+    let (status, missing) = read("/clients/GID_c@@@nowhere").await;
+    assert_eq!(
+        (status, &missing["code"]),
+        (404, &serde_json::json!("CLIENTID_NOT_FOUND"))
+    );
     let delete = |client: &str| {
         format!(
             "DELETE /instances/{INSTANCE}/api/v5/clients/{client} HTTP/1.1\r\nHost: localhost\r\nAuthorization: {}\r\nConnection: close\r\n\r\n",

@@ -59,22 +59,34 @@ enum Command {
         reply_to: String,
         query: TraceQuery,
     },
+    /// Answer a read of the EMQX API for an instance this node serves, to
+    /// the list `reply_to`.
+    Read {
+        reply_to: String,
+        request: serde_json::Value,
+    },
 }
+
+/// What answers another node's read of the EMQX API on this node: the
+/// status and body (`crate::emqx::clients::answer_read`).
+pub type ReadAnswerer = Arc<dyn Fn(serde_json::Value) -> (u16, serde_json::Value) + Send + Sync>;
 
 impl Cluster {
     /// Starts taking commands from the other nodes (until `stop`), run
-    /// against `brokers`, `traces` and `tracer`.
+    /// against `brokers`, `traces`, `tracer` and `reads`.
     pub fn start_commands(
         self: &Arc<Self>,
         brokers: Arc<Brokers>,
         traces: Arc<TraceStore>,
         tracer: Arc<Tracer>,
+        reads: ReadAnswerer,
         stop: CancellationToken,
     ) {
         let local = Local {
             brokers,
             traces,
             tracer,
+            reads,
         };
         tokio::spawn(command_task(self.clone(), local, stop));
     }
@@ -86,34 +98,86 @@ impl Cluster {
         &self,
         query: &TraceQuery,
     ) -> Result<Vec<TraceFound>, StoreError> {
+        let answers = self
+            .ask(None, |reply_to| Command::Trace {
+                from: self.node_id.clone(),
+                reply_to,
+                query: query.clone(),
+            })
+            .await?;
+        answers
+            .iter()
+            .map(
+                |answer| match serde_json::from_str::<Result<TraceFound, String>>(answer) {
+                    Ok(Ok(found)) => Ok(found),
+                    Ok(Err(why)) => Err(StoreError::Failed(format!(
+                        "a node could not read its traces: {why}"
+                    ))),
+                    Err(e) => Err(StoreError::Failed(format!(
+                        "a node's trace answer could not be read: {e}"
+                    ))),
+                },
+            )
+            .collect()
+    }
+
+    /// Asks node `node` a read of the EMQX API (`request`, which that
+    /// node's [`ReadAnswerer`] takes): the status and body it answered.
+    pub async fn read_on(
+        &self,
+        node: &str,
+        request: serde_json::Value,
+    ) -> Result<(u16, serde_json::Value), StoreError> {
+        let answers = self
+            .ask(Some(node), |reply_to| Command::Read { reply_to, request })
+            .await?;
+        let answer = answers
+            .first()
+            .ok_or_else(|| StoreError::Failed(format!("node {node} is not taking commands")))?;
+        serde_json::from_str(answer)
+            .map_err(|e| StoreError::Failed(format!("node {node}'s answer could not be read: {e}")))
+    }
+
+    /// Publishes the command `make` builds around a fresh reply list, to
+    /// `node`'s channel or (`None`) to every node, and pops the answers of
+    /// every node that received it but this one, within
+    /// [`TRACE_ANSWER_TIME`] (or `cluster.timeout_ms` if longer).
+    async fn ask(
+        &self,
+        node: Option<&str>,
+        make: impl FnOnce(String) -> Command,
+    ) -> Result<Vec<String>, StoreError> {
         let reply_to = format!("{}:reply:{}", self.prefix, uuid::Uuid::new_v4().simple());
-        let command = Command::Trace {
-            from: self.node_id.clone(),
-            reply_to: reply_to.clone(),
-            query: query.clone(),
-        };
-        let payload = serde_json::to_string(&command)
+        let payload = serde_json::to_string(&make(reply_to.clone()))
             .map_err(|e| StoreError::Failed(format!("a command could not be encoded: {e}")))?;
         // A connection of its own: BLPOP holds it while it waits.
         let mut waiting = self
             .within(self.client.get_multiplexed_async_connection())
             .await?;
+        let channel = match node {
+            Some(node) => self.command_channel(node),
+            None => self.broadcast_channel(),
+        };
         let mut publish = redis::cmd("PUBLISH");
-        publish.arg(self.broadcast_channel()).arg(payload);
+        publish.arg(channel).arg(payload);
         let received = self
             .within(publish.query_async::<u64>(&mut waiting))
             .await?;
-        // Every node received it, this one too.
-        let expected = received.saturating_sub(1);
-        let deadline = tokio::time::Instant::now() + self.timeout.max(TRACE_ANSWER_TIME);
-        let mut found = Vec::new();
-        while (found.len() as u64) < expected {
+        // A broadcast reaches this node too, which does not answer itself.
+        let expected = match node {
+            Some(_) => received,
+            None => received.saturating_sub(1),
+        };
+        let patience = self.timeout.max(TRACE_ANSWER_TIME);
+        let deadline = tokio::time::Instant::now() + patience;
+        let mut answers = Vec::new();
+        while (answers.len() as u64) < expected {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             if left.is_zero() {
                 return Err(StoreError::Failed(format!(
-                    "{} of the {expected} other nodes did not answer a trace query within {} ms",
-                    expected - found.len() as u64,
-                    self.timeout.max(TRACE_ANSWER_TIME).as_millis()
+                    "{} of the {expected} nodes asked did not answer within {} ms",
+                    expected - answers.len() as u64,
+                    patience.as_millis()
                 )));
             }
             let mut pop = redis::cmd("BLPOP");
@@ -125,25 +189,33 @@ impl Cluster {
             .await
             .map_err(|_| StoreError::TimedOut(left))?
             .map_err(|e| StoreError::Failed(e.to_string()))?;
-            let Some((_, answer)) = answer else { continue };
-            match serde_json::from_str::<Result<TraceFound, String>>(&answer) {
-                Ok(Ok(one)) => found.push(one),
-                Ok(Err(why)) => {
-                    return Err(StoreError::Failed(format!(
-                        "a node could not read its traces: {why}"
-                    )));
-                }
-                Err(e) => {
-                    return Err(StoreError::Failed(format!(
-                        "a node's trace answer could not be read: {e}"
-                    )));
-                }
+            if let Some((_, answer)) = answer {
+                answers.push(answer);
             }
         }
         let mut del = redis::cmd("DEL");
         del.arg(&reply_to);
         let _ = self.within(del.query_async::<i64>(&mut waiting)).await;
-        Ok(found)
+        Ok(answers)
+    }
+
+    /// Pushes `answer` to the reply list `reply_to`, which lives
+    /// [`REPLY_TTL_SECS`] if its asker has gone.
+    async fn reply(&self, reply_to: &str, answer: &impl Serialize) {
+        let answer = match serde_json::to_string(answer) {
+            Ok(answer) => answer,
+            Err(e) => return tracing::warn!(error = %e, "cluster: an answer could not be encoded"),
+        };
+        let mut pipe = redis::pipe();
+        pipe.cmd("RPUSH").arg(reply_to).arg(answer).ignore();
+        pipe.cmd("EXPIRE")
+            .arg(reply_to)
+            .arg(REPLY_TTL_SECS)
+            .ignore();
+        let mut redis = self.redis.clone();
+        if let Err(e) = self.within(pipe.query_async::<()>(&mut redis)).await {
+            tracing::warn!(error = %e, "cluster: an answer could not be sent");
+        }
     }
 
     /// The channel every node subscribes to.
@@ -222,6 +294,7 @@ struct Local {
     brokers: Arc<Brokers>,
     traces: Arc<TraceStore>,
     tracer: Arc<Tracer>,
+    reads: ReadAnswerer,
 }
 
 /// Subscribes to this node's channel and the broadcast one, and runs what
@@ -314,22 +387,14 @@ fn run(cluster: &Arc<Cluster>, local: &Local, payload: &[u8]) {
                     .await
                     .map_err(|e| e.to_string())
                     .and_then(|found| found.map_err(|e| e.to_string()));
-                let answer = match serde_json::to_string(&found) {
-                    Ok(answer) => answer,
-                    Err(e) => {
-                        return tracing::warn!(error = %e, "cluster: a trace answer could not be encoded");
-                    }
-                };
-                let mut pipe = redis::pipe();
-                pipe.cmd("RPUSH").arg(&reply_to).arg(answer).ignore();
-                pipe.cmd("EXPIRE")
-                    .arg(&reply_to)
-                    .arg(REPLY_TTL_SECS)
-                    .ignore();
-                let mut redis = cluster.redis.clone();
-                if let Err(e) = cluster.within(pipe.query_async::<()>(&mut redis)).await {
-                    tracing::warn!(error = %e, "cluster: a trace answer could not be sent");
-                }
+                cluster.reply(&reply_to, &found).await;
+            });
+        }
+        Ok(Command::Read { reply_to, request }) => {
+            let (cluster, reads) = (cluster.clone(), local.reads.clone());
+            tokio::spawn(async move {
+                let answer = reads(request);
+                cluster.reply(&reply_to, &answer).await;
             });
         }
         Err(e) => tracing::warn!(error = %e, "cluster: a command this node does not understand"),

@@ -1,9 +1,15 @@
 //! Clients: list (with the EMQX list query), get one, kick one or many.
+//!
+//! In a cluster the reads (the list, one client, its subscriptions) are
+//! answered by the node that serves the instance, which has every device of
+//! it ([`ClientsRead`]): a node that does not serve it asks that node over
+//! the cluster's command channel and relays its answer.
 
 use super::auth::{Authorized, KickClients, ReadClients};
 use super::query::parse_list_query;
 use super::{EmqxError, NODE};
 use crate::broker::registry::{ClientView, ProtocolVersion};
+use crate::broker::{Brokers, InstanceBroker};
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::{Path, RawQuery, State};
@@ -69,15 +75,107 @@ pub fn client_object(view: &ClientView, default_expiry: u64) -> Map<String, Valu
     object
 }
 
-/// `GET /clients`: `{data, meta: {page, limit, hasnext, count}}`.
-pub async fn list(
-    ok: Authorized<ReadClients>,
-    State(state): State<Arc<AppState>>,
-    RawQuery(query): RawQuery,
+/// A read of this API, as the node that serves the instance answers it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "read", rename_all = "snake_case")]
+pub enum ClientsRead {
+    /// `GET /clients` with its raw query.
+    List { query: Option<String> },
+    /// `GET /clients/{clientid}`.
+    Client {
+        clientid: String,
+        query: Option<String>,
+    },
+    /// `GET /clients/{clientid}/subscriptions`.
+    Subscriptions { clientid: String },
+}
+
+impl ClientsRead {
+    /// The answer's body from `broker`'s own sessions.
+    pub fn answer(&self, broker: &InstanceBroker, session_expiry: u64) -> Result<Value, EmqxError> {
+        match self {
+            ClientsRead::List { query } => list_body(broker, session_expiry, query.as_deref()),
+            ClientsRead::Client { clientid, query } => {
+                let q = parse_list_query(query.as_deref())?;
+                let view = broker
+                    .sessions
+                    .view(clientid)
+                    .ok_or_else(EmqxError::client_not_found)?;
+                Ok(q.select(client_object(&view, session_expiry)))
+            }
+            ClientsRead::Subscriptions { clientid } => {
+                super::subscriptions::subscriptions_body(broker, clientid)
+            }
+        }
+    }
+}
+
+/// Answers a read another node of the cluster asked (`{instance_id,
+/// read}`): its status and body.
+pub fn answer_read(brokers: &Brokers, session_expiry: u64, request: Value) -> (u16, Value) {
+    #[derive(serde::Deserialize)]
+    struct Asked {
+        instance_id: String,
+        read: ClientsRead,
+    }
+    let answered = serde_json::from_value::<Asked>(request)
+        .map_err(|e| EmqxError::bad_request(format!("a read this node does not understand: {e}")))
+        .and_then(|asked| {
+            let broker = brokers.instance(&asked.instance_id).ok_or_else(|| {
+                EmqxError::unavailable("the instance has no broker on the node asked")
+            })?;
+            asked.read.answer(&broker, session_expiry)
+        });
+    match answered {
+        Ok(body) => (200, body),
+        Err(e) => (
+            e.status.as_u16(),
+            json!({"code": e.code, "message": e.message}),
+        ),
+    }
+}
+
+/// Answers `read` here, or in a cluster on the node that serves the
+/// instance.
+pub async fn read(
+    state: &AppState,
+    broker: &InstanceBroker,
+    read: ClientsRead,
 ) -> Result<Response, EmqxError> {
-    let q = parse_list_query(query.as_deref())?;
-    let mut views: Vec<ClientView> = ok
-        .broker
+    use crate::broker::{Place, Placement};
+    if let Some(cluster) = &state.cluster {
+        match cluster.place(&broker.instance_id) {
+            Place::Here => {}
+            Place::There { node, .. } => {
+                let request = json!({"instance_id": broker.instance_id, "read": read});
+                let (status, body) = cluster.read_on(&node, request).await.map_err(|cause| {
+                    tracing::warn!(error = %cause, %node, "EMQX read: the instance's node did not answer");
+                    EmqxError::unavailable(format!(
+                        "node {node}, which serves the instance, did not answer in time; try again later"
+                    ))
+                })?;
+                let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+                return Ok((status, Json(body)).into_response());
+            }
+            Place::Unplaced => {
+                return Err(EmqxError::unavailable(
+                    "the instance is being taken over by another node of the cluster; try again in a few seconds",
+                ));
+            }
+        }
+    }
+    Ok(Json(read.answer(broker, state.session_expiry_secs)?).into_response())
+}
+
+/// `GET /clients` from `broker`'s sessions: `{data, meta: {page, limit,
+/// hasnext, count}}`.
+fn list_body(
+    broker: &InstanceBroker,
+    session_expiry: u64,
+    query: Option<&str>,
+) -> Result<Value, EmqxError> {
+    let q = parse_list_query(query)?;
+    let mut views: Vec<ClientView> = broker
         .sessions
         .views()
         .into_iter()
@@ -92,14 +190,23 @@ pub async fn list(
         .iter()
         .skip(start)
         .take(q.limit)
-        .map(|v| q.select(client_object(v, state.session_expiry_secs)))
+        .map(|v| q.select(client_object(v, session_expiry)))
         .collect();
     let hasnext = start.saturating_add(q.limit) < count;
     let mut meta = json!({"page": q.page, "limit": q.limit, "hasnext": hasnext});
     if !q.fuzzy() {
         meta["count"] = json!(count);
     }
-    Ok(Json(json!({"data": data, "meta": meta})).into_response())
+    Ok(json!({"data": data, "meta": meta}))
+}
+
+/// `GET /clients`: `{data, meta: {page, limit, hasnext, count}}`.
+pub async fn list(
+    ok: Authorized<ReadClients>,
+    State(state): State<Arc<AppState>>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, EmqxError> {
+    read(&state, &ok.broker, ClientsRead::List { query }).await
 }
 
 /// `GET /clients/{clientid}`: the client object (`fields` selects).
@@ -109,13 +216,7 @@ pub async fn get(
     Path((_, clientid)): Path<(String, String)>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, EmqxError> {
-    let q = parse_list_query(query.as_deref())?;
-    let view = ok
-        .broker
-        .sessions
-        .view(&clientid)
-        .ok_or_else(EmqxError::client_not_found)?;
-    Ok(Json(q.select(client_object(&view, state.session_expiry_secs))).into_response())
+    read(&state, &ok.broker, ClientsRead::Client { clientid, query }).await
 }
 
 /// `DELETE /clients/{clientid}`: 204 once the connection is gone (in a

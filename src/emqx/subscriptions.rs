@@ -5,35 +5,49 @@
 
 use super::auth::{Authorized, ManageSubscriptions, ReadClients};
 use super::{EmqxError, NODE, json_body};
-use crate::broker::BrokerError;
 use crate::broker::registry::{ProtocolVersion, SubscriptionOptions};
+use crate::broker::{BrokerError, InstanceBroker};
+use crate::state::AppState;
 use axum::Json;
 use axum::extract::Path;
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use std::sync::Arc;
 
 fn subscription_object(clientid: &str, topic: &str, o: &SubscriptionOptions) -> Value {
     json!({"topic": topic, "qos": o.qos, "nl": o.nl, "rap": o.rap, "rh": o.rh, "node": NODE, "clientid": clientid})
 }
 
-/// `GET /clients/{clientid}/subscriptions`.
+/// `GET /clients/{clientid}/subscriptions` (in a cluster, answered by the
+/// node that serves the instance: [`super::clients::read`]).
 pub async fn list(
     ok: Authorized<ReadClients>,
+    State(state): State<Arc<AppState>>,
     Path((_, clientid)): Path<(String, String)>,
 ) -> Result<Response, EmqxError> {
-    let view = ok
-        .broker
+    super::clients::read(
+        &state,
+        &ok.broker,
+        super::clients::ClientsRead::Subscriptions { clientid },
+    )
+    .await
+}
+
+/// A client's subscriptions, from `broker`'s sessions.
+pub fn subscriptions_body(broker: &InstanceBroker, clientid: &str) -> Result<Value, EmqxError> {
+    let view = broker
         .sessions
-        .view(&clientid)
+        .view(clientid)
         .ok_or_else(EmqxError::client_not_found)?;
     let list: Vec<Value> = view
         .subscriptions
         .iter()
-        .map(|(topic, o)| subscription_object(&clientid, topic, o))
+        .map(|(topic, o)| subscription_object(clientid, topic, o))
         .collect();
-    Ok(Json(list).into_response())
+    Ok(Value::Array(list))
 }
 
 #[derive(Debug, Deserialize)]

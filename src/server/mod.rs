@@ -267,6 +267,12 @@ impl Server {
                 brokers.clone(),
                 traces.clone(),
                 tracer.clone(),
+                {
+                    let (brokers, expiry) = (brokers.clone(), config.mqtt.session_expiry_secs);
+                    Arc::new(move |request| {
+                        crate::emqx::clients::answer_read(&brokers, expiry, request)
+                    })
+                },
                 shutdown.clone(),
             );
         }
