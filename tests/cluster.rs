@@ -719,6 +719,48 @@ async fn a_device_on_one_node_is_closed_through_another() {
     let (status, subscriptions) = read(&format!("/clients/{other}/subscriptions")).await;
     assert_eq!(status, 200, "{subscriptions}");
     assert_eq!(subscriptions[0]["topic"], "views/+", "{subscriptions}");
+    // Subscribing and unsubscribing for it through n1: done on its
+    // connection, on n2.
+    let emqx_post = |path: &str, body: &str| {
+        format!(
+            "POST /instances/{INSTANCE}/api/v5{path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            basic_auth(),
+            body.len()
+        )
+    };
+    let answer = common::raw_http(
+        n1.http,
+        &[emqx_post(
+            &format!("/clients/{other}/subscribe"),
+            r#"{"topic": "more/+", "qos": 1}"#,
+        )],
+    )
+    .await;
+    assert_eq!(answer[0].status, 200, "{}", answer[0].body);
+    let (status, body) = send_message(&n1, "more/x", "subscribed through n1").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(next_payload(&mut device).await, "subscribed through n1");
+    let (_, subscriptions) = read(&format!("/clients/{other}/subscriptions")).await;
+    assert_eq!(
+        subscriptions.as_array().unwrap().len(),
+        2,
+        "{subscriptions}"
+    );
+    let answer = common::raw_http(
+        n1.http,
+        &[emqx_post(
+            &format!("/clients/{other}/unsubscribe"),
+            r#"{"topic": "more/+"}"#,
+        )],
+    )
+    .await;
+    assert_eq!(answer[0].status, 204, "{}", answer[0].body);
+    let (_, subscriptions) = read(&format!("/clients/{other}/subscriptions")).await;
+    assert_eq!(
+        subscriptions.as_array().unwrap().len(),
+        1,
+        "{subscriptions}"
+    );
     let (status, missing) = read("/clients/GID_c@@@nowhere").await;
     assert_eq!(
         (status, &missing["code"]),

@@ -37,11 +37,10 @@
 //! - **Traces** ([`reach`]): a trace query runs on every node and the
 //!   answers are merged by time ([`crate::trace::query`]).
 //!
-//! - **The EMQX API's reads** ([`reach`]): asked of the node that serves
-//!   the instance (`emqx::clients::ClientsRead`).
+//! - **The EMQX API's calls on devices** ([`reach`]): relayed to the node
+//!   that serves the instance (`emqx::clients::ClientCall`).
 //!
-//! Not shared yet: the device-side state; the EMQX API's subscribe and
-//! unsubscribe on a client's behalf. Each node keeps its own
+//! Not shared yet: the device-side state. Each node keeps its own
 //! (README, "Running several nodes").
 //!
 //! **Failures.** Every round trip waits at most `cluster.timeout_ms`; a

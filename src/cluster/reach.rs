@@ -59,7 +59,7 @@ enum Command {
         reply_to: String,
         query: TraceQuery,
     },
-    /// Answer a read of the EMQX API for an instance this node serves, to
+    /// Answer a call of the EMQX API for an instance this node serves, to
     /// the list `reply_to`.
     Read {
         reply_to: String,
@@ -67,9 +67,13 @@ enum Command {
     },
 }
 
-/// What answers another node's read of the EMQX API on this node: the
-/// status and body (`crate::emqx::clients::answer_read`).
-pub type ReadAnswerer = Arc<dyn Fn(serde_json::Value) -> (u16, serde_json::Value) + Send + Sync>;
+/// What answers a call of the EMQX API another node relayed to this one:
+/// its status and body (`crate::emqx::clients::answer_relayed`).
+pub type ReadAnswerer = Arc<
+    dyn Fn(serde_json::Value) -> futures_util::future::BoxFuture<'static, (u16, serde_json::Value)>
+        + Send
+        + Sync,
+>;
 
 impl Cluster {
     /// Starts taking commands from the other nodes (until `stop`), run
@@ -121,9 +125,9 @@ impl Cluster {
             .collect()
     }
 
-    /// Asks node `node` a read of the EMQX API (`request`, which that
+    /// Relays a call of the EMQX API to node `node` (`request`, which that
     /// node's [`ReadAnswerer`] takes): the status and body it answered.
-    pub async fn read_on(
+    pub async fn call_on(
         &self,
         node: &str,
         request: serde_json::Value,
@@ -393,7 +397,7 @@ fn run(cluster: &Arc<Cluster>, local: &Local, payload: &[u8]) {
         Ok(Command::Read { reply_to, request }) => {
             let (cluster, reads) = (cluster.clone(), local.reads.clone());
             tokio::spawn(async move {
-                let answer = reads(request);
+                let answer = reads(request).await;
                 cluster.reply(&reply_to, &answer).await;
             });
         }

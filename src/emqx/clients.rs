@@ -1,12 +1,14 @@
 //! Clients: list (with the EMQX list query), get one, kick one or many.
 //!
-//! In a cluster the reads (the list, one client, its subscriptions) are
-//! answered by the node that serves the instance, which has every device of
-//! it ([`ClientsRead`]): a node that does not serve it asks that node over
-//! the cluster's command channel and relays its answer.
+//! In a cluster the calls on an instance's devices (the list, one client,
+//! its subscriptions, subscribing and unsubscribing for it) are answered by
+//! the node that serves the instance, which has every device of it
+//! ([`ClientCall`]): a node that does not serve it relays the call to that
+//! node over the cluster's command channel, and its answer back.
 
 use super::auth::{Authorized, KickClients, ReadClients};
 use super::query::parse_list_query;
+use super::subscriptions::SubscribeBody;
 use super::{EmqxError, NODE};
 use crate::broker::registry::{ClientView, ProtocolVersion};
 use crate::broker::{Brokers, InstanceBroker};
@@ -75,10 +77,11 @@ pub fn client_object(view: &ClientView, default_expiry: u64) -> Map<String, Valu
     object
 }
 
-/// A read of this API, as the node that serves the instance answers it.
+/// A call of this API that acts on an instance's devices, as the node that
+/// serves the instance answers it.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-#[serde(tag = "read", rename_all = "snake_case")]
-pub enum ClientsRead {
+#[serde(tag = "call", rename_all = "snake_case")]
+pub enum ClientCall {
     /// `GET /clients` with its raw query.
     List { query: Option<String> },
     /// `GET /clients/{clientid}`.
@@ -88,46 +91,92 @@ pub enum ClientsRead {
     },
     /// `GET /clients/{clientid}/subscriptions`.
     Subscriptions { clientid: String },
+    /// `POST /clients/{clientid}/subscribe` (`bulk`: `/subscribe/bulk`).
+    Subscribe {
+        clientid: String,
+        bodies: Vec<SubscribeBody>,
+        bulk: bool,
+    },
+    /// `POST /clients/{clientid}/unsubscribe` and `/unsubscribe/bulk`.
+    Unsubscribe {
+        clientid: String,
+        topics: Vec<String>,
+    },
 }
 
-impl ClientsRead {
-    /// The answer's body from `broker`'s own sessions.
-    pub fn answer(&self, broker: &InstanceBroker, session_expiry: u64) -> Result<Value, EmqxError> {
+impl ClientCall {
+    /// The answer from `broker`'s own sessions: a status and a body
+    /// (`Null` for 204).
+    pub async fn answer(
+        &self,
+        broker: &InstanceBroker,
+        session_expiry: u64,
+    ) -> Result<(StatusCode, Value), EmqxError> {
+        let ok = |body| Ok((StatusCode::OK, body));
         match self {
-            ClientsRead::List { query } => list_body(broker, session_expiry, query.as_deref()),
-            ClientsRead::Client { clientid, query } => {
+            ClientCall::List { query } => ok(list_body(broker, session_expiry, query.as_deref())?),
+            ClientCall::Client { clientid, query } => {
                 let q = parse_list_query(query.as_deref())?;
                 let view = broker
                     .sessions
                     .view(clientid)
                     .ok_or_else(EmqxError::client_not_found)?;
-                Ok(q.select(client_object(&view, session_expiry)))
+                ok(q.select(client_object(&view, session_expiry)))
             }
-            ClientsRead::Subscriptions { clientid } => {
-                super::subscriptions::subscriptions_body(broker, clientid)
+            ClientCall::Subscriptions { clientid } => {
+                ok(super::subscriptions::subscriptions_body(broker, clientid)?)
+            }
+            ClientCall::Subscribe {
+                clientid,
+                bodies,
+                bulk,
+            } => {
+                let mut granted =
+                    super::subscriptions::subscribe_all(broker, clientid, bodies.clone()).await?;
+                if *bulk {
+                    ok(Value::Array(granted))
+                } else {
+                    ok(granted.remove(0))
+                }
+            }
+            ClientCall::Unsubscribe { clientid, topics } => {
+                super::subscriptions::unsubscribe_all(broker, clientid, topics.clone()).await?;
+                Ok((StatusCode::NO_CONTENT, Value::Null))
             }
         }
     }
 }
 
-/// Answers a read another node of the cluster asked (`{instance_id,
-/// read}`): its status and body.
-pub fn answer_read(brokers: &Brokers, session_expiry: u64, request: Value) -> (u16, Value) {
+/// Answers a call another node of the cluster relayed (`{instance_id,
+/// call}`): its status and body.
+pub async fn answer_relayed(
+    brokers: &Brokers,
+    session_expiry: u64,
+    request: Value,
+) -> (u16, Value) {
     #[derive(serde::Deserialize)]
-    struct Asked {
+    struct Relayed {
         instance_id: String,
-        read: ClientsRead,
+        call: ClientCall,
     }
-    let answered = serde_json::from_value::<Asked>(request)
-        .map_err(|e| EmqxError::bad_request(format!("a read this node does not understand: {e}")))
-        .and_then(|asked| {
-            let broker = brokers.instance(&asked.instance_id).ok_or_else(|| {
-                EmqxError::unavailable("the instance has no broker on the node asked")
-            })?;
-            asked.read.answer(&broker, session_expiry)
-        });
+    let relayed = match serde_json::from_value::<Relayed>(request) {
+        Ok(relayed) => relayed,
+        Err(e) => {
+            let e = EmqxError::bad_request(format!("a call this node does not understand: {e}"));
+            return (
+                e.status.as_u16(),
+                json!({"code": e.code, "message": e.message}),
+            );
+        }
+    };
+    let answered = match brokers.instance(&relayed.instance_id) {
+        Some(broker) => relayed.call.answer(&broker, session_expiry).await,
+        None => Err(EmqxError::unavailable(
+            "the instance has no broker on the node asked",
+        )),
+    };
     match answered {
-        Ok(body) => (200, body),
+        Ok((status, body)) => (status.as_u16(), body),
         Err(e) => (
             e.status.as_u16(),
             json!({"code": e.code, "message": e.message}),
@@ -135,36 +184,44 @@ pub fn answer_read(brokers: &Brokers, session_expiry: u64, request: Value) -> (u
     }
 }
 
-/// Answers `read` here, or in a cluster on the node that serves the
-/// instance.
-pub async fn read(
+/// Answers `call` here, or in a cluster on the node that serves the
+/// instance (relaying its status and body).
+pub async fn call(
     state: &AppState,
     broker: &InstanceBroker,
-    read: ClientsRead,
+    call: ClientCall,
 ) -> Result<Response, EmqxError> {
     use crate::broker::{Place, Placement};
-    if let Some(cluster) = &state.cluster {
-        match cluster.place(&broker.instance_id) {
-            Place::Here => {}
-            Place::There { node, .. } => {
-                let request = json!({"instance_id": broker.instance_id, "read": read});
-                let (status, body) = cluster.read_on(&node, request).await.map_err(|cause| {
-                    tracing::warn!(error = %cause, %node, "EMQX read: the instance's node did not answer");
-                    EmqxError::unavailable(format!(
-                        "node {node}, which serves the instance, did not answer in time; try again later"
-                    ))
-                })?;
-                let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
-                return Ok((status, Json(body)).into_response());
-            }
-            Place::Unplaced => {
-                return Err(EmqxError::unavailable(
-                    "the instance is being taken over by another node of the cluster; try again in a few seconds",
-                ));
-            }
+    let (status, body) = match state
+        .cluster
+        .as_ref()
+        .map(|c| (c, c.place(&broker.instance_id)))
+    {
+        None | Some((_, Place::Here)) => call.answer(broker, state.session_expiry_secs).await?,
+        Some((cluster, Place::There { node, .. })) => {
+            let request = json!({"instance_id": broker.instance_id, "call": call});
+            let (status, body) = cluster.call_on(&node, request).await.map_err(|cause| {
+                tracing::warn!(error = %cause, %node, "EMQX API: the instance's node did not answer");
+                EmqxError::unavailable(format!(
+                    "node {node}, which serves the instance, did not answer in time; try again later"
+                ))
+            })?;
+            (
+                StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
+                body,
+            )
         }
-    }
-    Ok(Json(read.answer(broker, state.session_expiry_secs)?).into_response())
+        Some((_, Place::Unplaced)) => {
+            return Err(EmqxError::unavailable(
+                "the instance is being taken over by another node of the cluster; try again in a few seconds",
+            ));
+        }
+    };
+    Ok(if status == StatusCode::NO_CONTENT {
+        status.into_response()
+    } else {
+        (status, Json(body)).into_response()
+    })
 }
 
 /// `GET /clients` from `broker`'s sessions: `{data, meta: {page, limit,
@@ -206,7 +263,7 @@ pub async fn list(
     State(state): State<Arc<AppState>>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, EmqxError> {
-    read(&state, &ok.broker, ClientsRead::List { query }).await
+    call(&state, &ok.broker, ClientCall::List { query }).await
 }
 
 /// `GET /clients/{clientid}`: the client object (`fields` selects).
@@ -216,7 +273,7 @@ pub async fn get(
     Path((_, clientid)): Path<(String, String)>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, EmqxError> {
-    read(&state, &ok.broker, ClientsRead::Client { clientid, query }).await
+    call(&state, &ok.broker, ClientCall::Client { clientid, query }).await
 }
 
 /// `DELETE /clients/{clientid}`: 204 once the connection is gone (in a

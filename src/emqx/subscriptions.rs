@@ -4,16 +4,15 @@
 //! lasts as long as that connection.
 
 use super::auth::{Authorized, ManageSubscriptions, ReadClients};
+use super::clients::{ClientCall, call};
 use super::{EmqxError, NODE, json_body};
 use crate::broker::registry::{ProtocolVersion, SubscriptionOptions};
 use crate::broker::{BrokerError, InstanceBroker};
 use crate::state::AppState;
-use axum::Json;
 use axum::extract::Path;
 use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
+use axum::response::Response;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::sync::Arc;
 
@@ -22,18 +21,13 @@ fn subscription_object(clientid: &str, topic: &str, o: &SubscriptionOptions) -> 
 }
 
 /// `GET /clients/{clientid}/subscriptions` (in a cluster, answered by the
-/// node that serves the instance: [`super::clients::read`]).
+/// node that serves the instance: [`super::clients::call`]).
 pub async fn list(
     ok: Authorized<ReadClients>,
     State(state): State<Arc<AppState>>,
     Path((_, clientid)): Path<(String, String)>,
 ) -> Result<Response, EmqxError> {
-    super::clients::read(
-        &state,
-        &ok.broker,
-        super::clients::ClientsRead::Subscriptions { clientid },
-    )
-    .await
+    call(&state, &ok.broker, ClientCall::Subscriptions { clientid }).await
 }
 
 /// A client's subscriptions, from `broker`'s sessions.
@@ -50,7 +44,7 @@ pub fn subscriptions_body(broker: &InstanceBroker, clientid: &str) -> Result<Val
     Ok(Value::Array(list))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SubscribeBody {
     topic: String,
@@ -121,13 +115,14 @@ fn broker_error(e: BrokerError) -> EmqxError {
     }
 }
 
-async fn subscribe_all(
-    ok: &Authorized<ManageSubscriptions>,
+/// Subscribes `clientid` (connected to `broker`) to what `bodies` name: the
+/// subscriptions granted.
+pub(super) async fn subscribe_all(
+    broker: &InstanceBroker,
     clientid: &str,
     bodies: Vec<SubscribeBody>,
 ) -> Result<Vec<Value>, EmqxError> {
-    let protocol = ok
-        .broker
+    let protocol = broker
         .client_protocol(clientid)
         .ok_or_else(EmqxError::client_not_found)?;
     if bodies.is_empty() {
@@ -138,8 +133,7 @@ async fn subscribe_all(
         let options = check_subscription(body, protocol)?;
         filters.push((body.topic.clone(), options));
     }
-    let codes = ok
-        .broker
+    let codes = broker
         .subscribe_for(clientid, filters.clone())
         .await
         .map_err(broker_error)?;
@@ -164,12 +158,13 @@ async fn subscribe_all(
     Ok(out)
 }
 
-async fn unsubscribe_all(
-    ok: &Authorized<ManageSubscriptions>,
+/// Unsubscribes `clientid` (connected to `broker`) from `topics`.
+pub(super) async fn unsubscribe_all(
+    broker: &InstanceBroker,
     clientid: &str,
     topics: Vec<String>,
 ) -> Result<(), EmqxError> {
-    if ok.broker.client_protocol(clientid).is_none() {
+    if broker.client_protocol(clientid).is_none() {
         return Err(EmqxError::client_not_found());
     }
     if topics.is_empty() {
@@ -180,7 +175,7 @@ async fn unsubscribe_all(
             "topic {bad:?} is not a valid topic filter"
         )));
     }
-    ok.broker
+    broker
         .unsubscribe_for(clientid, topics)
         .await
         .map_err(broker_error)
@@ -189,47 +184,61 @@ async fn unsubscribe_all(
 /// `POST /clients/{clientid}/subscribe`: 200 with the subscription.
 pub async fn subscribe(
     ok: Authorized<ManageSubscriptions>,
+    State(state): State<Arc<AppState>>,
     Path((_, clientid)): Path<(String, String)>,
     body: axum::body::Bytes,
 ) -> Result<Response, EmqxError> {
     let body: SubscribeBody = json_body(&body)?;
-    let mut out = subscribe_all(&ok, &clientid, vec![body]).await?;
-    Ok(Json(out.remove(0)).into_response())
+    let subscribe = ClientCall::Subscribe {
+        clientid,
+        bodies: vec![body],
+        bulk: false,
+    };
+    call(&state, &ok.broker, subscribe).await
 }
 
 /// `POST /clients/{clientid}/subscribe/bulk`: 200 with the subscriptions.
 pub async fn subscribe_bulk(
     ok: Authorized<ManageSubscriptions>,
+    State(state): State<Arc<AppState>>,
     Path((_, clientid)): Path<(String, String)>,
     body: axum::body::Bytes,
 ) -> Result<Response, EmqxError> {
     let bodies: Vec<SubscribeBody> = json_body(&body)?;
-    Ok(Json(subscribe_all(&ok, &clientid, bodies).await?).into_response())
+    let subscribe = ClientCall::Subscribe {
+        clientid,
+        bodies,
+        bulk: true,
+    };
+    call(&state, &ok.broker, subscribe).await
 }
 
 /// `POST /clients/{clientid}/unsubscribe`: 204.
 pub async fn unsubscribe(
     ok: Authorized<ManageSubscriptions>,
+    State(state): State<Arc<AppState>>,
     Path((_, clientid)): Path<(String, String)>,
     body: axum::body::Bytes,
 ) -> Result<Response, EmqxError> {
     let body: UnsubscribeBody = json_body(&body)?;
-    unsubscribe_all(&ok, &clientid, vec![body.topic]).await?;
-    Ok(StatusCode::NO_CONTENT.into_response())
+    let unsubscribe = ClientCall::Unsubscribe {
+        clientid,
+        topics: vec![body.topic],
+    };
+    call(&state, &ok.broker, unsubscribe).await
 }
 
 /// `POST /clients/{clientid}/unsubscribe/bulk`: 204.
 pub async fn unsubscribe_bulk(
     ok: Authorized<ManageSubscriptions>,
+    State(state): State<Arc<AppState>>,
     Path((_, clientid)): Path<(String, String)>,
     body: axum::body::Bytes,
 ) -> Result<Response, EmqxError> {
     let bodies: Vec<UnsubscribeBody> = json_body(&body)?;
-    unsubscribe_all(
-        &ok,
-        &clientid,
-        bodies.into_iter().map(|b| b.topic).collect(),
-    )
-    .await?;
-    Ok(StatusCode::NO_CONTENT.into_response())
+    let unsubscribe = ClientCall::Unsubscribe {
+        clientid,
+        topics: bodies.into_iter().map(|b| b.topic).collect(),
+    };
+    call(&state, &ok.broker, unsubscribe).await
 }

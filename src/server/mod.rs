@@ -270,7 +270,10 @@ impl Server {
                 {
                     let (brokers, expiry) = (brokers.clone(), config.mqtt.session_expiry_secs);
                     Arc::new(move |request| {
-                        crate::emqx::clients::answer_read(&brokers, expiry, request)
+                        let brokers = brokers.clone();
+                        Box::pin(async move {
+                            crate::emqx::clients::answer_relayed(&brokers, expiry, request).await
+                        })
                     })
                 },
                 shutdown.clone(),
