@@ -1352,3 +1352,53 @@ async fn a_trace_query_on_any_node_sees_the_events_of_every_node() {
         "cluster traces: a message's publish (n3) and delivery (n1) seen through n2; a device's events on n1 and n2 merged in time order through n2 and the restarted n1: {times:?}"
     );
 }
+
+#[tokio::test]
+async fn a_connect_storm_reaches_the_directory_whole() {
+    const DEVICES: usize = 200;
+    let redis = Redis::start();
+    let limits = "[limits]\nBatchQuerySessionByClientIds = 100000\n";
+    let n1 = common::Process::start(&node_config("n1", redis.port, limits));
+    let n2 = common::Process::start(&node_config("n2", redis.port, limits));
+    let ids: Vec<String> = (0..DEVICES).map(|i| format!("GID_c@@@storm-{i}")).collect();
+    // All at once, on n1 (which serves the instance): their sessions
+    // reach the directory in pipelined batches.
+    let devices: Vec<common::Device> =
+        futures_util::future::join_all(ids.iter().map(|id| common::connect_v4(n1.mqtt, id, None)))
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+    let seen = |online: bool| {
+        let ids = &ids;
+        let n2 = &n2;
+        async move {
+            let since = Instant::now();
+            loop {
+                let mut all = true;
+                // At most 10 client ids a call.
+                for chunk in ids.chunks(10) {
+                    let chunk: Vec<&str> = chunk.iter().map(String::as_str).collect();
+                    all &= batch_on(n2, &chunk).await.iter().all(|(_, o)| *o == online);
+                }
+                if all {
+                    return since.elapsed();
+                }
+                assert!(
+                    since.elapsed() < Duration::from_secs(10),
+                    "not all {DEVICES} devices online={online} through n2 after 10 s"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    let online_in = seen(true).await;
+    futures_util::future::join_all(devices.iter().map(|d| d.v4.as_ref().unwrap().disconnect()))
+        .await;
+    let offline_in = seen(false).await;
+    eprintln!(
+        "connect storm: {DEVICES} devices connected at once to n1, all seen online through n2 {} ms after the last CONNACK, all offline {} ms after they left",
+        online_in.as_millis(),
+        offline_in.as_millis()
+    );
+}

@@ -2,7 +2,8 @@
 //!
 //! - Every session that begins or ends on this node is told to one task
 //!   ([`PresenceEvent`], in the order the instance's registry saw it),
-//!   which writes it to Redis: `HSET {prefix}:where:{instance} client
+//!   which writes it to Redis (what queued up while the last write was in
+//!   flight, up to 512 events, in one pipelined round trip): `HSET {prefix}:where:{instance} client
 //!   "node|epoch|connection"` when it begins; when it ends, the field is
 //!   deleted only if it still names that connection (a late end of an
 //!   older connection does not remove a newer one).
@@ -36,6 +37,8 @@ pub const NODE_TTL: Duration = Duration::from_secs(3);
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
 /// How often a failed directory is tried again.
 const RESYNC_EVERY: Duration = Duration::from_millis(500);
+/// Most session events written in one round trip.
+const MAX_BATCH: usize = 512;
 
 /// KEYS[1]: an instance's directory; ARGV[1]: the client id; ARGV[2]: the
 /// entry that must still be there to be deleted.
@@ -69,14 +72,12 @@ return out
 
 /// The directory's scripts, kept by the cluster handle.
 pub(super) struct Scripts {
-    forget: redis::Script,
     lookup: redis::Script,
 }
 
 impl Scripts {
     pub(super) fn new() -> Scripts {
         Scripts {
-            forget: redis::Script::new(FORGET),
             lookup: redis::Script::new(LOOKUP),
         }
     }
@@ -158,21 +159,32 @@ impl Cluster {
         Ok(previous.is_none())
     }
 
-    /// Writes one session's beginning or end.
-    async fn tell(&self, event: &PresenceEvent) -> Result<(), StoreError> {
-        let key = self.where_key(&event.instance_id);
-        let entry = self.entry(event.connection_id);
-        let mut redis = self.redis.clone();
-        if event.online {
-            let mut set = redis::cmd("HSET");
-            set.arg(key).arg(&event.client_id).arg(entry);
-            self.within(set.query_async::<i64>(&mut redis)).await?;
-        } else {
-            let mut forget = self.scripts.forget.key(key);
-            forget.arg(&event.client_id).arg(entry);
-            self.within(forget.invoke_async::<i64>(&mut redis)).await?;
+    /// Writes sessions' beginnings and ends, in order, in one round trip.
+    async fn tell(&self, events: &[PresenceEvent]) -> Result<(), StoreError> {
+        let mut pipe = redis::pipe();
+        for event in events {
+            let key = self.where_key(&event.instance_id);
+            let entry = self.entry(event.connection_id);
+            if event.online {
+                pipe.cmd("HSET")
+                    .arg(key)
+                    .arg(&event.client_id)
+                    .arg(entry)
+                    .ignore();
+            } else {
+                // The script's text each time: EVALSHA could meet a Redis
+                // that lost its scripts (restarted) in mid-pipeline.
+                pipe.cmd("EVAL")
+                    .arg(FORGET)
+                    .arg(1)
+                    .arg(key)
+                    .arg(&event.client_id)
+                    .arg(entry)
+                    .ignore();
+            }
         }
-        Ok(())
+        let mut redis = self.redis.clone();
+        self.within(pipe.query_async::<()>(&mut redis)).await
     }
 
     /// A new epoch, the node's key set to it, then every session in
@@ -215,20 +227,33 @@ async fn presence_task(
 ) {
     let mut online: HashMap<(Arc<str>, String), u64> = HashMap::new();
     let mut in_sync = cluster.resync(&online).await.is_ok();
+    let mut batch = Vec::new();
     loop {
-        let event = tokio::select! {
+        batch.clear();
+        let woke = tokio::select! {
             event = events.recv() => match event {
-                Some(event) => Some(event),
+                Some(event) => {
+                    batch.push(event);
+                    true
+                }
                 None => break,
             },
             () = cluster.resync.notified() => {
                 in_sync = false;
-                None
+                false
             }
-            () = tokio::time::sleep(RESYNC_EVERY), if !in_sync => None,
+            () = tokio::time::sleep(RESYNC_EVERY), if !in_sync => false,
             () = stop.cancelled() => break,
         };
-        if let Some(event) = &event {
+        // What queued up meanwhile (a CONNECT storm) goes in the same round
+        // trip.
+        while woke && batch.len() < MAX_BATCH {
+            match events.try_recv() {
+                Ok(event) => batch.push(event),
+                Err(_) => break,
+            }
+        }
+        for event in &batch {
             let key = (event.instance_id.clone(), event.client_id.clone());
             if event.online {
                 online.insert(key, event.connection_id);
@@ -237,10 +262,10 @@ async fn presence_task(
             }
         }
         if in_sync {
-            if let Some(event) = event
-                && let Err(e) = cluster.tell(&event).await
+            if !batch.is_empty()
+                && let Err(e) = cluster.tell(&batch).await
             {
-                tracing::warn!(error = %e, "cluster: a session could not be written to the directory; writing them all again once Redis answers");
+                tracing::warn!(error = %e, "cluster: sessions could not be written to the directory; writing them all again once Redis answers");
                 in_sync = false;
             }
             continue;
