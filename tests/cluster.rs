@@ -507,6 +507,31 @@ async fn until_online_is(
     since.elapsed()
 }
 
+/// Whether the session directory has an entry (live or stale) for
+/// `client_id` (`HEXISTS`, in RESP).
+fn directory_has(redis_port: u16, client_id: &str) -> bool {
+    use std::io::{Read, Write};
+    let key = format!("mqgate:where:{INSTANCE}");
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", redis_port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    write!(
+        stream,
+        "*3\r\n$7\r\nHEXISTS\r\n${}\r\n{key}\r\n${}\r\n{client_id}\r\n",
+        key.len(),
+        client_id.len()
+    )
+    .unwrap();
+    let mut answer = [0u8; 4];
+    stream.read_exact(&mut answer).unwrap();
+    match &answer {
+        b":1\r\n" => true,
+        b":0\r\n" => false,
+        other => panic!("HEXISTS answered {other:?}"),
+    }
+}
+
 /// Which node holds `INSTANCE`'s lease, read from Redis (`GET`, in RESP).
 fn lease_holder(redis_port: u16) -> Option<String> {
     use std::io::{Read, Write};
@@ -884,6 +909,17 @@ async fn when_the_instance_node_is_killed_another_takes_it_over_and_its_bill_sur
     let working_in = killed.elapsed();
     let holder = lease_holder(redis.port);
     assert!(matches!(holder.as_deref(), Some("n2" | "n3")), "{holder:?}");
+    // The killed node's directory entry is swept by the node that took
+    // the instance over.
+    let since = Instant::now();
+    while directory_has(redis.port, "GID_c@@@before") {
+        assert!(
+            since.elapsed() < Duration::from_secs(10),
+            "the killed node's entry is still in the directory"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(directory_has(redis.port, "GID_c@@@after"));
 
     // n1 billed every call it answered before it was killed, and the
     // cluster's totals hold them with the one n2 answered since.

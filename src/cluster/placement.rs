@@ -36,6 +36,10 @@
 //!   A node cut off from Redis but not from its devices keeps serving its
 //!   instances; if another node took them meanwhile, the instance is split
 //!   until the cut-off node sees Redis again (then it gives way, above).
+//! - **Stale directory entries.** The node that takes an instance sweeps
+//!   its directory of the entries of dead nodes and replaced epochs
+//!   ([`super::presence`]), once the last node's key has surely expired,
+//!   and every minute after.
 //! - **A clean stop** releases the node's leases at once, so other nodes
 //!   take its instances within one round instead of after the lease's
 //!   time.
@@ -53,6 +57,9 @@ use tokio_util::sync::CancellationToken;
 pub const LEASE_TTL: Duration = Duration::from_secs(3);
 /// How often a node renews its leases and looks for free ones.
 pub const PLACE_EVERY: Duration = Duration::from_millis(500);
+/// How often the serving node sweeps its instances' directories (and once
+/// when it takes an instance).
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
 /// ARGV[1]: the key prefix; ARGV[2]: this node's id; ARGV[3]: this node's
 /// lease value; ARGV[4]: the lease's time in ms; ARGV[5..]: the instances,
@@ -195,7 +202,7 @@ impl Cluster {
     /// One round: leases renewed and claimed, every holder learned, and
     /// the connections of instances this node lost ended.
     async fn place_round(
-        &self,
+        self: &Arc<Self>,
         directory: &DirectoryHandle,
         brokers: &Brokers,
     ) -> Result<(), StoreError> {
@@ -237,11 +244,24 @@ impl Cluster {
                 .map(|(instance, value)| (instance.clone(), value.clone()))
                 .collect()
         };
+        // Taken just now (at start too): the directory may hold the last
+        // node's entries of its devices; swept in the background once that
+        // node's key has surely expired.
+        let gained: Vec<String> = {
+            let before = self.leases.holders();
+            now.iter()
+                .filter(|(instance, value)| *value == mine && before.get(*instance) != Some(mine))
+                .map(|(instance, _)| instance.clone())
+                .collect()
+        };
         *self
             .leases
             .holders
             .write()
             .unwrap_or_else(|e| e.into_inner()) = now;
+        if !gained.is_empty() {
+            self.sweep_later(gained, super::presence::NODE_TTL);
+        }
         for (instance, value) in lost {
             let node = value.split('|').next().unwrap_or_default().to_string();
             tracing::warn!(%instance, %node, "cluster: another node holds this instance now; ending its connections here");
@@ -259,6 +279,33 @@ impl Cluster {
             }
         }
         Ok(())
+    }
+
+    /// Sweeps the directories of `instances` in a task of its own, after
+    /// `wait`.
+    fn sweep_later(self: &Arc<Self>, instances: Vec<String>, wait: Duration) {
+        let cluster = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            for instance in instances {
+                if let Err(e) = cluster.sweep(&instance).await {
+                    tracing::debug!(%instance, error = %e, "cluster: the directory's stale entries were not swept; the next sweep tries again");
+                }
+            }
+        });
+    }
+
+    /// The instances this node serves.
+    fn served(&self) -> Vec<String> {
+        let Some(mine) = self.leases.mine.get() else {
+            return Vec::new();
+        };
+        self.leases
+            .holders()
+            .iter()
+            .filter(|(_, value)| *value == mine)
+            .map(|(instance, _)| instance.clone())
+            .collect()
     }
 
     /// At a clean stop: the leases this node holds are freed at once.
@@ -297,10 +344,15 @@ async fn placement_task(
     let mut tick = tokio::time::interval(PLACE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failing = false;
+    let mut last_sweep = tokio::time::Instant::now();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             () = stop.cancelled() => break,
+        }
+        if last_sweep.elapsed() >= SWEEP_EVERY {
+            last_sweep = tokio::time::Instant::now();
+            cluster.sweep_later(cluster.served(), Duration::ZERO);
         }
         match cluster.place_round(&directory, &brokers).await {
             Ok(()) if failing => {

@@ -15,6 +15,9 @@
 //!   restarted empty), the task takes a new epoch and writes every session
 //!   it holds again: every older entry of this node is stale at once,
 //!   without a scan.
+//! - Stale entries (of dead nodes, of replaced epochs) are deleted by the
+//!   node that serves the instance, when it takes the instance and every
+//!   minute after (`SWEEP`, a few hundred fields per round trip).
 //! - A lookup ([`Cluster::online_elsewhere`]) is one script: the entries,
 //!   then their nodes' keys. This node's own entries are skipped: its
 //!   registry is the truth for its devices. On the node that serves the
@@ -70,15 +73,36 @@ end
 return out
 ";
 
+/// KEYS[1]: an instance's directory; ARGV[1]: the prefix of node keys;
+/// ARGV[2]: the HSCAN cursor; ARGV[3]: how many fields to look at.
+/// Deletes the entries whose node's key does not hold their epoch (a dead
+/// node's, or a replaced epoch's); returns the next cursor.
+const SWEEP: &str = r"
+local scanned = redis.call('HSCAN', KEYS[1], ARGV[2], 'COUNT', ARGV[3])
+local fields = scanned[2]
+for i = 1, #fields, 2 do
+  local node, epoch = string.match(fields[i + 1], '^([^|]+)|([^|]+)|')
+  if not node or redis.call('GET', ARGV[1] .. node) ~= epoch then
+    redis.call('HDEL', KEYS[1], fields[i])
+  end
+end
+return scanned[1]
+";
+
+/// Fields one sweep call looks at.
+const SWEEP_COUNT: usize = 500;
+
 /// The directory's scripts, kept by the cluster handle.
 pub(super) struct Scripts {
     lookup: redis::Script,
+    sweep: redis::Script,
 }
 
 impl Scripts {
     pub(super) fn new() -> Scripts {
         Scripts {
             lookup: redis::Script::new(LOOKUP),
+            sweep: redis::Script::new(SWEEP),
         }
     }
 }
@@ -125,6 +149,28 @@ impl Cluster {
         let mut redis = self.redis.clone();
         self.within(invocation.invoke_async::<Vec<Option<String>>>(&mut redis))
             .await
+    }
+
+    /// Deletes the stale entries of `instance_id`'s directory (those of
+    /// dead nodes and replaced epochs, which readers ignore but which
+    /// would otherwise stay until their client id connects again), a few
+    /// hundred fields per round trip.
+    pub(super) async fn sweep(&self, instance_id: &str) -> Result<(), StoreError> {
+        let mut cursor = "0".to_string();
+        loop {
+            let mut invocation = self.scripts.sweep.key(self.where_key(instance_id));
+            invocation
+                .arg(format!("{}:node:", self.prefix))
+                .arg(&cursor)
+                .arg(SWEEP_COUNT);
+            let mut redis = self.redis.clone();
+            cursor = self
+                .within(invocation.invoke_async::<String>(&mut redis))
+                .await?;
+            if cursor == "0" {
+                return Ok(());
+            }
+        }
     }
 
     fn where_key(&self, instance_id: &str) -> String {
