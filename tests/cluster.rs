@@ -572,6 +572,23 @@ async fn until_holder_is(redis_port: u16, node: &str) {
     }
 }
 
+/// Connects `client_id` through `addr` every 100 ms until it is served,
+/// within 10 s (a node refuses a device while its instance is between
+/// nodes, or until it learns where the instance went).
+async fn connect_retrying(addr: SocketAddr, client_id: &str) -> common::Device {
+    let since = Instant::now();
+    loop {
+        match common::connect_v4(addr, client_id, None).await {
+            Ok(device) => return device,
+            Err(e) => assert!(
+                since.elapsed() < Duration::from_secs(10),
+                "{client_id} not served through {addr} within 10 s: {e}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// A node of the cluster whose configuration is `node_config`'s.
 fn node(name: &str, redis_port: u16) -> common::Process {
     common::Process::start(&node_config(name, redis_port, ""))
@@ -1361,9 +1378,9 @@ async fn a_trace_query_on_any_node_sees_the_events_of_every_node() {
     let (n1, status) = n1.restart("TERM");
     assert!(status.success(), "n1 stopped cleanly: {status:?}");
     until_holder_is(redis.port, "n2").await;
-    let _second = common::connect_v4(nodes[1].mqtt, device, None)
-        .await
-        .unwrap();
+    // Through n3, which learns of the move at its next round (until then
+    // it refuses the device, which connects again, as a client does).
+    let _second = connect_retrying(nodes[1].mqtt, device).await;
     let all = trace_until(&n1, "QueryMqttTraceDevice", &device_page("3"), |b| {
         b["Total"] == 3
     })
