@@ -758,6 +758,13 @@ async fn a_device_on_one_node_is_closed_through_another() {
         (status, &client["clientid"]),
         (200, &serde_json::json!(other))
     );
+    // Client objects name the node that serves the device; `node=` filters
+    // by it.
+    assert_eq!(client["node"], "mqgate@n2", "{client}");
+    let (_, on_n2) = read("/clients?node=mqgate@n2").await;
+    assert_eq!(on_n2["meta"]["count"], 1, "{on_n2}");
+    let (_, on_n1) = read("/clients?node=mqgate@n1").await;
+    assert_eq!(on_n1["meta"]["count"], 0, "{on_n1}");
     let (status, subscriptions) = read(&format!("/clients/{other}/subscriptions")).await;
     assert_eq!(status, 200, "{subscriptions}");
     assert_eq!(subscriptions[0]["topic"], "views/+", "{subscriptions}");

@@ -30,7 +30,7 @@ fn time(t: DateTime<Utc>) -> String {
 }
 
 /// The client object, all fields.
-pub fn client_object(view: &ClientView, default_expiry: u64) -> Map<String, Value> {
+pub fn client_object(view: &ClientView, default_expiry: u64, node: &str) -> Map<String, Value> {
     let info = &view.info;
     let expiry = match info.protocol {
         ProtocolVersion::V5 => info.session_expiry_interval.unwrap_or(0) as u64,
@@ -73,7 +73,7 @@ pub fn client_object(view: &ClientView, default_expiry: u64) -> Map<String, Valu
     put("send_cnt", json!(s.send_cnt));
     put("send_pkt", json!(s.send_pkt));
     put("send_msg", json!(s.send_msg));
-    put("node", json!(NODE));
+    put("node", json!(node));
     object
 }
 
@@ -105,34 +105,38 @@ pub enum ClientCall {
 }
 
 impl ClientCall {
-    /// The answer from `broker`'s own sessions: a status and a body
-    /// (`Null` for 204).
+    /// The answer from `broker`'s own sessions, on node `node` (the name
+    /// client objects show): a status and a body (`Null` for 204).
     pub async fn answer(
         &self,
         broker: &InstanceBroker,
         session_expiry: u64,
+        node: &str,
     ) -> Result<(StatusCode, Value), EmqxError> {
         let ok = |body| Ok((StatusCode::OK, body));
         match self {
-            ClientCall::List { query } => ok(list_body(broker, session_expiry, query.as_deref())?),
+            ClientCall::List { query } => {
+                ok(list_body(broker, session_expiry, query.as_deref(), node)?)
+            }
             ClientCall::Client { clientid, query } => {
                 let q = parse_list_query(query.as_deref())?;
                 let view = broker
                     .sessions
                     .view(clientid)
                     .ok_or_else(EmqxError::client_not_found)?;
-                ok(q.select(client_object(&view, session_expiry)))
+                ok(q.select(client_object(&view, session_expiry, node)))
             }
-            ClientCall::Subscriptions { clientid } => {
-                ok(super::subscriptions::subscriptions_body(broker, clientid)?)
-            }
+            ClientCall::Subscriptions { clientid } => ok(super::subscriptions::subscriptions_body(
+                broker, clientid, node,
+            )?),
             ClientCall::Subscribe {
                 clientid,
                 bodies,
                 bulk,
             } => {
                 let mut granted =
-                    super::subscriptions::subscribe_all(broker, clientid, bodies.clone()).await?;
+                    super::subscriptions::subscribe_all(broker, clientid, bodies.clone(), node)
+                        .await?;
                 if *bulk {
                     ok(Value::Array(granted))
                 } else {
@@ -152,6 +156,7 @@ impl ClientCall {
 pub async fn answer_relayed(
     brokers: &Brokers,
     session_expiry: u64,
+    node: &str,
     request: Value,
 ) -> (u16, Value) {
     #[derive(serde::Deserialize)]
@@ -170,7 +175,7 @@ pub async fn answer_relayed(
         }
     };
     let answered = match brokers.instance(&relayed.instance_id) {
-        Some(broker) => relayed.call.answer(&broker, session_expiry).await,
+        Some(broker) => relayed.call.answer(&broker, session_expiry, node).await,
         None => Err(EmqxError::unavailable(
             "the instance has no broker on the node asked",
         )),
@@ -197,7 +202,10 @@ pub async fn call(
         .as_ref()
         .map(|c| (c, c.place(&broker.instance_id)))
     {
-        None | Some((_, Place::Here)) => call.answer(broker, state.session_expiry_secs).await?,
+        None | Some((_, Place::Here)) => {
+            call.answer(broker, state.session_expiry_secs, &node_name(state))
+                .await?
+        }
         Some((cluster, Place::There { node, .. })) => {
             let request = json!({"instance_id": broker.instance_id, "call": call});
             let (status, body) = cluster.call_on(&node, request).await.map_err(|cause| {
@@ -224,19 +232,34 @@ pub async fn call(
     })
 }
 
+/// The name client objects show for this node: `mqgate@local` alone,
+/// `mqgate@{node_id}` in a cluster.
+pub fn node_name(state: &AppState) -> String {
+    match &state.cluster {
+        Some(cluster) => cluster_node_name(cluster.node_id()),
+        None => NODE.to_string(),
+    }
+}
+
+/// The name client objects show for cluster node `node_id`.
+pub fn cluster_node_name(node_id: &str) -> String {
+    format!("mqgate@{node_id}")
+}
+
 /// `GET /clients` from `broker`'s sessions: `{data, meta: {page, limit,
 /// hasnext, count}}`.
 fn list_body(
     broker: &InstanceBroker,
     session_expiry: u64,
     query: Option<&str>,
+    node: &str,
 ) -> Result<Value, EmqxError> {
     let q = parse_list_query(query)?;
     let mut views: Vec<ClientView> = broker
         .sessions
         .views()
         .into_iter()
-        .filter(|v| q.matches(v))
+        .filter(|v| q.matches(v, node))
         .collect();
     views.sort_by(|a, b| {
         (a.info.created_at, &a.info.client_id).cmp(&(b.info.created_at, &b.info.client_id))
@@ -247,7 +270,7 @@ fn list_body(
         .iter()
         .skip(start)
         .take(q.limit)
-        .map(|v| q.select(client_object(v, session_expiry)))
+        .map(|v| q.select(client_object(v, session_expiry, node)))
         .collect();
     let hasnext = start.saturating_add(q.limit) < count;
     let mut meta = json!({"page": q.page, "limit": q.limit, "hasnext": hasnext});

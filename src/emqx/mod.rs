@@ -30,7 +30,8 @@ use axum::routing::{get, post};
 use serde_json::json;
 use std::sync::Arc;
 
-/// The node name shown in client objects (mqgate is a single node).
+/// The node name shown in client objects of a node alone (in a cluster:
+/// `mqgate@{node_id}`, [`clients::node_name`]).
 pub const NODE: &str = "mqgate@local";
 /// Fields a client object can have, in the order they are shown.
 pub const FIELDS: &[&str] = &[

@@ -2,7 +2,7 @@
 //! exact and fuzzy filters, time filters, pagination and field selection,
 //! as EMQX reads them (EMQX 4's `_`-prefixed spellings too).
 
-use super::{EmqxError, FIELDS, NODE};
+use super::{EmqxError, FIELDS};
 use crate::broker::registry::ClientView;
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
@@ -139,7 +139,9 @@ impl ListQuery {
             || (self.like_username.is_some() && self.usernames.is_empty())
     }
 
-    pub fn matches(&self, v: &ClientView) -> bool {
+    /// Whether client `v`, on node `node` (its name in client objects),
+    /// passes the filters.
+    pub fn matches(&self, v: &ClientView, node: &str) -> bool {
         let info = &v.info;
         let username = info.username.as_deref().unwrap_or("");
         if !self.clientids.is_empty() && !self.clientids.contains(&info.client_id) {
@@ -177,7 +179,7 @@ impl ListQuery {
         if self.clean_start.is_some_and(|c| c != info.clean_start)
             || self.proto_ver.is_some_and(|p| p != info.protocol.level())
             || self.proto_name.as_ref().is_some_and(|p| p != "MQTT")
-            || self.node.as_ref().is_some_and(|n| n != NODE)
+            || self.node.as_ref().is_some_and(|n| n != node)
         {
             return false;
         }

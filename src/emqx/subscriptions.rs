@@ -5,7 +5,7 @@
 
 use super::auth::{Authorized, ManageSubscriptions, ReadClients};
 use super::clients::{ClientCall, call};
-use super::{EmqxError, NODE, json_body};
+use super::{EmqxError, json_body};
 use crate::broker::registry::{ProtocolVersion, SubscriptionOptions};
 use crate::broker::{BrokerError, InstanceBroker};
 use crate::state::AppState;
@@ -16,8 +16,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::sync::Arc;
 
-fn subscription_object(clientid: &str, topic: &str, o: &SubscriptionOptions) -> Value {
-    json!({"topic": topic, "qos": o.qos, "nl": o.nl, "rap": o.rap, "rh": o.rh, "node": NODE, "clientid": clientid})
+fn subscription_object(clientid: &str, topic: &str, o: &SubscriptionOptions, node: &str) -> Value {
+    json!({"topic": topic, "qos": o.qos, "nl": o.nl, "rap": o.rap, "rh": o.rh, "node": node, "clientid": clientid})
 }
 
 /// `GET /clients/{clientid}/subscriptions` (in a cluster, answered by the
@@ -31,7 +31,11 @@ pub async fn list(
 }
 
 /// A client's subscriptions, from `broker`'s sessions.
-pub fn subscriptions_body(broker: &InstanceBroker, clientid: &str) -> Result<Value, EmqxError> {
+pub fn subscriptions_body(
+    broker: &InstanceBroker,
+    clientid: &str,
+    node: &str,
+) -> Result<Value, EmqxError> {
     let view = broker
         .sessions
         .view(clientid)
@@ -39,7 +43,7 @@ pub fn subscriptions_body(broker: &InstanceBroker, clientid: &str) -> Result<Val
     let list: Vec<Value> = view
         .subscriptions
         .iter()
-        .map(|(topic, o)| subscription_object(clientid, topic, o))
+        .map(|(topic, o)| subscription_object(clientid, topic, o, node))
         .collect();
     Ok(Value::Array(list))
 }
@@ -121,6 +125,7 @@ pub(super) async fn subscribe_all(
     broker: &InstanceBroker,
     clientid: &str,
     bodies: Vec<SubscribeBody>,
+    node: &str,
 ) -> Result<Vec<Value>, EmqxError> {
     let protocol = broker
         .client_protocol(clientid)
@@ -145,7 +150,7 @@ pub(super) async fn subscribe_all(
                     qos: *code,
                     ..*options
                 };
-                out.push(subscription_object(clientid, topic, &granted));
+                out.push(subscription_object(clientid, topic, &granted, node));
             }
             code => {
                 return Err(EmqxError::bad_request(format!(

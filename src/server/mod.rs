@@ -269,10 +269,12 @@ impl Server {
                 tracer.clone(),
                 {
                     let (brokers, expiry) = (brokers.clone(), config.mqtt.session_expiry_secs);
+                    let node = crate::emqx::clients::cluster_node_name(cluster.node_id());
                     Arc::new(move |request| {
-                        let brokers = brokers.clone();
+                        let (brokers, node) = (brokers.clone(), node.clone());
                         Box::pin(async move {
-                            crate::emqx::clients::answer_relayed(&brokers, expiry, request).await
+                            crate::emqx::clients::answer_relayed(&brokers, expiry, &node, request)
+                                .await
                         })
                     })
                 },
