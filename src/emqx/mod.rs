@@ -12,12 +12,15 @@
 //! management API, not ApsaraMQ transactions.
 //!
 //! - [`auth`]: Basic credentials, the throttle and RAM, in one extractor;
+//! - [`calls`]: the calls on an instance's devices and their handlers (in a
+//!   cluster, relayed to the node that serves the instance);
 //! - [`clients`]: list, get and kick clients;
 //! - [`subscriptions`]: a client's subscriptions, and subscribing or
 //!   unsubscribing on its behalf;
 //! - [`query`]: the list query (filters, pages, fields).
 
 pub mod auth;
+pub mod calls;
 pub mod clients;
 pub mod query;
 pub mod subscriptions;
@@ -31,7 +34,7 @@ use serde_json::json;
 use std::sync::Arc;
 
 /// The node name shown in client objects of a node alone (in a cluster:
-/// `mqgate@{node_id}`, [`clients::node_name`]).
+/// `mqgate@{node_id}`, [`calls::node_name`]).
 pub const NODE: &str = "mqgate@local";
 /// Fields a client object can have, in the order they are shown.
 pub const FIELDS: &[&str] = &[
@@ -67,31 +70,31 @@ pub fn routes() -> axum::Router<Arc<AppState>> {
     const BASE: &str = "/instances/{instance_id}/api/v5";
     let route = |path: &str| format!("{BASE}{path}");
     axum::Router::new()
-        .route(&route("/clients"), get(clients::list))
+        .route(&route("/clients"), get(calls::list))
         .route(&route("/clients/kickout/bulk"), post(clients::kick_bulk))
         .route(
             &route("/clients/{clientid}"),
-            get(clients::get).delete(clients::kick),
+            get(calls::get).delete(clients::kick),
         )
         .route(
             &route("/clients/{clientid}/subscriptions"),
-            get(subscriptions::list),
+            get(calls::subscriptions),
         )
         .route(
             &route("/clients/{clientid}/subscribe"),
-            post(subscriptions::subscribe),
+            post(calls::subscribe),
         )
         .route(
             &route("/clients/{clientid}/subscribe/bulk"),
-            post(subscriptions::subscribe_bulk),
+            post(calls::subscribe_bulk),
         )
         .route(
             &route("/clients/{clientid}/unsubscribe"),
-            post(subscriptions::unsubscribe),
+            post(calls::unsubscribe),
         )
         .route(
             &route("/clients/{clientid}/unsubscribe/bulk"),
-            post(subscriptions::unsubscribe_bulk),
+            post(calls::unsubscribe_bulk),
         )
 }
 

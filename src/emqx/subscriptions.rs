@@ -1,33 +1,16 @@
 //! A client's subscriptions, and subscribing or unsubscribing on its
 //! behalf: the broker gets a real SUBSCRIBE or UNSUBSCRIBE on the client's
 //! connection ([`crate::broker::InstanceBroker::subscribe_for`]), which
-//! lasts as long as that connection.
+//! lasts as long as that connection. [`super::calls`] serves them.
 
-use super::auth::{Authorized, ManageSubscriptions, ReadClients};
-use super::clients::{ClientCall, call};
-use super::{EmqxError, json_body};
+use super::EmqxError;
 use crate::broker::registry::{ProtocolVersion, SubscriptionOptions};
 use crate::broker::{BrokerError, InstanceBroker};
-use crate::state::AppState;
-use axum::extract::Path;
-use axum::extract::State;
-use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use std::sync::Arc;
 
 fn subscription_object(clientid: &str, topic: &str, o: &SubscriptionOptions, node: &str) -> Value {
     json!({"topic": topic, "qos": o.qos, "nl": o.nl, "rap": o.rap, "rh": o.rh, "node": node, "clientid": clientid})
-}
-
-/// `GET /clients/{clientid}/subscriptions` (in a cluster, answered by the
-/// node that serves the instance: [`super::clients::call`]).
-pub async fn list(
-    ok: Authorized<ReadClients>,
-    State(state): State<Arc<AppState>>,
-    Path((_, clientid)): Path<(String, String)>,
-) -> Result<Response, EmqxError> {
-    call(&state, &ok.broker, ClientCall::Subscriptions { clientid }).await
 }
 
 /// A client's subscriptions, from `broker`'s sessions.
@@ -65,7 +48,7 @@ pub struct SubscribeBody {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UnsubscribeBody {
-    topic: String,
+    pub(super) topic: String,
 }
 
 /// The options of one subscription, checked against what MQTT allows and
@@ -184,66 +167,4 @@ pub(super) async fn unsubscribe_all(
         .unsubscribe_for(clientid, topics)
         .await
         .map_err(broker_error)
-}
-
-/// `POST /clients/{clientid}/subscribe`: 200 with the subscription.
-pub async fn subscribe(
-    ok: Authorized<ManageSubscriptions>,
-    State(state): State<Arc<AppState>>,
-    Path((_, clientid)): Path<(String, String)>,
-    body: axum::body::Bytes,
-) -> Result<Response, EmqxError> {
-    let body: SubscribeBody = json_body(&body)?;
-    let subscribe = ClientCall::Subscribe {
-        clientid,
-        bodies: vec![body],
-        bulk: false,
-    };
-    call(&state, &ok.broker, subscribe).await
-}
-
-/// `POST /clients/{clientid}/subscribe/bulk`: 200 with the subscriptions.
-pub async fn subscribe_bulk(
-    ok: Authorized<ManageSubscriptions>,
-    State(state): State<Arc<AppState>>,
-    Path((_, clientid)): Path<(String, String)>,
-    body: axum::body::Bytes,
-) -> Result<Response, EmqxError> {
-    let bodies: Vec<SubscribeBody> = json_body(&body)?;
-    let subscribe = ClientCall::Subscribe {
-        clientid,
-        bodies,
-        bulk: true,
-    };
-    call(&state, &ok.broker, subscribe).await
-}
-
-/// `POST /clients/{clientid}/unsubscribe`: 204.
-pub async fn unsubscribe(
-    ok: Authorized<ManageSubscriptions>,
-    State(state): State<Arc<AppState>>,
-    Path((_, clientid)): Path<(String, String)>,
-    body: axum::body::Bytes,
-) -> Result<Response, EmqxError> {
-    let body: UnsubscribeBody = json_body(&body)?;
-    let unsubscribe = ClientCall::Unsubscribe {
-        clientid,
-        topics: vec![body.topic],
-    };
-    call(&state, &ok.broker, unsubscribe).await
-}
-
-/// `POST /clients/{clientid}/unsubscribe/bulk`: 204.
-pub async fn unsubscribe_bulk(
-    ok: Authorized<ManageSubscriptions>,
-    State(state): State<Arc<AppState>>,
-    Path((_, clientid)): Path<(String, String)>,
-    body: axum::body::Bytes,
-) -> Result<Response, EmqxError> {
-    let bodies: Vec<UnsubscribeBody> = json_body(&body)?;
-    let unsubscribe = ClientCall::Unsubscribe {
-        clientid,
-        topics: bodies.into_iter().map(|b| b.topic).collect(),
-    };
-    call(&state, &ok.broker, unsubscribe).await
 }
