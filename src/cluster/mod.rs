@@ -38,7 +38,7 @@
 //!   answers are merged by time ([`crate::trace::query`]).
 //!
 //! - **The EMQX API's calls on devices** ([`reach`]): relayed to the node
-//!   that serves the instance (`emqx::clients::ClientCall`).
+//!   that serves the instance (`emqx::calls::ClientCall`).
 //!
 //! Not shared yet: the device-side state. Each node keeps its own
 //! (README, "Running several nodes").

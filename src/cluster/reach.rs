@@ -68,7 +68,7 @@ enum Command {
 }
 
 /// What answers a call of the EMQX API another node relayed to this one:
-/// its status and body (`crate::emqx::clients::answer_relayed`).
+/// its status and body (`crate::emqx::calls::answer_relayed`).
 pub type ReadAnswerer = Arc<
     dyn Fn(serde_json::Value) -> futures_util::future::BoxFuture<'static, (u16, serde_json::Value)>
         + Send

@@ -16,11 +16,22 @@
 use super::signature_v3;
 use crate::error::{ApiError, ErrorCode};
 use crate::params::Params;
-use crate::server::long_query::QUERY_HEADER;
 use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderValue, Uri, header};
 use std::borrow::Cow;
+
+/// The header a query string too long for a URI arrives in: the HTTP
+/// layer (`server::long_query`) moves it there, bytes unchanged, before
+/// hyper reads the request head.
+pub const QUERY_HEADER: &str = "x-mqgate-query";
+
+/// The error a request body's reader gets when the body did not arrive
+/// within `http.body_timeout_secs` (the HTTP layer's deadline, read here
+/// to answer the client with what happened).
+#[derive(Debug, thiserror::Error)]
+#[error("the request body did not arrive within {} s", .0.as_secs())]
+pub struct BodyTimedOut(pub std::time::Duration);
 
 /// A request's headers, names in lower case, values as sent (bytes that
 /// are not UTF-8 read as U+FFFD), in arrival order: the HTTP stack's map,
@@ -373,7 +384,7 @@ async fn read_body(body: Body) -> Result<bytes::Bytes, ApiError> {
             let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&e);
             let mut timed_out = None;
             while let Some(error) = cause {
-                if let Some(found) = error.downcast_ref::<crate::server::BodyTimedOut>() {
+                if let Some(found) = error.downcast_ref::<BodyTimedOut>() {
                     timed_out = Some(found);
                     break;
                 }

@@ -17,13 +17,6 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-/// Most headers hyper will parse before answering 431 by itself; below it,
-/// the RPC endpoint's own limit ([`crate::rpc::parse::MAX_HEADERS`]) answers
-/// a 400 with a code and message. It is hyper's default, left unset: with
-/// a limit set, hyper allocates and fills that many slots on the heap for
-/// every request it parses (two vectors); with its default, they are on the
-/// stack and left uninitialized.
-pub const HTTP_MAX_HEADERS: usize = 100;
 /// hyper's read buffer, and so the largest request head (431 above it):
 /// hyper's default (8 KiB + 400 KiB), set here because [`LongQuery`]
 /// gathers heads up to the same size. It holds SendMessage's largest
@@ -57,10 +50,8 @@ impl Default for Timeouts {
 }
 
 /// The error a request body's reader gets when the body did not arrive
-/// within [`Timeouts::body`].
-#[derive(Debug, thiserror::Error)]
-#[error("the request body did not arrive within {} s", .0.as_secs())]
-pub struct BodyTimedOut(pub Duration);
+/// within [`Timeouts::body`] (defined beside the parser that reads it).
+pub use crate::rpc::parse::BodyTimedOut;
 /// How long calls in flight may take to finish at shutdown.
 const HTTP_DRAIN: Duration = Duration::from_secs(10);
 

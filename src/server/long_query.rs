@@ -30,10 +30,17 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::http::HTTP_MAX_HEADERS;
-
 /// The header a long request-target's query string is moved into.
-pub const QUERY_HEADER: &str = "x-mqgate-query";
+pub use crate::rpc::parse::QUERY_HEADER;
+
+/// Most headers hyper will parse before answering 431 by itself; below it,
+/// the RPC endpoint's own limit ([`crate::rpc::parse::MAX_HEADERS`]) answers
+/// a 400 with a code and message. It is hyper's default, left unset (`server::http`): with
+/// a limit set, hyper allocates and fills that many slots on the heap for
+/// every request it parses (two vectors); with its default, they are on the
+/// stack and left uninitialized.
+pub const HTTP_MAX_HEADERS: usize = 100;
+
 /// The longest request-target the HTTP stack takes (the `http` crate's
 /// limit on a URI; hyper answers 414 above it).
 ///

@@ -7,7 +7,8 @@ pub mod http;
 pub mod long_query;
 pub mod reload;
 
-pub use http::{BodyTimedOut, HTTP_HEADER_TIMEOUT, HTTP_MAX_HEADERS};
+pub use http::{BodyTimedOut, HTTP_HEADER_TIMEOUT};
+pub use long_query::HTTP_MAX_HEADERS;
 
 use crate::broker::front::FrontLayer;
 use crate::broker::{self, Brokers, reason};
@@ -269,11 +270,11 @@ impl Server {
                 tracer.clone(),
                 {
                     let (brokers, expiry) = (brokers.clone(), config.mqtt.session_expiry_secs);
-                    let node = crate::emqx::clients::cluster_node_name(cluster.node_id());
+                    let node = crate::emqx::calls::cluster_node_name(cluster.node_id());
                     Arc::new(move |request| {
                         let (brokers, node) = (brokers.clone(), node.clone());
                         Box::pin(async move {
-                            crate::emqx::clients::answer_relayed(&brokers, expiry, &node, request)
+                            crate::emqx::calls::answer_relayed(&brokers, expiry, &node, request)
                                 .await
                         })
                     })
