@@ -319,21 +319,11 @@ impl Server {
         // already goes to its instance's node.
         let mut mqtt = Vec::new();
         if let (Some(cluster), Some(cluster_config)) = (&cluster, &config.cluster) {
-            let field = "cluster.relay_listen";
-            let addr = cluster_config.relay_listen;
-            let listener = bind_std(field, addr)?;
-            let bound =
-                listener
-                    .local_addr()
-                    .map_err(|error| StartError::Bind { field, addr, error })?;
-            let listener = {
-                let _mqtt_side = brokers.enter();
-                TcpListener::from_std(listener).map_err(|error| StartError::Bind {
-                    field,
-                    addr,
-                    error,
-                })?
-            };
+            let (listener, bound) = bind_mqtt_side(
+                &brokers,
+                "cluster.relay_listen",
+                cluster_config.relay_listen,
+            )?;
             let advertised = advertised_relay(cluster_config.advertise_host.as_deref(), bound);
             tracing::info!(addr = %bound, %advertised, "cluster relay listener");
             cluster
@@ -355,20 +345,8 @@ impl Server {
             let Some(addr) = instance.mqtt_listen else {
                 continue;
             };
-            let field = "accounts.instances.mqtt_listen";
-            let listener = bind_std(field, addr)?;
-            let bound =
-                listener
-                    .local_addr()
-                    .map_err(|error| StartError::Bind { field, addr, error })?;
-            let listener = {
-                let _mqtt_side = brokers.enter();
-                TcpListener::from_std(listener).map_err(|error| StartError::Bind {
-                    field,
-                    addr,
-                    error,
-                })?
-            };
+            let (listener, bound) =
+                bind_mqtt_side(&brokers, "accounts.instances.mqtt_listen", addr)?;
             tracing::info!(instance = %instance.id, addr = %bound, "instance MQTT listener");
             instance_mqtt_addrs.insert(instance.id.clone(), bound);
             mqtt.push(brokers.spawn(front.clone().serve(
@@ -403,19 +381,7 @@ impl Server {
                 upgraded_addrs.push(None);
                 continue;
             };
-            let listener = bind_std(field, addr)?;
-            let bound =
-                listener
-                    .local_addr()
-                    .map_err(|error| StartError::Bind { field, addr, error })?;
-            let listener = {
-                let _mqtt_side = brokers.enter();
-                TcpListener::from_std(listener).map_err(|error| StartError::Bind {
-                    field,
-                    addr,
-                    error,
-                })?
-            };
+            let (listener, bound) = bind_mqtt_side(&brokers, field, addr)?;
             tracing::info!(transport = upgrade.name(), addr = %bound, "MQTT listener");
             upgraded_addrs.push(Some(bound));
             mqtt.push(brokers.spawn(front.clone().serve_upgraded(
@@ -779,4 +745,21 @@ fn advertised_relay(advertise_host: Option<&str>, bound: SocketAddr) -> String {
         Some(host) => format!("{host}:{}", bound.port()),
         None => bound.to_string(),
     }
+}
+
+/// A listener bound to `addr` and registered with the MQTT side's runtime
+/// (where the front layer polls it), and the address it got.
+fn bind_mqtt_side(
+    brokers: &Brokers,
+    field: &'static str,
+    addr: SocketAddr,
+) -> Result<(TcpListener, SocketAddr), StartError> {
+    let listener = bind_std(field, addr)?;
+    let bound = listener
+        .local_addr()
+        .map_err(|error| StartError::Bind { field, addr, error })?;
+    let _mqtt_side = brokers.enter();
+    let listener =
+        TcpListener::from_std(listener).map_err(|error| StartError::Bind { field, addr, error })?;
+    Ok((listener, bound))
 }

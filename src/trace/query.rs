@@ -186,47 +186,34 @@ pub fn merge(query: &TraceQuery, found: Vec<TraceFound>) -> TraceFound {
     let (page, size) = query.page();
     let skip = (page.saturating_sub(1) as usize).saturating_mul(size as usize);
     let reverse = query.reverse();
-    let take_page = |mut events: Vec<(i64, usize, usize, usize)>| {
-        // By time, then node, then recorded order: stable.
-        events.sort_unstable();
-        if reverse {
-            events.reverse();
-        }
-        events
-            .into_iter()
-            .skip(skip)
-            .take(size as usize)
-            .map(|(_, node, _, i)| (node, i))
-    };
+    let mut total = 0;
     match query {
         TraceQuery::Device { .. } => {
-            let mut total = 0;
-            let mut lists = Vec::new();
-            for f in found {
-                if let TraceFound::Device { total: t, events } = f {
-                    total += t;
-                    lists.push(events);
-                }
-            }
-            let keys = keys(&lists, reverse, |e: &DeviceTrace| e.time_ms);
-            let events = take_page(keys)
-                .map(|(node, i)| lists[node][i].clone())
+            let lists = found
+                .into_iter()
+                .filter_map(|f| match f {
+                    TraceFound::Device { total: t, events } => {
+                        total += t;
+                        Some(events)
+                    }
+                    TraceFound::Messages { .. } => None,
+                })
                 .collect();
+            let events = page_of(lists, reverse, skip, size, |e: &DeviceTrace| e.time_ms);
             TraceFound::Device { total, events }
         }
         _ => {
-            let mut total = 0;
-            let mut lists = Vec::new();
-            for f in found {
-                if let TraceFound::Messages { total: t, events } = f {
-                    total += t;
-                    lists.push(events);
-                }
-            }
-            let keys = keys(&lists, reverse, |e: &MessageTrace| e.time_ms);
-            let mut events: Vec<MessageTrace> = take_page(keys)
-                .map(|(node, i)| lists[node][i].clone())
+            let lists = found
+                .into_iter()
+                .filter_map(|f| match f {
+                    TraceFound::Messages { total: t, events } => {
+                        total += t;
+                        Some(events)
+                    }
+                    TraceFound::Device { .. } => None,
+                })
                 .collect();
+            let mut events = page_of(lists, reverse, skip, size, |e: &MessageTrace| e.time_ms);
             if let TraceQuery::Publishes { .. } = query {
                 // As one node answers: at most 100.
                 events.truncate(100);
@@ -235,6 +222,36 @@ pub fn merge(query: &TraceQuery, found: Vec<TraceFound>) -> TraceFound {
             TraceFound::Messages { total, events }
         }
     }
+}
+
+/// The events of every node's list in time order (by time, node, recorded
+/// order; newest first with `reverse`), `skip` of them left out and at
+/// most `size` kept.
+fn page_of<T>(
+    lists: Vec<Vec<T>>,
+    reverse: bool,
+    skip: usize,
+    size: u32,
+    time: impl Fn(&T) -> i64,
+) -> Vec<T> {
+    let mut keys = keys(&lists, reverse, time);
+    keys.sort_unstable();
+    if reverse {
+        keys.reverse();
+    }
+    let kept: Vec<(usize, usize)> = keys
+        .into_iter()
+        .skip(skip)
+        .take(size as usize)
+        .map(|(_, node, _, i)| (node, i))
+        .collect();
+    let mut lists: Vec<Vec<Option<T>>> = lists
+        .into_iter()
+        .map(|list| list.into_iter().map(Some).collect())
+        .collect();
+    kept.into_iter()
+        .filter_map(|(node, i)| lists[node][i].take())
+        .collect()
 }
 
 /// (time, node, recorded order, index) of every event of every node's
