@@ -112,6 +112,8 @@ struct Setting {
     cluster_rounds: usize,
     cluster_connections: usize,
     takeover_rounds: usize,
+    /// Device-state changes timed from one node to the others.
+    propagation_samples: usize,
 }
 
 const FULL: Setting = Setting {
@@ -152,6 +154,7 @@ const FULL: Setting = Setting {
     cluster_rounds: 3,
     cluster_connections: 100,
     takeover_rounds: 3,
+    propagation_samples: 200,
 };
 
 const TINY: Setting = Setting {
@@ -189,6 +192,7 @@ const TINY: Setting = Setting {
     cluster_rounds: 1,
     cluster_connections: 4,
     takeover_rounds: 1,
+    propagation_samples: 5,
 };
 
 fn main() {

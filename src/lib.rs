@@ -38,12 +38,14 @@
 //!   durable device-side state: group ids, device credentials, tokens and
 //!   their compiled topic tries, the connection blacklist, custom-auth
 //!   identities and permission rules compiled per instance,
-//!   [`devices::permissions`]), [`metrics`].
+//!   [`devices::permissions`]; in a cluster its rows travel through
+//!   [`devices::replica`]), [`metrics`].
 //! - [`access`] (authorize, resources and their ARNs, RAM condition keys),
 //!   [`principal`], [`replay`], [`throttle`]; [`cluster`] (with
 //!   `[cluster]`: the Redis a node shares replay nonces, QPS buckets, the
-//!   session directory and instance leases with; devices of an instance
-//!   another node serves are relayed there by the front layer).
+//!   session directory, instance leases, bills, traces and the device-side
+//!   state ([`cluster::devices`]) with; devices of an instance another
+//!   node serves are relayed there by the front layer).
 //! - [`directory`] (accounts, instances, keys), [`config`], [`params`].
 //! - [`transport`]: TLS, WebSocket and secure WebSocket streams and their
 //!   handshakes, and self-signed certificates; the front layer's and the

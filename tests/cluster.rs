@@ -50,6 +50,21 @@ id = "1234567890"
     )
 }
 
+/// A node on `config_text`, with the device key every node of this test
+/// binary shares (a cluster's nodes must: credential secrets are derived
+/// from it, and a node with another key does not start).
+fn cluster_node(config_text: &str) -> common::Process {
+    static KEYS: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    let key = KEYS
+        .get_or_init(|| tempfile::tempdir().unwrap())
+        .path()
+        .join("devices.key");
+    common::Process::start_with_storage(
+        config_text,
+        &format!("device_key_file = {:?}", key.display().to_string()),
+    )
+}
+
 /// A `redis-server` of this test, on a loopback port, nothing persisted;
 /// killed when dropped.
 struct Redis {
@@ -71,7 +86,7 @@ fn free_port() -> u16 {
 fn three_nodes(redis_port: u16, limits: &str) -> Vec<common::Process> {
     ["n1", "n2", "n3"]
         .iter()
-        .map(|node| common::Process::start(&node_config(node, redis_port, limits)))
+        .map(|node| cluster_node(&node_config(node, redis_port, limits)))
         .collect()
 }
 
@@ -302,13 +317,28 @@ async fn a_limit_holds_for_the_whole_cluster() {
 #[test]
 fn a_node_that_cannot_reach_redis_does_not_start_and_says_why() {
     let port = free_port();
+    let started = Instant::now();
+    let (status, stderr) = start_refused(&node_config("n1", port, ""), "");
+    assert!(
+        stderr.contains("cannot reach Redis") && stderr.contains(&format!("127.0.0.1:{port}")),
+        "{stderr}"
+    );
+    eprintln!(
+        "without Redis: exited ({status}) after {} ms: {}",
+        started.elapsed().as_millis(),
+        stderr.trim()
+    );
+}
+
+/// Runs mqgate on `config_text` (and `storage_lines`), expecting it not
+/// to start: its exit status and what it wrote on stderr.
+fn start_refused(config_text: &str, storage_lines: &str) -> (std::process::ExitStatus, String) {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("mqgate.toml");
     std::fs::write(
         &config,
         format!(
-            "{}\n[storage]\ndir = {:?}\n",
-            node_config("n1", port, ""),
+            "{config_text}\n[storage]\ndir = {:?}\n{storage_lines}\n",
             dir.path().join("data").display().to_string()
         ),
     )
@@ -326,28 +356,20 @@ fn a_node_that_cannot_reach_redis_does_not_start_and_says_why() {
         }
         if started.elapsed() > Duration::from_secs(20) {
             let _ = child.kill();
-            panic!("mqgate kept running for 20 s without its cluster's Redis");
+            panic!("mqgate kept running for 20 s; it should have refused to start");
         }
         std::thread::sleep(Duration::from_millis(20));
     };
     let mut stderr = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
     assert!(!status.success(), "exit status {status}");
-    assert!(
-        stderr.contains("cannot reach Redis") && stderr.contains(&format!("127.0.0.1:{port}")),
-        "{stderr}"
-    );
-    eprintln!(
-        "without Redis: exited ({status}) after {} ms: {}",
-        started.elapsed().as_millis(),
-        stderr.trim()
-    );
+    (status, stderr)
 }
 
 #[tokio::test]
 async fn calls_are_refused_while_redis_is_away_and_served_again_when_it_returns() {
     let redis = Redis::start();
-    let node = common::Process::start(&node_config("n1", redis.port, ""));
+    let node = cluster_node(&node_config("n1", redis.port, ""));
     let request = || signed_request(&fresh_nonce());
     assert_eq!(send(node.http, &request()).await, (200, String::new()));
 
@@ -591,7 +613,7 @@ async fn connect_retrying(addr: SocketAddr, client_id: &str) -> common::Device {
 
 /// A node of the cluster whose configuration is `node_config`'s.
 fn node(name: &str, redis_port: u16) -> common::Process {
-    common::Process::start(&node_config(name, redis_port, ""))
+    cluster_node(&node_config(name, redis_port, ""))
 }
 
 #[tokio::test]
@@ -685,7 +707,8 @@ async fn the_directory_is_written_again_when_redis_comes_back_empty() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(lease_holder(redis.port).as_deref(), Some("n1"));
+    // n1 takes its lease back at its next placement round.
+    until_holder_is(redis.port, "n1").await;
     eprintln!(
         "session directory: written again and seen through n2 {} ms after Redis came back empty",
         back.elapsed().as_millis()
@@ -1102,17 +1125,37 @@ async fn redis_stopped_and_restarted_under_load_loses_nothing_answered() {
             answered(false)
         );
         answered_in_all += answered(true) + answered(false);
-        let created: std::collections::BTreeSet<String> = answers
-            .iter()
-            .filter(|a| a.0 && a.2 == 200)
-            .map(|a| a.1.clone())
-            .collect();
-        let listed: std::collections::BTreeSet<String> = groups_on(node)
-            .await
-            .into_iter()
-            .filter(|g| g.starts_with("GID_load_"))
-            .collect();
-        assert_eq!(listed, created, "n{}", n + 1);
+    }
+    // Every group id answered 200, through any node, is listed by every
+    // node (the device-side state is shared), and none refused is.
+    let created: std::collections::BTreeSet<String> = answers
+        .iter()
+        .flatten()
+        .filter(|a| a.0 && a.2 == 200)
+        .map(|a| a.1.clone())
+        .collect();
+    for (n, node) in nodes.iter().enumerate() {
+        let since = Instant::now();
+        loop {
+            let listed: std::collections::BTreeSet<String> = groups_on(node)
+                .await
+                .into_iter()
+                .filter(|g| g.starts_with("GID_load_"))
+                .collect();
+            if listed == created {
+                break;
+            }
+            assert!(
+                since.elapsed() < Duration::from_secs(10),
+                "n{} lists {} group ids, not the {} answered 200: missing {:?}, extra {:?}",
+                n + 1,
+                listed.len(),
+                created.len(),
+                created.difference(&listed).collect::<Vec<_>>(),
+                listed.difference(&created).collect::<Vec<_>>()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
     // The cluster's totals: every node's bill, once (copied within about
     // half a second).
@@ -1216,7 +1259,7 @@ async fn a_monthly_quota_holds_for_the_cluster() {
     let nodes: Vec<common::Process> = ["n1", "n2", "n3"]
         .iter()
         .map(|node| {
-            common::Process::start(&node_config_with(
+            cluster_node(&node_config_with(
                 node,
                 redis.port,
                 "",
@@ -1418,8 +1461,8 @@ async fn a_connect_storm_reaches_the_directory_whole() {
     const DEVICES: usize = 200;
     let redis = Redis::start();
     let limits = "[limits]\nBatchQuerySessionByClientIds = 100000\n";
-    let n1 = common::Process::start(&node_config("n1", redis.port, limits));
-    let n2 = common::Process::start(&node_config("n2", redis.port, limits));
+    let n1 = cluster_node(&node_config("n1", redis.port, limits));
+    let n2 = cluster_node(&node_config("n2", redis.port, limits));
     let ids: Vec<String> = (0..DEVICES).map(|i| format!("GID_c@@@storm-{i}")).collect();
     // All at once, on n1 (which serves the instance): their sessions
     // reach the directory in pipelined batches.
@@ -1461,4 +1504,295 @@ async fn a_connect_storm_reaches_the_directory_whole() {
         online_in.as_millis(),
         offline_in.as_millis()
     );
+}
+
+/// A node sharing the device key at `key` (every node of a cluster must:
+/// credential secrets are derived from it).
+fn node_with_key(name: &str, redis_port: u16, key: &std::path::Path) -> common::Process {
+    // The tests poll QueryToken (10 a second by default).
+    let limits = "[limits]\nQueryToken = 1000\nListGroupId = 1000\n";
+    common::Process::start_with_storage(
+        &node_config(name, redis_port, limits),
+        &format!("device_key_file = {:?}", key.display().to_string()),
+    )
+}
+
+/// `action` with `params` on `node`: status and JSON body.
+async fn call_on(
+    node: &common::Process,
+    action: &str,
+    params: &[(&str, &str)],
+) -> (u16, serde_json::Value) {
+    let answer = common::raw_http(node.http, &[signed_call(action, params)]).await;
+    let body = serde_json::from_str(&answer[0].body)
+        .unwrap_or_else(|e| panic!("{action}: {e}: {}", answer[0].body));
+    (answer[0].status, body)
+}
+
+/// Polls `check` every 5 ms until it holds, within 5 s: how long that took.
+async fn until<F, Fut>(what: &str, mut check: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let since = Instant::now();
+    while !check().await {
+        assert!(
+            since.elapsed() < Duration::from_secs(5),
+            "{what}: not within 5 s"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    since.elapsed()
+}
+
+async fn token_valid_on(node: &common::Process, token: &str) -> bool {
+    let (status, body) = call_on(
+        node,
+        "QueryToken",
+        &[("InstanceId", INSTANCE), ("Token", token)],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    body["TokenStatus"].as_bool().unwrap()
+}
+
+async fn apply_token_on(node: &common::Process, resources: &str) -> String {
+    let expire = (Utc::now().timestamp_millis() + 3_600_000).to_string();
+    let (status, body) = call_on(
+        node,
+        "ApplyToken",
+        &[
+            ("InstanceId", INSTANCE),
+            ("Actions", "R"),
+            ("Resources", resources),
+            ("ExpireTime", &expire),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    body["Token"].as_str().unwrap().to_string()
+}
+
+async fn register_credential_on(node: &common::Process, client_id: &str) -> (String, String) {
+    let (status, body) = call_on(
+        node,
+        "RegisterDeviceCredential",
+        &[("InstanceId", INSTANCE), ("ClientId", client_id)],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let credential = &body["DeviceCredential"];
+    (
+        format!(
+            "DeviceCredential|{}|{INSTANCE}",
+            credential["DeviceAccessKeyId"].as_str().unwrap()
+        ),
+        mqgate::broker::device_auth::signature_password(
+            credential["DeviceAccessKeySecret"].as_str().unwrap(),
+            client_id,
+        ),
+    )
+}
+
+/// The next message on `topic`, skipping others.
+async fn message_on(device: &mut common::Device, topic: &str) -> serde_json::Value {
+    loop {
+        let (got, payload) = device.next_message().await;
+        if got == topic {
+            return serde_json::from_slice(&payload).unwrap_or(serde_json::Value::Null);
+        }
+    }
+}
+
+#[tokio::test]
+async fn device_state_changed_through_one_node_takes_effect_on_every_node() {
+    let redis = Redis::start();
+    let keys = tempfile::tempdir().unwrap();
+    let key = keys.path().join("devices.key");
+    // n1 starts first: it serves the instance; n2 and n3 relay to it.
+    let n1 = node_with_key("n1", redis.port, &key);
+    until_holder_is(redis.port, "n1").await;
+    let n2 = node_with_key("n2", redis.port, &key);
+    let n3 = node_with_key("n3", redis.port, &key);
+    let sender = connect_retrying(n1.mqtt, "GID_state@@@sender").await;
+
+    // A token applied through n2 is valid on every node, and a device
+    // logs in with it through n3 (served by n1).
+    let token = apply_token_on(&n2, "cmd/#").await;
+    let on_n3 = until("the token on n3", || token_valid_on(&n3, &token)).await;
+    let on_n1 = until("the token on n1", || token_valid_on(&n1, &token)).await;
+    let login = Some((format!("Token|testid|{INSTANCE}"), format!("R|{token}")));
+    let mut reader = common::connect_v4(n3.mqtt, "GID_state@@@reader", login)
+        .await
+        .expect("a token applied through n2 logs a device in through n3");
+    reader.subscribe("cmd/1").await;
+    common::delivered(&sender, &mut reader, "cmd/1").await;
+
+    // Revoked through n3: the device, served by n1, is told at once and
+    // loses the right.
+    let revoked_at = Instant::now();
+    let (status, body) = call_on(
+        &n3,
+        "RevokeToken",
+        &[("InstanceId", INSTANCE), ("Token", &token)],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let notice = message_on(&mut reader, "$SYS/tokenInvalidNotice").await;
+    let notice_after = revoked_at.elapsed();
+    assert_eq!(notice["code"], 3, "{notice}");
+    assert!(!token_valid_on(&n1, &token).await);
+    assert!(!token_valid_on(&n2, &token).await);
+
+    // A credential registered through n2 logs a device in through n3.
+    let login = register_credential_on(&n2, "GID_state@@@with-credential").await;
+    let since = Instant::now();
+    let mut with_credential = loop {
+        match common::connect_v4(n3.mqtt, "GID_state@@@with-credential", Some(login.clone())).await
+        {
+            Ok(device) => break device,
+            Err(e) => assert!(
+                since.elapsed() < Duration::from_secs(5),
+                "a credential registered through n2 does not log in through n3: {e}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    let credential_after = since.elapsed();
+    // Put on the blacklist through n2: its connection (served by n1) ends.
+    let blacklisted_at = Instant::now();
+    let (status, body) = call_on(
+        &n2,
+        "AddCustomAuthConnectBlack",
+        &[
+            ("InstanceId", INSTANCE),
+            ("ClientId", "GID_state@@@with-credential"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let ended = with_credential.ended().await;
+    let kicked_after = blacklisted_at.elapsed();
+    let again =
+        common::connect_v4(n1.mqtt, "GID_state@@@with-credential", Some(login.clone())).await;
+    assert!(
+        again.is_err(),
+        "a blacklisted client id is refused; its connection had ended with {ended} after {} ms",
+        kicked_after.as_millis()
+    );
+
+    // A group id created through n3 is listed by n1 and n2.
+    let (status, body) = call_on(
+        &n3,
+        "CreateGroupId",
+        &[("InstanceId", INSTANCE), ("GroupId", "GID_shared")],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    for node in [&n1, &n2] {
+        until("the group id", || async {
+            groups_on(node).await.contains("GID_shared")
+        })
+        .await;
+    }
+
+    // A node that joins now holds all of it.
+    let fresh = apply_token_on(&n1, "cmd/#").await;
+    let n4 = node_with_key("n4", redis.port, &key);
+    assert!(groups_on(&n4).await.contains("GID_shared"));
+    assert!(token_valid_on(&n4, &fresh).await);
+    assert!(!token_valid_on(&n4, &token).await);
+    let (status, body) = call_on(
+        &n4,
+        "QueryCustomAuthConnectBlack",
+        &[
+            ("InstanceId", INSTANCE),
+            ("ClientId", "GID_state@@@with-credential"),
+            ("Size", "10"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["Data"]["Results"].as_array().map(Vec::len),
+        Some(1),
+        "{body}"
+    );
+    eprintln!(
+        "device state through other nodes: a token applied through n2 valid on n3 after {} ms, on n1 after {} ms more; revoked through n3, the device served by n1 told after {} ms; a credential registered through n2 logged in through n3 after {} ms; blacklisted through n2, its connection on n1 ended after {} ms ({ended}); a node started later holds it all",
+        on_n3.as_millis(),
+        on_n1.as_millis(),
+        notice_after.as_millis(),
+        credential_after.as_millis(),
+        kicked_after.as_millis()
+    );
+}
+
+#[tokio::test]
+async fn device_state_survives_redis_coming_back_empty() {
+    let redis = Redis::start();
+    let keys = tempfile::tempdir().unwrap();
+    let key = keys.path().join("devices.key");
+    let n1 = node_with_key("n1", redis.port, &key);
+    until_holder_is(redis.port, "n1").await;
+    let n2 = node_with_key("n2", redis.port, &key);
+    let before = apply_token_on(&n2, "a/#").await;
+    until("the token on n1", || token_valid_on(&n1, &before)).await;
+
+    // Redis restarts with nothing in it: a node seeds it again with its
+    // state, and changes flow as before.
+    let port = redis.stop();
+    let redis = Redis::start_on(port);
+    let back = Instant::now();
+    let (after, served_after) = loop {
+        let expire = (Utc::now().timestamp_millis() + 3_600_000).to_string();
+        let (status, body) = call_on(
+            &n1,
+            "ApplyToken",
+            &[
+                ("InstanceId", INSTANCE),
+                ("Actions", "R"),
+                ("Resources", "b/#"),
+                ("ExpireTime", &expire),
+            ],
+        )
+        .await;
+        if status == 200 {
+            break (body["Token"].as_str().unwrap().to_string(), back.elapsed());
+        }
+        assert_eq!(status, 503, "{body}");
+        assert!(back.elapsed() < Duration::from_secs(10), "no call served");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let seen = until("the new token on n2", || token_valid_on(&n2, &after)).await;
+    for node in [&n1, &n2] {
+        assert!(token_valid_on(node, &before).await);
+    }
+    // A node joining now copies the seeded state.
+    let n3 = node_with_key("n3", redis.port, &key);
+    assert!(token_valid_on(&n3, &before).await);
+    assert!(token_valid_on(&n3, &after).await);
+    eprintln!(
+        "device state: Redis came back empty; a token applied through n1 {} ms later was valid on n2 {} ms after that; the tokens from before kept on every node",
+        served_after.as_millis(),
+        seen.as_millis()
+    );
+}
+
+#[tokio::test]
+async fn a_node_with_another_device_key_does_not_start() {
+    let redis = Redis::start();
+    let keys = tempfile::tempdir().unwrap();
+    let _n1 = node_with_key("n1", redis.port, &keys.path().join("one.key"));
+    let other = keys.path().join("other.key");
+    let (status, stderr) = start_refused(
+        &node_config("n2", redis.port, ""),
+        &format!("device_key_file = {:?}", other.display().to_string()),
+    );
+    assert!(
+        stderr.contains("device key") && stderr.contains("same key file"),
+        "{stderr}"
+    );
+    eprintln!("another device key: exited ({status}): {}", stderr.trim());
 }

@@ -2,8 +2,7 @@
 //! `[cluster]` in the configuration. Without it a node stands alone and
 //! nothing here runs.
 //!
-//! What the nodes share so far (issue 18 is open; the rest of its list is
-//! not built yet):
+//! What the nodes share:
 //! - **Replay nonces.** A signed request accepted by one node is refused by
 //!   every other: after the node's own check, the nonce is claimed in Redis
 //!   (`SET key 1 NX PX ttl`, the key a SHA-1 of the AccessKey id and the
@@ -40,8 +39,10 @@
 //! - **The EMQX API's calls on devices** ([`reach`]): relayed to the node
 //!   that serves the instance (`emqx::calls::ClientCall`).
 //!
-//! Not shared yet: the device-side state. Each node keeps its own
-//! (README, "Running several nodes").
+//! - **The device-side state** ([`devices`]): group ids, tokens,
+//!   credentials, custom auth, the blacklist and tags; each node holds all
+//!   of it in its SQLite, every change goes through one log in Redis and
+//!   is applied on every node in the log's order.
 //!
 //! **Failures.** Every round trip waits at most `cluster.timeout_ms`; a
 //! call that cannot get its answer from Redis in that time is answered
@@ -51,6 +52,7 @@
 //! cannot reach Redis within the timeout does not start, and says why.
 
 pub mod bill;
+pub mod devices;
 pub mod placement;
 pub mod presence;
 pub mod reach;

@@ -6,10 +6,15 @@ use super::{DeviceStore, State, StoreError};
 use rusqlite::{Connection, params};
 use std::collections::{BTreeSet, HashMap};
 
-pub(super) fn load(connection: &Connection) -> rusqlite::Result<HashMap<String, BTreeSet<String>>> {
-    let mut statement =
-        connection.prepare("SELECT instance_id, client_id FROM connect_blacklist")?;
-    let rows = statement.query_map([], |row| {
+pub(super) fn load(
+    connection: &Connection,
+    only: Option<&str>,
+) -> rusqlite::Result<HashMap<String, BTreeSet<String>>> {
+    let mut statement = connection.prepare(&super::scoped(
+        "SELECT instance_id, client_id FROM connect_blacklist",
+        only,
+    ))?;
+    let rows = statement.query_map(rusqlite::params_from_iter(only), |row| {
         Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
     })?;
     let mut blacklist: HashMap<String, BTreeSet<String>> = HashMap::new();

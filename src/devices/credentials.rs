@@ -52,16 +52,62 @@ impl Credentials {
         }
     }
 
+    /// Replaces one instance's credentials by `fresh`'s.
+    pub(super) fn replace_instance(&mut self, instance_id: &str, fresh: &mut Credentials) {
+        if let Some(old) = self.by_client.remove(instance_id) {
+            for credential in old.values() {
+                self.by_key.remove(&credential.access_key_id);
+            }
+        }
+        for (_, credential) in fresh.by_client.remove(instance_id).unwrap_or_default() {
+            self.insert(credential);
+        }
+    }
+
+    /// One row from another node: `image` (the row as a JSON object) set,
+    /// or `None`: the credential of `client_id` removed.
+    pub(super) fn apply_row(
+        &mut self,
+        instance_id: &str,
+        client_id: &str,
+        image: Option<&serde_json::Value>,
+    ) {
+        let Some(image) = image else {
+            self.remove(instance_id, client_id);
+            return;
+        };
+        let text = |name: &str| image.get(name)?.as_str().map(str::to_string);
+        let number = |name: &str| image.get(name)?.as_i64();
+        let credential = (|| {
+            Some(Credential {
+                instance_id: text("instance_id")?,
+                client_id: text("client_id")?,
+                access_key_id: text("access_key_id")?,
+                generation: u32::try_from(number("generation")?).ok()?,
+                create_time: number("create_time")?,
+                update_time: number("update_time")?,
+            })
+        })();
+        if let Some(credential) = credential {
+            self.insert(credential);
+        }
+    }
+
+    pub(super) fn instances(&self) -> impl Iterator<Item = &String> {
+        self.by_client.keys()
+    }
+
     fn get(&self, instance_id: &str, client_id: &str) -> Option<&Credential> {
         self.by_client.get(instance_id)?.get(client_id)
     }
 }
 
-pub(super) fn load(connection: &Connection) -> rusqlite::Result<Credentials> {
-    let mut statement = connection.prepare(
+pub(super) fn load(connection: &Connection, only: Option<&str>) -> rusqlite::Result<Credentials> {
+    let mut statement = connection.prepare(&super::scoped(
         "SELECT instance_id, client_id, access_key_id, generation, create_time, update_time FROM device_credentials",
-    )?;
-    let rows = statement.query_map([], |row| {
+        only,
+    ))?;
+    let rows = statement.query_map(rusqlite::params_from_iter(only), |row| {
         Ok(Credential {
             instance_id: row.get(0)?,
             client_id: row.get(1)?,

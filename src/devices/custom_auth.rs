@@ -161,6 +161,31 @@ impl CustomAuths {
             .insert(instance_id.to_string());
     }
 
+    /// Replaces one instance's identities and permissions by `fresh`'s,
+    /// keeping its [`SharedRules`] (connections hold it) and storing the
+    /// fresh snapshot into it.
+    pub(super) fn replace_instance(&mut self, instance_id: &str, fresh: &mut CustomAuths) {
+        let new = fresh.by_instance.remove(instance_id).unwrap_or_default();
+        let auth = self.by_instance.entry(instance_id.to_string()).or_default();
+        let old_usernames: BTreeSet<String> =
+            auth.identities.keys().map(|(_, u, _)| u.clone()).collect();
+        auth.identities = new.identities;
+        auth.permissions = new.permissions;
+        auth.rules.store(new.rules.load_full());
+        let new_usernames: BTreeSet<String> =
+            auth.identities.keys().map(|(_, u, _)| u.clone()).collect();
+        for username in &old_usernames {
+            self.unindex_username(instance_id, username);
+        }
+        for username in &new_usernames {
+            self.index_username(instance_id, username);
+        }
+    }
+
+    pub(super) fn instances(&self) -> impl Iterator<Item = &String> {
+        self.by_instance.keys()
+    }
+
     fn unindex_username(&mut self, instance_id: &str, username: &str) {
         let still_held = self
             .by_instance
@@ -183,12 +208,17 @@ fn seal_context(instance_id: &str, kind: IdentityType, username: &str, client_id
     format!("{instance_id}\0{}\0{username}\0{client_id}", kind.label()).into_bytes()
 }
 
-pub(super) fn load(connection: &Connection, key: &ServerKey) -> rusqlite::Result<CustomAuths> {
+pub(super) fn load(
+    connection: &Connection,
+    key: &ServerKey,
+    only: Option<&str>,
+) -> rusqlite::Result<CustomAuths> {
     let mut all = CustomAuths::default();
-    let mut statement = connection.prepare(
+    let mut statement = connection.prepare(&super::scoped(
         "SELECT instance_id, identity_type, username, client_id, sign_mode, secret FROM custom_auth_identities",
-    )?;
-    let rows = statement.query_map([], |row| {
+        only,
+    ))?;
+    let rows = statement.query_map(rusqlite::params_from_iter(only), |row| {
         Ok((
             row.get::<_, String>(0)?,
             row.get::<_, String>(1)?,
@@ -235,10 +265,11 @@ pub(super) fn load(connection: &Connection, key: &ServerKey) -> rusqlite::Result
             "custom-auth identities whose secret does not open with this server key are left out; restore the devices key file they were sealed with"
         );
     }
-    let mut statement = connection.prepare(
+    let mut statement = connection.prepare(&super::scoped(
         "SELECT instance_id, identity_type, identity, topic, effect, permit_action FROM custom_auth_permissions",
-    )?;
-    let rows = statement.query_map([], |row| {
+        only,
+    ))?;
+    let rows = statement.query_map(rusqlite::params_from_iter(only), |row| {
         Ok((
             row.get::<_, String>(0)?,
             row.get::<_, String>(1)?,

@@ -53,10 +53,13 @@ pub fn group_of(client_id: &str) -> Option<&str> {
 
 pub(super) fn load(
     connection: &Connection,
+    only: Option<&str>,
 ) -> rusqlite::Result<HashMap<String, BTreeMap<String, Group>>> {
-    let mut statement = connection
-        .prepare("SELECT instance_id, group_id, create_time, update_time FROM group_ids")?;
-    let rows = statement.query_map([], |row| {
+    let mut statement = connection.prepare(&super::scoped(
+        "SELECT instance_id, group_id, create_time, update_time FROM group_ids",
+        only,
+    ))?;
+    let rows = statement.query_map(rusqlite::params_from_iter(only), |row| {
         Ok((
             row.get::<_, String>(0)?,
             Group {

@@ -69,8 +69,14 @@ impl ServerKey {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let mut key = [0u8; KEY_BYTES];
                 random(&mut key)?;
-                write_private(path, &key).map_err(io)?;
-                Ok(ServerKey(key))
+                match write_private(path, &key) {
+                    Ok(()) => Ok(ServerKey(key)),
+                    // Another process created it meanwhile: its key it is.
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                        ServerKey::load_or_create(path)
+                    }
+                    Err(e) => Err(io(e)),
+                }
             }
             Err(e) => Err(io(e)),
         }
@@ -104,6 +110,15 @@ impl ServerKey {
 }
 
 impl ServerKey {
+    /// A name for this key that does not reveal it: nodes of a cluster
+    /// compare theirs, since they must derive the same device secrets.
+    pub fn fingerprint(&self) -> String {
+        let mut mac =
+            Hmac::<Sha256>::new_from_slice(&self.0).expect("HMAC accepts keys of any length");
+        mac.update(b"mqgate key fingerprint v1");
+        hex::encode(&mac.finalize().into_bytes()[..16])
+    }
+
     /// The key secrets are sealed with: derived, so that it is never the
     /// key device secrets come from.
     fn sealing_key(&self) -> chacha20poly1305::Key {
@@ -161,18 +176,31 @@ impl ServerKey {
 }
 
 /// Writes a file readable by its owner only.
+/// Writes a new file at `path` holding `bytes` (0600), or fails with
+/// `AlreadyExists`: written whole under another name first and then linked
+/// into place, so that nodes starting at once on one shared key file never
+/// read it half written, and only one of their keys becomes the file.
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
+    let mut name = path.as_os_str().to_owned();
+    let mut unique = [0u8; 8];
+    random(&mut unique).map_err(std::io::Error::other)?;
+    name.push(format!(".new-{}", hex::encode(unique)));
+    let staged = std::path::PathBuf::from(name);
     let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
+    options.write(true).create(true).truncate(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
         options.mode(0o600);
     }
-    let mut file = options.open(path)?;
-    file.write_all(bytes)?;
-    file.sync_all()
+    let written = options.open(&staged).and_then(|mut file| {
+        file.write_all(bytes)?;
+        file.sync_all()
+    });
+    let linked = written.and_then(|()| std::fs::hard_link(&staged, path));
+    let _ = std::fs::remove_file(&staged);
+    linked
 }
 
 /// Fills `bytes` from the operating system's random source.
@@ -260,6 +288,28 @@ mod tests {
             ServerKey::load_or_create(&path),
             Err(KeyError::Length { len: 5, .. })
         ));
+    }
+
+    #[test]
+    fn processes_creating_one_key_at_once_all_get_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("devices.key");
+        let fingerprints: Vec<String> = std::thread::scope(|scope| {
+            let starts: Vec<_> = (0..8)
+                .map(|_| scope.spawn(|| ServerKey::load_or_create(&path).unwrap().fingerprint()))
+                .collect();
+            starts.into_iter().map(|s| s.join().unwrap()).collect()
+        });
+        assert!(
+            fingerprints.iter().all(|f| f == &fingerprints[0]),
+            "{fingerprints:?}"
+        );
+        assert_eq!(
+            ServerKey::load_or_create(&path).unwrap().fingerprint(),
+            fingerprints[0]
+        );
+        // Nothing staged is left behind.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 
     #[test]

@@ -14,6 +14,10 @@
 //! same lock, so that memory never holds what the database does not.
 //! Changes are few (management calls), so each is its own transaction;
 //! reads never touch the database.
+//!
+//! In a cluster every node holds the whole state: [`replica`] queues each
+//! changed row in the write's transaction and applies the other nodes'
+//! rows (`cluster::devices` moves them through Redis).
 
 pub mod blacklist;
 pub mod credentials;
@@ -21,6 +25,7 @@ pub mod custom_auth;
 pub mod groups;
 pub mod keys;
 pub mod permissions;
+pub mod replica;
 pub mod tags;
 pub mod tokens;
 pub mod topics;
@@ -112,7 +117,73 @@ CREATE TABLE IF NOT EXISTS connect_blacklist (
     create_time INTEGER NOT NULL,
     PRIMARY KEY (instance_id, client_id)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS device_outbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    instance_id TEXT NOT NULL,
+    field TEXT NOT NULL,
+    row TEXT
+);
+CREATE TABLE IF NOT EXISTS device_replica (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
 ";
+
+/// `sql` limited to one instance's rows when `only` names one (bind
+/// `params_from_iter(only)`).
+fn scoped(sql: &str, only: Option<&str>) -> String {
+    match only {
+        Some(_) => format!("{sql} WHERE instance_id = ?1"),
+        None => sql.to_string(),
+    }
+}
+
+/// Which parts of the in-memory state a change reaches: one per family of
+/// tables.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Parts {
+    groups: bool,
+    credentials: bool,
+    tokens: bool,
+    blacklist: bool,
+    custom_auth: bool,
+    tags: bool,
+}
+
+impl Parts {
+    const ALL: Parts = Parts {
+        groups: true,
+        credentials: true,
+        tokens: true,
+        blacklist: true,
+        custom_auth: true,
+        tags: true,
+    };
+
+    /// The part a table's rows are held in.
+    fn of_table(table: &str) -> Parts {
+        let mut parts = Parts::default();
+        match table {
+            "group_ids" => parts.groups = true,
+            "device_credentials" => parts.credentials = true,
+            "tokens" => parts.tokens = true,
+            "connect_blacklist" => parts.blacklist = true,
+            "custom_auth_identities" | "custom_auth_permissions" => parts.custom_auth = true,
+            "instance_tags" | "instances_seen" => parts.tags = true,
+            _ => {}
+        }
+        parts
+    }
+
+    fn add(&mut self, other: Parts) {
+        self.groups |= other.groups;
+        self.credentials |= other.credentials;
+        self.tokens |= other.tokens;
+        self.blacklist |= other.blacklist;
+        self.custom_auth |= other.custom_auth;
+        self.tags |= other.tags;
+    }
+}
 
 /// Why the device database could not be opened or written.
 #[derive(Debug, thiserror::Error)]
@@ -148,7 +219,12 @@ pub struct DeviceStore {
     path: PathBuf,
     db: Arc<Mutex<Connection>>,
     state: Arc<RwLock<State>>,
-    key: ServerKey,
+    key: Arc<ServerKey>,
+    /// The database's replicated tables, read at open ([`replica`]).
+    schema: Arc<replica::Schema>,
+    /// Set in a cluster: every change is queued for the other nodes, and
+    /// its call waits until it is shipped ([`replica`]).
+    replication: std::sync::OnceLock<Arc<replica::Replication>>,
 }
 
 impl std::fmt::Debug for DeviceStore {
@@ -156,6 +232,84 @@ impl std::fmt::Debug for DeviceStore {
         f.debug_struct("DeviceStore")
             .field("path", &self.path)
             .finish_non_exhaustive()
+    }
+}
+
+impl State {
+    /// The `parts` of the database's state (of one instance, if `only`
+    /// names it); the other parts are left empty.
+    fn load(
+        connection: &Connection,
+        key: &ServerKey,
+        only: Option<&str>,
+        parts: Parts,
+    ) -> rusqlite::Result<State> {
+        let mut state = State::default();
+        if parts.groups {
+            state.groups = groups::load(connection, only)?;
+        }
+        if parts.credentials {
+            state.credentials = credentials::load(connection, only)?;
+        }
+        if parts.tokens {
+            state.tokens = tokens::load(connection, only)?;
+        }
+        if parts.blacklist {
+            state.blacklist = blacklist::load(connection, only)?;
+        }
+        if parts.custom_auth {
+            state.custom_auth = custom_auth::load(connection, key, only)?;
+        }
+        if parts.tags {
+            state.tags = tags::load(connection, only)?;
+        }
+        Ok(state)
+    }
+
+    /// Every instance this state holds anything of.
+    fn instances(&self) -> std::collections::BTreeSet<String> {
+        self.groups
+            .keys()
+            .chain(self.credentials.instances())
+            .chain(self.tokens.instances())
+            .chain(self.blacklist.keys())
+            .chain(self.custom_auth.instances())
+            .chain(self.tags.instances())
+            .cloned()
+            .collect()
+    }
+
+    /// Replaces `parts` of one instance's state by `fresh`'s (loaded for
+    /// it), keeping what connections hold: a token still granted keeps its
+    /// `Arc`, a token gone is marked revoked, the instance's compiled rules
+    /// are stored into the same [`SharedRules`].
+    fn replace_instance(&mut self, instance_id: &str, fresh: &mut State, parts: Parts) {
+        if parts.groups {
+            match fresh.groups.remove(instance_id) {
+                Some(groups) => self.groups.insert(instance_id.to_string(), groups),
+                None => self.groups.remove(instance_id),
+            };
+        }
+        if parts.credentials {
+            self.credentials
+                .replace_instance(instance_id, &mut fresh.credentials);
+        }
+        if parts.tokens {
+            self.tokens.replace_instance(instance_id, &fresh.tokens);
+        }
+        if parts.blacklist {
+            match fresh.blacklist.remove(instance_id) {
+                Some(list) => self.blacklist.insert(instance_id.to_string(), list),
+                None => self.blacklist.remove(instance_id),
+            };
+        }
+        if parts.custom_auth {
+            self.custom_auth
+                .replace_instance(instance_id, &mut fresh.custom_auth);
+        }
+        if parts.tags {
+            self.tags.replace_instance(instance_id, &mut fresh.tags);
+        }
     }
 }
 
@@ -168,23 +322,21 @@ impl DeviceStore {
             &key_file.map_or_else(|| dir.join(KEY_FILE), Path::to_path_buf),
         )?;
         let path = dir.join(DATABASE);
-        let open = || -> rusqlite::Result<(Connection, State)> {
+        let open = || -> rusqlite::Result<(Connection, State, replica::Schema)> {
             let connection = Connection::open(&path)?;
             connection.pragma_update(None, "journal_mode", "WAL")?;
             connection.pragma_update(None, "synchronous", "FULL")?;
             connection.busy_timeout(Duration::from_secs(5))?;
             connection.execute_batch(SCHEMA)?;
-            let state = State {
-                groups: groups::load(&connection)?,
-                credentials: credentials::load(&connection)?,
-                tokens: tokens::load(&connection, chrono::Utc::now().timestamp_millis())?,
-                blacklist: blacklist::load(&connection)?,
-                custom_auth: custom_auth::load(&connection, &key)?,
-                tags: tags::load(&connection)?,
-            };
-            Ok((connection, state))
+            // Alone, changes are not queued for other nodes; in a cluster
+            // `replicate` installs the triggers again.
+            let schema = replica::Schema::read(&connection)?;
+            connection.execute_batch(&schema.drop_triggers())?;
+            tokens::sweep_expired(&connection, chrono::Utc::now().timestamp_millis())?;
+            let state = State::load(&connection, &key, None, Parts::ALL)?;
+            Ok((connection, state, schema))
         };
-        let (connection, state) = open().map_err(|source| StoreError::Open {
+        let (connection, state, schema) = open().map_err(|source| StoreError::Open {
             path: path.display().to_string(),
             source,
         })?;
@@ -192,8 +344,15 @@ impl DeviceStore {
             path,
             db: Arc::new(Mutex::new(connection)),
             state: Arc::new(RwLock::new(state)),
-            key,
+            key: Arc::new(key),
+            schema: Arc::new(schema),
+            replication: std::sync::OnceLock::new(),
         })
+    }
+
+    /// The server key's fingerprint ([`ServerKey::fingerprint`]).
+    pub fn key_fingerprint(&self) -> String {
+        self.key.fingerprint()
     }
 
     /// Where the database is.
@@ -213,19 +372,30 @@ impl DeviceStore {
         A: FnOnce(&mut State, &mut T) + Send + 'static,
     {
         let (db, state) = (self.db.clone(), self.state.clone());
-        tokio::task::spawn_blocking(move || {
+        let replication = self.replication.get().cloned();
+        let queued = replication.is_some();
+        let (result, last_queued) = tokio::task::spawn_blocking(move || {
             let mut connection = db.lock().unwrap_or_else(|e| e.into_inner());
             let transaction = connection.transaction()?;
             let mut result = change(&transaction)?;
+            let last_queued = if queued {
+                replica::last_queued(&transaction)?
+            } else {
+                0
+            };
             transaction.commit()?;
             apply(
                 &mut state.write().unwrap_or_else(|e| e.into_inner()),
                 &mut result,
             );
-            Ok(result)
+            Ok::<_, StoreError>((result, last_queued))
         })
         .await
-        .map_err(|e| StoreError::Task(e.to_string()))?
+        .map_err(|e| StoreError::Task(e.to_string()))??;
+        if let Some(replication) = replication {
+            replication.shipped(last_queued).await;
+        }
+        Ok(result)
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {

@@ -20,11 +20,31 @@ pub(super) struct Tags {
     first_seen: HashMap<String, i64>,
 }
 
-pub(super) fn load(connection: &Connection) -> rusqlite::Result<Tags> {
+impl Tags {
+    /// Replaces one instance's tags and first-seen time by `fresh`'s.
+    pub(super) fn replace_instance(&mut self, instance_id: &str, fresh: &mut Tags) {
+        match fresh.by_instance.remove(instance_id) {
+            Some(tags) => self.by_instance.insert(instance_id.to_string(), tags),
+            None => self.by_instance.remove(instance_id),
+        };
+        match fresh.first_seen.remove(instance_id) {
+            Some(at) => self.first_seen.insert(instance_id.to_string(), at),
+            None => self.first_seen.remove(instance_id),
+        };
+    }
+
+    pub(super) fn instances(&self) -> impl Iterator<Item = &String> {
+        self.by_instance.keys().chain(self.first_seen.keys())
+    }
+}
+
+pub(super) fn load(connection: &Connection, only: Option<&str>) -> rusqlite::Result<Tags> {
     let mut tags = Tags::default();
-    let mut statement =
-        connection.prepare("SELECT instance_id, tag_key, tag_value FROM instance_tags")?;
-    let rows = statement.query_map([], |row| {
+    let mut statement = connection.prepare(&super::scoped(
+        "SELECT instance_id, tag_key, tag_value FROM instance_tags",
+        only,
+    ))?;
+    let rows = statement.query_map(rusqlite::params_from_iter(only), |row| {
         Ok((
             row.get::<_, String>(0)?,
             row.get::<_, String>(1)?,
@@ -38,8 +58,11 @@ pub(super) fn load(connection: &Connection) -> rusqlite::Result<Tags> {
             .or_default()
             .insert(key, value);
     }
-    let mut statement = connection.prepare("SELECT instance_id, first_seen FROM instances_seen")?;
-    let rows = statement.query_map([], |row| {
+    let mut statement = connection.prepare(&super::scoped(
+        "SELECT instance_id, first_seen FROM instances_seen",
+        only,
+    ))?;
+    let rows = statement.query_map(rusqlite::params_from_iter(only), |row| {
         Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
     })?;
     for row in rows {

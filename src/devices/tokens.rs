@@ -126,6 +126,70 @@ impl Tokens {
         }
     }
 
+    /// Replaces one instance's tokens by `fresh`'s. A grant still held
+    /// keeps its `Arc` (sessions hold it); one gone is marked revoked, so
+    /// the sessions holding it see it end.
+    pub(super) fn replace_instance(&mut self, instance_id: &str, fresh: &Tokens) {
+        let gone: Vec<[u8; 32]> = self
+            .by_hash
+            .values()
+            .filter(|g| g.instance_id == instance_id && !fresh.by_hash.contains_key(&g.hash))
+            .map(|g| g.hash)
+            .collect();
+        for hash in gone {
+            if let Some(grant) = self.remove(&hash) {
+                grant.revoked.store(true, Ordering::Relaxed);
+            }
+        }
+        for grant in fresh.by_hash.values() {
+            if grant.instance_id == instance_id && !self.by_hash.contains_key(&grant.hash) {
+                self.insert(grant.clone());
+            }
+        }
+    }
+
+    pub(super) fn instances(&self) -> impl Iterator<Item = &String> {
+        self.per_instance.keys()
+    }
+
+    /// One row from another node: `image` (the row as a JSON object, hash
+    /// in hex) granted, or `None`: the token with `hash_hex` ended (marked
+    /// revoked for the sessions holding it). A token's row never changes
+    /// while it lives, so a grant already held is kept.
+    pub(super) fn apply_row(&mut self, hash_hex: &str, image: Option<&serde_json::Value>) {
+        let Some(hash) = hex::decode(hash_hex)
+            .ok()
+            .and_then(|bytes| <[u8; 32]>::try_from(bytes.as_slice()).ok())
+        else {
+            return;
+        };
+        let Some(image) = image else {
+            if let Some(grant) = self.remove(&hash) {
+                grant.revoked.store(true, Ordering::Relaxed);
+            }
+            return;
+        };
+        if self.by_hash.contains_key(&hash) {
+            return;
+        }
+        let text = |name: &str| image.get(name)?.as_str().map(str::to_string);
+        let number = |name: &str| image.get(name)?.as_i64();
+        let grant = (|| {
+            grant_of(
+                hash,
+                text("account_id")?,
+                text("instance_id")?,
+                &text("actions")?,
+                &text("resources")?,
+                number("expire_time")?,
+                number("create_time")?,
+            )
+        })();
+        if let Some(grant) = grant {
+            self.insert(Arc::new(grant));
+        }
+    }
+
     fn remove(&mut self, hash: &[u8; 32]) -> Option<Arc<TokenGrant>> {
         let grant = self.by_hash.remove(hash)?;
         if let Some(count) = self.per_instance.get_mut(&grant.instance_id) {
@@ -160,16 +224,22 @@ fn grant_of(
     })
 }
 
-/// Loads the tokens still valid at `now_ms` and deletes the others.
-pub(super) fn load(connection: &Connection, now_ms: i64) -> rusqlite::Result<Tokens> {
+/// Deletes the tokens expired at `now_ms` (at start: they are not loaded
+/// again).
+pub(super) fn sweep_expired(connection: &Connection, now_ms: i64) -> rusqlite::Result<usize> {
     connection.execute(
         "DELETE FROM tokens WHERE expire_time <= ?1",
         params![now_ms],
-    )?;
-    let mut statement = connection.prepare(
+    )
+}
+
+/// Loads the tokens (of one instance, if `only` names it).
+pub(super) fn load(connection: &Connection, only: Option<&str>) -> rusqlite::Result<Tokens> {
+    let mut statement = connection.prepare(&super::scoped(
         "SELECT token_hash, account_id, instance_id, actions, resources, expire_time, create_time FROM tokens",
-    )?;
-    let rows = statement.query_map([], |row| {
+        only,
+    ))?;
+    let rows = statement.query_map(rusqlite::params_from_iter(only), |row| {
         let hash: Vec<u8> = row.get(0)?;
         let actions: String = row.get(3)?;
         let resources: String = row.get(4)?;

@@ -281,6 +281,12 @@ impl Server {
                 },
                 shutdown.clone(),
             );
+            // Before any device is served: this node authenticates with
+            // the cluster's device state from the first CONNECT on.
+            cluster
+                .share_devices(devices.clone(), brokers.clone(), shutdown.clone())
+                .await
+                .map_err(StartError::Cluster)?;
         }
 
         // The MQTT listener is handed to the brokers' runtime: the front

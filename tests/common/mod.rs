@@ -699,13 +699,18 @@ impl Process {
     /// Starts the binary with `config_text` (without `[storage]`: its
     /// directory is added, in a fresh temporary directory).
     pub fn start(config_text: &str) -> Process {
+        Process::start_with_storage(config_text, "")
+    }
+
+    /// [`Process::start`] with `storage_lines` in its `[storage]` table.
+    pub fn start_with_storage(config_text: &str, storage_lines: &str) -> Process {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("mqgate.toml");
         let storage = dir.path().join("data");
         std::fs::write(
             &config,
             format!(
-                "{config_text}\n[storage]\ndir = {:?}\n",
+                "{config_text}\n[storage]\ndir = {:?}\n{storage_lines}\n",
                 storage.display().to_string()
             ),
         )

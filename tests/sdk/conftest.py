@@ -40,6 +40,7 @@ anonymous_instance = "{instance}"
 {mqtt_extra}
 [storage]
 dir = "{storage}"
+{storage_extra}
 [[accounts]]
 id = "1234567890"
   # The suite calls these many times a second; their defaults (10/s) are
@@ -151,7 +152,7 @@ def secure_mqgate():
     yield from run_mqgate("", secure=True)
 
 
-def run_mqgate(extra_config, secure=False):
+def run_mqgate(extra_config, secure=False, storage_extra=""):
     assert os.path.exists(BIN), f"{BIN} is missing: run cargo build first"
     with tempfile.TemporaryDirectory() as storage:
         http_extra = mqtt_extra = ""
@@ -192,6 +193,7 @@ def run_mqgate(extra_config, secure=False):
                 other=OTHER_INSTANCE,
                 strict=STRICT_INSTANCE,
                 storage=storage,
+                storage_extra=storage_extra,
                 key=ACCESS_KEY_ID,
                 secret=ACCESS_KEY_SECRET,
                 http_extra=http_extra,

@@ -17,7 +17,15 @@ import paho.mqtt.client as mqtt
 import pytest
 from alibabacloud_onsmqtt20200420 import models
 
-from conftest import INSTANCE, Device, run_mqgate, wait_until
+from conftest import (
+    ACCESS_KEY_ID,
+    INSTANCE,
+    SECRETS_SEEN,
+    Device,
+    device_password,
+    run_mqgate,
+    wait_until,
+)
 from test_tea_sdk import tea
 
 PROTOCOLS = [mqtt.MQTTv311, mqtt.MQTTv5]
@@ -74,7 +82,8 @@ def cluster():
             runs, nodes = [], {}
             for name in ["n2", "n1", "n3"]:
                 config = f'[cluster]\nredis_url = "redis://127.0.0.1:{port}"\nnode_id = "{name}"\n'
-                run = run_mqgate(config)
+                # Every node derives device secrets from one key file.
+                run = run_mqgate(config, storage_extra=f'device_key_file = "{data}/devices.key"')
                 nodes[name] = next(run)
                 runs.append(run)
             holder = redis_get(port, f"mqgate:lease:{INSTANCE}")
@@ -93,8 +102,8 @@ def cluster():
 def devices():
     made = []
 
-    def make(gate, client_id, protocol=mqtt.MQTTv311):
-        device = Device(gate, client_id, protocol)
+    def make(gate, client_id, protocol=mqtt.MQTTv311, login=None):
+        device = Device(gate, client_id, protocol, login=login)
         made.append(device)
         assert device.wait_connected() == 0, f"{client_id} was refused"
         return device
@@ -171,3 +180,61 @@ def test_a_device_on_node_3_is_seen_online_and_kicked_through_node_1(cluster, de
     assert device.wait_disconnected() == 152
     assert time.time() - asked < 5
     assert wait_until(lambda: not online(n1, client_id)), "still online through n1"
+
+
+def test_device_state_made_through_one_node_logs_devices_in_through_another(cluster, devices):
+    """Tokens, device credentials and custom-auth identities are shared:
+    made through one node with the official SDK, they log a paho device in
+    through another (the instance is served by n2)."""
+    n1, n2, n3 = (tea(cluster[name], None) for name in ["n1", "n2", "n3"])
+
+    token = n1.apply_token(
+        models.ApplyTokenRequest(
+            instance_id=INSTANCE, actions="R,W", resources="state/#",
+            expire_time=int(time.time() * 1000) + 3_600_000,
+        )
+    ).body.token
+    SECRETS_SEEN.append(token)
+    for name, node in [("n2", n2), ("n3", n3)]:
+        assert wait_until(lambda: node.query_token(
+            models.QueryTokenRequest(instance_id=INSTANCE, token=token)
+        ).body.token_status), f"a token applied through n1 is not valid through {name}"
+    with_token = devices(
+        cluster["n3"], "GID_c@@@token-via-n3",
+        login=(f"Token|{ACCESS_KEY_ID}|{INSTANCE}", f"RW|{token}"),
+    )
+    subscribe(with_token, "state/echo")
+    with_token.client.publish("state/echo", b"token", qos=1)
+    assert received(with_token, "state/echo", b"token")
+
+    client_id = "GID_cluster@@@credential-via-n1"
+    credential = n3.register_device_credential(
+        models.RegisterDeviceCredentialRequest(instance_id=INSTANCE, client_id=client_id)
+    ).body.device_credential
+    SECRETS_SEEN.append(credential.device_access_key_secret)
+    devices(
+        cluster["n1"], client_id,
+        login=(
+            f"DeviceCredential|{credential.device_access_key_id}|{INSTANCE}",
+            device_password(credential.device_access_key_secret, client_id),
+        ),
+    )
+
+    secret = f"cluster-{int(time.time() * 1000)}"
+    SECRETS_SEEN.append(secret)
+    n2.add_custom_auth_identity(
+        models.AddCustomAuthIdentityRequest(
+            instance_id=INSTANCE, identity_type="USER", username="cluster-user",
+            secret=secret, sign_mode="ORIGIN",
+        )
+    )
+    n2.add_custom_auth_permission(
+        models.AddCustomAuthPermissionRequest(
+            instance_id=INSTANCE, identity_type="USER", identity="cluster-user",
+            topic="custom/#", effect="ALLOW", permit_action="PUB_SUB",
+        )
+    )
+    custom = devices(cluster["n1"], "GID_c@@@custom-via-n1", login=("cluster-user", secret))
+    subscribe(custom, "custom/echo")
+    custom.client.publish("custom/echo", b"custom", qos=1)
+    assert received(custom, "custom/echo", b"custom")
