@@ -1595,6 +1595,27 @@ async fn register_credential_on(node: &common::Process, client_id: &str) -> (Str
     )
 }
 
+/// Connects `client_id` with `login` through `addr` every 5 ms until it is
+/// served, within 5 s (a change reaches the serving node about a
+/// millisecond after its answer).
+async fn connect_retrying_with(
+    addr: SocketAddr,
+    client_id: &str,
+    login: (String, String),
+) -> common::Device {
+    let since = Instant::now();
+    loop {
+        match common::connect_v4(addr, client_id, Some(login.clone())).await {
+            Ok(device) => return device,
+            Err(e) => assert!(
+                since.elapsed() < Duration::from_secs(5),
+                "{client_id} not logged in through {addr} within 5 s: {e}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 /// The next message on `topic`, skipping others.
 async fn message_on(device: &mut common::Device, topic: &str) -> serde_json::Value {
     loop {
@@ -1648,18 +1669,35 @@ async fn device_state_changed_through_one_node_takes_effect_on_every_node() {
     // A credential registered through n2 logs a device in through n3.
     let login = register_credential_on(&n2, "GID_state@@@with-credential").await;
     let since = Instant::now();
-    let mut with_credential = loop {
-        match common::connect_v4(n3.mqtt, "GID_state@@@with-credential", Some(login.clone())).await
-        {
-            Ok(device) => break device,
-            Err(e) => assert!(
-                since.elapsed() < Duration::from_secs(5),
-                "a credential registered through n2 does not log in through n3: {e}"
-            ),
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    };
+    let mut with_credential =
+        connect_retrying_with(n3.mqtt, "GID_state@@@with-credential", login.clone()).await;
     let credential_after = since.elapsed();
+    // Refreshed through n3: the device, logged in with the old secret on
+    // n1, is disconnected there, and the new secret logs it in.
+    let refreshed_at = Instant::now();
+    let (status, body) = call_on(
+        &n3,
+        "RefreshDeviceCredential",
+        &[
+            ("InstanceId", INSTANCE),
+            ("ClientId", "GID_state@@@with-credential"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    with_credential.ended().await;
+    let refresh_kicked_after = refreshed_at.elapsed();
+    let login = (
+        login.0,
+        mqgate::broker::device_auth::signature_password(
+            body["DeviceCredential"]["DeviceAccessKeySecret"]
+                .as_str()
+                .unwrap(),
+            "GID_state@@@with-credential",
+        ),
+    );
+    let mut with_credential =
+        connect_retrying_with(n2.mqtt, "GID_state@@@with-credential", login.clone()).await;
     // Put on the blacklist through n2: its connection (served by n1) ends.
     let blacklisted_at = Instant::now();
     let (status, body) = call_on(
@@ -1720,11 +1758,12 @@ async fn device_state_changed_through_one_node_takes_effect_on_every_node() {
         "{body}"
     );
     eprintln!(
-        "device state through other nodes: a token applied through n2 valid on n3 after {} ms, on n1 after {} ms more; revoked through n3, the device served by n1 told after {} ms; a credential registered through n2 logged in through n3 after {} ms; blacklisted through n2, its connection on n1 ended after {} ms ({ended}); a node started later holds it all",
+        "device state through other nodes: a token applied through n2 valid on n3 after {} ms, on n1 after {} ms more; revoked through n3, the device served by n1 told after {} ms; a credential registered through n2 logged in through n3 after {} ms; refreshed through n3, the device logged in with it on n1 disconnected after {} ms; blacklisted through n2, its connection on n1 ended after {} ms ({ended}); a node started later holds it all",
         on_n3.as_millis(),
         on_n1.as_millis(),
         notice_after.as_millis(),
         credential_after.as_millis(),
+        refresh_kicked_after.as_millis(),
         kicked_after.as_millis()
     );
 }

@@ -480,12 +480,17 @@ impl DeviceSync {
                             .await;
                     }
                 }
-                // RefreshDeviceCredential: a device logged in with that
-                // credential used the old secret (as on one node:
-                // registering anew or unregistering ends no connection).
+                // RefreshDeviceCredential (the same key id, a new
+                // generation): a device logged in with that credential used
+                // the old secret. As on one node, registering anew or
+                // unregistering ends no connection.
                 "device_credentials" if !row.deleted => {
-                    let (Some(client_id), Some(access_key_id)) =
-                        (row.key_text(1), row.column_text("access_key_id"))
+                    let access_key_id = row.column("access_key_id");
+                    let refreshed = access_key_id.is_some()
+                        && row.previous_column("access_key_id") == access_key_id
+                        && row.previous_column("generation") != row.column("generation");
+                    let (true, Some(client_id), Some(serde_json::Value::String(access_key_id))) =
+                        (refreshed, row.key_text(1), access_key_id)
                     else {
                         continue;
                     };

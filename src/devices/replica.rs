@@ -79,6 +79,8 @@ pub struct Touched {
     pub deleted: bool,
     /// The row's new image (a JSON object), unless it was deleted.
     pub row: Option<String>,
+    /// The image it replaced, if the row was held (of a row set).
+    pub previous: Option<String>,
 }
 
 impl std::fmt::Debug for Touched {
@@ -93,16 +95,25 @@ impl std::fmt::Debug for Touched {
 }
 
 impl Touched {
-    /// A text column of the row's new image.
-    pub fn column_text(&self, column: &str) -> Option<String> {
-        let image: serde_json::Value = serde_json::from_str(self.row.as_deref()?).ok()?;
-        image.get(column)?.as_str().map(str::to_string)
+    /// A column of the row's new image.
+    pub fn column(&self, column: &str) -> Option<serde_json::Value> {
+        column_of(self.row.as_deref()?, column)
+    }
+
+    /// A column of the image the row replaced.
+    pub fn previous_column(&self, column: &str) -> Option<serde_json::Value> {
+        column_of(self.previous.as_deref()?, column)
     }
 
     /// The key's column `index` as text (a client id, ...).
     pub fn key_text(&self, index: usize) -> Option<&str> {
         self.key.get(index)?.as_str()
     }
+}
+
+fn column_of(image: &str, column: &str) -> Option<serde_json::Value> {
+    let mut image: serde_json::Map<String, serde_json::Value> = serde_json::from_str(image).ok()?;
+    image.remove(column)
 }
 
 /// Where this node stands in the cluster's log of changes.
@@ -367,6 +378,7 @@ impl Schema {
         let (table, key) = self.parse_field(&change.field)?;
         let key_values = table.key_values(&key)?;
         let sql_error = |e: rusqlite::Error| format!("{}: {e}", table.name);
+        let mut previous = None;
         let altered = match &change.row {
             None => {
                 let sql = format!("DELETE FROM {} WHERE {}", table.name, table.key_condition());
@@ -392,6 +404,7 @@ impl Schema {
                 if held.as_deref() == Some(row.as_str()) {
                     false
                 } else {
+                    previous = held;
                     let values = table.row_values(row)?;
                     let names: Vec<&str> = table.columns.iter().map(|c| c.name.as_str()).collect();
                     let marks: Vec<String> = (1..=names.len()).map(|n| format!("?{n}")).collect();
@@ -414,6 +427,7 @@ impl Schema {
             key,
             deleted: change.row.is_none(),
             row: change.row.clone(),
+            previous,
         }))
     }
 }

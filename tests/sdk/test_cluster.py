@@ -185,7 +185,9 @@ def test_a_device_on_node_3_is_seen_online_and_kicked_through_node_1(cluster, de
 def test_device_state_made_through_one_node_logs_devices_in_through_another(cluster, devices):
     """Tokens, device credentials and custom-auth identities are shared:
     made through one node with the official SDK, they log a paho device in
-    through another (the instance is served by n2)."""
+    through another (the instance is served by n2). A change reaches the
+    other nodes about a millisecond after its answer (README), so each
+    login waits until the serving node's API shows the change."""
     n1, n2, n3 = (tea(cluster[name], None) for name in ["n1", "n2", "n3"])
 
     token = n1.apply_token(
@@ -212,6 +214,16 @@ def test_device_state_made_through_one_node_logs_devices_in_through_another(clus
         models.RegisterDeviceCredentialRequest(instance_id=INSTANCE, client_id=client_id)
     ).body.device_credential
     SECRETS_SEEN.append(credential.device_access_key_secret)
+
+    def known_on_n2():
+        try:
+            return n2.get_device_credential(
+                models.GetDeviceCredentialRequest(instance_id=INSTANCE, client_id=client_id)
+            ).body.device_credential.device_access_key_id == credential.device_access_key_id
+        except Exception:  # noqa: BLE001 (not there yet: the SDK raises)
+            return False
+
+    assert wait_until(known_on_n2), "a credential registered through n3 is not on n2"
     devices(
         cluster["n1"], client_id,
         login=(
@@ -222,18 +234,30 @@ def test_device_state_made_through_one_node_logs_devices_in_through_another(clus
 
     secret = f"cluster-{int(time.time() * 1000)}"
     SECRETS_SEEN.append(secret)
-    n2.add_custom_auth_identity(
+    n3.add_custom_auth_identity(
         models.AddCustomAuthIdentityRequest(
             instance_id=INSTANCE, identity_type="USER", username="cluster-user",
             secret=secret, sign_mode="ORIGIN",
         )
     )
-    n2.add_custom_auth_permission(
+    n3.add_custom_auth_permission(
         models.AddCustomAuthPermissionRequest(
             instance_id=INSTANCE, identity_type="USER", identity="cluster-user",
             topic="custom/#", effect="ALLOW", permit_action="PUB_SUB",
         )
     )
+    assert wait_until(lambda: any(
+        r.topic == "custom/#" for r in n2.query_custom_auth_permission(
+            models.QueryCustomAuthPermissionRequest(
+                instance_id=INSTANCE, identity_type="USER", identity="cluster-user", size=10)
+        ).body.data.results
+    )), "a permission added through n3 is not listed by n2"
+    assert wait_until(lambda: any(
+        r.username == "cluster-user" for r in n2.query_custom_auth_identity(
+            models.QueryCustomAuthIdentityRequest(
+                instance_id=INSTANCE, identity_type="USER", username="cluster-user", size=10)
+        ).body.data.results
+    )), "an identity added through n3 is not listed by n2"
     custom = devices(cluster["n1"], "GID_c@@@custom-via-n1", login=("cluster-user", secret))
     subscribe(custom, "custom/echo")
     custom.client.publish("custom/echo", b"custom", qos=1)
