@@ -924,6 +924,10 @@ async fn when_the_instance_node_is_killed_another_takes_it_over_and_its_bill_sur
         assert_eq!(status, 200, "{body}");
         assert_eq!(next_payload(&mut listener).await, format!("before {i}"));
     }
+    // A token applied through n1 before it dies: the node that takes the
+    // instance over authenticates with it.
+    let token = apply_token_on(&nodes[0], "takeover/#").await;
+    let token_login = Some((format!("Token|testid|{INSTANCE}"), format!("R|{token}")));
 
     // SIGKILL n1 and start it again on its storage, as a supervisor would.
     let n1 = nodes.remove(0);
@@ -933,12 +937,12 @@ async fn when_the_instance_node_is_killed_another_takes_it_over_and_its_bill_sur
     // The device lost its connection with n1 (n2 relayed it there).
     listener.ended().await;
 
-    // A device connects through n3 again and again, as a reconnecting
-    // client does, until it is served; then it must hear SendMessage
-    // through n2.
+    // A device with that token connects through n3 again and again, as a
+    // reconnecting client does, until it is served; then it must hear
+    // SendMessage through n2.
     let mut refusals = 0;
     let mut device = loop {
-        match common::connect_v4(nodes[1].mqtt, "GID_c@@@after", None).await {
+        match common::connect_v4(nodes[1].mqtt, "GID_c@@@after", token_login.clone()).await {
             Ok(device) => break device,
             Err(_) => refusals += 1,
         }
@@ -984,7 +988,7 @@ async fn when_the_instance_node_is_killed_another_takes_it_over_and_its_bill_sur
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     eprintln!(
-        "take-over: the instance's node (n1) SIGKILLed; a device reconnecting every 100 ms through n3 served after {} ms ({refusals} refusals), SendMessage delivered to it after {} ms; new holder {}",
+        "take-over: the instance's node (n1) SIGKILLed; a device reconnecting every 100 ms through n3 with a token applied through n1 served after {} ms ({refusals} refusals), SendMessage delivered to it after {} ms; new holder {}",
         connected_in.as_millis(),
         working_in.as_millis(),
         holder.unwrap()
