@@ -261,6 +261,24 @@ impl DeviceSync {
         if locked.is_none() {
             return Ok(false);
         }
+        let seeded = self.seed_locked(&mut redis).await;
+        if seeded.is_err() {
+            // Best effort: the others need not wait out the lock's time.
+            let mut unlock = redis::cmd("DEL");
+            unlock.arg(&self.keys.seed);
+            let _ = self
+                .cluster
+                .within(unlock.query_async::<()>(&mut redis))
+                .await;
+        }
+        seeded.map(|()| true)
+    }
+
+    /// [`DeviceSync::seed`]'s work, under the seed lock.
+    async fn seed_locked(
+        &self,
+        redis: &mut redis::aio::ConnectionManager,
+    ) -> Result<(), StoreError> {
         let rows = self.devices.snapshot().await.map_err(store_failed)?;
         let epoch = uuid::Uuid::new_v4().simple().to_string();
         for chunk in rows.chunks(SHIP_BATCH) {
@@ -276,17 +294,13 @@ impl DeviceSync {
                     pipe.sadd(&self.keys.instances, &row.instance_id).ignore();
                 }
             }
-            self.cluster
-                .within(pipe.query_async::<()>(&mut redis))
-                .await?;
+            self.cluster.within(pipe.query_async::<()>(redis)).await?;
         }
         let applied = self.log_end().await?;
         let mut pipe = redis::pipe();
         pipe.set(&self.keys.epoch, &epoch).ignore();
         pipe.del(&self.keys.seed).ignore();
-        self.cluster
-            .within(pipe.query_async::<()>(&mut redis))
-            .await?;
+        self.cluster.within(pipe.query_async::<()>(redis)).await?;
         let mark = ReplicaMark {
             epoch: Some(epoch),
             applied: Some(applied),
@@ -300,7 +314,7 @@ impl DeviceSync {
             rows = rows.len(),
             "device state: the cluster's store was empty; this node's state seeded it"
         );
-        Ok(true)
+        Ok(())
     }
 
     /// Replaces this node's state by the cluster's (generation `epoch`).
