@@ -1839,3 +1839,56 @@ async fn a_node_with_another_device_key_does_not_start() {
     );
     eprintln!("another device key: exited ({status}): {}", stderr.trim());
 }
+
+/// `CLIENT LIST`'s lines (a bulk string, read whole).
+fn redis_clients(redis_port: u16) -> Vec<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", redis_port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    stream
+        .write_all(b"*2\r\n$6\r\nCLIENT\r\n$4\r\nLIST\r\n")
+        .unwrap();
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = stream.read(&mut chunk).unwrap();
+        assert!(n > 0, "Redis closed before answering CLIENT LIST");
+        answer.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&answer);
+        if let Some((length, rest)) = text.strip_prefix('$').and_then(|t| t.split_once("\r\n"))
+            && rest.len() >= length.parse::<usize>().unwrap() + 2
+        {
+            return rest.lines().map(str::to_string).collect();
+        }
+    }
+}
+
+#[tokio::test]
+async fn each_node_waits_for_changes_on_one_lasting_connection() {
+    // A follower's XREAD BLOCK outlives the Redis client's default
+    // response timeout (500 ms): were it cut short, the follower would
+    // reconnect every round and a change made after a quiet spell would
+    // wait for its next connection.
+    let redis = Redis::start();
+    let _nodes = three_nodes(redis.port, "");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let followers: Vec<String> = redis_clients(redis.port)
+        .into_iter()
+        .filter(|c| c.contains("cmd=xread"))
+        .collect();
+    let ages: Vec<u64> = followers
+        .iter()
+        .filter_map(|c| {
+            c.split(' ')
+                .find_map(|f| f.strip_prefix("age="))
+                .and_then(|a| a.parse().ok())
+        })
+        .collect();
+    assert_eq!(ages.len(), 3, "one follower per node: {followers:?}");
+    assert!(
+        ages.iter().all(|age| *age >= 2),
+        "followers reconnected within the last 2 s: {followers:?}"
+    );
+}

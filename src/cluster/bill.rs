@@ -188,9 +188,15 @@ impl Cluster {
             pipe.cmd("HGETALL")
                 .arg(self.month_key(instance_id, month_start));
         }
-        let months = self
-            .within(pipe.query_async::<Vec<HashMap<String, u64>>>(&mut redis))
-            .await?;
+        // Redis refuses an empty pipeline ("empty command"): a node that
+        // has billed nothing this month and serves no instance with a
+        // quota has nothing to send.
+        let months = if billed.is_empty() && quota_instances.is_empty() {
+            Vec::new()
+        } else {
+            self.within(pipe.query_async::<Vec<HashMap<String, u64>>>(&mut redis))
+                .await?
+        };
         let elsewhere: HashMap<String, u64> = quota_instances
             .into_iter()
             .zip(months)

@@ -196,9 +196,7 @@ impl Cluster {
 impl DeviceSync {
     async fn follow_connection(&self) -> Result<redis::aio::MultiplexedConnection, StoreError> {
         // A connection of its own: XREAD BLOCK holds it.
-        self.cluster
-            .within(self.cluster.client.get_multiplexed_async_connection())
-            .await
+        self.cluster.blocking_connection().await
     }
 
     /// Brings this node in step: the right generation (seeding Redis or

@@ -253,6 +253,21 @@ impl Cluster {
         })
     }
 
+    /// A connection of its own for a command that blocks (`BLPOP`, `XREAD
+    /// BLOCK`): without the client's own response timeout (500 ms by
+    /// default, which would cut a longer block short), since each caller
+    /// bounds its wait itself.
+    async fn blocking_connection(&self) -> Result<redis::aio::MultiplexedConnection, StoreError> {
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.timeout))
+            .set_response_timeout(None);
+        self.within(
+            self.client
+                .get_multiplexed_async_connection_with_config(&config),
+        )
+        .await
+    }
+
     /// `request`'s answer within the timeout.
     async fn within<T>(
         &self,

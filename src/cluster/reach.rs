@@ -155,9 +155,7 @@ impl Cluster {
         let payload = serde_json::to_string(&make(reply_to.clone()))
             .map_err(|e| StoreError::Failed(format!("a command could not be encoded: {e}")))?;
         // A connection of its own: BLPOP holds it while it waits.
-        let mut waiting = self
-            .within(self.client.get_multiplexed_async_connection())
-            .await?;
+        let mut waiting = self.blocking_connection().await?;
         let channel = match node {
             Some(node) => self.command_channel(node),
             None => self.broadcast_channel(),
