@@ -445,6 +445,26 @@ fn set_mark(tx: &Transaction<'_>, mark: &ReplicaMark) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// Runs `write` (rows from the cluster) in one transaction that drops
+/// what the triggers queued meanwhile (it is the cluster's already) and
+/// records `mark`, so that the rows and the log position commit together.
+fn from_the_cluster<T>(
+    connection: &mut Connection,
+    mark: &ReplicaMark,
+    write: impl FnOnce(&Transaction<'_>) -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
+    let tx = connection.transaction()?;
+    let queued_before = last_queued(&tx)?;
+    let written = write(&tx)?;
+    tx.execute(
+        "DELETE FROM device_outbox WHERE seq > ?1",
+        params![queued_before],
+    )?;
+    set_mark(&tx, mark)?;
+    tx.commit()?;
+    Ok(written)
+}
+
 /// Memory follows applied rows: tokens and credentials (an instance may
 /// hold 100,000s, and each is one row) row by row from their images; the
 /// other parts reloaded from the database for each instance they reached.
@@ -628,25 +648,19 @@ impl DeviceStore {
     ) -> Result<Vec<Touched>, StoreError> {
         let schema = self.schema.clone();
         self.blocking(move |connection, state, key| {
-            let tx = connection.transaction()?;
-            let queued_before = last_queued(&tx)?;
-            let mut touched = Vec::new();
-            for change in &changes {
-                match schema.apply(&tx, change) {
-                    Ok(Some(row)) => touched.push(row),
-                    Ok(None) => {}
-                    Err(why) => {
-                        tracing::warn!(%why, instance = %change.instance_id, "a device-state change from the cluster could not be applied; skipped")
+            let touched = from_the_cluster(connection, &mark, |tx| {
+                let mut touched = Vec::new();
+                for change in &changes {
+                    match schema.apply(tx, change) {
+                        Ok(Some(row)) => touched.push(row),
+                        Ok(None) => {}
+                        Err(why) => {
+                            tracing::warn!(%why, instance = %change.instance_id, "a device-state change from the cluster could not be applied; skipped")
+                        }
                     }
                 }
-            }
-            // What the triggers queued is the cluster's already.
-            tx.execute(
-                "DELETE FROM device_outbox WHERE seq > ?1",
-                params![queued_before],
-            )?;
-            set_mark(&tx, &mark)?;
-            tx.commit()?;
+                Ok(touched)
+            })?;
             reload(connection, key, state, &touched)?;
             Ok(touched)
         })
@@ -663,27 +677,22 @@ impl DeviceStore {
     ) -> Result<(usize, usize), StoreError> {
         let schema = self.schema.clone();
         self.blocking(move |connection, state, key| {
-            let tx = connection.transaction()?;
-            let queued_before = last_queued(&tx)?;
-            let mut before = 0;
-            for table in &schema.tables {
-                before += tx.execute(&format!("DELETE FROM {}", table.name), [])?;
-            }
-            let mut after = 0;
-            for row in rows.iter().filter(|r| r.row.is_some()) {
-                match schema.apply(&tx, row) {
-                    Ok(_) => after += 1,
-                    Err(why) => {
-                        tracing::warn!(%why, instance = %row.instance_id, "a device-state row from the cluster could not be stored; skipped")
+            let (before, after) = from_the_cluster(connection, &mark, |tx| {
+                let mut before = 0;
+                for table in &schema.tables {
+                    before += tx.execute(&format!("DELETE FROM {}", table.name), [])?;
+                }
+                let mut after = 0;
+                for row in rows.iter().filter(|r| r.row.is_some()) {
+                    match schema.apply(tx, row) {
+                        Ok(_) => after += 1,
+                        Err(why) => {
+                            tracing::warn!(%why, instance = %row.instance_id, "a device-state row from the cluster could not be stored; skipped")
+                        }
                     }
                 }
-            }
-            tx.execute(
-                "DELETE FROM device_outbox WHERE seq > ?1",
-                params![queued_before],
-            )?;
-            set_mark(&tx, &mark)?;
-            tx.commit()?;
+                Ok((before, after))
+            })?;
             let mut instances = state.read().unwrap_or_else(|e| e.into_inner()).instances();
             instances.extend(rows.iter().map(|r| r.instance_id.clone()));
             let reached = instances.into_iter().map(|i| (i, Parts::ALL)).collect();
