@@ -1533,6 +1533,13 @@ async fn call_on(
     (answer[0].status, body)
 }
 
+/// `action` with `params` on `node`, answered 200: its JSON body.
+async fn ok_on(node: &common::Process, action: &str, params: &[(&str, &str)]) -> serde_json::Value {
+    let (status, body) = call_on(node, action, params).await;
+    assert_eq!(status, 200, "{action}: {body}");
+    body
+}
+
 /// Polls `check` every 5 ms until it holds, within 5 s: how long that took.
 async fn until<F, Fut>(what: &str, mut check: F) -> Duration
 where
@@ -1551,19 +1558,18 @@ where
 }
 
 async fn token_valid_on(node: &common::Process, token: &str) -> bool {
-    let (status, body) = call_on(
+    let body = ok_on(
         node,
         "QueryToken",
         &[("InstanceId", INSTANCE), ("Token", token)],
     )
     .await;
-    assert_eq!(status, 200, "{body}");
     body["TokenStatus"].as_bool().unwrap()
 }
 
 async fn apply_token_on(node: &common::Process, resources: &str) -> String {
     let expire = (Utc::now().timestamp_millis() + 3_600_000).to_string();
-    let (status, body) = call_on(
+    let body = ok_on(
         node,
         "ApplyToken",
         &[
@@ -1574,18 +1580,16 @@ async fn apply_token_on(node: &common::Process, resources: &str) -> String {
         ],
     )
     .await;
-    assert_eq!(status, 200, "{body}");
     body["Token"].as_str().unwrap().to_string()
 }
 
 async fn register_credential_on(node: &common::Process, client_id: &str) -> (String, String) {
-    let (status, body) = call_on(
+    let body = ok_on(
         node,
         "RegisterDeviceCredential",
         &[("InstanceId", INSTANCE), ("ClientId", client_id)],
     )
     .await;
-    assert_eq!(status, 200, "{body}");
     let credential = &body["DeviceCredential"];
     (
         format!(
@@ -1657,13 +1661,12 @@ async fn device_state_changed_through_one_node_takes_effect_on_every_node() {
     // Revoked through n3: the device, served by n1, is told at once and
     // loses the right.
     let revoked_at = Instant::now();
-    let (status, body) = call_on(
+    ok_on(
         &n3,
         "RevokeToken",
         &[("InstanceId", INSTANCE), ("Token", &token)],
     )
     .await;
-    assert_eq!(status, 200, "{body}");
     let notice = message_on(&mut reader, "$SYS/tokenInvalidNotice").await;
     let notice_after = revoked_at.elapsed();
     assert_eq!(notice["code"], 3, "{notice}");
@@ -1679,7 +1682,7 @@ async fn device_state_changed_through_one_node_takes_effect_on_every_node() {
     // Refreshed through n3: the device, logged in with the old secret on
     // n1, is disconnected there, and the new secret logs it in.
     let refreshed_at = Instant::now();
-    let (status, body) = call_on(
+    let body = ok_on(
         &n3,
         "RefreshDeviceCredential",
         &[
@@ -1688,7 +1691,6 @@ async fn device_state_changed_through_one_node_takes_effect_on_every_node() {
         ],
     )
     .await;
-    assert_eq!(status, 200, "{body}");
     with_credential.ended().await;
     let refresh_kicked_after = refreshed_at.elapsed();
     let login = (
@@ -1704,7 +1706,7 @@ async fn device_state_changed_through_one_node_takes_effect_on_every_node() {
         connect_retrying_with(n2.mqtt, "GID_state@@@with-credential", login.clone()).await;
     // Put on the blacklist through n2: its connection (served by n1) ends.
     let blacklisted_at = Instant::now();
-    let (status, body) = call_on(
+    ok_on(
         &n2,
         "AddCustomAuthConnectBlack",
         &[
@@ -1713,7 +1715,6 @@ async fn device_state_changed_through_one_node_takes_effect_on_every_node() {
         ],
     )
     .await;
-    assert_eq!(status, 200, "{body}");
     let ended = with_credential.ended().await;
     let kicked_after = blacklisted_at.elapsed();
     let again =
@@ -1725,13 +1726,12 @@ async fn device_state_changed_through_one_node_takes_effect_on_every_node() {
     );
 
     // A group id created through n3 is listed by n1 and n2.
-    let (status, body) = call_on(
+    ok_on(
         &n3,
         "CreateGroupId",
         &[("InstanceId", INSTANCE), ("GroupId", "GID_shared")],
     )
     .await;
-    assert_eq!(status, 200, "{body}");
     for node in [&n1, &n2] {
         until("the group id", || async {
             groups_on(node).await.contains("GID_shared")
@@ -1745,7 +1745,7 @@ async fn device_state_changed_through_one_node_takes_effect_on_every_node() {
     assert!(groups_on(&n4).await.contains("GID_shared"));
     assert!(token_valid_on(&n4, &fresh).await);
     assert!(!token_valid_on(&n4, &token).await);
-    let (status, body) = call_on(
+    let body = ok_on(
         &n4,
         "QueryCustomAuthConnectBlack",
         &[
@@ -1755,7 +1755,6 @@ async fn device_state_changed_through_one_node_takes_effect_on_every_node() {
         ],
     )
     .await;
-    assert_eq!(status, 200, "{body}");
     assert_eq!(
         body["Data"]["Results"].as_array().map(Vec::len),
         Some(1),

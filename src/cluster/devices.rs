@@ -442,18 +442,26 @@ impl DeviceSync {
         let count = entries.len();
         let changes: Vec<RowChange> = entries
             .into_iter()
-            .filter_map(|(_, fields)| {
+            .filter_map(|(id, fields)| {
                 let get = |name: &str| {
                     fields
                         .iter()
                         .find(|(k, _)| k == name)
                         .map(|(_, v)| v.clone())
                 };
-                Some(RowChange {
-                    instance_id: get("i")?,
-                    field: get("f")?,
-                    row: get("r").filter(|r| !r.is_empty()),
-                })
+                let change = (|| {
+                    Some(RowChange {
+                        instance_id: get("i")?,
+                        field: get("f")?,
+                        row: get("r").filter(|r| !r.is_empty()),
+                    })
+                })();
+                if change.is_none() {
+                    // Not written by mqgate's script: skipped, so that it
+                    // cannot stop the log, but said.
+                    tracing::warn!(entry = %id, "a device-state log entry without its instance or row name; skipped");
+                }
+                change
             })
             .collect();
         let mark = ReplicaMark {
