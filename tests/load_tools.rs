@@ -1,7 +1,9 @@
 //! The RPC benchmark's load tools, from outside: `mqgate-load presign`
 //! writes request targets that mqgate accepts once each, and wrk with
 //! `bench/wrk/replay.lua` sends each line once, reporting a thread that ran
-//! out of lines instead of sending one twice (a replay mqgate refuses).
+//! out of lines instead of sending one twice (a replay mqgate refuses);
+//! `mqgate-load baseline --durable-bill` (the durable floor) bills each call
+//! it answers.
 
 mod common;
 
@@ -134,4 +136,41 @@ async fn wrk_with_lines_enough_sends_only_fresh_requests() {
     assert_eq!(v["exhausted"], 0, "{v}");
     assert_eq!(v["non_2xx"], 0, "{v}");
     assert!(v["requests"].as_u64().unwrap() > 0, "{v}");
+}
+
+/// The benchmark's durable floor (`baseline --durable-bill`) bills every
+/// call it answers with mqgate's metering store before answering: after a
+/// SIGKILL, the store holds one billed call for each answer. (Its row would
+/// otherwise measure a floor that only claims durability.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_durable_floor_bills_each_answer_before_it() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let bill = dir.path().join("bill");
+    let mut child = Command::new(LOAD)
+        .args(["baseline", "--listen", "127.0.0.1:0", "--durable-bill"])
+        .arg(&bill)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr: std::net::SocketAddr = line
+        .trim()
+        .rsplit_once("http=")
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .1
+        .parse()
+        .unwrap();
+    let requests = vec!["GET / HTTP/1.1\r\nHost: floor\r\n\r\n".to_string(); 7];
+    let answers = raw_http(addr, &requests).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(answers.iter().all(|a| a.status == 200), "{answers:?}");
+    assert_eq!(answers.len(), 7);
+    let meter = mqgate::metering::Meter::open(&bill).unwrap();
+    let (_, billed) = meter.month_billed();
+    assert_eq!(billed.get("post-cn-floor"), Some(&7), "{billed:?}");
 }

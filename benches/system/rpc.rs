@@ -6,7 +6,12 @@
 //!   same binary and configuration, its storage on tmpfs under /dev/shm,
 //!   where fdatasync returns at once: durability off on the same code
 //!   path, so (b)/(b0) is what durability costs; (c)
-//!   BatchQuerySessionByClientIds with 10 ids on (b)'s process.
+//!   BatchQuerySessionByClientIds with 10 ids on (b)'s process; (d) the
+//!   durable floor, `mqgate-load baseline --durable-bill DIR`: the floor's
+//!   handler billing each call with mqgate's own metering store (on the
+//!   disk beside (b)'s) before answering, and nothing else. (d)/(a) is what
+//!   durability alone costs here: the most (b)/(a) could be with the bill
+//!   written as mqgate writes it and every other stage free.
 //! - fdatasync's own time on (b)'s filesystem (the probe), which bounds
 //!   what one caller can get from a server that makes every bill durable
 //!   before answering.
@@ -144,10 +149,14 @@ impl Drop for Server {
     }
 }
 
-/// The floor and the two mqgate processes. The servers are fields before
-/// the directories, so they stop before their storage is removed.
+/// The floor, the durable floor and the two mqgate processes. The servers
+/// are fields before the directories, so they stop before their storage is
+/// removed.
 struct Servers {
     floor: Server,
+    /// (d): the floor's handler with mqgate's durable bill, storage on the
+    /// disk.
+    durable_floor: Server,
     /// (b) and (c): storage on the disk.
     disk: Server,
     /// (b0): storage on tmpfs.
@@ -169,8 +178,19 @@ impl Servers {
             .prefix("mqgate-bench-b0-")
             .tempdir_in(SHM)
             .unwrap();
+        let bill_dir = disk_dir.path().join("durable-floor");
         Servers {
             floor: Server::start(LOAD, &["baseline", "--listen", "127.0.0.1:0"]),
+            durable_floor: Server::start(
+                LOAD,
+                &[
+                    "baseline",
+                    "--listen",
+                    "127.0.0.1:0",
+                    "--durable-bill",
+                    bill_dir.to_str().unwrap(),
+                ],
+            ),
             disk: Server::mqgate(disk_dir.path()),
             shm: Server::mqgate(shm_dir.path()),
             disk_dir,
@@ -297,6 +317,7 @@ struct Closed {
     b: LoadResult,
     b0: LoadResult,
     c: LoadResult,
+    d: LoadResult,
     /// At one connection: the disk's fdatasync p50 (µs) measured just
     /// before (b) in this round, which bounds this round's (b). The disk is
     /// shared and its sync time moves by tens of µs within minutes, so the
@@ -335,12 +356,15 @@ fn closed_rows(setting: &Setting, servers: &Servers) -> Vec<(usize, Rounds<Close
                     let round = Closed {
                         a,
                         b: run(&servers.disk, QUERY, &query),
+                        d: run(&servers.durable_floor, QUERY, &query),
                         b0: run(&servers.shm, QUERY, &query),
                         c: run(&servers.disk, BATCH, &batch),
                         fsync_p50_us,
                     };
                     assert!(
-                        [round.a, round.b, round.b0, round.c].iter().all(|r| r.ok),
+                        [round.a, round.b, round.b0, round.c, round.d]
+                            .iter()
+                            .all(|r| r.ok),
                         "every benchmark call must answer 200"
                     );
                     round
@@ -393,6 +417,7 @@ struct WrkRound {
     a: WrkRun,
     b: WrkRun,
     b0: WrkRun,
+    d: WrkRun,
 }
 
 impl WrkRound {
@@ -442,6 +467,7 @@ fn wrk_rows(
                     WrkRound {
                         a: run(&servers.floor, "(a) the floor"),
                         b: run(&servers.disk, "(b) mqgate on the disk"),
+                        d: run(&servers.durable_floor, "(d) the durable floor"),
                         b0: run(&servers.shm, "(b0) mqgate on tmpfs"),
                     }
                 })
@@ -511,11 +537,12 @@ fn presign(url: &str, prefix: &Path, lines: u64) {
     );
 }
 
-/// One round at half the floor's peak: (a) and (b), open loop, and p99 (b)
-/// over p99 (a) plus fsync's p99.
+/// One round at half the floor's peak: (a), (b) and (d), open loop, and
+/// p99 (b) over p99 (a) plus fsync's p99.
 struct RateRound {
     a: LoadResult,
     b: LoadResult,
+    d: LoadResult,
     ratio: f64,
 }
 
@@ -542,10 +569,15 @@ fn rate_rounds(
     };
     let rounds = (0..setting.rpc_rounds)
         .map(|_| {
-            let (a, b) = (run(&servers.floor), run(&servers.disk));
+            let (a, b, d) = (
+                run(&servers.floor),
+                run(&servers.disk),
+                run(&servers.durable_floor),
+            );
             RateRound {
                 a,
                 b,
+                d,
                 ratio: b.p99 / (a.p99 + fsync_p99_ms),
             }
         })
@@ -561,7 +593,7 @@ fn write_intro(results: &mut String, setting: &Setting, servers: &Servers, fsync
     let _ = writeln!(results, "## RPC path against its floor\n");
     let _ = writeln!(
         results,
-        "(a) `mqgate-load baseline`, a plain axum handler with a fixed JSON body (the floor); (b) mqgate's QuerySessionByClientId, its storage on the disk (a temporary directory, {}); (b0) a second mqgate process, the same binary and configuration, its storage on {} under {SHM}, where fdatasync returns at once: durability off on the same code path; (c) BatchQuerySessionByClientIds with 10 ids on (b)'s process. Every request signed (V1), a fresh nonce each; every bill durable before the answer. Durability's cost is 1 - (b)/(b0) in the same round. Each row is the median round of {} interleaved rounds by the figure that has a range in brackets, the range being that figure's lowest and highest over all rounds. Every call answered 200 (asserted).\n",
+        "(a) `mqgate-load baseline`, a plain axum handler with a fixed JSON body (the floor); (b) mqgate's QuerySessionByClientId, its storage on the disk (a temporary directory, {}); (b0) a second mqgate process, the same binary and configuration, its storage on {} under {SHM}, where fdatasync returns at once: durability off on the same code path; (c) BatchQuerySessionByClientIds with 10 ids on (b)'s process; (d) the durable floor, `mqgate-load baseline --durable-bill DIR`: the floor's handler, but each call is first billed with mqgate's own metering store, its storage on the disk beside (b)'s, durable before the answer as in (b), and nothing else ((d)/(a) is what durability alone costs on this machine: the most (b)/(a) could be with the bill written as mqgate writes it and every other stage free). Every request signed (V1), a fresh nonce each; every bill durable before the answer. Durability's cost is 1 - (b)/(b0) in the same round. Each row is the median round of {} interleaved rounds by the figure that has a range in brackets, the range being that figure's lowest and highest over all rounds. Every call answered 200 (asserted).\n",
         filesystem_of(servers.disk_dir.path()),
         filesystem_of(servers.shm_dir.path()),
         setting.rpc_rounds
@@ -577,44 +609,49 @@ fn write_closed(results: &mut String, setting: &Setting, rows: &[(usize, Rounds<
     let _ = writeln!(results, "### Closed loop, mqgate-load\n");
     let _ = writeln!(
         results,
-        "`mqgate-load run`: each connection sends its next request (signed as it goes) when the last is answered; {} s per point, (a), (b), (b0), (c) in turn in each round; the row is the median round by (b)/(a). {GOALS}\n",
+        "`mqgate-load run`: each connection sends its next request (signed as it goes) when the last is answered; {} s per point, (a), (b), (d), (b0), (c) in turn in each round; the row is the median round by (b)/(a). {GOALS}\n",
         setting.seconds
     );
     let _ = writeln!(
         results,
-        "| connections | (a) req/s | (b) req/s | (b0) req/s | (c) req/s | (b)/(a) | (b0)/(a) | durability's cost | (c)/(a) | p99 (a) ms | p99 (b) ms | p99 (b0) ms | p99 (c) ms |"
+        "| connections | (a) req/s | (b) req/s | (b0) req/s | (c) req/s | (d) req/s | (b)/(a) | (b0)/(a) | durability's cost | (c)/(a) | (d)/(a) | p99 (a) ms | p99 (b) ms | p99 (b0) ms | p99 (c) ms | p99 (d) ms |"
     );
     let _ = writeln!(
         results,
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     );
     for (n, rounds) in rows {
         let r = rounds.median();
         let _ = writeln!(
             results,
-            "| {n} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {:.2} | {:.2} | {:.2} | {:.3} | {:.3} | {:.3} | {:.3} |",
+            "| {n} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} |",
             r.a.rps,
             r.b.rps,
             r.b0.rps,
             r.c.rps,
+            r.d.rps,
             rounds.figure(),
             r.b0.rps / r.a.rps,
             r.durability_cost(),
             r.c.rps / r.a.rps,
+            r.d.rps / r.a.rps,
             r.a.p99,
             r.b.p99,
             r.b0.p99,
-            r.c.p99
+            r.c.p99,
+            r.d.p99
         );
     }
     let _ = writeln!(results);
     write_goals(
         results,
         rows.iter().map(|(n, rounds)| {
+            let r = rounds.median();
             (
                 *n,
-                rounds.median().b.rps / rounds.median().a.rps,
-                rounds.median().durability_cost(),
+                r.b.rps / r.a.rps,
+                r.durability_cost(),
+                r.d.rps / r.a.rps,
             )
         }),
     );
@@ -629,31 +666,38 @@ fn write_wrk(
     let _ = writeln!(results, "### Closed loop, wrk\n");
     let _ = writeln!(
         results,
-        "wrk 4.1 (`wrk -t{WRK_THREADS} -c N -d {}s --timeout 10s -s bench/wrk/replay.lua`), each thread replaying its own file of requests presigned by `mqgate-load presign` (V1, a fresh nonce each, signed as mqgate-load signs), each line sent once; a fresh file set of {} lines (4 x the floor's peak under mqgate-load x the seconds, at least 20,000; on tmpfs) for every run, made just before it, after the servers started, and removed after it, so the client spends nothing on signing. (a), (b), (b0) in turn in each round; the row is the median round by (b)/(a). Every answer 2xx and no thread out of lines (asserted); socket errors are wrk's connect, read, write errors and timeouts of (a)/(b)/(b0). {GOALS}\n",
+        "wrk 4.1 (`wrk -t{WRK_THREADS} -c N -d {}s --timeout 10s -s bench/wrk/replay.lua`), each thread replaying its own file of requests presigned by `mqgate-load presign` (V1, a fresh nonce each, signed as mqgate-load signs), each line sent once; a fresh file set of {} lines (4 x the floor's peak under mqgate-load x the seconds, at least 20,000; on tmpfs) for every run, made just before it, after the servers started, and removed after it, so the client spends nothing on signing. (a), (b), (d), (b0) in turn in each round; the row is the median round by (b)/(a). Every answer 2xx and no thread out of lines (asserted); socket errors are wrk's connect, read, write errors and timeouts of (a)/(b)/(d)/(b0). {GOALS}\n",
         setting.wrk_seconds,
         presigned_lines(setting.wrk_seconds, peak)
     );
     let _ = writeln!(
         results,
-        "| connections | (a) req/s | (b) req/s | (b0) req/s | (b)/(a) | (b0)/(a) | durability's cost | p99 (a) ms | p99 (b) ms | p99 (b0) ms | socket errors |"
+        "| connections | (a) req/s | (b) req/s | (b0) req/s | (d) req/s | (b)/(a) | (b0)/(a) | durability's cost | (d)/(a) | p99 (a) ms | p99 (b) ms | p99 (b0) ms | p99 (d) ms | socket errors |"
     );
-    let _ = writeln!(results, "|---|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(
+        results,
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    );
     for (n, rounds) in rows {
         let r = rounds.median();
         let _ = writeln!(
             results,
-            "| {n} | {:.0} | {:.0} | {:.0} | {} | {:.2} | {:.2} | {:.3} | {:.3} | {:.3} | {}/{}/{} |",
+            "| {n} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {:.2} | {:.2} | {:.2} | {:.3} | {:.3} | {:.3} | {:.3} | {}/{}/{}/{} |",
             r.a.rps,
             r.b.rps,
             r.b0.rps,
+            r.d.rps,
             rounds.figure(),
             r.b0.rps / r.a.rps,
             1.0 - r.b.rps / r.b0.rps,
+            r.d.rps / r.a.rps,
             r.a.p99,
             r.b.p99,
             r.b0.p99,
+            r.d.p99,
             r.a.socket_errors,
             r.b.socket_errors,
+            r.d.socket_errors,
             r.b0.socket_errors
         );
     }
@@ -662,7 +706,12 @@ fn write_wrk(
         results,
         rows.iter().map(|(n, rounds)| {
             let r = rounds.median();
-            (*n, r.b.rps / r.a.rps, 1.0 - r.b.rps / r.b0.rps)
+            (
+                *n,
+                r.b.rps / r.a.rps,
+                1.0 - r.b.rps / r.b0.rps,
+                r.d.rps / r.a.rps,
+            )
         }),
     );
 }
@@ -673,14 +722,15 @@ const RATIO_GOAL: f64 = 0.80;
 const DURABILITY_GOAL: f64 = 0.10;
 
 /// One line under a closed-loop table: each goal at 100 and 1,000
-/// connections (the rows that have them), met or not.
-fn write_goals(results: &mut String, rows: impl Iterator<Item = (usize, f64, f64)>) {
+/// connections (the rows that have them), met or not, and beside the
+/// ratio goal what the durable floor (d) reached in the same round.
+fn write_goals(results: &mut String, rows: impl Iterator<Item = (usize, f64, f64, f64)>) {
     let verdict = |met: bool| if met { "met" } else { "not met" };
     let parts: Vec<String> = rows
-        .filter(|(n, _, _)| *n == 100 || *n == 1000)
-        .map(|(n, ratio, cost)| {
+        .filter(|(n, ..)| *n == 100 || *n == 1000)
+        .map(|(n, ratio, cost, durable_floor)| {
             format!(
-                "{n} connections: (b)/(a) {ratio:.2}, {}; durability's cost {cost:.2}, {}",
+                "{n} connections: (b)/(a) {ratio:.2}, {} (the durable floor (d)/(a): {durable_floor:.2}); durability's cost {cost:.2}, {}",
                 verdict(ratio >= RATIO_GOAL),
                 verdict(cost <= DURABILITY_GOAL)
             )
@@ -714,21 +764,23 @@ fn write_single_caller(results: &mut String, rows: &[(usize, Rounds<Closed>)], f
     let _ = writeln!(results, "### A single caller against its fsync bound\n");
     let _ = writeln!(
         results,
-        "One connection, closed loop (the 1-connection row above, its median round by this figure): every call waits for its bill to be durable, so one caller can get at most bound = 1 / (1/(a) + fsync p50), a floor's round trip plus one fdatasync per call. The fsync p50 is the round's own: {ROUND_PROBE_ITERATIONS} fdatasyncs of the probe, run just before the round's (b) (the disk's sync time moves by tens of µs within minutes). Figure = (b) / bound; goal >= {SINGLE_CALLER_GOAL}.\n"
+        "One connection, closed loop (the 1-connection row above, its median round by this figure): every call waits for its bill to be durable, so one caller can get at most bound = 1 / (1/(a) + fsync p50), a floor's round trip plus one fdatasync per call. The fsync p50 is the round's own: {ROUND_PROBE_ITERATIONS} fdatasyncs of the probe, run just before the round's (b) (the disk's sync time moves by tens of µs within minutes). Figure = (b) / bound; goal >= {SINGLE_CALLER_GOAL}. (d)/bound, the durable floor in the same round against the same bound, is what the bill's write alone leaves of it.\n"
     );
     let _ = writeln!(
         results,
-        "| (a) req/s | fsync p50 µs | bound req/s | (b) req/s | (b)/bound | goal | |"
+        "| (a) req/s | fsync p50 µs | bound req/s | (b) req/s | (b)/bound | goal | | (d) req/s | (d)/bound |"
     );
-    let _ = writeln!(results, "|---|---|---|---|---|---|---|");
+    let _ = writeln!(results, "|---|---|---|---|---|---|---|---|---|");
     let value = figure(r);
     let _ = writeln!(
         results,
-        "| {:.0} | {:.0} | {bound:.0} | {:.0} | {value:.3} ({low:.3}-{high:.3}) | >= {SINGLE_CALLER_GOAL} | {} |\n",
+        "| {:.0} | {:.0} | {bound:.0} | {:.0} | {value:.3} ({low:.3}-{high:.3}) | >= {SINGLE_CALLER_GOAL} | {} | {:.0} | {:.3} |\n",
         r.a.rps,
         probe(r),
         r.b.rps,
-        met(value >= SINGLE_CALLER_GOAL)
+        met(value >= SINGLE_CALLER_GOAL),
+        r.d.rps,
+        r.d.rps / bound
     );
     if value > 1.0 {
         let _ = writeln!(
@@ -750,25 +802,28 @@ fn write_at_rate(
     let _ = writeln!(results, "### p99 at half the floor's peak\n");
     let _ = writeln!(
         results,
-        "Open loop: `mqgate-load run --rate {rate:.0} --connections {RATE_CONNECTIONS}`, half the highest (a) req/s of the mqgate-load rows; each connection sends its share on a fixed schedule (connection i starting i/rate after the first, so the sends interleave), a request going at its time or at once if its connection is behind, its latency counted from when it was due (a stalled server is charged for every request it held up; the schedule's timer has 1 ms resolution). {} s per run, (a) then (b) in each round; the row is the median round by p99 (b) / (p99 (a) + fsync p99). Goal: p99 (b) <= {P99_GOAL} x (p99 (a) + fsync p99).\n",
+        "Open loop: `mqgate-load run --rate {rate:.0} --connections {RATE_CONNECTIONS}`, half the highest (a) req/s of the mqgate-load rows; each connection sends its share on a fixed schedule (connection i starting i/rate after the first, so the sends interleave), a request going at its time or at once if its connection is behind, its latency counted from when it was due (a stalled server is charged for every request it held up; the schedule's timer has 1 ms resolution). {} s per run, (a), (b), (d) in turn in each round; the row is the median round by p99 (b) / (p99 (a) + fsync p99). Goal: p99 (b) <= {P99_GOAL} x (p99 (a) + fsync p99); the durable floor's (d) own ratio is beside it.\n",
         setting.rate_seconds
     );
     let _ = writeln!(
         results,
-        "| offered req/s | (a) req/s | (b) req/s | p99 (a) ms | p99 (b) ms | fsync p99 ms | p99 (b) / (p99 (a) + fsync p99) | goal | |"
+        "| offered req/s | (a) req/s | (b) req/s | p99 (a) ms | p99 (b) ms | fsync p99 ms | p99 (b) / (p99 (a) + fsync p99) | goal | | (d) req/s | p99 (d) ms | p99 (d) / (p99 (a) + fsync p99) |"
     );
-    let _ = writeln!(results, "|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(results, "|---|---|---|---|---|---|---|---|---|---|---|---|");
     let _ = writeln!(
         results,
-        "| {rate:.0} | {:.0} | {:.0} | {:.3} | {:.3} | {fsync_p99_ms:.3} | {} | <= {P99_GOAL} | {} |\n",
+        "| {rate:.0} | {:.0} | {:.0} | {:.3} | {:.3} | {fsync_p99_ms:.3} | {} | <= {P99_GOAL} | {} | {:.0} | {:.3} | {:.2} |\n",
         r.a.rps,
         r.b.rps,
         r.a.p99,
         r.b.p99,
         rounds.figure(),
-        met(r.ratio <= P99_GOAL)
+        met(r.ratio <= P99_GOAL),
+        r.d.rps,
+        r.d.p99,
+        r.d.p99 / (r.a.p99 + fsync_p99_ms)
     );
-    for (name, achieved) in [("(a)", r.a.rps), ("(b)", r.b.rps)] {
+    for (name, achieved) in [("(a)", r.a.rps), ("(b)", r.b.rps), ("(d)", r.d.rps)] {
         if achieved < FELL_SHORT * rate {
             let _ = writeln!(
                 results,
@@ -781,13 +836,13 @@ fn write_at_rate(
 /// The mqgate-load rows' median rounds, for the plots.
 fn closed_csv(rows: &[(usize, Rounds<Closed>)]) -> String {
     let mut csv = String::from(
-        "connections,floor_rps,query_rps,query_tmpfs_rps,batch_rps,floor_p99_ms,query_p99_ms,query_tmpfs_p99_ms,batch_p99_ms,durability_cost\n",
+        "connections,floor_rps,query_rps,query_tmpfs_rps,batch_rps,floor_p99_ms,query_p99_ms,query_tmpfs_p99_ms,batch_p99_ms,durability_cost,durable_floor_rps,durable_floor_p99_ms\n",
     );
     for (n, rounds) in rows {
         let r = rounds.median();
         let _ = writeln!(
             csv,
-            "{n},{:.1},{:.1},{:.1},{:.1},{:.3},{:.3},{:.3},{:.3},{:.3}",
+            "{n},{:.1},{:.1},{:.1},{:.1},{:.3},{:.3},{:.3},{:.3},{:.3},{:.1},{:.3}",
             r.a.rps,
             r.b.rps,
             r.b0.rps,
@@ -796,7 +851,9 @@ fn closed_csv(rows: &[(usize, Rounds<Closed>)]) -> String {
             r.b.p99,
             r.b0.p99,
             r.c.p99,
-            r.durability_cost()
+            r.durability_cost(),
+            r.d.rps,
+            r.d.p99
         );
     }
     csv

@@ -17,6 +17,7 @@
 //! mqgate-load run --url http://127.0.0.1:8080 --connections 100 --rate 20000 ...  # open loop
 //! mqgate-load presign --url http://127.0.0.1:8080 --count 1000000 --files 2 --out /dev/shm/req ...
 //! mqgate-load baseline --listen 127.0.0.1:9000     # a plain axum handler, the floor to compare with
+//! mqgate-load baseline --durable-bill /var/tmp/b   # the same, billing each call durably first
 //! mqgate-load mqtt --addr 127.0.0.1:1883 --clients 100 --qos 1 --duration 5
 //! mqgate-load idle --addr 127.0.0.1:1883         # then type 1000: holds 1,000 idle devices
 //! mqgate-load connect --addr 127.0.0.1:1883 --connectors 50 --duration 5 \
@@ -67,6 +68,11 @@ enum Command {
     Baseline {
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: std::net::SocketAddr,
+        /// The durable floor: before each answer, bill the call with
+        /// mqgate's own metering store in this directory (its journal, made
+        /// durable before the answer, as mqgate does), and nothing else.
+        #[arg(long, value_name = "DIR")]
+        durable_bill: Option<std::path::PathBuf>,
     },
     /// Publish/subscribe load on an MQTT listener; report messages/s and
     /// end-to-end latency.
@@ -183,7 +189,10 @@ fn main() -> std::process::ExitCode {
     }
     let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
     match cli.command {
-        Command::Baseline { listen } => runtime.block_on(baseline(listen)),
+        Command::Baseline {
+            listen,
+            durable_bill,
+        } => runtime.block_on(baseline(listen, durable_bill)),
         Command::Run(args) => exit(runtime.block_on(run(args))),
         Command::Mqtt(args) => exit(runtime.block_on(mqtt::run(args))),
         Command::Idle(args) => exit(runtime.block_on(idle::run(args))),
@@ -212,13 +221,89 @@ fn baseline_app() -> axum::Router {
                     axum::http::header::CONTENT_TYPE,
                     "application/json;charset=utf-8",
                 )],
-                r#"{"OnlineStatus":true,"RequestId":"00000000-0000-0000-0000-000000000000"}"#,
+                FLOOR_BODY,
             )
         }),
     )
 }
 
-async fn baseline(listen: std::net::SocketAddr) -> std::process::ExitCode {
+/// The floor's answer: what QuerySessionByClientId answers, with a fixed
+/// RequestId.
+const FLOOR_BODY: &str =
+    r#"{"OnlineStatus":true,"RequestId":"00000000-0000-0000-0000-000000000000"}"#;
+
+/// The durable floor: the floor's handler, but each call is first billed
+/// with mqgate's metering store (admitted, journaled, durable) before its
+/// answer. What a server that makes every answer durable on this disk can
+/// reach when nothing else in it costs anything: mqgate's RPC path is this
+/// plus parsing, the signature, the replay check, RAM and the action.
+fn durable_baseline_app(dir: &std::path::Path) -> Result<axum::Router, String> {
+    use mqgate::directory::Instance;
+    use mqgate::metering::Meter;
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let meter = Arc::new(Meter::open(dir).map_err(|e| e.to_string())?);
+    let instance = Arc::new(Instance {
+        id: "post-cn-floor".into(),
+        region: "cn-hangzhou".into(),
+        account_id: "1234567890".into(),
+        monthly_transaction_quota: None,
+        require_group_ids: false,
+        max_group_ids: 0,
+        max_device_credentials: 0,
+        max_tokens: 0,
+        max_blacklisted_clients: 0,
+        max_custom_auth_identities: 0,
+        max_custom_auth_permissions: 0,
+    });
+    Ok(axum::Router::new().route(
+        "/",
+        axum::routing::any(move || {
+            let (meter, instance) = (meter.clone(), instance.clone());
+            async move {
+                let billed = match meter.admit(&instance) {
+                    Ok(admission) => meter
+                        .commit(admission, "QuerySessionByClientId")
+                        .await
+                        .map_err(|e| e.message),
+                    Err(e) => Err(e.message),
+                };
+                let status = match &billed {
+                    Ok(()) => axum::http::StatusCode::OK,
+                    Err(_) => axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                };
+                // The floor's body, not copied, so that the two differ only
+                // by the bill.
+                let body = match billed {
+                    Ok(()) => axum::body::Body::from(FLOOR_BODY),
+                    Err(message) => format!("the bill was not written: {message}").into(),
+                };
+                (
+                    status,
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "application/json;charset=utf-8",
+                    )],
+                    body,
+                )
+            }
+        }),
+    ))
+}
+
+async fn baseline(
+    listen: std::net::SocketAddr,
+    durable_bill: Option<std::path::PathBuf>,
+) -> std::process::ExitCode {
+    let app = match durable_bill {
+        None => baseline_app(),
+        Some(dir) => match durable_baseline_app(&dir) {
+            Ok(app) => app,
+            Err(e) => {
+                eprintln!("mqgate-load baseline: cannot open the metering store: {e}");
+                return std::process::ExitCode::from(2);
+            }
+        },
+    };
     let listener = match tokio::net::TcpListener::bind(listen).await {
         Ok(l) => l,
         Err(e) => {
@@ -231,7 +316,7 @@ async fn baseline(listen: std::net::SocketAddr) -> std::process::ExitCode {
         listener.local_addr().expect("bound")
     );
     let _ = std::io::stdout().flush();
-    let _ = axum::serve(listener, baseline_app()).await;
+    let _ = axum::serve(listener, app).await;
     std::process::ExitCode::SUCCESS
 }
 
