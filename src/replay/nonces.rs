@@ -8,7 +8,7 @@
 //! (`2 * window / slot_secs + 2` at most: 6 with the default slot of half
 //! the window), and an entry is kept at most `slot_secs` longer than needed.
 //!
-//! Each generation is split into [`SHARDS`] hash sets by the key's high bits.
+//! Each generation is split into 256 hash sets (`SHARDS`) by the key's high bits.
 //! A hash set grows by rehashing every entry it holds at once, under the
 //! guard's lock, so a call that makes one grow stalls every call behind it:
 //! on the benchmark machine a set of 1.8 million nonce keys took 47 ms to
