@@ -12,30 +12,12 @@
 //! Run: cargo bench --bench nonce_growth   (4 million keys, about 5 s);
 //! under `cargo test` it runs 50,000 keys, to check that it works.
 
-use mqgate::replay::nonces::NonceSet;
+use mqgate::replay::nonces::{Keys, NonceSet};
+use std::time::{Duration, Instant};
 
 // mqgate's allocator, so that a set's growth costs what it costs there.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use std::collections::HashSet;
-use std::hash::{BuildHasherDefault, Hasher};
-use std::time::{Duration, Instant};
-
-/// The baseline's hasher: the low 64 bits of the key, as the nonce set's.
-#[derive(Default)]
-struct PassThrough(u64);
-
-impl Hasher for PassThrough {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, _: &[u8]) {
-        unreachable!("only u128 keys")
-    }
-    fn write_u128(&mut self, key: u128) {
-        self.0 = key as u64;
-    }
-}
 
 /// `n` keys spread like keyed hashes (a 128-bit LCG, its high bits folded
 /// into the low ones).
@@ -75,7 +57,8 @@ fn main() {
             sharded.insert(k, forget_after).expect("room for every key")
         });
         assert_eq!(sharded.len(), n);
-        let mut one: HashSet<u128, BuildHasherDefault<PassThrough>> = HashSet::default();
+        // The baseline: one set with the nonce set's own hasher.
+        let mut one = Keys::default();
         let (worst_one, total_one) = worst(&keys, |k| {
             one.insert(k);
         });

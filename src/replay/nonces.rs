@@ -22,7 +22,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 /// The keys are keyed hashes already, uniformly spread: hashing them again
 /// (SipHash, the default) would only cost time on every call.
 #[derive(Default)]
-struct PassThrough(u64);
+pub struct PassThrough(u64);
 
 impl Hasher for PassThrough {
     fn finish(&self) -> u64 {
@@ -40,7 +40,10 @@ impl Hasher for PassThrough {
     }
 }
 
-type Keys = HashSet<u128, BuildHasherDefault<PassThrough>>;
+/// One set of nonce keys with the set's hasher: a shard of a generation
+/// (and, whole, the layout before the split, `benches/nonce_growth.rs`'s
+/// baseline).
+pub type Keys = HashSet<u128, BuildHasherDefault<PassThrough>>;
 
 /// Hash sets per generation (a power of two).
 const SHARDS: usize = 256;
